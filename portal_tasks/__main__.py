@@ -1,0 +1,3 @@
+from portal_tasks.main import program
+
+program.run()

@@ -1,0 +1,144 @@
+"""Configuration: invoke's layered config (portal.yaml, PORTAL_* variables) resolved per host."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from invoke import Config
+
+from .errors import ConfigError
+
+#: Every setting portal reads, with its default. Per-host overrides live under ``hosts.<name>``.
+DEFAULTS: dict[str, Any] = {
+    "ssh_config": None,  # path; else $PORTAL_SSH_CONFIG; else OpenSSH's own default
+    "transport": None,  # openssh | fabric | local; None: local for localhost, else openssh
+    "session": "portal",  # tmux session name on the host
+    "env_manager": None,  # conda | mamba | micromamba; None: whichever the host has
+    "remote_python": "python3",  # python on the host that runs portal's helper (stdlib only)
+    "port_base": 20000,  # first port of the port plan (below Linux's ephemeral range)
+    "block_size": 100,  # ports per user block
+    "slots": 100,  # number of blocks
+    "workers": 2,
+    "threads": 2,
+    "memory": "25%",  # per-user budget: a size (16GiB) or a share of the host's memory
+    "connect_timeout": 10,  # seconds for an SSH connection to come up
+    "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
+}
+
+
+class PortalConfig(Config):
+    """invoke Config with the ``portal`` prefix: portal.yaml files and PORTAL_* variables."""
+
+    prefix = "portal"
+
+    @staticmethod
+    def global_defaults() -> dict[str, Any]:
+        base = Config.global_defaults()
+        base.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})
+        return base
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in force for one host, validated."""
+
+    host: str
+    ssh_config: str | None
+    transport: str
+    session: str
+    env_manager: str | None
+    remote_python: str
+    port_base: int
+    block_size: int
+    slots: int
+    workers: int
+    threads: int
+    memory: str
+    connect_timeout: float
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local"
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+
+def _lookup(config: Mapping[str, Any] | Config | None, key: str) -> Any:
+    if config is None:
+        return DEFAULTS.get(key)
+    try:
+        value = config[key]
+    except (KeyError, AttributeError):
+        return DEFAULTS.get(key)
+    return DEFAULTS.get(key) if value is None and key not in ("ssh_config", "transport", "env_manager") else value
+
+
+def _as_int(name: str, value: Any, low: int, high: int, host: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a whole number.", host=host, hint=f"Set {name} between {low} and {high}.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} {number} is out of range.", host=host, hint=f"Set {name} between {low} and {high}.")
+    return number
+
+
+def is_local_host(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1", "")
+
+
+def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", **overrides: Any) -> Settings:
+    """Merge defaults, config, the host's own section and CLI overrides (None = not given)."""
+    host = host or "localhost"
+    merged: dict[str, Any] = {k: _lookup(config, k) for k in DEFAULTS if k != "hosts"}
+    hosts = _lookup(config, "hosts") or {}
+    if not isinstance(hosts, Mapping):
+        raise ConfigError("'hosts' in portal config must be a mapping of host name to settings.")
+    per_host = hosts.get(host) or {}
+    if not isinstance(per_host, Mapping):
+        raise ConfigError(f"'hosts.{host}' in portal config must be a mapping of settings.")
+    unknown = sorted(set(per_host) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} under 'hosts.{host}' in portal config.",
+                          hint=f"Known: {', '.join(sorted(k for k in DEFAULTS if k != 'hosts'))}.")
+    merged.update(per_host)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    if not merged.get("ssh_config"):
+        merged["ssh_config"] = os.environ.get("PORTAL_SSH_CONFIG") or None
+    if merged["ssh_config"]:
+        merged["ssh_config"] = os.path.expanduser(str(merged["ssh_config"]))
+    transport = merged.get("transport") or ("local" if is_local_host(host) else "openssh")
+    if transport not in ("openssh", "fabric", "local"):
+        raise ConfigError(f"unknown transport {transport!r}.", host=host, hint="Use openssh, fabric or local.")
+    if merged.get("env_manager") not in (None, "conda", "mamba", "micromamba"):
+        raise ConfigError(f"env_manager {merged['env_manager']!r} is not conda, mamba or micromamba.", host=host)
+    port_base = _as_int("port_base", merged["port_base"], 1024, 65000, host)
+    block_size = _as_int("block_size", merged["block_size"], 10, 10000, host)
+    slots = _as_int("slots", merged["slots"], 1, 100000, host)
+    if port_base + block_size * slots - 1 > 65535:
+        slots = max(1, (65536 - port_base) // block_size)
+    session = str(merged["session"])
+    if not session or any(c in session for c in ".:") or not session.isprintable():
+        raise ConfigError(f"session name {session!r} cannot be a tmux session name.", host=host,
+                          hint="Use letters, digits, - or _ (no '.' or ':').")
+    return Settings(
+        host=host,
+        ssh_config=merged["ssh_config"],
+        transport=transport,
+        session=session,
+        env_manager=merged.get("env_manager"),
+        remote_python=str(merged["remote_python"]),
+        port_base=port_base,
+        block_size=block_size,
+        slots=slots,
+        workers=_as_int("workers", merged["workers"], 1, 1024, host),
+        threads=_as_int("threads", merged["threads"], 1, 1024, host),
+        memory=str(merged["memory"]),
+        connect_timeout=float(merged["connect_timeout"]),
+    )
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))

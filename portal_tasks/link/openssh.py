@@ -1,0 +1,182 @@
+"""OpenSSH transport: one ControlMaster connection per host carries commands, tmux and forwards."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import platformdirs
+
+from .. import errors
+from ..config import Settings
+from ..runner import Result, run
+from .base import Link
+
+
+def control_dir() -> Path:
+    """A private (0700) directory for control sockets and small executables."""
+    base = Path(platformdirs.user_runtime_dir("portal", ensure_exists=False))
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(base, 0o700)
+    except OSError:
+        base = Path(platformdirs.user_cache_dir("portal")) / "run"
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(base, 0o700)
+    return base
+
+
+def ssh_options(settings: Settings, control_path: str) -> list[str]:
+    """The options every ssh call of portal carries (pure)."""
+    opts: list[str] = []
+    if settings.ssh_config:
+        opts += ["-F", settings.ssh_config]
+    opts += [
+        "-o", f"ControlPath={control_path}",
+        "-o", f"ConnectTimeout={int(settings.connect_timeout)}",
+        "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "ExitOnForwardFailure=yes",
+    ]
+    return opts
+
+
+def master_argv(settings: Settings, control_path: str, *, batch: bool) -> list[str]:
+    """Start the ControlMaster in the background once authenticated (pure)."""
+    argv = ["ssh", *ssh_options(settings, control_path), "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N"]
+    if batch:
+        argv += ["-o", "BatchMode=yes"]
+    return [*argv, settings.host]
+
+
+def command_argv(settings: Settings, control_path: str, command: str, *, tty: bool = False) -> list[str]:
+    """Run a shell command on the host through the master (pure)."""
+    argv = ["ssh", *ssh_options(settings, control_path), "-o", "ControlMaster=no", "-o", "BatchMode=yes"]
+    argv.append("-t" if tty else "-T")
+    return [*argv, settings.host, "--", command]
+
+
+def control_argv(settings: Settings, control_path: str, op: str, *forward: str) -> list[str]:
+    """``ssh -O check|exit|forward|cancel`` against the master (pure)."""
+    argv = ["ssh", *ssh_options(settings, control_path), "-O", op]
+    for spec in forward:
+        argv += ["-L", spec]
+    return [*argv, settings.host]
+
+
+def forward_spec(local_port: int, remote: str) -> str:
+    """``-L`` value binding the laptop's loopback only: 127.0.0.1:L:127.0.0.1:R or 127.0.0.1:L:/sock."""
+    return f"127.0.0.1:{local_port}:{remote}"
+
+
+def explain_ssh(settings: Settings) -> list[str]:
+    """The plain ``ssh`` a person types (with the config file portal was told to use)."""
+    argv = ["ssh"]
+    if settings.ssh_config:
+        argv += ["-F", settings.ssh_config]
+    return argv
+
+
+class OpenSSHLink(Link):
+    name = "openssh"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.dir = control_dir()
+        self.control_path = str(self.dir / "%C")
+        self._connected = False
+
+    def _socket_file(self) -> Path | None:
+        res = run(["ssh", *ssh_options(self.settings, self.control_path), "-G", self.host], timeout=10)
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "controlpath":
+                return Path(value)
+        return None
+
+    def is_alive(self) -> bool:
+        return run(control_argv(self.settings, self.control_path, "check"), timeout=10).ok
+
+    def connect(self) -> None:
+        if self._connected:
+            return
+        if self.is_alive():
+            self._connected = True
+            return
+        sock = self._socket_file()
+        if sock is not None and sock.exists():  # master gone, socket left behind
+            sock.unlink(missing_ok=True)
+        batch = not sys.stdin.isatty()
+        with tempfile.TemporaryFile(mode="w+") as errfile:
+            import subprocess
+
+            argv = master_argv(self.settings, self.control_path, batch=batch)
+            try:
+                proc = subprocess.run(argv, stdin=None if not batch else subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=errfile,
+                                      timeout=self.settings.connect_timeout + 20)
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                rc = 124
+            errfile.seek(0)
+            message = " ".join(errfile.read().split())
+        if rc != 0 or not self.is_alive():
+            raise errors.LinkError(
+                f"cannot connect over SSH ({message or f'ssh exited {rc}'}).",
+                host=self.host,
+                hint="Check the host name and your ssh config (ssh -G HOST), or pass --ssh-config.",
+            )
+        self._connected = True
+
+    def command_argv(self, command: str, *, tty: bool = False) -> list[str]:
+        return command_argv(self.settings, self.control_path, command, tty=tty)
+
+    def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
+        self.connect()
+        result = run(self.command_argv(command), input=input, timeout=timeout)
+        if result.rc == 255:
+            raise errors.LinkError(f"the SSH connection failed: {result.tail()}", host=self.host,
+                                   hint="Run the command again; portal reconnects.")
+        return result
+
+    def tmux_bin(self) -> str:
+        """A tiny executable that runs tmux on the host through the master, UTF-8, each argument quoted."""
+        self.connect()
+        prefix = self.command_argv("")[:-1]
+        path = self.dir / f"tmux-{abs(hash((self.host, self.control_path, self.settings.ssh_config))):x}"
+        body = (
+            f"#!{sys.executable} -IS\n"
+            "import os, shlex, sys\n"
+            f"argv = {prefix!r}\n"
+            "os.execvp(argv[0], argv + ['LC_ALL=C.UTF-8 tmux -u ' + shlex.join(sys.argv[1:])])\n"
+        )
+        if not path.exists() or path.read_text() != body:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(body)
+            tmp.chmod(stat.S_IRWXU)
+            tmp.replace(path)
+        return str(path)
+
+    def forward(self, local_port: int, remote: str) -> None:
+        self.connect()
+        res = run(control_argv(self.settings, self.control_path, "forward", forward_spec(local_port, remote)), timeout=15)
+        if not res.ok:
+            raise errors.ForwardError(f"could not forward laptop port {local_port} to {remote}: {res.tail()}",
+                                      host=self.host, hint="Another program may hold the laptop port; portal picks another when run again.")
+
+    def cancel_forward(self, local_port: int, remote: str) -> None:
+        run(control_argv(self.settings, self.control_path, "cancel", forward_spec(local_port, remote)), timeout=15)
+
+    def close(self) -> None:
+        run(control_argv(self.settings, self.control_path, "exit"), timeout=15)
+        self._connected = False
+
+    def explain_login(self) -> list[str]:
+        return [shlex.join([*explain_ssh(self.settings), self.host])]
+
+    def attach_argv(self, session: str) -> list[str]:
+        return self.command_argv(f"tmux attach -t {shlex.quote(session)}", tty=True)

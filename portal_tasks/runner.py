@@ -1,0 +1,77 @@
+"""The one place that starts processes: run an argv, return a Result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+log = logging.getLogger("portal")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command left: its argv, exit code and output."""
+
+    argv: tuple[str, ...]
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def tail(self, lines: int = 3) -> str:
+        """The last lines of stderr (else stdout), for error messages."""
+        text = (self.stderr or self.stdout).strip().splitlines()
+        return " / ".join(text[-lines:])
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Result:
+    """Run argv to completion; never raises for a non-zero exit (the caller decides).
+
+    A missing program gives rc 127 and a timeout rc 124, as a shell would.
+    """
+    log.debug("run: %s", shlex.join(argv))
+    full_env = None if env is None else {**os.environ, **env}
+    binary = isinstance(input, bytes)
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=not binary,
+            timeout=timeout,
+            env=full_env,
+            cwd=cwd,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError as exc:
+        return Result(tuple(argv), 127, "", f"{argv[0]}: command not found ({exc.strerror})")
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return Result(tuple(argv), 124, out, err + f"\ntimed out after {timeout:g}s")
+    if binary:
+        return Result(tuple(argv), proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+    return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
+def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start argv detached from our stdio (for long-lived helpers such as a lock holder)."""
+    log.debug("spawn: %s", shlex.join(argv))
+    full_env = None if env is None else {**os.environ, **env}
+    return subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
+    )

@@ -1,0 +1,60 @@
+"""A Target is one host as a step sees it: its settings, its link, what the host told us, and output."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from invoke import Config
+
+from . import config as config_mod
+from .config import Settings
+from .link import Link, open_link
+
+
+@dataclass
+class Explained:
+    """The manual commands a step stands for: typed on the host, then typed on the laptop."""
+
+    remote: list[str] = field(default_factory=list)
+    local: list[str] = field(default_factory=list)
+
+    def __add__(self, other: "Explained") -> "Explained":
+        return Explained(self.remote + other.remote, self.local + other.local)
+
+
+@dataclass
+class Target:
+    settings: Settings
+    link: Link
+    say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    _facts: dict[str, Any] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    def facts(self, refresh: bool = False) -> dict[str, Any]:
+        """The host's probe (uid, user, home, tmux, managers, memory), fetched once."""
+        if self._facts is None or refresh:
+            self._facts = self.link.helper("probe", {})
+        return self._facts
+
+    def render(self, explained: Explained) -> str:
+        """Explained commands as one pasteable script: log in, type on the host, exit, type locally."""
+        lines: list[str] = []
+        login = self.link.explain_login()
+        if login and explained.remote:
+            lines.append(f"{login[0]}    # log in to {self.host}; the lines up to 'exit' are typed there")
+            lines += explained.remote
+            lines.append("exit")
+        else:
+            lines += explained.remote
+        lines += explained.local
+        return "\n".join(lines)
+
+
+def make_target(config: Config | None, host: str | None, **overrides: Any) -> Target:
+    settings = config_mod.resolve(config, host or "localhost", **overrides)
+    return Target(settings=settings, link=open_link(settings))

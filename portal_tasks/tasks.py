@@ -1,0 +1,169 @@
+"""The invoke tasks: parse options, call the steps, print. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json as _json
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from invoke import Collection, Context, task
+from invoke.exceptions import Exit
+
+from .config import DEFAULTS
+from .errors import PortalError
+from .target import Target, make_target
+
+HOST = "SSH host as your ~/.ssh/config knows it, or localhost (default)"
+SSH_CONFIG = "ssh config file to use (default: $PORTAL_SSH_CONFIG, else OpenSSH's own)"
+ENV = "conda/mamba/micromamba env name, or path to a venv or conda prefix"
+EXPLAIN = "print the shell commands this stands for, and do nothing"
+COMMON = {"host": HOST, "ssh-config": SSH_CONFIG, "explain": EXPLAIN}
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("PORTAL_DEBUG")) or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def portal_task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """@task that turns a PortalError into one line on stderr and exit 1 (traceback with --debug)."""
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def body(c: Context, *a: Any, **kw: Any) -> Any:
+            try:
+                return fn(c, *a, **kw)
+            except PortalError as exc:
+                if _debug():
+                    raise
+                raise Exit(f"portal: {exc.line()}", code=1) from None
+            except KeyboardInterrupt:
+                raise Exit("portal: interrupted; what already runs on the host keeps running.", code=130) from None
+
+        return task(*args, **kwargs)(body)
+
+    return wrap
+
+
+def _target(c: Context, host: str | None, ssh_config: str | None, **overrides: Any) -> Target:
+    return make_target(c.config, host, ssh_config=ssh_config, **overrides)
+
+
+def _step(name: str) -> Any:
+    return importlib.import_module(f"portal_tasks.steps.{name}")
+
+
+def _explain_or_run(target: Target, explain: bool, step: Any, **kw: Any) -> Any:
+    if explain:
+        print(target.render(step.explain(target, **kw)))
+        return None
+    return step.run(target, **kw)
+
+
+@portal_task(help={**COMMON, "session": "tmux session name (default: portal, or config 'session')"})
+def tmux(c: Context, host: str | None = None, ssh_config: str | None = None, session: str | None = None,
+         explain: bool = False) -> None:
+    """Ensure the user's tmux session exists on the host (an existing one is reused)."""
+    _explain_or_run(_target(c, host, ssh_config, session=session), explain, _step("tmux"))
+
+
+@portal_task(name="env", help={**COMMON, "env": ENV})
+def env_(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+         explain: bool = False) -> None:
+    """Activate ENV in its own tmux window (checks that it exists first)."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("env"), env=env)
+
+
+@portal_task(help={**COMMON, "env": ENV})
+def ipython(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+            explain: bool = False) -> None:
+    """Start IPython in ENV with the cluster's address exported (a running one is kept)."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("ipython"), env=env)
+
+
+@portal_task(help={**COMMON, "env": ENV, "socket": "listen on a unix socket in a 0700 dir instead of a port"})
+def jupyter(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+            socket: bool = False, explain: bool = False) -> None:
+    """Start JupyterLab for ENV on its planned port with a token (a running one is kept)."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("jupyter"), env=env, socket=socket)
+
+
+CLUSTER_HELP = {
+    "workers": "number of Dask workers (default 2, or config 'workers')",
+    "threads": "threads per worker (default 2)",
+    "memory": "memory budget for all workers: a size (16GiB) or a share of the host (25%)",
+}
+
+
+@portal_task(help={**COMMON, "env": ENV, **CLUSTER_HELP})
+def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+            workers: str | None = None, threads: str | None = None, memory: str | None = None,
+            explain: bool = False) -> None:
+    """Start or reuse the user's Dask cluster for ENV (TLS, on the user's own ports)."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("cluster"), env=env,
+                    workers=workers, threads=threads, memory=memory)
+
+
+@portal_task(help={**COMMON, "watch": "keep the forwards alive, re-making them after the link drops"})
+def forward(c: Context, host: str | None = None, ssh_config: str | None = None, watch: bool = False,
+            explain: bool = False) -> None:
+    """Forward the ports of the user's running services to free local ports."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("forward"), watch=watch)
+
+
+@portal_task(help=COMMON)
+def browse(c: Context, host: str | None = None, ssh_config: str | None = None, explain: bool = False) -> None:
+    """Open the browser at the forwarded Dask dashboard and JupyterLab."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("browse"))
+
+
+@portal_task(help={
+    **COMMON, "env": ENV, **CLUSTER_HELP,
+    "jupyter": "also start JupyterLab", "socket": "JupyterLab on a unix socket",
+    "attach": "attach to tmux at the end (--no-attach skips it)",
+    "browser": "open the browser (--no-browser skips it; URLs are printed anyway)",
+    "watch": "stay and keep the forwards alive",
+})
+def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+       jupyter: bool = False, socket: bool = False, attach: bool = True, browser: bool = True,
+       workers: str | None = None, threads: str | None = None, memory: str | None = None,
+       watch: bool = False, explain: bool = False) -> None:
+    """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("up"), env=env, jupyter=jupyter,
+                    socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
+                    memory=memory, watch=watch)
+
+
+@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON"})
+def status(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False) -> None:
+    """What runs for you on HOST: sessions, clusters, Jupyter servers, forwards, ports (read-only)."""
+    report = _step("status").run(_target(c, host, ssh_config))
+    print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("status").render(report))
+
+
+@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON"})
+def ports(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False) -> None:
+    """Your port plan on HOST and how many ports you hold there (read-only)."""
+    report = _step("ports").run(_target(c, host, ssh_config))
+    print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("ports").render(report))
+
+
+@portal_task(help={**COMMON, "env": "stop only this env's services", "keep-cluster": "leave the Dask cluster running"})
+def down(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
+         keep_cluster: bool = False, explain: bool = False) -> None:
+    """Stop what `up` started for you (never anything of another user), remove forwards."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("down"), env=env, keep_cluster=keep_cluster)
+
+
+@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "env": ENV})
+def check(c: Context, host: str | None = None, ssh_config: str | None = None, env: str | None = None) -> None:
+    """Check the host is ready: ssh, tmux, env, python, dask, free planned ports (read-only)."""
+    if not _step("check").run(_target(c, host, ssh_config), env=env):
+        raise Exit(code=1)
+
+
+ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, ports, down, check)
+ns.configure({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})
