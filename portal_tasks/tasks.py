@@ -40,6 +40,13 @@ def portal_task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
                 if _debug():
                     raise
                 raise Exit(f"portal: {exc.line()}", code=1) from None
+            except Exit:
+                raise
+            except Exception as exc:  # a bug: still one line, the traceback on request
+                if _debug():
+                    raise
+                raise Exit(f"portal: internal error ({type(exc).__name__}: {exc}). "
+                           "Run again with PORTAL_DEBUG=1 (or portal --debug) for the traceback.", code=1) from None
             except KeyboardInterrupt:
                 raise Exit("portal: interrupted; what already runs on the host keeps running.", code=130) from None
 

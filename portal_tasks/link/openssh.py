@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import stat
@@ -17,16 +18,23 @@ from ..runner import Result, run
 from .base import Link
 
 
+MAX_DIR_LEN = 60  # leaves room for "/%C" (40 hex) under the 104-byte socket path limit
+
+
 def control_dir() -> Path:
     """A private (0700) directory for control sockets and small executables."""
-    base = Path(platformdirs.user_runtime_dir("portal", ensure_exists=False))
-    try:
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(base, 0o700)
-    except OSError:
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "portal"
+    else:
         base = Path(platformdirs.user_cache_dir("portal")) / "run"
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(base, 0o700)
+    if len(str(base)) > MAX_DIR_LEN:  # unix socket paths are limited to about 104 bytes
+        digest = hashlib.sha256(str(base).encode()).hexdigest()[:10]
+        base = Path(tempfile.gettempdir()) / f"portal-{os.getuid()}-{digest}"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if base.stat().st_uid != os.getuid():
+        raise errors.LinkError(f"{base} belongs to another user; portal keeps its control sockets there.",
+                               hint="Set XDG_RUNTIME_DIR to a private directory.")
+    os.chmod(base, 0o700)
     return base
 
 

@@ -1,0 +1,1 @@
+"""One module per step of `up`; each has run(target, ...) and explain(target, ...)."""

@@ -1,0 +1,84 @@
+"""`check`: is the host ready? One line per check, ok or what to do; True when all pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import PortalError
+from ..target import Target
+
+REQUIRED_MODULES = {"IPython": "ipython", "distributed": "dask.distributed"}
+OPTIONAL_MODULES = {"jupyterlab": "jupyterlab (needed for --jupyter)"}
+
+
+@dataclass(frozen=True)
+class Line:
+    ok: bool | None  # None: a note, neither pass nor fail
+    text: str
+
+    def render(self) -> str:
+        mark = {True: "ok  ", False: "FAIL", None: "note"}[self.ok]
+        return f"{mark} {self.text}"
+
+
+def _ssh(target: Target) -> Line:
+    target.link.connect()
+    facts = target.facts()
+    how = "no SSH (this machine)" if target.settings.is_local else f"over {target.link.name}"
+    return Line(True, f"{target.host}: reachable {how} as {facts['user']} (uid {facts['uid']}), python {facts['python']}")
+
+
+def _tmux(target: Target) -> Line:
+    version = target.facts().get("tmux")
+    if not version:
+        return Line(False, f"{target.host}: tmux is not on the PATH. Install tmux there (apt-get install tmux) or ask the admins.")
+    return Line(True, f"{target.host}: {version}")
+
+
+def _env(target: Target, env: str | None) -> list[Line]:
+    from . import env as env_step
+
+    info = env_step.inspect(target, env)
+    lines = [Line(True, f"{target.host}: env {info['name']!r} ({info['kind']}) at {info['prefix']}, python {info['python']}")]
+    modules = info.get("modules", {})
+    for module, label in REQUIRED_MODULES.items():
+        if modules.get(module):
+            lines.append(Line(True, f"{target.host}: env {info['name']!r} has {label}"))
+        else:
+            lines.append(Line(False, f"{target.host}: env {info['name']!r} lacks {label}. Install it: pip install {label.split('.')[0]} (or conda install)."))
+    for module, label in OPTIONAL_MODULES.items():
+        if not modules.get(module):
+            lines.append(Line(None, f"{target.host}: env {info['name']!r} lacks {label}"))
+        else:
+            lines.append(Line(True, f"{target.host}: env {info['name']!r} has {module}"))
+    return lines
+
+
+def _ports(target: Target) -> list[Line]:
+    from . import ports as ports_step
+
+    return [Line(ok, text) for ok, text in ports_step.check_lines(target)]
+
+
+def run(target: Target, env: str | None = None) -> bool:
+    """Print one line per check; True only when none failed. An unreachable host stops the checks."""
+    all_ok = True
+    checks: list[Callable[[], list[Line]]] = [
+        lambda: [_ssh(target)],
+        lambda: [_tmux(target)],
+        lambda: _env(target, env),
+        lambda: _ports(target),
+    ]
+    for i, check in enumerate(checks):
+        try:
+            lines = check()
+        except PortalError as exc:
+            lines = [Line(False, exc.line())]
+            if i == 0:  # nothing else can be checked without the host
+                print(lines[0].render())
+                return False
+        for line in lines:
+            print(line.render(), flush=True)
+            all_ok = all_ok and line.ok is not False
+    return all_ok

@@ -1,0 +1,64 @@
+"""Python envs on the test host that every test user can run, built once per machine."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from portal_tasks.errors import EnvError
+from portal_tasks.runner import run
+
+#: env name -> pip requirements; `bare` is for "env lacks dask" tests.
+ENV_REQUIREMENTS: dict[str, list[str]] = {
+    "a": ["dask[distributed]", "ipython", "jupyterlab"],
+    "bare": [],
+}
+ENVS_ROOT = Path(os.environ.get("PORTAL_TEST_ENVS_ROOT", "/opt/portal-testing/envs"))
+SYSTEM_PYTHON = "/usr/bin/python3"
+COMPLETE_MARK = ".portal-complete"
+
+
+def envs_key(python: str = SYSTEM_PYTHON) -> str:
+    """A short hash of the requirements and the python, naming the cache directory."""
+    version = run([python, "-c", "import sys; print(sys.version)"], timeout=30).stdout.strip()
+    blob = json.dumps({"req": ENV_REQUIREMENTS, "python": python, "version": version}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def ensure_envs(root: Path = ENVS_ROOT, python: str = SYSTEM_PYTHON) -> dict[str, Path]:
+    """Return {name: venv path}, building missing envs (minutes the first time, then cached)."""
+    base = root / envs_key(python)
+    base.mkdir(parents=True, exist_ok=True)
+    for d in (root.parent, root, base):
+        d.chmod(0o755)
+    with open(base.parent / f"{base.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs wait for one builder
+        return {name: _ensure_env(base / name, reqs, python) for name, reqs in ENV_REQUIREMENTS.items()}
+
+
+def _ensure_env(path: Path, requirements: list[str], python: str) -> Path:
+    if (path / COMPLETE_MARK).exists():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    steps = [[python, "-m", "venv", str(path)]]
+    if requirements:
+        steps.append([str(path / "bin" / "python"), "-m", "pip", "install", "-q", *requirements])
+    for argv in steps:
+        res = run(argv, timeout=1800, env={"PIP_NO_INPUT": "1"})
+        if not res.ok:
+            raise EnvError(
+                f"building test env {path.name} failed (rc {res.rc}): {res.tail()}",
+                hint=f"Check `{' '.join(argv)}` by hand.",
+            )
+    run(["chmod", "-R", "a+rX", str(path)], timeout=120)
+    (path / COMPLETE_MARK).write_text(json.dumps(requirements))
+    return path
+
+
+if __name__ == "__main__":
+    for name, p in ensure_envs().items():
+        print(name, p)

@@ -1,0 +1,387 @@
+"""The netns test server: network namespaces `matagorda` and `login`, each with a real sshd.
+
+Namespaces isolate only the network: users, files and processes are shared with the
+root namespace, which plays the laptop. Addresses are 10.231.X.0/24 nets:
+
+    root (laptop) 10.231.X.1   <-> matagorda 10.231.X.2
+    root (laptop) 10.231.X+1.1 <-> login     10.231.X+1.2
+    login         10.231.X+2.1 <-> matagorda 10.231.X+2.2   (the laptop has no way in)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from portal_tasks.runner import Result, run, spawn
+from portal_tasks.testing import users as users_mod
+from portal_tasks.testing.envs import ensure_envs
+from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
+from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser
+from portal_tasks.testing.waiting import retry_until
+
+PREFIX = "portal-t-"  # every namespace and run dir made here starts with it
+NETNS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-([a-z]+)$")
+SSHD = "/usr/sbin/sshd"
+ROLES = ("alice", "bob", "notmux")
+LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
+BASE_ROOT = Path(os.environ.get("PORTAL_TEST_BASE", "/home"))
+
+
+@dataclass(frozen=True)
+class Nets:
+    """The three /24 nets of one run."""
+
+    x: int
+
+    def addr(self, net: int, host: int) -> str:
+        return f"10.231.{self.x + net}.{host}"
+
+    @property
+    def host(self) -> str:  # matagorda as the laptop reaches it
+        return self.addr(0, 2)
+
+    @property
+    def login(self) -> str:
+        return self.addr(1, 2)
+
+    @property
+    def inner(self) -> str:  # matagorda as only the login node reaches it
+        return self.addr(2, 2)
+
+
+def _must(argv: list[str], what: str | None = None, timeout: float = 60) -> Result:
+    res = run(argv, timeout=timeout)
+    if not res.ok:
+        raise TestServerError(
+            f"{what or argv[0]} failed (rc {res.rc}): {res.tail()}", hint=f"Command: {' '.join(argv)}"
+        )
+    return res
+
+
+def unavailable() -> str | None:
+    """Why the netns server cannot run here, or None."""
+    if not sys.platform.startswith("linux"):
+        return f"the netns test server needs Linux (this is {sys.platform}); use --portal-server ssh://HOST"
+    if os.geteuid() != 0:
+        return "the netns test server needs root (network namespaces, users); run as root or use --portal-server ssh://HOST"
+    for tool in ("ip", "ssh", "ssh-keygen", "useradd", "userdel", "setpriv", "ss"):
+        if shutil.which(tool) is None:
+            return f"the netns test server needs `{tool}` on PATH"
+    if not os.access(SSHD, os.X_OK):
+        return f"the netns test server needs {SSHD} (apt-get install openssh-server)"
+    return None
+
+
+def netns_list() -> list[str]:
+    res = run(["ip", "netns", "list"], timeout=10)
+    return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+def _netns_pids(ns: str) -> list[int]:
+    res = run(["ip", "netns", "pids", ns], timeout=10)
+    return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+
+def _delete_netns(ns: str) -> None:
+    pids = _netns_pids(ns)
+    if pids:
+        kill_and_wait(pids)
+    res = run(["ip", "netns", "del", ns], timeout=30)
+    if not res.ok and ns in netns_list():
+        raise TestServerError(f"ip netns del {ns} failed: {res.tail()}")
+
+
+def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
+    """Remove namespaces, users and run dirs of earlier runs whose pytest process is dead."""
+    cleaned = []
+    for ns in netns_list():
+        m = NETNS_RE.match(ns)
+        if m and not pid_alive(int(m.group(1))):
+            _delete_netns(ns)
+            cleaned.append(f"netns {ns}")
+    for name in users_mod.leftover_users():
+        users_mod.delete_user(name)
+        cleaned.append(f"user {name}")
+    for d in base_root.glob(f"{PREFIX}*"):
+        m = re.match(rf"^{PREFIX}(\d+)-[0-9a-f]+$", d.name)
+        if m and d.is_dir() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+            cleaned.append(f"dir {d}")
+    return cleaned
+
+
+def _pick_nets() -> Nets:
+    """A free 10.231.X.0/24 triple: no address or route of this machine in it."""
+    used = run(["ip", "-o", "-4", "addr"], timeout=10).stdout + run(["ip", "-4", "route"], timeout=10).stdout
+    start = secrets.randbelow(63)
+    for i in range(63):
+        x = 4 * ((start + i) % 63)
+        if not any(f"10.231.{x + n}." in used for n in range(3)):
+            return Nets(x)
+    raise TestServerError("no free 10.231.X.0/24 nets left for the test server", hint="Remove stale veths.")
+
+
+def _ssh_config(user: str, key: Path, known_hosts: Path, nets: Nets) -> str:
+    return f"""\
+# the laptop of {user}: made by the portal test server
+Host matagorda
+    HostName {nets.host}
+Host login
+    HostName {nets.login}
+Host matagorda-via-login
+    HostName {nets.inner}
+    ProxyJump login
+Host *
+    User {user}
+    IdentityFile {key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known_hosts}
+    StrictHostKeyChecking accept-new
+    BatchMode yes
+    ConnectTimeout 10
+    ServerAliveInterval 5
+"""
+
+
+def _sshd_config(d: Path, listen: list[str], allow: list[str], extra: str = "") -> str:
+    listen_lines = "\n".join(f"ListenAddress {a}:22" for a in listen)
+    return f"""\
+# sshd of the portal test server
+{listen_lines}
+HostKey {d}/ssh_host_ed25519_key
+PidFile {d}/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin no
+AuthorizedKeysFile .ssh/authorized_keys
+StrictModes yes
+AllowUsers {' '.join(allow)}
+AllowTcpForwarding yes
+AllowStreamLocalForwarding yes
+X11Forwarding no
+MaxStartups 200:30:400
+MaxSessions 100
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+{extra}"""
+
+
+class NetnsServer:
+    """Builds the namespaces, users and sshds of one run; close() removes all of it."""
+
+    name = "netns"
+
+    def __init__(self, spec: str = "netns", *, base_root: Path | None = None) -> None:
+        self.spec = spec
+        self.token = secrets.token_hex(2)
+        self.run_id = f"{os.getpid()}-{self.token}"
+        self.base = (base_root or BASE_ROOT) / f"{PREFIX}{self.run_id}"
+        self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
+        self.ns_login = f"{PREFIX}{self.run_id}-login"
+        self._netns: list[str] = []
+        self._users: list[str] = []
+        self._sshd: list[subprocess.Popen[bytes]] = []
+        self._laptops: list[Path] = []
+        self._keep: dict[Path, set[str]] = {}
+        self.server: TestServer | None = None
+
+    # -- setup --------------------------------------------------------------------------
+    def start(self) -> TestServer:
+        reason = unavailable()
+        if reason:
+            raise TestServerUnavailable(reason)
+        clean_leftovers(self.base.parent)
+        envs = ensure_envs()
+        self.base.mkdir(mode=0o755, parents=True)
+        self.base.chmod(0o755)
+        nets = self._network()
+        notmux_bin = self._notmux_bin()
+        users = {role: self._user(role, nets, notmux_bin) for role in ROLES}
+        names = [u.name for u in users.values()]
+        notmux_path = f"{notmux_bin}:/usr/sbin"
+        self._sshd_in(self.ns_host, "matagorda", [nets.host, nets.inner], names,
+                      f"Match User {users['notmux'].name}\n    SetEnv PATH={notmux_path}\n")
+        self._sshd_in(self.ns_login, "login", [nets.login], names)
+        self.server = TestServer(
+            backend="netns",
+            address=nets.host,
+            login_address=nets.login,
+            via_login_address=nets.inner,
+            envs=envs,
+            users=users,
+            run_id=self.run_id,
+            admin_run=self.admin_run,
+            reset_user=self.reset_user,
+        )
+        return self.server
+
+    def _network(self) -> Nets:
+        for ns in (self.ns_host, self.ns_login):
+            _must(["ip", "netns", "add", ns], f"creating network namespace {ns}")
+            self._netns.append(ns)
+            _must(["ip", "-n", ns, "link", "set", "lo", "up"])
+        nets = _pick_nets()
+        t = self.token
+        # (namespace of end 0 or None for root, name 0, addr 0, namespace of end 1, name 1, addr 1)
+        pairs = [
+            (None, f"pt{t}h0", nets.addr(0, 1), self.ns_host, f"pt{t}h1", nets.host),
+            (None, f"pt{t}l0", nets.addr(1, 1), self.ns_login, f"pt{t}l1", nets.login),
+            (self.ns_login, f"pt{t}j0", nets.addr(2, 1), self.ns_host, f"pt{t}j1", nets.inner),
+        ]
+        for ns0, name0, addr0, ns1, name1, addr1 in pairs:
+            n0 = ["-n", ns0] if ns0 else []
+            _must(["ip", *n0, "link", "add", name0, "type", "veth", "peer", "name", name1, "netns", ns1])
+            _must(["ip", *n0, "addr", "add", f"{addr0}/24", "dev", name0])
+            _must(["ip", *n0, "link", "set", name0, "up"])
+            _must(["ip", "-n", ns1, "addr", "add", f"{addr1}/24", "dev", name1])
+            _must(["ip", "-n", ns1, "link", "set", name1, "up"])
+        # Packets from the laptop to the inner net go to the login node, which does not forward
+        # them: "No route to host", and nothing leaves through the machine's default route.
+        # The route lives on the veth and goes away with it.
+        _must(["ip", "route", "add", f"{nets.addr(2, 0)}/24", "dev", f"pt{t}l0"])
+        return nets
+
+    def _notmux_bin(self) -> Path:
+        """A PATH directory with everything of /usr/bin except tmux."""
+        d = self.base / "notmux-bin"
+        d.mkdir(mode=0o755)
+        for entry in Path("/usr/bin").iterdir():
+            if entry.name != "tmux":
+                (d / entry.name).symlink_to(entry)
+        return d
+
+    def _user(self, role: str, nets: Nets, notmux_bin: Path) -> TestUser:
+        name = f"portal-{role}-{self.token}"
+        home = self.base / "home" / name
+        home.parent.mkdir(mode=0o755, exist_ok=True)
+        entry = users_mod.create_user(name, home, self.run_id)
+        self._users.append(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+        laptop = self.base / "laptop" / role
+        (laptop / ".ssh").mkdir(mode=0o700, parents=True)
+        laptop.chmod(0o700)
+        self._laptops.append(laptop)
+        key = laptop / ".ssh" / "id_ed25519"
+        _must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@laptop", "-f", str(key)])
+        ssh_dir = home / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        private = home / "private"  # for "another user cannot read it" checks
+        private.mkdir(mode=0o700)
+        (private / "secret.txt").write_text(f"{name}'s secret\n")
+        if role == "notmux":
+            line = f"PATH={notmux_bin}:/usr/sbin; export PATH  # this user's host has no tmux\n"
+            for rc in (".bashrc", ".profile"):
+                f = home / rc
+                old = f.read_text() if f.exists() else ""
+                f.write_text(line + old + line if rc == ".profile" else line + old)
+        for path in [home, *home.rglob("*")]:
+            os.lchown(path, uid, gid)
+        known_hosts = laptop / ".ssh" / "known_hosts"
+        config = laptop / ".ssh" / "config"
+        config.write_text(_ssh_config(name, key, known_hosts, nets))
+        config.chmod(0o600)
+        self._keep[home] = set(os.listdir(home))
+        self._keep[laptop] = set(os.listdir(laptop))
+        return TestUser(role=role, name=name, uid=uid, home=home, key=key, ssh_config=config, laptop=laptop)
+
+    def _sshd_in(self, ns: str, label: str, listen: list[str], allow: list[str], extra: str = "") -> None:
+        d = self.base / "sshd" / label
+        d.mkdir(mode=0o700, parents=True)
+        _must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", label, "-f", str(d / "ssh_host_ed25519_key")])
+        cfg = d / "sshd_config"
+        cfg.write_text(_sshd_config(d, listen, allow, extra))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
+        proc = spawn(["ip", "netns", "exec", ns, SSHD, "-D", "-f", str(cfg), "-E", str(d / "sshd.log")])
+        self._sshd.append(proc)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                log = (d / "sshd.log").read_text() if (d / "sshd.log").exists() else ""
+                raise TestServerError(f"sshd of {label} exited with rc {proc.returncode}: {log[-500:]}")
+            out = run(["ip", "netns", "exec", ns, "ss", "-Htln"], timeout=10).stdout
+            return all(f"{a}:22" in out for a in listen)
+
+        retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}")
+        pub = (d / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        for laptop in self._laptops:
+            with open(laptop / ".ssh" / "known_hosts", "a") as f:
+                f.write(f"{','.join(listen)} {' '.join(pub)}\n")
+
+    # -- use ----------------------------------------------------------------------------
+    def admin_run(self, argv: list[str], **kwargs: Any) -> Result:
+        """Run argv as root inside matagorda's namespace (sees its sockets)."""
+        return run(["ip", "netns", "exec", self.ns_host, *argv], **kwargs)
+
+    def reset_user(self, user: TestUser) -> None:
+        """Between tests: end the user's processes (host and laptop) and drop what they wrote."""
+        self._close_laptop(user.laptop)
+        entry = users_mod.pwd.getpwnam(user.name)
+        users_mod.kill_uid(entry.pw_uid, entry.pw_gid)
+        users_mod.remove_files_of_uid(entry.pw_uid)
+        for d in (user.home, user.laptop):
+            for name in set(os.listdir(d)) - self._keep.get(d, set()):
+                p = d / name
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+    def _close_laptop(self, laptop: Path) -> None:
+        """Ask ssh masters with a control socket in this laptop to exit, then end marked processes."""
+        for sock in laptop.rglob("*"):
+            if sock.is_socket():
+                run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "portal-test"], timeout=10)
+        pids = pids_with_env(LAPTOP_MARK, str(laptop))
+        if pids:
+            kill_and_wait(pids)
+
+    # -- teardown -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove everything start() made, as far as it got. Idempotent; raises after trying all."""
+        errors: list[str] = []
+
+        def attempt(what: str, fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - collected and raised below
+                errors.append(f"{what}: {exc}")
+
+        for laptop in self._laptops:
+            attempt(f"closing laptop {laptop}", self._close_laptop, laptop)
+        for proc in self._sshd:
+            attempt("stopping sshd", kill_and_wait, [proc.pid])
+            attempt("reaping sshd", proc.wait, 5)
+        self._sshd.clear()
+        for ns in list(self._netns):
+            attempt(f"stopping processes in {ns}", lambda n: kill_and_wait(_netns_pids(n)), ns)
+        for name in list(self._users):
+            attempt(f"deleting user {name}", users_mod.delete_user, name)
+            self._users.remove(name)
+        for ns in list(self._netns):
+            attempt(f"deleting {ns}", _delete_netns, ns)
+            self._netns.remove(ns)
+        if self.base.exists():
+            attempt(f"removing {self.base}", shutil.rmtree, self.base)
+        self._laptops.clear()
+        if errors:
+            raise TestServerError("teardown left things behind: " + "; ".join(errors))
+
+    def __enter__(self) -> TestServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,72 @@
+"""What a test host is, whatever backend made it: the server, its users, their laptops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from portal_tasks.errors import PortalError
+from portal_tasks.runner import Result, run
+
+
+class TestServerError(PortalError):
+    """The test server could not be set up or torn down."""
+
+    __test__ = False  # not a pytest test class
+
+
+class TestServerUnavailable(TestServerError):
+    """This backend cannot run here (not root, no Docker engine, ...); tests skip with the reason."""
+
+
+@dataclass(frozen=True)
+class TestUser:
+    """A user on the test host and the "laptop" (client home dir) they connect from."""
+
+    __test__ = False
+
+    role: str  # alice, bob, notmux
+    name: str  # login name on the host
+    uid: int
+    home: Path  # home directory on the host
+    key: Path  # private key on the laptop
+    ssh_config: Path  # the laptop's ssh config (Host matagorda, login, matagorda-via-login)
+    laptop: Path  # the laptop's HOME (client side)
+
+    def ssh_argv(self, host: str, *command: str, options: Sequence[str] = ()) -> list[str]:
+        """The plain OpenSSH argv for running command on host as this user, with this laptop's config."""
+        return ["ssh", "-F", str(self.ssh_config), *options, host, "--", *command]
+
+    def ssh(self, host: str, *command: str, timeout: float = 30, options: Sequence[str] = ()) -> Result:
+        return run(self.ssh_argv(host, *command, options=options), timeout=timeout)
+
+
+@dataclass
+class TestServer:
+    """The compute host as tests see it: ssh aliases, addresses, envs and users."""
+
+    __test__ = False
+
+    backend: str
+    host: str = "matagorda"  # ssh alias, direct
+    address: str = ""
+    login_host: str | None = "login"  # ssh alias of the login node
+    login_address: str | None = None
+    via_login_host: str | None = "matagorda-via-login"  # alias going through ProxyJump login
+    via_login_address: str | None = None  # reachable from the login node only
+    envs: dict[str, Path] = field(default_factory=dict)
+    users: dict[str, TestUser] = field(default_factory=dict)  # by role
+    run_id: str = ""
+    #: runs an argv on the host with admin rights (netns: inside the namespace); None when not possible
+    admin_run: Callable[..., Result] | None = field(default=None, repr=False)
+    #: kills a user's processes on the host and resets their state between tests; None: not allowed
+    reset_user: Callable[[TestUser], None] | None = field(default=None, repr=False)
+
+    def user(self, role: str) -> TestUser:
+        try:
+            return self.users[role]
+        except KeyError:
+            raise TestServerUnavailable(
+                f"the {self.backend} test server has no user {role!r} (has: {', '.join(self.users) or 'none'})"
+            ) from None
