@@ -1,0 +1,145 @@
+"""`forward`: SSH local forwards (through the master connection) for the user's running services."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .. import state
+from ..errors import LinkError, PortalError
+from ..link.openssh import explain_ssh
+from ..services import Service, running
+from ..target import Explained, Target
+
+
+@dataclass(frozen=True)
+class Forward:
+    service: Service
+    local_port: int
+
+    @property
+    def url(self) -> str:
+        return self.service.url(self.local_port)
+
+
+def local_port_free(port: int) -> bool:
+    """True when 127.0.0.1:port can be bound on the laptop."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_local_port(preferred: Iterable[int | None], is_free: Callable[[int], bool], fallback: Callable[[], int]) -> int:
+    """The first preferred port that is free (remembered, then the host's own number), else a fresh one."""
+    for port in preferred:
+        if port and is_free(port):
+            return port
+    return fallback()
+
+
+def answers(url: str, timeout: float = 3.0) -> bool:
+    """True when an HTTP GET of url gets any HTTP answer below 500 (the forward carries traffic)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def wait_answers(url: str, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if answers(url, timeout=2.0):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _forward_one(target: Target, service: Service, remembered: dict[str, object] | None) -> Forward:
+    link = target.link
+    if remembered and remembered.get("remote") == service.remote:
+        port = int(remembered["local_port"])  # type: ignore[arg-type]
+        if answers(service.url(port), timeout=2.0) and link.name != "local":
+            link.forward(port, service.remote)  # idempotent for an identical forward in the master
+            return Forward(service, port)
+        with contextlib.suppress(PortalError):
+            link.cancel_forward(port, service.remote)
+    want = [int(remembered["local_port"]) if remembered else None, service.host_port]  # type: ignore[arg-type]
+    port = choose_local_port(want, local_port_free, free_local_port)
+    wished = next((p for p in want if p), None)
+    if wished and port != wished:
+        target.say(f"{target.host}: laptop port {wished} is taken by another program; {service.name} is on {port} instead.")
+    link.forward(port, service.remote)
+    return Forward(service, port)
+
+
+def run(target: Target, watch: bool = False) -> list[Forward]:
+    """Forward every running service; keep healthy forwards, replace broken ones; remember the ports."""
+    if target.link.name == "local":
+        made = [Forward(s, s.host_port) for s in running(target) if s.host_port]
+        _print(made)
+        return made
+    target.link.connect()
+    with state.laptop_lock(target.host):
+        remembered = state.load_forwards(target.host)
+        made = [_forward_one(target, s, remembered.get(s.name)) for s in running(target)]
+        state.save_forwards(target.host, {
+            f.service.name: {"local_port": f.local_port, "remote": f.service.remote, "url": f.url} for f in made
+        })
+    for fwd in made:
+        if not wait_answers(fwd.url, 10.0):
+            target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
+    _print(made)
+    if watch:
+        keep_alive(target)
+    return made
+
+
+def _print(made: list[Forward]) -> None:
+    for fwd in made:
+        print(f"{fwd.service.name}: {fwd.url}")
+
+
+def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None) -> None:
+    """Re-make the master and forwards whenever the link drops (until interrupted, or for `rounds`)."""
+    done = 0
+    while rounds is None or done < rounds:
+        done += 1
+        time.sleep(interval)
+        link = target.link
+        if hasattr(link, "is_alive") and link.is_alive():
+            continue
+        target.say(f"{target.host}: link lost; reconnecting")
+        with contextlib.suppress(LinkError):
+            link._connected = False  # type: ignore[attr-defined]
+            link.connect()
+            run(target)
+
+
+def explain(target: Target, watch: bool = False) -> Explained:
+    services = running(target)
+    lines = []
+    for s in services:
+        port = s.host_port or 8888
+        argv = [*explain_ssh(target.settings), "-f", "-N", "-L", f"127.0.0.1:{port}:{s.remote}", target.host]
+        lines.append(" ".join(argv) + f"    # then open {s.url(port)}")
+    if not services:
+        lines.append(f"# nothing to forward: no dashboard or Jupyter server of yours runs on {target.host}")
+    return Explained(local=lines)

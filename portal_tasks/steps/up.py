@@ -1,0 +1,59 @@
+"""`up`: tmux → env → cluster → IPython (→ Jupyter) → forward → browse → attach."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from .. import progress
+from ..target import Explained, Target
+from . import browse, cluster, env as env_step, forward, ipython, jupyter as jupyter_step, tmux
+
+
+def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
+        browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
+        watch: bool = False) -> None:
+    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)  # bad input: nothing started
+    with progress.step("connect", target.host):
+        target.link.connect()
+        target.facts()
+    with progress.step("tmux", f"session {target.settings.session}"):
+        tmux.run(target)
+    with progress.step("env", env or ""):
+        env_step.run(target, env=env)
+    with progress.step("cluster"):
+        cluster.run(target, env=env, **options)
+    with progress.step("ipython"):
+        ipython.run(target, env=env)
+    if jupyter:
+        with progress.step("jupyter"):
+            jupyter_step.run(target, env=env, socket=socket)
+    with progress.step("forward"):
+        made = forward.run(target)
+    progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
+    if browser:
+        with progress.step("browse"):
+            browse.open_urls([f.url for f in made])
+    if watch:
+        forward.keep_alive(target)
+    if attach:
+        if not sys.stdin.isatty():
+            print(f"not attaching (no terminal); attach with: {shlex.join(target.link.attach_argv(target.settings.session))}")
+            return
+        argv = target.link.attach_argv(target.settings.session)
+        os.execvp(argv[0], argv)
+
+
+def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
+            browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
+            watch: bool = False) -> Explained:
+    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)
+    parts = tmux.explain(target) + env_step.explain(target, env=env) + cluster.explain(target, env=env, **options)
+    parts = parts + ipython.explain(target, env=env)
+    if jupyter:
+        parts = parts + jupyter_step.explain(target, env=env, socket=socket)
+    local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
+    if attach:
+        local.append(shlex.join(target.link.attach_argv(target.settings.session)))
+    return parts + Explained(local=local)
