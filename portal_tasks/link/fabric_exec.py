@@ -1,0 +1,25 @@
+"""``python -m portal_tasks.link.fabric_exec SSH_CONFIG HOST COMMAND``: run one command over Fabric.
+
+Used as libtmux's tmux binary and for long-lived helpers when the transport is Fabric.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..config import resolve
+
+
+def main(argv: list[str]) -> int:
+    ssh_config, host, command = argv
+    from .fabric import connection
+
+    conn = connection(resolve(None, host, ssh_config=ssh_config or None, transport="fabric"))
+    res = conn.run(command, hide=True, warn=True, in_stream=False)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    return int(res.exited)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
