@@ -1,0 +1,78 @@
+"""`status`: what runs for this user on the host, and what is exposed (read-only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import state
+from ..target import Target
+from . import forward as forward_step
+
+EXPOSURE = ("The Dask dashboard has no authentication of its own: it binds 127.0.0.1, so other users "
+            "logged in to {host} can read its pages (read-only). Scheduler and workers require your TLS "
+            "certificate; Jupyter requires its token.")
+
+
+def sessions(target: Target) -> list[dict[str, Any]]:
+    """The user's tmux sessions on the host with their windows and what runs in them."""
+    res = target.link.run(["tmux", "list-windows", "-a", "-F",
+                           "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"])
+    found: dict[str, dict[str, Any]] = {}
+    if not res.ok:
+        return []
+    for line in res.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 4:
+            continue
+        name, window, command, pid = parts
+        entry = found.setdefault(name, {"name": name, "portal": name == target.settings.session, "windows": []})
+        entry["windows"].append({"name": window, "command": command, "pid": int(pid) if pid.isdigit() else None})
+    return list(found.values())
+
+
+def forwards(target: Target) -> list[dict[str, Any]]:
+    rows = []
+    for name, entry in sorted(state.load_forwards(target.host).items()):
+        url = str(entry.get("url", ""))
+        rows.append({"service": name, "local_port": entry.get("local_port"), "remote": entry.get("remote"),
+                     "url": url, "answers": bool(url) and forward_step.answers(url, timeout=2.0)})
+    return rows
+
+
+def run(target: Target) -> dict[str, Any]:
+    from . import cluster, jupyter, ports
+
+    facts = target.facts()
+    return {
+        "host": target.host,
+        "user": facts["user"],
+        "uid": facts["uid"],
+        "sessions": sessions(target),
+        "clusters": cluster.describe(target),
+        "jupyter": jupyter.describe(target),
+        "forwards": forwards(target),
+        "ports": ports.run(target),
+        "exposure": EXPOSURE.format(host=target.host),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"{report['host']}: user {report['user']} (uid {report['uid']})"]
+    for session in report["sessions"]:
+        windows = ", ".join(f"{w['name']} ({w['command']})" for w in session["windows"])
+        lines.append(f"  tmux session {session['name']}: {windows}")
+    if not report["sessions"]:
+        lines.append("  no tmux session")
+    for c in report["clusters"]:
+        health = "healthy" if c.get("healthy") else "NOT healthy"
+        lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} "
+                     f"workers {c.get('workers')} memory {c.get('memory')} pid {c.get('pid')} {health}")
+    for j in report["jupyter"]:
+        where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
+        lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")
+    for f in report["forwards"]:
+        lines.append(f"  forward {f['service']}: {f['url']} -> {f['remote']} {'answers' if f['answers'] else 'does NOT answer'}")
+    p = report["ports"]
+    lines.append(f"  ports: block {p.get('block_start')}-{p.get('block_end')}, {p.get('listening_count')} listening now")
+    lines.append(f"  note: {report['exposure']}")
+    return "\n".join(lines)
