@@ -1,0 +1,239 @@
+"""pytest plugin: the portal test server (`--portal-server`), its users, and fixtures around them."""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import portal_tasks
+from portal_tasks.errors import UsageError
+from portal_tasks.runner import Result, run
+from portal_tasks.testing.backends import CHOICES, get_backend
+from portal_tasks.testing.netns import LAPTOP_MARK
+from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser
+from portal_tasks.testing.sockets import Listener, listening_sockets as _listening_sockets
+
+#: Tests using any of these get the isolated environment (HOME, tmux, DASK_*) automatically.
+PORTAL_FIXTURES = frozenset(
+    {"portal_server", "alice", "bob", "notmux", "run_portal", "testinfra_host", "listening_sockets"}
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("portal", "portal test server")
+    group.addoption(
+        "--portal-server",
+        default=os.environ.get("PORTAL_TEST_SERVER", "netns"),
+        metavar="SERVER",
+        help=f"test server for e2e tests: {CHOICES} (default: netns, or $PORTAL_TEST_SERVER)",
+    )
+    group.addoption(
+        "--portal-env",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an env on an ssh:// test server (repeatable), e.g. a=/opt/envs/a",
+    )
+    parser.addini(
+        "portal_isolate_env",
+        type="bool",
+        default=False,
+        help="isolate HOME, tmux and DASK_* variables in every test, not only in tests of the portal test server",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "portal: keep the developer's HOME, ssh config, tmux and DASK_* variables out of this test"
+    )
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def _backend_options(config: pytest.Config, spec: str) -> dict[str, Any]:
+    if spec.startswith("ssh://"):
+        pairs = [item.partition("=") for item in config.getoption("--portal-env")]
+        return {"envs": {name: path for name, _, path in pairs if path}}
+    return {}
+
+
+def _close_quietly(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except Exception as exc:  # noqa: BLE001 - at exit there is no test left to fail
+        warnings.warn(f"portal test server teardown: {exc}", stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def portal_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
+    """The test host for this session (one per session); skips with the reason where it cannot run."""
+    spec = request.config.getoption("--portal-server")
+    try:
+        backend = get_backend(spec, **_backend_options(request.config, spec))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if backend is None:
+        pytest.skip("no portal test server (--portal-server none)")
+    atexit.register(_close_quietly, backend.close)  # the last resort; close() is idempotent
+    previous = _raise_on_sigterm()
+    try:
+        try:
+            server = backend.start()
+        except TestServerUnavailable as exc:
+            pytest.skip(f"portal test server {spec!r} unavailable: {exc}")
+        yield server
+    finally:
+        try:
+            backend.close()
+        finally:
+            atexit.unregister(_close_quietly)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM (CI timeouts) unwind like Ctrl-C so fixture teardown runs; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _user(server: TestServer, role: str) -> Iterator[TestUser]:
+    try:
+        user = server.user(role)
+    except TestServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield user
+    if server.reset_user is not None:  # the test's processes and files go; keys and ssh config stay
+        server.reset_user(user)
+
+
+@pytest.fixture
+def alice(portal_server: TestServer) -> Iterator[TestUser]:
+    """The first test user, clean at the start of each test."""
+    yield from _user(portal_server, "alice")
+
+
+@pytest.fixture
+def bob(portal_server: TestServer) -> Iterator[TestUser]:
+    """A second test user, for "users keep out of each other's way" tests."""
+    yield from _user(portal_server, "bob")
+
+
+@pytest.fixture
+def notmux(portal_server: TestServer) -> Iterator[TestUser]:
+    """A test user whose PATH on the host has no tmux."""
+    yield from _user(portal_server, "notmux")
+
+
+# -- isolation ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def portal_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private HOME (so no ~/.ssh/config), XDG dirs and tmux dir; no DASK_*, TMUX, PORTAL_* or BROWSER."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"),
+                     ("XDG_DATA_HOME", ".local/share"), ("XDG_RUNTIME_DIR", ".run"), ("TMUX_TMPDIR", ".tmux")):
+        (home / sub).mkdir(mode=0o700, parents=True)
+        monkeypatch.setenv(var, str(home / sub))
+    for var in list(os.environ):
+        if var.startswith("DASK_") or (var.startswith("PORTAL_") and not var.startswith("PORTAL_TEST_")):
+            monkeypatch.delenv(var)
+    for var in ("TMUX", "TMUX_PANE", "BROWSER"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _portal_isolation(request: pytest.FixtureRequest) -> None:
+    """Applies portal_clean_env to tests marked `portal` or using the test server's fixtures."""
+    if (
+        request.node.get_closest_marker("portal") is not None
+        or PORTAL_FIXTURES.intersection(request.fixturenames)
+        or request.config.getini("portal_isolate_env")
+    ):
+        request.getfixturevalue("portal_clean_env")
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def testinfra_host(portal_server: TestServer) -> Callable[..., Any]:
+    """testinfra_host(user, host=None): a testinfra Host logged in as user, through the user's ssh config."""
+    import testinfra
+
+    cache: dict[tuple[str, str], Any] = {}
+
+    def get(user: TestUser, host: str | None = None) -> Any:
+        alias = host or portal_server.host
+        if (user.name, alias) not in cache:
+            cache[(user.name, alias)] = testinfra.get_host(
+                f"ssh://{user.name}@{alias}",
+                ssh_config=str(user.ssh_config),
+                controlpath=str(user.laptop / ".ssh" / "ti-%%C"),  # testinfra %-formats its argv
+                timeout=20,
+            )
+        return cache[(user.name, alias)]
+
+    return get
+
+
+@pytest.fixture
+def listening_sockets(portal_server: TestServer) -> Callable[[TestUser], list[Listener]]:
+    """listening_sockets(user): the TCP listeners (addr, port, uid, pid) that user owns on the host."""
+    return lambda user: _listening_sockets(portal_server, user)
+
+
+PACKAGE_PARENT = str(Path(portal_tasks.__file__).resolve().parents[1])
+
+
+def portal_env(user: TestUser, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the `portal` CLI on user's laptop: its HOME, XDG dirs, tmux dir and ssh config."""
+    laptop = user.laptop
+    dirs = {"XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share",
+            "XDG_RUNTIME_DIR": ".run", "TMUX_TMPDIR": ".tmux"}
+    out = {"HOME": str(laptop), "PORTAL_SSH_CONFIG": str(user.ssh_config), LAPTOP_MARK: str(laptop)}
+    for var, sub in dirs.items():
+        (laptop / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        out[var] = str(laptop / sub)
+    pythonpath = os.environ.get("PYTHONPATH")
+    out["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + pythonpath if pythonpath else "")
+    out.update(env or {})
+    return out
+
+
+@pytest.fixture
+def run_portal(portal_server: TestServer, portal_clean_env: Path) -> Callable[..., Result]:
+    """run_portal(user, *args, timeout=120, env=None, input=None): the `portal` CLI as user, from their laptop.
+
+    DASK_*, TMUX, BROWSER and the developer's PORTAL_* are already out of os.environ (portal_clean_env).
+    """
+    if importlib.util.find_spec("portal_tasks.__main__") is None:
+        pytest.skip("portal_tasks/__main__.py does not exist yet")
+
+    def run_portal_(
+        user: TestUser, *args: str, timeout: float = 120, env: dict[str, str] | None = None, input: str | None = None
+    ) -> Result:
+        return run([sys.executable, "-m", "portal_tasks", *args], timeout=timeout, input=input,
+                   env=portal_env(user, env), cwd=str(user.laptop))
+
+    return run_portal_

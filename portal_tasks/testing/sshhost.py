@@ -1,0 +1,53 @@
+"""The ssh:// test server: an existing host, reached with the current user's own ssh config."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from portal_tasks.runner import run
+from portal_tasks.testing.server import TestServer, TestServerError, TestUser
+
+
+class SshHostServer:
+    """`ssh://[USER@]HOST`: alice is that login; there is no bob, no login node, no cleanup of the host."""
+
+    name = "ssh"
+
+    def __init__(self, spec: str, *, envs: dict[str, str] | None = None) -> None:
+        url = urlsplit(spec)
+        if url.scheme != "ssh" or not url.hostname:
+            raise TestServerError(f"cannot read test server {spec!r}", hint="Write it as ssh://[USER@]HOST.")
+        self.host = url.netloc.rsplit("@", 1)[-1]  # keeps :port and the alias exactly as written
+        self.login = url.username or getpass.getuser()
+        self.envs = {k: Path(v) for k, v in (envs or {}).items()}
+        self.ssh_config = Path.home() / ".ssh" / "config"  # read now: tests later point HOME elsewhere
+        self.laptop: Path | None = None
+
+    def start(self) -> TestServer:
+        self.laptop = Path(tempfile.mkdtemp(prefix="portal-t-laptop-"))
+        config = self.ssh_config if self.ssh_config.exists() else self.laptop / "ssh_config"
+        if not config.exists():
+            config.write_text("# no ~/.ssh/config on this machine\n")
+        target = f"{self.login}@{self.host}"
+        res = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", target, "--", 'id -u; printf "%s\\n" "$HOME"'],
+                  timeout=60)
+        if not res.ok:
+            raise TestServerError(f"cannot log in as {self.login}: {res.tail()}", host=self.host,
+                                  hint=f"Check `ssh {target} true` works without a password prompt.")
+        uid, home = res.stdout.split("\n")[:2]
+        key = run(["ssh", "-F", str(config), "-G", target], timeout=10).stdout
+        identity = next((line.split(None, 1)[1] for line in key.splitlines() if line.startswith("identityfile ")), "")
+        alice = TestUser(role="alice", name=self.login, uid=int(uid), home=Path(home),
+                         key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop)
+        return TestServer(backend="ssh", host=self.host, address=self.host, login_host=None, via_login_host=None,
+                          envs=self.envs, users={"alice": alice}, run_id=self.laptop.name)
+
+    def close(self) -> None:
+        """Only the local laptop dir goes: nothing on a real host is touched."""
+        if self.laptop is not None:
+            shutil.rmtree(self.laptop, ignore_errors=True)
+            self.laptop = None

@@ -1,0 +1,100 @@
+"""The test server itself: reachable as a user would reach it, and shaped as the e2e tests assume."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal_tasks.testing.server import TestServer, TestUser
+
+pytestmark = pytest.mark.e2e
+
+
+def test_alice_reaches_matagorda_directly(portal_server: TestServer, alice: TestUser) -> None:
+    res = alice.ssh(portal_server.host, "id -un")
+    assert res.ok, res
+    assert res.stdout.strip() == alice.name
+
+
+def test_alice_reaches_matagorda_through_the_login_node(portal_server: TestServer, alice: TestUser) -> None:
+    if portal_server.via_login_host is None:
+        pytest.skip(f"the {portal_server.backend} test server has no login node")
+    res = alice.ssh(portal_server.via_login_host, "id -un")
+    assert res.ok, res
+    assert res.stdout.strip() == alice.name
+
+
+def test_via_login_address_is_not_reachable_from_the_laptop(portal_server: TestServer, alice: TestUser) -> None:
+    if portal_server.backend != "netns":
+        pytest.skip("only the netns server hides a net from the laptop")
+    direct = alice.ssh(portal_server.via_login_host or "", "true", timeout=20,
+                       options=["-o", "ProxyJump=none", "-o", "ConnectTimeout=5"])
+    assert direct.rc == 255, direct
+    assert "No route to host" in direct.stderr or "timed out" in direct.stderr, direct.stderr
+
+
+def test_sshd_listens_on_the_host_address(portal_server: TestServer, alice: TestUser, testinfra_host) -> None:
+    host = testinfra_host(alice)
+    assert host.socket(f"tcp://{portal_server.address}:22").is_listening
+    listening = host.socket.get_listening_sockets()
+    assert f"tcp://{portal_server.address}:22" in listening
+
+
+def test_users_exist_with_their_homes(portal_server: TestServer, alice: TestUser, bob: TestUser,
+                                      testinfra_host) -> None:
+    host = testinfra_host(alice)
+    for user in (alice, bob):
+        u = host.user(user.name)
+        assert u.exists
+        assert u.uid == user.uid
+        assert u.home == str(user.home)
+        assert u.shell == "/bin/bash"
+
+
+def test_env_a_has_dask_distributed_for_alice(portal_server: TestServer, alice: TestUser, testinfra_host) -> None:
+    if "a" not in portal_server.envs:
+        pytest.skip(f"no env 'a' on the {portal_server.backend} test server")
+    python = portal_server.envs["a"] / "bin" / "python"
+    res = testinfra_host(alice).run(f"{python} -c 'import distributed, IPython, jupyterlab; print(distributed.__version__)'")
+    assert res.rc == 0, res.stderr
+    assert res.stdout.strip()
+
+
+def test_env_bare_has_python_but_no_dask(portal_server: TestServer, alice: TestUser, testinfra_host) -> None:
+    if "bare" not in portal_server.envs:
+        pytest.skip(f"no env 'bare' on the {portal_server.backend} test server")
+    python = portal_server.envs["bare"] / "bin" / "python"
+    res = testinfra_host(alice).run(f"{python} -c 'import dask'")
+    assert res.rc != 0
+    assert "No module named 'dask'" in res.stderr
+
+
+def test_bob_cannot_read_alice_private_dir(portal_server: TestServer, alice: TestUser, bob: TestUser,
+                                           testinfra_host) -> None:
+    private = alice.home / "private"
+    assert testinfra_host(alice).file(str(private)).mode == 0o700
+    res = testinfra_host(bob).run(f"ls {private}")
+    assert res.rc != 0
+    assert "Permission denied" in res.stderr
+
+
+def test_notmux_user_has_no_tmux_on_path(portal_server: TestServer, notmux: TestUser, alice: TestUser) -> None:
+    assert alice.ssh(portal_server.host, "command -v tmux").ok
+    for command in ("command -v tmux", "bash -lc 'command -v tmux'"):
+        res = notmux.ssh(portal_server.host, command)
+        assert res.rc != 0 and res.stdout == "", (command, res)
+    assert notmux.ssh(portal_server.host, "command -v python3").ok  # the rest of PATH is there
+
+
+def test_reset_ends_a_users_detached_processes(portal_server: TestServer, alice: TestUser,
+                                               listening_sockets) -> None:
+    if portal_server.reset_user is None:
+        pytest.skip("this test server does not reset users")
+    start = "tmux new-session -d -s t 'python3 -m http.server --bind 127.0.0.1 20999'"
+    assert alice.ssh(portal_server.host, start).ok
+    from portal_tasks.testing.waiting import retry_until
+
+    found = retry_until(lambda: [s for s in listening_sockets(alice) if s.port == 20999], 10, 0.1)
+    assert found[0].addr == "127.0.0.1" and found[0].uid == alice.uid and found[0].pid
+    portal_server.reset_user(alice)
+    assert not listening_sockets(alice)
+    assert alice.ssh(portal_server.host, "tmux ls").rc != 0
