@@ -1,0 +1,67 @@
+"""tmux command lines (pure): what portal does through libtmux, as argv a person could type.
+
+Targets use tmux's exact-match prefix ``=``: a bare ``-t portal`` would also match a
+session called ``portal2`` (tmux falls back to prefix matching), and portal never
+touches another session.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Mapping
+
+#: Name of the first window of a session portal creates.
+FIRST_WINDOW = "shell"
+
+
+def session_target(session: str) -> str:
+    return f"={session}"
+
+
+def window_target(session: str, window: str) -> str:
+    return f"={session}:={window}"
+
+
+def has_session(session: str) -> list[str]:
+    return ["tmux", "has-session", "-t", session_target(session)]
+
+
+def new_session(session: str, window: str = FIRST_WINDOW) -> list[str]:
+    return ["tmux", "new-session", "-d", "-s", session, "-n", window]
+
+
+def ensure_session_line(session: str) -> str:
+    """One shell line: create the session unless it exists (pasteable, idempotent)."""
+    return f"{shlex.join(has_session(session))} 2>/dev/null || {shlex.join(new_session(session))}"
+
+
+def new_window(session: str, window: str, environment: Mapping[str, str] | None = None) -> list[str]:
+    """A detached window at the session's next free index, with variables in its environment."""
+    argv = ["tmux", "new-window", "-d", "-t", f"{session_target(session)}:", "-n", window]
+    for name, value in (environment or {}).items():
+        argv += ["-e", f"{name}={value}"]
+    return argv
+
+
+def send_keys(session: str, window: str, line: str) -> list[str]:
+    """Type a line into the window's shell and press Enter."""
+    return ["tmux", "send-keys", "-t", window_target(session, window), line, "Enter"]
+
+
+def set_window_option(session: str, window: str, option: str, value: str) -> list[str]:
+    return ["tmux", "set-option", "-w", "-t", window_target(session, window), option, value]
+
+
+def kill_window(session: str, window: str) -> list[str]:
+    return ["tmux", "kill-window", "-t", window_target(session, window)]
+
+
+def attach(session: str) -> list[str]:
+    return ["tmux", "attach", "-t", session_target(session)]
+
+
+def window_lines(session: str, window: str, environment: Mapping[str, str] | None, lines: list[str]) -> list[str]:
+    """Shell lines that open a window with variables and type lines into it."""
+    out = [shlex.join(new_window(session, window, environment))]
+    out += [shlex.join(send_keys(session, window, line)) for line in lines]
+    return out

@@ -1,0 +1,150 @@
+"""The user's tmux session on the host, driven by libtmux through the link's ``tmux_bin``.
+
+Steps put each service in a window of its own (``ipython-a``, ``jupyter-a``, ``cluster-a``):
+
+    result = open_window(target, "cluster-a", lines=[activation, "dask scheduler ..."],
+                         environment={"DASK_...": "..."})
+    if result.started: wait_busy(target, result.window)  # or poll the service itself
+
+A window whose pane runs something other than a shell is kept as it is; a window
+whose pane sits idle at a shell prompt is replaced, so variables are fresh.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import libtmux
+from libtmux import exc as tmux_exc
+
+from .errors import TmuxError
+from .target import Target
+from .tmux_commands import FIRST_WINDOW
+
+#: Foreground commands that mean "a shell waiting at its prompt".
+SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
+#: The window option where portal records what it typed into a window (e.g. the env it activated).
+MARKER = "@portal"
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """A step's window, and whether portal typed its lines now (False: a running one was kept)."""
+
+    window: libtmux.Window
+    started: bool
+
+
+def server(target: Target) -> libtmux.Server:
+    """A libtmux Server for the user's default tmux socket on the host."""
+    if not target.settings.is_local and not target.facts().get("tmux"):
+        raise TmuxError("tmux is not installed (or not on the PATH).", host=target.host,
+                        hint="Ask the admins for tmux, or install it in ~/.local/bin.")
+    return libtmux.Server(tmux_bin=target.link.tmux_bin())
+
+
+def find_session(target: Target) -> libtmux.Session | None:
+    """The session named settings.session (exact match), or None."""
+    name = target.settings.session
+    return next((s for s in server(target).sessions if s.session_name == name), None)
+
+
+def ensure_session(target: Target) -> tuple[libtmux.Session, bool]:
+    """The user's session, created detached when missing; (session, created)."""
+    found = find_session(target)
+    if found is not None:
+        return found, False
+    srv = server(target)
+    try:
+        return srv.new_session(session_name=target.settings.session, window_name=FIRST_WINDOW, attach=False), True
+    except tmux_exc.TmuxSessionExists:  # another portal created it meanwhile
+        again = find_session(target)
+        if again is not None:
+            return again, False
+        raise
+    except tmux_exc.LibTmuxException as exc:
+        raise TmuxError(f"tmux could not create session {target.settings.session!r}: {exc}", host=target.host,
+                        hint="Run `tmux new-session -d` on the host by hand to see why.") from None
+
+
+def find_window(session: libtmux.Session, name: str) -> libtmux.Window | None:
+    """The session's window with exactly this name, or None."""
+    return next((w for w in session.windows if w.window_name == name), None)
+
+
+def _display(window: libtmux.Window, fmt: str) -> str:
+    out = window.cmd("display-message", "-p", fmt).stdout
+    return out[0].strip() if out else ""
+
+
+def foreground(window: libtmux.Window) -> str:
+    """The name of the command in the foreground of the window's pane (e.g. bash, python3)."""
+    return _display(window, "#{pane_current_command}").lstrip("-")
+
+
+def is_busy(window: libtmux.Window) -> bool:
+    """True when the pane runs something other than a shell at its prompt."""
+    command = foreground(window)
+    return bool(command) and command not in SHELLS
+
+
+def pane_pid(window: libtmux.Window) -> int:
+    """The pid of the shell the window's pane started with."""
+    return int(_display(window, "#{pane_pid}") or 0)
+
+
+def marker(window: libtmux.Window) -> str:
+    return _display(window, "#{%s}" % MARKER)
+
+
+def set_marker(window: libtmux.Window, value: str) -> None:
+    window.cmd("set-option", "-w", MARKER, value)
+
+
+def tail(window: libtmux.Window, lines: int = 5) -> str:
+    """The last non-empty lines of the pane, for error messages."""
+    text = [line for line in window.active_pane.capture_pane() if line.strip()] if window.active_pane else []
+    return " / ".join(line.strip() for line in text[-lines:])
+
+
+def open_window(
+    target: Target,
+    name: str,
+    *,
+    lines: Sequence[str],
+    environment: Mapping[str, str] | None = None,
+    keep: Callable[[libtmux.Window], bool] = is_busy,
+    mark: str | None = None,
+) -> WindowResult:
+    """Ensure window ``name`` in the user's session runs ``lines``, typed into a fresh shell.
+
+    An existing window for which ``keep(window)`` is true is left alone; otherwise it is
+    replaced by a new window carrying ``environment`` (tmux ``new-window -e``).
+    """
+    session, _ = ensure_session(target)
+    window = find_window(session, name)
+    if window is not None:
+        if keep(window):
+            return WindowResult(window, started=False)
+        window.kill()
+    window = session.new_window(window_name=name, attach=False, environment=dict(environment or {}))
+    if mark is not None:
+        set_marker(window, mark)
+    pane = window.active_pane
+    assert pane is not None
+    for line in lines:
+        pane.send_keys(line, enter=True)
+    return WindowResult(window, started=True)
+
+
+def wait_busy(window: libtmux.Window, seconds: float = 30.0, interval: float = 0.1) -> bool:
+    """Wait (bounded) until the window's pane runs a program rather than its shell."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if is_busy(window):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,52 @@
+"""tmux command builders, as data; every target is an exact match."""
+
+from __future__ import annotations
+
+import shlex
+
+from portal_tasks import tmux_commands as cmds
+
+
+def test_session_commands_use_exact_targets() -> None:
+    assert cmds.has_session("portal") == ["tmux", "has-session", "-t", "=portal"]
+    assert cmds.new_session("portal") == ["tmux", "new-session", "-d", "-s", "portal", "-n", "shell"]
+    assert cmds.attach("portal") == ["tmux", "attach", "-t", "=portal"]
+
+
+def test_ensure_session_line_is_idempotent_shell() -> None:
+    assert cmds.ensure_session_line("portal") == (
+        "tmux has-session -t =portal 2>/dev/null || tmux new-session -d -s portal -n shell"
+    )
+
+
+def test_new_window_carries_environment() -> None:
+    argv = cmds.new_window("portal", "ipython-a", {"DASK_SCHEDULER_ADDRESS": "tls://127.0.0.1:20000", "X": "a b"})
+    assert argv == ["tmux", "new-window", "-d", "-t", "=portal:", "-n", "ipython-a",
+                    "-e", "DASK_SCHEDULER_ADDRESS=tls://127.0.0.1:20000", "-e", "X=a b"]
+
+
+def test_send_keys_types_a_line_and_enter() -> None:
+    assert cmds.send_keys("portal", "env-a", "conda activate a") == [
+        "tmux", "send-keys", "-t", "=portal:=env-a", "conda activate a", "Enter"]
+
+
+def test_hostile_session_name_stays_one_argument() -> None:
+    name = "x;touch /tmp/pwned $(id)"
+    line = cmds.ensure_session_line(name)
+    assert shlex.split(line.replace(" 2>/dev/null ||", " ||")) == [
+        "tmux", "has-session", "-t", f"={name}", "||", "tmux", "new-session", "-d", "-s", name, "-n", "shell"]
+    for argv in (cmds.window_lines(name, "w", {"A": "$(id)"}, ["echo hi"])):
+        assert "$(id)" not in argv or "'" in argv
+
+
+def test_window_lines() -> None:
+    assert cmds.window_lines("portal", "ipython-a", {"A": "1"}, ["source /e/bin/activate", "ipython"]) == [
+        "tmux new-window -d -t =portal: -n ipython-a -e A=1",
+        "tmux send-keys -t =portal:=ipython-a 'source /e/bin/activate' Enter",
+        "tmux send-keys -t =portal:=ipython-a ipython Enter",
+    ]
+
+
+def test_window_options_and_kill() -> None:
+    assert cmds.set_window_option("p", "w", "@portal", "v") == ["tmux", "set-option", "-w", "-t", "=p:=w", "@portal", "v"]
+    assert cmds.kill_window("p", "w") == ["tmux", "kill-window", "-t", "=p:=w"]
