@@ -314,7 +314,7 @@ class NetnsServer:
             out = run(["ip", "netns", "exec", ns, "ss", "-Htln"], timeout=10).stdout
             return all(f"{a}:22" in out for a in listen)
 
-        retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}")
+        retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}", retry_on=())
         pub = (d / "ssh_host_ed25519_key.pub").read_text().split()[:2]
         for laptop in self._laptops:
             with open(laptop / ".ssh" / "known_hosts", "a") as f:

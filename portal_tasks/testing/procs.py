@@ -10,26 +10,29 @@ from portal_tasks.runner import run
 from portal_tasks.testing.waiting import WaitTimeout, retry_until
 
 
-def _uids(pid: int) -> tuple[int, ...]:
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return tuple(int(x) for x in line.split()[1:])
-    return ()
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
 
 
 def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def pids_of_uid(uid: int) -> list[int]:
-    """Processes whose real, effective or saved uid is uid."""
+def pids_of_uid(uid: int, *, zombies: bool = False) -> list[int]:
+    """Processes whose real, effective or saved uid is uid (zombies only if asked: they run nothing)."""
     found = []
     for pid in _all_pids():
         try:
-            if uid in _uids(pid)[:3]:
-                found.append(pid)
+            status = _status(pid)
         except OSError:
             continue  # exited meanwhile
+        if uid in [int(x) for x in status.get("Uid", "").split()[:3]]:
+            if zombies or not status.get("State", "").startswith("Z"):
+                found.append(pid)
     return found
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from portal_tasks.runner import run
 from portal_tasks.testing.procs import kill_uid, pid_alive
 from portal_tasks.testing.server import TestServerError
+from portal_tasks.testing.waiting import retry_until
 
 TAG = "portal-testing"  # first word of the GECOS field of every user made here
 _TAG_RE = re.compile(rf"^{TAG} pid=(\d+) run=(\S+)$")
@@ -43,10 +44,15 @@ def delete_user(name: str) -> None:
         raise TestServerError(f"refusing to delete user {name}: not made by the test server (GECOS {entry.pw_gecos!r})")
     kill_uid(entry.pw_uid, entry.pw_gid)
     remove_files_of_uid(entry.pw_uid)
-    res = run(["userdel", "--remove", name], timeout=60)
-    # rc 12: home could not be removed (already gone) - the user is deleted anyway
-    if not res.ok and res.rc != 12:
-        raise TestServerError(f"userdel {name} failed (rc {res.rc}): {res.tail()}")
+
+    def deleted() -> bool:
+        # rc 8: a zombie of the user is not reaped yet; rc 12: home already gone, user deleted anyway
+        res = run(["userdel", "--remove", name], timeout=60)
+        if res.rc not in (0, 8, 12):
+            raise TestServerError(f"userdel {name} failed (rc {res.rc}): {res.tail()}")
+        return res.rc != 8
+
+    retry_until(deleted, 15, 0.2, what=f"userdel {name}", retry_on=())
 
 
 def remove_files_of_uid(uid: int, places: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> None:

@@ -18,17 +18,19 @@ def retry_until(
     interval: float = 0.1,
     *,
     what: str | None = None,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
 ) -> T:
     """Call fn until it returns a truthy value (returned) or `seconds` pass.
 
-    Exceptions raised by fn count as "not yet"; the last one is named in the timeout error.
+    Exceptions of the `retry_on` types count as "not yet" (the last one is named in the
+    timeout error); others propagate at once.
     """
     deadline = time.monotonic() + seconds
     last: object = None
     while True:
         try:
             value = fn()
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except retry_on as exc:
             last = exc
         else:
             if value:

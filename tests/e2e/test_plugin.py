@@ -1,0 +1,127 @@
+"""The plugin never leaks: after an inner pytest run, its namespaces, users and processes are gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portal_tasks.runner import run, spawn
+from portal_tasks.testing import netns
+from portal_tasks.testing.procs import pids_of_uid, pids_with_env
+from portal_tasks.testing.users import tagged_users
+from portal_tasks.testing.waiting import retry_until
+
+pytestmark = pytest.mark.e2e
+
+INNER = """
+import json, os, pathlib, time
+
+def test_inner(portal_server, alice):
+    bob = portal_server.users["bob"]  # not the fixture: nothing resets bob, only the session teardown
+    for user in (alice, bob):  # detached processes of the users, as portal leaves them
+        res = user.ssh(portal_server.host, "tmux new-session -d -s t 'sleep 600'")
+        assert res.ok, res
+    assert bob.ssh(portal_server.host, "nohup setsid sleep 600 >/dev/null 2>&1 &").ok
+    pathlib.Path("run.json").write_text(json.dumps({
+        "run": portal_server.run_id,
+        "users": {u.name: u.uid for u in portal_server.users.values()},
+        "laptops": [str(u.laptop) for u in portal_server.users.values()],
+        "base": str(alice.home.parent.parent),
+    }))
+    if os.environ.get("INNER_MODE") == "wait":  # the outer test interrupts us here
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert os.environ.get("INNER_MODE") != "fail", "the inner test fails on purpose"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _needs_netns() -> None:
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+def _plugin_args(config: pytest.Config) -> list[str]:
+    """-p for the plugin when it is not installed as the `portal` entry point."""
+    return [] if config.pluginmanager.get_plugin("portal") is not None else ["-p", "portal_tasks.testing.plugin"]
+
+
+def _inner_env(mode: str) -> dict[str, str]:
+    package_parent = str(Path(netns.__file__).resolve().parents[2])
+    return {"INNER_MODE": mode, "PYTHONPATH": package_parent, "PORTAL_TEST_SERVER": "netns"}
+
+
+def assert_nothing_left(info: dict) -> None:
+    run_id = info["run"]
+    assert not [ns for ns in netns.netns_list() if run_id in ns]
+    names = [name for name, _, _ in tagged_users()]
+    assert not set(info["users"]) & set(names)
+    for name, uid in info["users"].items():
+        assert not pids_of_uid(uid), f"processes of {name} (uid {uid}) left: {pids_of_uid(uid)}"
+    for laptop in info["laptops"]:
+        assert not pids_with_env(netns.LAPTOP_MARK, laptop)
+    assert not Path(info["base"]).exists()
+    assert run_id.split("-")[1] not in run(["ip", "-o", "link"], timeout=10).stdout
+
+
+@pytest.mark.parametrize("mode", ["pass", "fail"])
+def test_inner_run_leaves_nothing_behind(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                         request: pytest.FixtureRequest, mode: str) -> None:
+    for key, value in _inner_env(mode).items():
+        monkeypatch.setenv(key, value)
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_subprocess(*_plugin_args(request.config), "-q", "-p", "no:cacheprovider",
+                                           timeout=180)
+    outcome = {"pass": {"passed": 1}, "fail": {"failed": 1}}[mode]
+    result.assert_outcomes(**outcome)
+    info = json.loads((pytester.path / "run.json").read_text())
+    assert_nothing_left(info)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, request: pytest.FixtureRequest,
+                                               sig: signal.Signals) -> None:
+    pytester.makepyfile(test_inner=INNER)
+    argv = [sys.executable, "-m", "pytest", *_plugin_args(request.config), "-q", "-p", "no:cacheprovider", "-s",
+            str(pytester.path)]
+    proc = spawn(argv, env=_inner_env("wait"))
+    try:
+        info_file = pytester.path / "run.json"
+        retry_until(info_file.exists, 120, 0.1, what="the inner test to start")
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert_nothing_left(json.loads(info_file.read_text()))
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(pytester: pytest.Pytester,
+                                                            request: pytest.FixtureRequest) -> None:
+    pytester.makepyfile(test_inner=INNER)
+    argv = [sys.executable, "-m", "pytest", *_plugin_args(request.config), "-q", "-p", "no:cacheprovider", "-s",
+            str(pytester.path)]
+    proc = spawn(argv, env=_inner_env("wait"))
+    try:
+        info_file = pytester.path / "run.json"
+        retry_until(info_file.exists, 120, 0.1, what="the inner test to start")
+        proc.kill()  # no teardown at all
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    info = json.loads(info_file.read_text())
+    assert [ns for ns in netns.netns_list() if info["run"] in ns], "a killed run leaves its namespaces"
+    cleaned = netns.clean_leftovers(Path(info["base"]).parent)
+    assert any(info["run"] in c for c in cleaned)
+    assert_nothing_left(info)
