@@ -1,3 +1,288 @@
-"""Host-side verbs: cluster (filled in by its step)."""
+"""Host-side cluster verbs: TLS files, health of a recorded cluster, stale cleanup, start-up wait, stop.
 
-VERBS = {}
+Processes of a cluster carry ``PORTAL_CLUSTER=<key>`` in their environment; only processes of
+this user are ever signalled.
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import ssl
+import time
+
+from . import ports
+from .common import STATE_DIR, Failure, cmdline, listeners, pid_alive, pid_uid, read_json, state_path, write_json
+
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+MARK = "PORTAL_CLUSTER"
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+def tls_dir():
+    return os.path.join(STATE_DIR, "tls")
+
+
+def tls_status(_payload):
+    """Verb ``tls-status``: do the user's CA, certificate and key exist (modes fixed to 0700/0600)."""
+    path = tls_dir()
+    if not all(os.path.isfile(os.path.join(path, name)) for name in TLS_FILES):
+        return {"exists": False, "dir": path}
+    os.chmod(path, 0o700)
+    for name in TLS_FILES:
+        os.chmod(os.path.join(path, name), 0o600)
+    return {"exists": True, "dir": path}
+
+
+def tls_install(payload):
+    """Verb ``tls-install``: put the files in place atomically; a concurrent install that won is kept."""
+    tmp = state_path("tls.%d.tmp" % os.getpid(), "x")[:-2]
+    os.chmod(tmp, 0o700)
+    for name in TLS_FILES:
+        fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(payload["files"][name])
+    try:
+        os.rename(tmp, tls_dir())
+        installed = True
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        installed = False
+    status = tls_status({})
+    if not status["exists"]:
+        raise Failure("could not install the TLS files in %s." % tls_dir(), "ClusterError",
+                      hint="Remove that directory and run the command again.")
+    return dict(status, installed=installed)
+
+
+def handshake(port, timeout=2.0):
+    """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert."""
+    path = tls_dir()
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(os.path.join(path, "ca.pem"))
+        ctx.load_cert_chain(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem"))
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw) as conn:
+                conn.do_handshake()
+        return True
+    except (OSError, ssl.SSLError, ValueError):
+        return False
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def own(pid):
+    return bool(pid) and pid_alive(pid) and pid_uid(int(pid)) == os.getuid()
+
+
+def _environ(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def marked_pids(key):
+    """This user's processes started with PORTAL_CLUSTER=key."""
+    needle = ("%s=%s" % (MARK, key)).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid() and pid_uid(int(name)) == os.getuid():
+            if needle in _environ(int(name)):
+                found.append(int(name))
+    return found
+
+
+def read_pid(path):
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def in_ranges(port, rec):
+    if port in (rec.get("scheduler_port"), rec.get("dashboard_port")):
+        return True
+    return any(lo <= port <= hi for lo, hi in (rec.get("worker_ports", [0, -1]), rec.get("nanny_ports", [0, -1])))
+
+
+def stale_pids(key, state, planned):
+    """Recorded pids, marked processes, and dask processes of this user on the env's planned ports."""
+    pids = set(marked_pids(key))
+    for name in ("scheduler_pid", "workers_pid"):
+        pid = (state or {}).get(name)
+        if own(pid) and any("dask" in part or "distributed" in part for part in cmdline(int(pid))):
+            pids.add(int(pid))
+    for entry in listeners():
+        if entry["uid"] == os.getuid() and entry["pid"] and planned and in_ranges(entry["port"], planned):
+            if any("dask" in part for part in entry["cmdline"]):
+                pids.add(entry["pid"])
+    pids.discard(os.getpid())
+    return sorted(p for p in pids if own(p))
+
+
+def terminate(pids, seconds=8.0):
+    """SIGTERM, wait (bounded), SIGKILL what is left; only this user's processes."""
+    pids = [p for p in pids if own(p)]
+    for sig, budget in ((signal.SIGTERM, seconds), (signal.SIGKILL, 3.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.05)
+        pids = [p for p in pids if _running(p)]
+        if not pids:
+            break
+    return pids
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- state and health -----------------------------------------------------------------------------
+
+def state_file(key):
+    return os.path.join(STATE_DIR, "clusters", "%s.json" % key)
+
+
+def own_listeners(found, lo, hi):
+    uid = os.getuid()
+    return [e for e in found if e["uid"] == uid and lo <= e["port"] <= hi]
+
+
+def health(state):
+    """What is true of a recorded cluster right now."""
+    found = listeners()
+    sched = state.get("scheduler_pid")
+    port = state.get("scheduler_port")
+    holder = [e for e in found if e["port"] == port]
+    ours = bool(holder) and all(e["uid"] == os.getuid() and e["pid"] in (None, sched) for e in holder)
+    alive = own(sched)
+    tls_ok = alive and ours and handshake(port)
+    workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
+    healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
+    return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy}
+
+
+def _scheduler_address(path):
+    return (read_json(path, {}) or {}).get("address")
+
+
+def env_kind(spec):
+    """``named`` for an env name; for a path, venv or conda-prefix (EnvError when it has no dask)."""
+    if "/" not in spec and not spec.startswith(("~", ".")):
+        return "named"
+    path = os.path.expanduser(spec)
+    if not os.path.isfile(os.path.join(path, "bin", "dask")):
+        raise Failure("env %s has no dask (no %s/bin/dask)." % (spec, spec.rstrip("/")), "EnvError",
+                      hint="Install it there: pip install 'dask[distributed]'.")
+    return "conda-prefix" if os.path.isdir(os.path.join(path, "conda-meta")) else "venv"
+
+
+def prepare(payload):
+    """Verb ``cluster-prepare``: reuse a healthy cluster, else clean up what is stale and plan ports."""
+    key = payload["key"]
+    kind = env_kind(payload["env"])
+    state = read_json(state_file(key), None)
+    if state:
+        now = health(state)
+        if now["healthy"]:
+            return {"reused": True, "state": dict(state, **now)}
+    recorded = (read_json(os.path.join(STATE_DIR, "ports.json"), {}) or {}).get("envs", {}).get(key)
+    cleaned = stale_pids(key, state, recorded)
+    survivors = terminate(cleaned)
+    if survivors:
+        raise Failure("stale cluster processes %s of env %s did not end." % (survivors, payload["env"]), "ClusterError",
+                      hint="Look at them with `ps -fp %s`." % ",".join(map(str, survivors)))
+    paths = payload["paths"]
+    for name in ("scheduler_file", "scheduler_pid_file", "workers_pid_file"):
+        try:
+            os.unlink(paths[name])
+        except FileNotFoundError:
+            pass
+    if os.path.exists(state_file(key)):
+        os.unlink(state_file(key))
+    state_path("clusters", "x")
+    old = os.umask(0o077)
+    try:
+        os.makedirs(paths["scratch"], mode=0o700, exist_ok=True)
+    finally:
+        os.umask(old)
+    planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"],
+                            "check": ["scheduler_port", "dashboard_port"]})
+    return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind)
+
+
+def wait(payload):
+    """Verb ``cluster-wait``: bounded wait until scheduler (TLS) and every worker listen; records state."""
+    paths, rec, n = payload["paths"], payload["ports"], int(payload["workers"])
+    deadline = time.monotonic() + float(payload.get("seconds", 60))
+    last = "nothing yet"
+    while True:
+        sched, workers_pid = read_pid(paths["scheduler_pid_file"]), read_pid(paths["workers_pid_file"])
+        address = _scheduler_address(paths["scheduler_file"])
+        if sched and not own(sched):
+            raise Failure("the scheduler exited right after starting.", "ClusterError")
+        if workers_pid and not own(workers_pid):
+            raise Failure("the workers exited right after starting.", "ClusterError")
+        if sched and address and handshake(rec["scheduler_port"], 1.0):
+            found = listeners()
+            got = len(own_listeners(found, *rec["worker_ports"]))
+            nannies = len(own_listeners(found, *rec["nanny_ports"]))
+            if workers_pid and got >= n and nannies >= n:
+                break
+            last = "%d of %d workers listening" % (got, n)
+        else:
+            last = "scheduler not answering TLS on port %d yet" % rec["scheduler_port"]
+        if time.monotonic() > deadline:
+            raise Failure("the cluster did not come up within %ss (%s)." % (payload.get("seconds", 60), last),
+                          "ClusterError")
+        time.sleep(0.1)
+    state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers_pid, address=address,
+                 started=time.time(), **{k: rec[k] for k in ("scheduler_port", "dashboard_port", "worker_ports",
+                                                             "nanny_ports")})
+    write_json(state_path("clusters", "%s.json" % payload["key"]), state)
+    return dict(state, **health(state))
+
+
+def describe(_payload):
+    """Verb ``cluster-list``: every recorded cluster of this user with its health."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(STATE_DIR, "clusters", "*.json"))):
+        state = read_json(path, None)
+        if isinstance(state, dict) and state.get("key") and path == state_file(state["key"]):
+            found.append(dict(state, **health(state)))
+    return found
+
+
+def stop(payload):
+    """Verb ``cluster-stop``: end this user's cluster processes of the env and forget its state."""
+    key = payload["key"]
+    state = read_json(state_file(key), None)
+    recorded = (read_json(os.path.join(STATE_DIR, "ports.json"), {}) or {}).get("envs", {}).get(key)
+    pids = stale_pids(key, state, recorded)
+    survivors = terminate(pids)
+    for path in [state_file(key)] + list((state or {}).get("paths", {}).values()):
+        if path.endswith((".json", ".pid")) and os.path.isfile(path):
+            os.unlink(path)
+    return {"stopped": pids, "survivors": survivors, "had_state": bool(state)}
+
+
+VERBS = {
+    "tls-status": tls_status, "tls-install": tls_install, "cluster-prepare": prepare,
+    "cluster-wait": wait, "cluster-list": describe, "cluster-stop": stop,
+}

@@ -1,0 +1,99 @@
+"""Dask command lines (pure): scheduler and worker argv, the lines typed into the cluster window, client variables.
+
+Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from .plan import EnvPorts
+from .tls import TlsPaths
+
+#: Marks the cluster's processes (and their children) so stop/cleanup find them and nothing else.
+MARK = "PORTAL_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+def cluster_paths(home: str, key: str) -> dict[str, str]:
+    """Files of the env's cluster under ~/.portal on the host."""
+    base = f"{home.rstrip('/')}/.portal"
+    return {
+        "scheduler_file": f"{base}/clusters/{key}.scheduler.json",
+        "scheduler_pid_file": f"{base}/clusters/{key}.scheduler.pid",
+        "workers_pid_file": f"{base}/clusters/{key}.workers.pid",
+        "scratch": f"{base}/scratch/{key}",
+    }
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything the scheduler and worker command lines are made of."""
+
+    key: str
+    ports: EnvPorts
+    tls: TlsPaths
+    paths: dict[str, str]
+    workers: int
+    threads: int
+    memory_limit: int  # bytes per worker
+
+    @property
+    def address(self) -> str:
+        return f"tls://{LOOPBACK}:{self.ports.scheduler_port}"
+
+
+def _tls_args(tls: TlsPaths) -> list[str]:
+    return ["--tls-ca-file", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key]
+
+
+def scheduler_argv(spec: ClusterSpec) -> list[str]:
+    return [
+        "dask", "scheduler", "--protocol", "tls", "--host", LOOPBACK, "--port", str(spec.ports.scheduler_port),
+        "--dashboard-address", f"{LOOPBACK}:{spec.ports.dashboard_port}", *_tls_args(spec.tls),
+        "--scheduler-file", spec.paths["scheduler_file"], "--pid-file", spec.paths["scheduler_pid_file"],
+    ]
+
+
+def worker_argv(spec: ClusterSpec) -> list[str]:
+    w, n = spec.ports.worker_ports, spec.ports.nanny_ports
+    return [
+        "dask", "worker", "--scheduler-file", spec.paths["scheduler_file"], "--protocol", "tls", "--host", LOOPBACK,
+        "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
+        "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
+        "--local-directory", spec.paths["scratch"], *_tls_args(spec.tls),
+        "--pid-file", spec.paths["workers_pid_file"],
+    ]
+
+
+def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
+    """The lines typed into the cluster window's shell (also what --explain prints)."""
+    mark = f"{MARK}={shlex.quote(spec.key)}"
+    return [
+        activation,
+        "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
+        f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
+        f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
+        f"{mark} {shlex.join(scheduler_argv(spec))} &",
+        f"{mark} {shlex.join(worker_argv(spec))}",
+    ]
+
+
+def client_environment(scheduler_port: int, dashboard_port: int, tls: TlsPaths) -> dict[str, str]:
+    """Variables that make a plain ``Client()`` connect to the user's cluster."""
+    return {
+        "DASK_SCHEDULER_ADDRESS": f"tls://{LOOPBACK}:{scheduler_port}",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls.ca,
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls.cert,
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls.key,
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__DASHBOARD__LINK": f"http://localhost:{dashboard_port}/status",
+    }
+
+
+def record(spec: ClusterSpec, env: str, budget: int) -> dict[str, Any]:
+    """What the host's state file says about the cluster besides pids (written once it is up)."""
+    return {"key": spec.key, "env": env, "workers": spec.workers, "threads": spec.threads,
+            "memory_limit": spec.memory_limit, "memory_budget": budget, "paths": spec.paths, "tls_dir": spec.tls.dir}

@@ -1,0 +1,194 @@
+"""The port plan and the memory budget (pure): which ports a user's services get, how much memory workers get.
+
+A user's ports are one block: ``port_base + (uid mod slots) * block_size``; each env the
+user brings up gets a slot of :data:`SLOT_SIZE` ports inside the block (see :data:`LAYOUT`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from .config import Settings
+from .errors import UsageError
+
+try:  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
+    from .envs import env_key
+except ImportError:  # pragma: no cover - envs lands with the env step
+    import hashlib
+
+    def env_key(spec: str) -> str:
+        """A short tmux-safe key: the env name, or a path's name plus a short hash."""
+        clean = spec.rstrip("/") or "/"
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "-", clean.rsplit("/", 1)[-1]).strip("-") or "env"
+        if "/" not in clean and not clean.startswith(("~", ".")):
+            return safe
+        return f"{safe}-{hashlib.sha256(clean.encode()).hexdigest()[:4]}"
+
+__all__ = [
+    "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",
+    "env_ports", "next_free", "plan_payload", "parse_count", "parse_memory", "memory_budget", "split_memory",
+    "format_bytes", "env_key",
+]
+
+#: Ports per env inside a block.
+SLOT_SIZE = 20
+#: Offsets inside an env's slot: single ports, then [first, last] ranges for workers and nannies.
+LAYOUT: dict[str, Any] = {
+    "scheduler_port": 0,
+    "dashboard_port": 1,
+    "jupyter_port": 2,
+    "worker_ports": [4, 11],
+    "nanny_ports": [12, 19],
+}
+#: Each worker needs a worker port and a nanny port of its slot.
+MAX_WORKERS = LAYOUT["worker_ports"][1] - LAYOUT["worker_ports"][0] + 1
+#: Never hand the whole machine to one user's workers.
+MAX_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Block:
+    """A user's block of ports: index among the host's blocks and the first/last port."""
+
+    index: int
+    start: int
+    end: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.start <= port <= self.end
+
+
+@dataclass(frozen=True)
+class EnvPorts:
+    """The ports of one env's services; ranges are inclusive [first, last]."""
+
+    scheduler_port: int
+    dashboard_port: int
+    jupyter_port: int
+    worker_ports: tuple[int, int]
+    nanny_ports: tuple[int, int]
+
+    def all_ports(self) -> list[int]:
+        singles = [self.scheduler_port, self.dashboard_port, self.jupyter_port]
+        return singles + list(range(self.worker_ports[0], self.worker_ports[1] + 1)) + list(
+            range(self.nanny_ports[0], self.nanny_ports[1] + 1))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["worker_ports"], data["nanny_ports"] = list(self.worker_ports), list(self.nanny_ports)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EnvPorts":
+        return cls(int(data["scheduler_port"]), int(data["dashboard_port"]), int(data["jupyter_port"]),
+                   (int(data["worker_ports"][0]), int(data["worker_ports"][1])),
+                   (int(data["nanny_ports"][0]), int(data["nanny_ports"][1])))
+
+
+def block_index(uid: int, slots: int) -> int:
+    """The user's first-choice block."""
+    return uid % slots
+
+
+def block_for(settings: Settings, index: int) -> Block:
+    start = settings.port_base + (index % settings.slots) * settings.block_size
+    return Block(index % settings.slots, start, start + settings.block_size - 1)
+
+
+def slots_per_block(block_size: int) -> int:
+    """How many envs fit in a block."""
+    return max(1, block_size // SLOT_SIZE)
+
+
+def env_ports(block_start: int, slot: int) -> EnvPorts:
+    """The first-choice ports of env slot ``slot`` in the block starting at ``block_start``."""
+    base = block_start + slot * SLOT_SIZE
+    w, n = LAYOUT["worker_ports"], LAYOUT["nanny_ports"]
+    return EnvPorts(base + LAYOUT["scheduler_port"], base + LAYOUT["dashboard_port"], base + LAYOUT["jupyter_port"],
+                    (base + w[0], base + w[1]), (base + n[0], base + n[1]))
+
+
+def next_free(preferred: int, block: Block, taken: Iterable[int]) -> int | None:
+    """``preferred`` if free, else the next port of the block not in ``taken`` (wrapping), else None."""
+    used = set(taken)
+    span = block.end - block.start + 1
+    for step in range(span):
+        port = block.start + (preferred - block.start + step) % span
+        if port not in used:
+            return port
+    return None
+
+
+def plan_payload(settings: Settings, uid: int) -> dict[str, Any]:
+    """What the host-side helper needs to claim a block and a slot (it knows who holds which port)."""
+    return {
+        "base": settings.port_base, "block_size": settings.block_size, "slots": settings.slots,
+        "first": block_index(uid, settings.slots), "slot_size": SLOT_SIZE,
+        "slots_per_block": slots_per_block(settings.block_size), "layout": LAYOUT,
+    }
+
+
+# -- counts and memory ----------------------------------------------------------------------------
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_PCT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_count(name: str, value: Any, low: int = 1, high: int = 1024) -> int:
+    """A whole number within [low, high] given on the command line, else UsageError naming it."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"--{name} {value!r} is not a whole number.", hint=f"Give --{name} between {low} and {high}.") from None
+    if not low <= number <= high:
+        raise UsageError(f"--{name} {number} is out of range.", hint=f"Give --{name} between {low} and {high}.")
+    return number
+
+
+def parse_memory(value: Any) -> tuple[str, float]:
+    """``("bytes", n)`` for a size like 16GiB / 512MB / 2e9 bytes, ``("share", f)`` for 25%; else UsageError."""
+    text = str(value)
+    pct = _PCT.match(text)
+    if pct:
+        share = float(pct.group(1)) / 100
+        if not 0 < share <= MAX_SHARE:
+            raise UsageError(f"--memory {text!r} is not a share between 0% and {MAX_SHARE:.0%}.",
+                             hint="Leave memory for others: e.g. --memory 25%.")
+        return "share", share
+    size = _SIZE.match(text)
+    if size and size.group(2).lower() in _UNITS:
+        amount = float(size.group(1)) * _UNITS[size.group(2).lower()]
+        if amount < 64 * 1024**2:
+            raise UsageError(f"--memory {text!r} is too small for a Dask worker.", hint="Give e.g. --memory 4GiB.")
+        return "bytes", amount
+    raise UsageError(f"--memory {text!r} is neither a size nor a share.", hint="Give e.g. --memory 16GiB or --memory 25%.")
+
+
+def memory_budget(value: Any, host_bytes: int | None) -> int:
+    """The user's budget in bytes; never more than MAX_SHARE of the host's memory."""
+    kind, amount = parse_memory(value)
+    if kind == "share":
+        if not host_bytes:
+            raise UsageError(f"--memory {value!r} is a share, but the host's memory is unknown.",
+                             hint="Give a size instead, e.g. --memory 16GiB.")
+        return int(host_bytes * amount)
+    if host_bytes and amount > host_bytes * MAX_SHARE:
+        raise UsageError(f"--memory {value!r} is more than {MAX_SHARE:.0%} of the host's {format_bytes(host_bytes)}.",
+                         hint="Leave memory for others: ask for less.")
+    return int(amount)
+
+
+def split_memory(budget: int, workers: int) -> int:
+    """Each worker's ``--memory-limit`` in bytes."""
+    return budget // workers
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,208 @@
+"""`cluster`: start or reuse the user's one Dask cluster for an env (TLS, 127.0.0.1, the user's ports).
+
+For the other steps: :func:`client_environment` (variables for IPython/Jupyter windows),
+:func:`describe` (``status --json``), :func:`stop` (``down``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+from .. import daskcmd, envs, plan, tls
+from ..errors import ClusterError, UsageError
+from ..link.openssh import explain_ssh
+from ..plan import EnvPorts
+from ..target import Explained, Target
+
+WAIT_SECONDS = 90
+
+
+def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None) -> dict[str, Any]:
+    """Checked options (bad values raise UsageError before anything starts); settings fill the gaps."""
+    s = target.settings
+    options = {
+        "workers": plan.parse_count("workers", s.workers if workers in (None, "") else workers, 1, plan.MAX_WORKERS),
+        "threads": plan.parse_count("threads", s.threads if threads in (None, "") else threads, 1, 1024),
+        "memory": str(s.memory if memory in (None, "") else memory),
+    }
+    plan.parse_memory(options["memory"])
+    return options
+
+
+def env_spec(target: Target, env: str | None) -> str:
+    """The env as given; on localhost with none given, the env portal itself runs in."""
+    if env:
+        return env
+    if target.settings.is_local:
+        return sys.prefix
+    raise UsageError("no env given.", host=target.host, hint="Pass --env NAME or --env PATH.")
+
+
+def activation(target: Target, spec: str, kind: str | None = None) -> str:
+    manager = envs.pick_manager(target.settings.env_manager, target.facts().get("managers") or {})
+    guessed = envs.guess_env(spec, manager)
+    if kind and kind != guessed.kind:
+        guessed = envs.Env(spec=spec, kind=kind, location=spec, manager=manager)
+    return guessed.activation()
+
+
+def window_name(key: str) -> str:
+    return f"cluster-{key}"
+
+
+def window_script(session: str, name: str, lines: list[str]) -> str:
+    """Shell run on the host: ensure the session, replace window ``name``, type ``lines`` into its shell."""
+    q = shlex.quote
+    typed = " ".join(f"&& tmux send-keys -t \"$W\" -l {q(line)} && tmux send-keys -t \"$W\" Enter" for line in lines)
+    return (
+        f"{{ tmux has-session -t {q('=' + session)} 2>/dev/null || tmux new-session -d -s {q(session)} 2>/dev/null"
+        f" || tmux has-session -t {q('=' + session)}; }}"
+        f" && {{ tmux kill-window -t {q(f'={session}:={name}')} 2>/dev/null; true; }}"
+        f" && W=$(tmux new-window -d -P -F '#{{window_id}}' -t {q(f'={session}:')} -n {q(name)}) {typed}"
+    )
+
+
+def kill_window_script(session: str, name: str) -> str:
+    return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
+
+
+def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any]) -> tuple[daskcmd.ClusterSpec, int]:
+    facts = target.facts()
+    budget = plan.memory_budget(options["memory"], facts.get("memory"))
+    limit = plan.split_memory(budget, options["workers"])
+    spec = daskcmd.ClusterSpec(key=key, ports=ports, tls=tls.paths(facts["home"]),
+                               paths=daskcmd.cluster_paths(facts["home"], key), workers=options["workers"],
+                               threads=options["threads"], memory_limit=limit)
+    return spec, budget
+
+
+def _summary(state: dict[str, Any]) -> str:
+    return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
+            f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
+            f"(scheduler pid {state['scheduler_pid']})")
+
+
+def run(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
+        memory: Any = None) -> dict[str, Any]:
+    """Start the env's cluster, or reuse the healthy one; returns its state (address, ports, pids)."""
+    options = validate(target, workers, threads, memory)
+    spec_text = env_spec(target, env)
+    facts = target.facts()
+    plan.memory_budget(options["memory"], facts.get("memory"))  # a bad budget stops us before anything runs
+    key = plan.env_key(spec_text)
+    tls_paths = tls.ensure(target)
+    paths = daskcmd.cluster_paths(facts["home"], key)
+    payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"])}
+    with target.link.lock(f"cluster-{key}"):
+        prep = target.link.helper("cluster-prepare", payload)
+        for note in prep.get("notes", []):
+            target.say(f"{target.host}: {note}")
+        if prep["reused"]:
+            state = prep["state"]
+            target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {_summary(state)}.")
+            if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
+                target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
+                           f"`portal down --env {spec_text}` first to change that.)")
+            return state
+        if prep.get("was_recorded"):
+            target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
+        spec, budget = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options)
+        assert spec.tls == tls_paths
+        lines = daskcmd.window_lines(spec, activation(target, spec_text, prep.get("env_kind")))
+        started = target.link.run_shell(window_script(target.settings.session, window_name(key), lines), timeout=30)
+        if not started.ok:
+            raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=target.host,
+                               hint="Check that tmux works there (`tmux new-session -d`).")
+        try:
+            state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
+                                                        "workers": spec.workers, "seconds": WAIT_SECONDS,
+                                                        "record": daskcmd.record(spec, spec_text, budget)},
+                                       timeout=WAIT_SECONDS + 30)
+        except ClusterError as exc:
+            window = _pane_tail(target, window_name(key))
+            raise ClusterError(f"env {spec_text}: {exc.message} Window {window_name(key)} shows: {window or 'nothing'}",
+                               host=target.host, hint=f"Attach with `tmux attach -t {target.settings.session}` to look.") from None
+    target.say(f"{target.host}: started Dask cluster for env {spec_text}: {_summary(state)}.")
+    return state
+
+
+def _pane_tail(target: Target, name: str) -> str:
+    res = target.link.run(["tmux", "capture-pane", "-p", "-t", f"={target.settings.session}:={name}"], timeout=15)
+    lines = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    return " / ".join(lines[-4:])
+
+
+def explain(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
+            memory: Any = None) -> Explained:
+    """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers."""
+    options = validate(target, workers, threads, memory)
+    spec_text = env_spec(target, env)
+    facts = target.facts()
+    key = plan.env_key(spec_text)
+    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
+    ports = report["envs"].get(key) or report.get("would_be")
+    if not ports:
+        raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
+    spec, _ = _spec(target, key, EnvPorts.from_dict(ports), options)
+    lines = tls.explain_lines(spec.tls, facts["user"])
+    lines += [f"tmux new-window -n {shlex.quote(window_name(key))}    # then, in that window:"]
+    lines += daskcmd.window_lines(spec, activation(target, spec_text))
+    return Explained(remote=lines)
+
+
+def explain_forwards(target: Target, env: str | None = None, jupyter: bool = False) -> list[str]:
+    """The laptop's ``ssh -L`` line for the env's dashboard (and JupyterLab) on the same port numbers."""
+    if target.settings.is_local:
+        return []
+    facts = target.facts()
+    key = plan.env_key(env_spec(target, env))
+    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
+    ports = report["envs"].get(key) or report.get("would_be") or {}
+    wanted = [ports.get("dashboard_port")] + ([ports.get("jupyter_port")] if jupyter else [])
+    specs = [arg for p in wanted if p for arg in ("-L", f"127.0.0.1:{p}:127.0.0.1:{p}")]
+    return [shlex.join([*explain_ssh(target.settings), "-f", "-N", *specs, target.host])] if specs else []
+
+
+def client_environment(target: Target, env: str | None) -> dict[str, str]:
+    """Variables for a window of ``env`` so a plain ``Client()`` reaches the user's cluster of that env."""
+    facts = target.facts()
+    key = plan.env_key(env_spec(target, env))
+    running = {c["env_key"]: c for c in describe(target)}
+    if key in running:
+        ports = running[key]
+    else:
+        report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
+        ports = report["envs"].get(key) or report.get("would_be") or {}
+        if not ports:
+            raise ClusterError(f"no ports planned for env {env}.", host=target.host, hint="Run `portal cluster` first.")
+    return daskcmd.client_environment(int(ports["scheduler_port"]), int(ports["dashboard_port"]),
+                                      tls.paths(facts["home"]))
+
+
+def describe(target: Target) -> list[dict[str, Any]]:
+    """Each recorded cluster of the user: env, address, dashboard port, workers, memory, pid, healthy."""
+    out = []
+    for state in target.link.helper("cluster-list", {}):
+        out.append({
+            "env": state["env"], "env_key": state["key"], "address": state.get("address"),
+            "scheduler_port": state["scheduler_port"], "dashboard_port": state["dashboard_port"],
+            "workers": state["workers"], "workers_running": state["workers_running"], "threads": state["threads"],
+            "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
+            "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
+            "window": window_name(state["key"]),
+        })
+    return out
+
+
+def stop(target: Target, env: str | None) -> dict[str, Any]:
+    """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
+    key = plan.env_key(env_spec(target, env))
+    with target.link.lock(f"cluster-{key}"):
+        result = target.link.helper("cluster-stop", {"key": key})
+        target.link.run_shell(kill_window_script(target.settings.session, window_name(key)), timeout=15)
+    if result["survivors"]:
+        raise ClusterError(f"cluster processes {result['survivors']} of env {env} did not end.", host=target.host,
+                           hint="Look at them with ps, and kill them by pid.")
+    return result

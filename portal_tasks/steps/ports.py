@@ -1,0 +1,68 @@
+"""`ports`: the user's port plan on a host (block, per-env ports) and the listening ports they hold now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import plan
+from ..target import Explained, Target
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def run(target: Target) -> dict[str, Any]:
+    """The plan and what is in use (read-only; the block is claimed by the first `cluster`/`jupyter`)."""
+    facts = target.facts()
+    raw = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"])})
+    block = raw["block"]
+    sockets = raw["listening"]
+    envs = {
+        key: {"env": rec.get("env", key), "slot": rec.get("slot"), "scheduler_port": rec["scheduler_port"],
+              "dashboard_port": rec["dashboard_port"], "jupyter_port": rec["jupyter_port"],
+              "worker_ports": rec["worker_ports"], "nanny_ports": rec["nanny_ports"]}
+        for key, rec in sorted(raw["envs"].items())
+    }
+    return {
+        "host": target.host, "user": facts["user"], "uid": raw["uid"],
+        "block": {"index": block["index"], "start": block["start"], "end": block["end"], "claimed": raw["claimed"]},
+        "envs": envs,
+        "listening": len(sockets),
+        "listening_in_block": sum(1 for s in sockets if block["start"] <= s["port"] <= block["end"]),
+        "listening_not_loopback": sum(1 for s in sockets if s["addr"] not in LOOPBACK),
+        "sockets": sockets,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human form of :func:`run`'s report."""
+    b = report["block"]
+    state = "claimed" if b["claimed"] else "first choice, not claimed yet"
+    lines = [f"{report['host']}: {report['user']} (uid {report['uid']}) port block {b['index']}: "
+             f"{b['start']}-{b['end']} ({state})"]
+    for key, e in report["envs"].items():
+        lines.append(f"  env {e['env']}: scheduler {e['scheduler_port']}, dashboard {e['dashboard_port']}, "
+                     f"jupyter {e['jupyter_port']}, workers {e['worker_ports'][0]}-{e['worker_ports'][1]}, "
+                     f"nannies {e['nanny_ports'][0]}-{e['nanny_ports'][1]}")
+    if not report["envs"]:
+        lines.append("  no env has ports yet (`portal cluster --env E` plans them)")
+    lines.append(f"  listening now: {report['listening']} port(s), {report['listening_in_block']} in your block, "
+                 f"{report['listening_not_loopback']} not on loopback")
+    for s in report["sockets"]:
+        lines.append(f"    {s['addr']}:{s['port']}  pid {s['pid']}  {s['command']}")
+    return "\n".join(lines)
+
+
+def check_lines(target: Target) -> list[tuple[bool | None, str]]:
+    """For `check`: the block, and whether the user holds sockets outside it or off loopback."""
+    report = run(target)
+    b = report["block"]
+    lines: list[tuple[bool | None, str]] = [(True, f"{target.host}: port block {b['start']}-{b['end']}"
+                                                   f"{'' if b['claimed'] else ' (free to claim)'}")]
+    if report["listening_not_loopback"]:
+        lines.append((None, f"{target.host}: {report['listening_not_loopback']} of your listening ports are not on "
+                            "127.0.0.1 (other users can reach them)"))
+    return lines
+
+
+def explain(target: Target) -> Explained:
+    return Explained(remote=["ss -Htlnp    # your listening sockets (uid shown with -e)"])
