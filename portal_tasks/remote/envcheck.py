@@ -1,3 +1,112 @@
-"""Host-side verbs: envcheck (filled in by its step)."""
+"""Host-side verb ``env-check``: does the env exist, where is it, which kind, and what can it import."""
 
-VERBS = {}
+import json
+import os
+import shutil
+import subprocess
+
+from .common import Failure
+
+MANAGERS = ("micromamba", "mamba", "conda")
+MODULES = ("IPython", "jupyterlab", "distributed")
+_PROBE = (
+    "import importlib.util, json, sys; "
+    "print(json.dumps({'prefix': sys.prefix, 'version': sys.version.split()[0], "
+    "'modules': {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}}))"
+)
+
+
+def _is_path(spec):
+    return "/" in spec or spec.startswith(("~", "."))
+
+
+def _path_kind(prefix):
+    """venv (bin/activate, pyvenv.cfg) or conda prefix (conda-meta/), else None."""
+    has_activate = os.path.isfile(os.path.join(prefix, "bin", "activate"))
+    if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")) and has_activate:
+        return "venv"
+    if os.path.isdir(os.path.join(prefix, "conda-meta")):
+        return "conda-prefix"
+    return "venv" if has_activate else None
+
+
+def _manager(wanted):
+    for name in ([wanted] if wanted else MANAGERS):
+        path = shutil.which(name)
+        if path:
+            return name, path
+    return (wanted or None), None
+
+
+def _named_envs(manager_path):
+    """name -> prefix from ``MANAGER env list --json`` (base is the prefix outside any envs/ dir)."""
+    try:
+        out = subprocess.run([manager_path, "env", "list", "--json"], capture_output=True, text=True, timeout=60)
+        prefixes = json.loads(out.stdout).get("envs", [])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for prefix in prefixes:
+        parent = os.path.basename(os.path.dirname(prefix.rstrip("/")))
+        name = os.path.basename(prefix.rstrip("/")) if parent == "envs" else "base"
+        found.setdefault(name, prefix)
+    return found
+
+
+def _resolve_named(spec, wanted):
+    name, path = _manager(wanted)
+    if not path:
+        tried = wanted or "micromamba, mamba or conda"
+        raise Failure("env %r is a name, but %s is not on the PATH here." % (spec, tried), "EnvError",
+                      "Pass --env PATH to a venv or conda prefix, or set env_manager in portal.yaml.")
+    envs = _named_envs(path)
+    if spec not in envs:
+        shown = ", ".join(sorted(envs)) or "none"
+        raise Failure("env %r not found (%s env list shows: %s)." % (spec, name, shown), "EnvError",
+                      "Create it (%s create -n %s python ipython dask) or pass --env PATH." % (name, spec))
+    return "named", envs[spec], name
+
+
+def _resolve_path(spec):
+    prefix = os.path.abspath(os.path.expanduser(spec))
+    if not os.path.isdir(prefix):
+        parent = os.path.dirname(prefix)
+        try:
+            siblings = sorted(e for e in os.listdir(parent) if _path_kind(os.path.join(parent, e)))
+        except OSError:
+            siblings = []
+        shown = (" (envs next to it: %s)" % ", ".join(siblings)) if siblings else ""
+        raise Failure("env %s not found: no such directory%s." % (spec, shown), "EnvError",
+                      "Create it (python3 -m venv %s) or pass another --env." % spec)
+    kind = _path_kind(prefix)
+    if kind is None:
+        raise Failure("%s is not an env: it has neither bin/activate nor conda-meta/." % spec, "EnvError",
+                      "Pass the env's top directory (the one holding bin/).")
+    return kind, prefix, None
+
+
+def env_check(payload):
+    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules"}."""
+    spec = str(payload.get("env") or "").strip()
+    if not spec:
+        raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
+    if _is_path(spec):
+        kind, prefix, manager = _resolve_path(spec)
+    else:
+        kind, prefix, manager = _resolve_named(spec, payload.get("manager"))
+    python = next((os.path.join(prefix, "bin", exe) for exe in ("python", "python3")
+                   if os.access(os.path.join(prefix, "bin", exe), os.X_OK)), None)
+    if python is None:
+        raise Failure("env %s has no python (nothing at %s/bin/python)." % (spec, prefix), "EnvError",
+                      "Install python into it, e.g. conda install -p %s python." % prefix)
+    try:
+        out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
+                      "Try `%s -c 1` on the host to see why." % python)
+    return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
+            "manager": manager, "modules": info["modules"]}
+
+
+VERBS = {"env-check": env_check}

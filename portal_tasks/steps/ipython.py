@@ -1,0 +1,64 @@
+"""Step `ipython`: IPython in ENV in window ``ipython-KEY``, cluster variables in the window, ``client`` ready."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from .. import tmux_commands as cmds
+from ..envs import Env
+from ..errors import EnvError
+from ..target import Explained, Target
+from ..tmuxctl import open_window, tail, wait_busy
+from . import env as env_step
+
+#: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
+#: address (no LocalCluster otherwise); a cluster that is down gives one line, not a traceback.
+CLIENT_SOURCE = """import os
+try:
+    from dask.distributed import Client
+    client = Client(timeout=10) if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
+except Exception as exc:
+    client = None
+    print("portal: no Dask client yet (" + type(exc).__name__ + ": " + str(exc) + ")")"""
+START_SECONDS = 30.0
+
+
+def ipython_command(with_client: bool) -> str:
+    """The IPython command line; with_client makes ``client`` ready (None when no cluster is known)."""
+    code = f"exec({json.dumps(CLIENT_SOURCE)})"  # one line: the newlines stay escaped inside the literal
+    return shlex.join(["ipython", "-i", "-c", code]) if with_client else "ipython"
+
+
+def window_name(env: Env) -> str:
+    return f"ipython-{env.key}"
+
+
+def launch_line(env: Env) -> str:
+    """Activation and IPython as one line: IPython never starts outside the env."""
+    return f"{env.activation()} && {ipython_command(env.has('distributed'))}"
+
+
+def run(target: Target, env: str | None = None) -> Env:
+    """Start IPython in the env's window, or keep the one that runs there."""
+    resolved = env_step.resolve(target, env)
+    env_step.require(target, resolved, "IPython", "ipython")
+    variables = env_step.cluster_environment(target, resolved)
+    name = window_name(resolved)
+    result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
+                         mark=f"ipython:{resolved.location}")
+    if result.started and not wait_busy(result.window, START_SECONDS):
+        raise EnvError(f"IPython did not start in window {name} ({tail(result.window)}).", host=target.host,
+                       hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window {name}.")
+    state = "started" if result.started else "already running, kept"
+    cluster = "with the cluster's address" if variables else "(no cluster known yet)"
+    target.say(f"{target.host}: IPython in env {resolved.spec!r} {state} in window {name} {cluster}.")
+    return resolved
+
+
+def explain(target: Target, env: str | None = None) -> Explained:
+    resolved = env_step.resolve_for_explain(target, env)
+    session = target.settings.session
+    variables = env_step.cluster_environment(target, resolved)
+    return Explained(remote=[cmds.ensure_session_line(session),
+                             *cmds.window_lines(session, window_name(resolved), variables, [launch_line(resolved)])])

@@ -1,0 +1,158 @@
+"""Step `jupyter`: JupyterLab for ENV in window ``jupyter-KEY`` on its planned port (or a unix socket).
+
+The token is portal's own (``~/.portal/jupyter/KEY/token``, 0600), handed to the server as
+JUPYTER_TOKEN_FILE so it never shows on a command line; the URL comes from portal's state.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import Any
+
+from .. import tmux_commands as cmds
+from ..envs import Env, env_key
+from ..errors import JupyterError, PortalError
+from ..target import Explained, Target
+from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail
+from . import env as env_step
+
+START_SECONDS = 90.0
+#: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
+FALLBACK_OFFSET = 2
+
+
+def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False) -> str:
+    """The JupyterLab command line: loopback only, no browser, no silent move to another port."""
+    argv = ["jupyter", "lab", "--no-browser", *(["--allow-root"] if root else [])]
+    if socket:
+        argv += [f"--ServerApp.sock={socket}", "--ServerApp.sock_mode=0600"]
+    else:
+        argv += ["--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0"]
+    return shlex.join(argv)
+
+
+def _root(target: Target) -> bool:
+    """Jupyter refuses to run as root without --allow-root (containers, the localhost demo)."""
+    try:
+        return int(target.facts().get("uid", -1)) == 0
+    except PortalError:
+        return False
+
+
+def window_name(env: Env) -> str:
+    return f"jupyter-{env.key}"
+
+
+def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
+    """The env's Jupyter port from the port plan; claim=False only reads (for --explain)."""
+    uid = int(target.facts()["uid"])
+    try:
+        from .. import plan
+    except ImportError:
+        s = target.settings
+        return s.port_base + (uid % s.slots) * s.block_size + FALLBACK_OFFSET
+    payload = {"plan": plan.plan_payload(target.settings, uid), "key": env.key, "env": env.spec}
+    if not claim:
+        report = target.link.helper("ports-report", payload)
+        known = (report.get("envs") or {}).get(env.key) or report.get("would_be") or {}
+        if "jupyter_port" in known:
+            return int(known["jupyter_port"])
+        block = report["block"]
+        return int(block["start"] if isinstance(block, dict) else block[0]) + FALLBACK_OFFSET
+    reply = target.link.helper("ports-assign", {**payload, "check": ["jupyter_port"]})
+    for note in reply.get("notes", []):
+        target.say(f"{target.host}: {note}")
+    return int(reply["ports"]["jupyter_port"])
+
+
+def _healthy(entry: dict[str, Any] | None) -> bool:
+    return bool(entry and entry.get("healthy"))
+
+
+def _wait(target: Target, env: Env) -> dict[str, Any]:
+    """Poll the server from the host (bounded); fail fast when its window fell back to the shell."""
+    session, _ = ensure_session(target)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        entry = target.link.helper("jupyter-wait", {"key": env.key, "timeout": 3})
+        if _healthy(entry):
+            return dict(entry)
+        window = find_window(session, window_name(env))
+        if window is None or not is_busy(window):
+            time.sleep(0.5)  # the shell may still be starting it; look once more
+            window = find_window(session, window_name(env))
+            if window is None or not is_busy(window):
+                why = tail(window) if window is not None else "its window is gone"
+                raise JupyterError(f"JupyterLab for env {env.spec!r} exited ({why}).", host=target.host,
+                                   hint=f"Attach and look at window {window_name(env)}.")
+    raise JupyterError(f"JupyterLab for env {env.spec!r} did not answer within {START_SECONDS:g}s.", host=target.host,
+                       hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
+                            f"{window_name(env)}.")
+
+
+def run(target: Target, env: str | None = None, socket: bool = False) -> dict[str, Any]:
+    """Start JupyterLab for the env, or keep the healthy one; returns its describe() entry."""
+    resolved = env_step.resolve(target, env)
+    entry = target.link.helper("jupyter-status", {"key": resolved.key})
+    if _healthy(entry) and bool(entry.get("socket")) == socket:
+        target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} already running, kept: {entry['url']}")
+        return dict(entry)
+    env_step.require(target, resolved, "jupyterlab", "jupyter")
+    variables = env_step.cluster_environment(target, resolved)
+    port = None if socket else planned_port(target, resolved)
+    state = target.link.helper("jupyter-prepare", {"key": resolved.key, "env": resolved.spec,
+                                                   "port": port, "socket": socket})
+    line = f"{resolved.activation()} && {jupyter_command(state['port'], state['socket'], root=_root(target))}"
+    # a window still busy here runs a server that does not answer: replace it
+    open_window(target, window_name(resolved), lines=[line], keep=lambda window: False,
+                environment={**variables, "JUPYTER_TOKEN_FILE": state["token_file"]},
+                mark=f"jupyter:{resolved.location}")
+    entry = _wait(target, resolved)
+    target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} started in window {window_name(resolved)}: "
+               f"{entry['url']}")
+    return entry
+
+
+def describe(target: Target) -> list[dict[str, Any]]:
+    """Every Jupyter server portal recorded for this user on the host.
+
+    Each entry: env, env_key, port (or None), socket (or None), token, url_path, url (on the
+    host), healthy, pid.
+    """
+    return list(target.link.helper("jupyter-list", {}) or [])
+
+
+def stop(target: Target, env: str) -> bool:
+    """Stop the env's recorded server (its window stays for `down` to close); True when one ran."""
+    return bool(target.link.helper("jupyter-stop", {"key": env_key(env)}).get("stopped"))
+
+
+def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:
+    resolved = env_step.resolve_for_explain(target, env)
+    session = target.settings.session
+    directory = f".portal/jupyter/{resolved.key}"  # the key is tmux-safe: [A-Za-z0-9_-]
+    if socket:
+        port = None
+        where = f'--ServerApp.sock="$HOME/{directory}/jupyter.sock"'  # expanded by the window's shell
+        command = jupyter_command(socket="SOCK", root=_root(target)).replace("--ServerApp.sock=SOCK", where)
+        url = f"unix socket ~/{directory}/jupyter.sock, path /lab?token=$(cat ~/{directory}/token)"
+    else:
+        try:
+            port = planned_port(target, resolved, claim=False)
+        except PortalError:  # explain still prints when the host cannot be asked
+            port = target.settings.port_base + FALLBACK_OFFSET
+        command = jupyter_command(port, root=_root(target))
+        url = f"http://127.0.0.1:{port}/lab?token=$(cat ~/{directory}/token)"
+    window = window_name(resolved)
+    new_window = shlex.join(cmds.new_window(session, window, env_step.cluster_environment(target, resolved)))
+    new_window += f' -e "JUPYTER_TOKEN_FILE=$HOME/{directory}/token"'
+    return Explained(remote=[
+        cmds.ensure_session_line(session),
+        f"mkdir -p ~/{directory} && chmod 700 ~/.portal ~/.portal/jupyter ~/{directory}",
+        f"test -s ~/{directory}/token || (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")'"
+        f" > ~/{directory}/token)",
+        new_window,
+        shlex.join(cmds.send_keys(session, window, f"{resolved.activation()} && {command}")),
+        f'echo "{url}"',
+    ])
