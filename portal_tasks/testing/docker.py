@@ -47,11 +47,12 @@ class DockerServer:
         reason = unavailable()
         if reason:
             raise TestServerUnavailable(reason)
-        self.base = Path(tempfile.mkdtemp(prefix="portal-t-docker-"))
+        self.base = Path(tempfile.mkdtemp(prefix="pt-d-"))  # short: control sockets live under it
         (self.base / "keys").mkdir()
         for role in ROLES:
             laptop = self.base / "laptop" / role
             (laptop / ".ssh").mkdir(mode=0o700, parents=True)
+            (self.base / "r" / role).mkdir(mode=0o700, parents=True)
             key = laptop / ".ssh" / "id_ed25519"
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], timeout=30)
             shutil.copy(key.with_suffix(".pub"), self.base / "keys" / f"{role}.pub")
@@ -66,7 +67,8 @@ class DockerServer:
             config = laptop / ".ssh" / "config"
             config.write_text(self._ssh_config(role, laptop, ports))
             users[role] = TestUser(role=role, name=role, uid=UIDS[role], home=Path("/home") / role,
-                                   key=laptop / ".ssh" / "id_ed25519", ssh_config=config, laptop=laptop)
+                                   key=laptop / ".ssh" / "id_ed25519", ssh_config=config, laptop=laptop,
+                                   runtime=self.base / "r" / role)
         retry_until(lambda: users["alice"].ssh("matagorda", "true").ok, 60, 0.5, what="sshd in the container")
         return TestServer(backend="docker", address=ports["matagorda"], login_address=ports["login"],
                           via_login_address="matagorda", envs=dict(ENVS), users=users, run_id=self.project)

@@ -33,6 +33,7 @@ SSHD = "/usr/sbin/sshd"
 ROLES = ("alice", "bob", "notmux")
 LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
 BASE_ROOT = Path(os.environ.get("PORTAL_TEST_BASE", "/home"))
+RUNTIME_ROOT = Path("/run")
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
     for name in users_mod.leftover_users():
         users_mod.delete_user(name)
         cleaned.append(f"user {name}")
-    for d in base_root.glob(f"{PREFIX}*"):
+    for d in [*base_root.glob(f"{PREFIX}*"), *RUNTIME_ROOT.glob(f"{PREFIX}*")]:
         m = re.match(rf"^{PREFIX}(\d+)-[0-9a-f]+$", d.name)
         if m and d.is_dir() and not pid_alive(int(m.group(1))):
             shutil.rmtree(d, ignore_errors=True)
@@ -186,6 +187,7 @@ class NetnsServer:
         self.token = secrets.token_hex(2)
         self.run_id = f"{os.getpid()}-{self.token}"
         self.base = (base_root or BASE_ROOT) / f"{PREFIX}{self.run_id}"
+        self.runtime = RUNTIME_ROOT / f"{PREFIX}{self.run_id}"  # short paths for unix sockets
         self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
         self.ns_login = f"{PREFIX}{self.run_id}-login"
         self._netns: list[str] = []
@@ -204,6 +206,7 @@ class NetnsServer:
         envs = ensure_envs()
         self.base.mkdir(mode=0o755, parents=True)
         self.base.chmod(0o755)
+        self.runtime.mkdir(mode=0o700)
         nets = self._network()
         notmux_bin = self._notmux_bin()
         users = {role: self._user(role, nets, notmux_bin) for role in ROLES}
@@ -271,6 +274,8 @@ class NetnsServer:
         (laptop / ".ssh").mkdir(mode=0o700, parents=True)
         laptop.chmod(0o700)
         self._laptops.append(laptop)
+        runtime = self.runtime / role
+        runtime.mkdir(mode=0o700)
         key = laptop / ".ssh" / "id_ed25519"
         _must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@laptop", "-f", str(key)])
         ssh_dir = home / ".ssh"
@@ -294,7 +299,8 @@ class NetnsServer:
         config.chmod(0o600)
         self._keep[home] = set(os.listdir(home))
         self._keep[laptop] = set(os.listdir(laptop))
-        return TestUser(role=role, name=name, uid=uid, home=home, key=key, ssh_config=config, laptop=laptop)
+        return TestUser(role=role, name=name, uid=uid, home=home, key=key, ssh_config=config, laptop=laptop,
+                        runtime=runtime)
 
     def _sshd_in(self, ns: str, label: str, listen: list[str], allow: list[str], extra: str = "") -> None:
         d = self.base / "sshd" / label
@@ -327,18 +333,19 @@ class NetnsServer:
 
     def reset_user(self, user: TestUser) -> None:
         """Between tests: end the user's processes (host and laptop) and drop what they wrote."""
-        self._close_laptop(user.laptop)
+        self._close_laptop(user.laptop, user.runtime)
         entry = users_mod.pwd.getpwnam(user.name)
         users_mod.kill_uid(entry.pw_uid, entry.pw_gid)
         users_mod.remove_files_of_uid(entry.pw_uid)
-        for d in (user.home, user.laptop):
+        for d in (user.home, user.laptop, user.runtime):
             for name in set(os.listdir(d)) - self._keep.get(d, set()):
                 p = d / name
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
-    def _close_laptop(self, laptop: Path) -> None:
+    def _close_laptop(self, laptop: Path, runtime: Path | None = None) -> None:
         """Ask ssh masters with a control socket in this laptop to exit, then end marked processes."""
-        for sock in laptop.rglob("*"):
+        places = [laptop, runtime] if runtime else [laptop]
+        for sock in [p for place in places if place.exists() for p in place.rglob("*")]:
             if sock.is_socket():
                 run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "portal-test"], timeout=10)
         pids = pids_with_env(LAPTOP_MARK, str(laptop))
@@ -357,7 +364,7 @@ class NetnsServer:
                 errors.append(f"{what}: {exc}")
 
         for laptop in self._laptops:
-            attempt(f"closing laptop {laptop}", self._close_laptop, laptop)
+            attempt(f"closing laptop {laptop}", self._close_laptop, laptop, self.runtime / laptop.name)
         for proc in self._sshd:
             attempt("stopping sshd", kill_and_wait, [proc.pid])
             attempt("reaping sshd", proc.wait, 5)
@@ -370,8 +377,9 @@ class NetnsServer:
         for ns in list(self._netns):
             attempt(f"deleting {ns}", _delete_netns, ns)
             self._netns.remove(ns)
-        if self.base.exists():
-            attempt(f"removing {self.base}", shutil.rmtree, self.base)
+        for d in (self.base, self.runtime):
+            if d.exists():
+                attempt(f"removing {d}", shutil.rmtree, d)
         self._laptops.clear()
         if errors:
             raise TestServerError("teardown left things behind: " + "; ".join(errors))

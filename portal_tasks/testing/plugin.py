@@ -209,9 +209,9 @@ PACKAGE_PARENT = str(Path(portal_tasks.__file__).resolve().parents[1])
 def portal_env(user: TestUser, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the `portal` CLI on user's laptop: its HOME, XDG dirs, tmux dir and ssh config."""
     laptop = user.laptop
-    dirs = {"XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share",
-            "XDG_RUNTIME_DIR": ".run", "TMUX_TMPDIR": ".tmux"}
-    out = {"HOME": str(laptop), "PORTAL_SSH_CONFIG": str(user.ssh_config), LAPTOP_MARK: str(laptop)}
+    dirs = {"XDG_CONFIG_HOME": ".config", "XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share"}
+    out = {"HOME": str(laptop), "PORTAL_SSH_CONFIG": str(user.ssh_config), LAPTOP_MARK: str(laptop),
+           "XDG_RUNTIME_DIR": str(user.runtime), "TMUX_TMPDIR": str(user.runtime)}
     for var, sub in dirs.items():
         (laptop / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         out[var] = str(laptop / sub)

@@ -33,6 +33,7 @@ class TestUser:
     key: Path  # private key on the laptop
     ssh_config: Path  # the laptop's ssh config (Host matagorda, login, matagorda-via-login)
     laptop: Path  # the laptop's HOME (client side)
+    runtime: Path  # the laptop's XDG_RUNTIME_DIR: short, so control sockets fit the ~104-byte limit
 
     def ssh_argv(self, host: str, *command: str, options: Sequence[str] = ()) -> list[str]:
         """The plain OpenSSH argv for running command on host as this user, with this laptop's config."""

@@ -28,7 +28,8 @@ class SshHostServer:
         self.laptop: Path | None = None
 
     def start(self) -> TestServer:
-        self.laptop = Path(tempfile.mkdtemp(prefix="portal-t-laptop-"))
+        self.laptop = Path(tempfile.mkdtemp(prefix="pt-"))  # short: control sockets live under it
+        (self.laptop / "run").mkdir(mode=0o700)
         config = self.ssh_config if self.ssh_config.exists() else self.laptop / "ssh_config"
         if not config.exists():
             config.write_text("# no ~/.ssh/config on this machine\n")
@@ -42,7 +43,8 @@ class SshHostServer:
         key = run(["ssh", "-F", str(config), "-G", target], timeout=10).stdout
         identity = next((line.split(None, 1)[1] for line in key.splitlines() if line.startswith("identityfile ")), "")
         alice = TestUser(role="alice", name=self.login, uid=int(uid), home=Path(home),
-                         key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop)
+                         key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop,
+                         runtime=self.laptop / "run")
         return TestServer(backend="ssh", host=self.host, address=self.host, login_host=None, via_login_host=None,
                           envs=self.envs, users={"alice": alice}, run_id=self.laptop.name)
 

@@ -42,11 +42,36 @@ def test_inner(portal_server, alice):
 """
 
 
-@pytest.fixture(autouse=True)
-def _needs_netns() -> None:
+@pytest.fixture
+def needs_netns() -> None:
     reason = netns.unavailable()
     if reason:
         pytest.skip(reason)
+
+
+TINY = """
+def test_tiny(portal_server):
+    pass
+"""
+
+
+def test_server_none_skips_with_its_reason(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_inprocess(*_plugin_args(request.config), "--portal-server", "none", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no portal test server (--portal-server none)*"])
+
+
+def test_unknown_server_is_a_usage_error(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_inprocess(*_plugin_args(request.config), "--portal-server", "bogus")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*Unknown test server 'bogus'*netns, ssh://*docker, none*"])
+
+
+def test_options_have_their_own_group(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
+    result = pytester.runpytest_inprocess(*_plugin_args(request.config), "--help")
+    result.stdout.fnmatch_lines(["portal test server:", "*--portal-server=SERVER*", "*--portal-env=NAME=PATH*"])
 
 
 def _plugin_args(config: pytest.Config) -> list[str]:
@@ -72,6 +97,7 @@ def assert_nothing_left(info: dict) -> None:
     assert run_id.split("-")[1] not in run(["ip", "-o", "link"], timeout=10).stdout
 
 
+@pytest.mark.usefixtures("needs_netns")
 @pytest.mark.parametrize("mode", ["pass", "fail"])
 def test_inner_run_leaves_nothing_behind(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                          request: pytest.FixtureRequest, mode: str) -> None:
@@ -86,6 +112,7 @@ def test_inner_run_leaves_nothing_behind(pytester: pytest.Pytester, monkeypatch:
     assert_nothing_left(info)
 
 
+@pytest.mark.usefixtures("needs_netns")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, request: pytest.FixtureRequest,
                                                sig: signal.Signals) -> None:
@@ -105,6 +132,7 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, reques
     assert_nothing_left(json.loads(info_file.read_text()))
 
 
+@pytest.mark.usefixtures("needs_netns")
 def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(pytester: pytest.Pytester,
                                                             request: pytest.FixtureRequest) -> None:
     pytester.makepyfile(test_inner=INNER)
