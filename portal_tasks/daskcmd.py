@@ -62,6 +62,7 @@ def worker_argv(spec: ClusterSpec) -> list[str]:
     return [
         "dask", "worker", "--scheduler-file", spec.paths["scheduler_file"], "--protocol", "tls", "--host", LOOPBACK,
         "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
+        "--dashboard-address", f"{LOOPBACK}:0",  # each worker's small HTTP server (/health); else on 0.0.0.0
         "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
         "--local-directory", spec.paths["scratch"], *_tls_args(spec.tls),
         "--pid-file", spec.paths["workers_pid_file"],

@@ -1,0 +1,190 @@
+"""`portal cluster` on the test server, as two users on their laptops: one shared, TLS-locked cluster per user and env."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from portal_tasks import plan
+from portal_tasks.runner import Result
+from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, client_command,
+                                             client_env, dask_client, user_ports)
+from portal_tasks.testing.server import TestServer, TestUser
+
+pytestmark = pytest.mark.e2e
+GiB = 1024**3
+
+
+def _out(res: Result) -> str:
+    return res.stdout + res.stderr
+
+
+@pytest.fixture
+def env(portal_server: TestServer) -> str:
+    return str(portal_server.envs["a"])
+
+
+@pytest.fixture
+def python(env: str) -> str:
+    return f"{env}/bin/python"
+
+
+@pytest.fixture
+def cluster(portal_server: TestServer, run_portal: Callable[..., Result], env: str) -> Iterator[Callable[..., Result]]:
+    """cluster(user, *options): `portal cluster` as user; every cluster made is stopped by key afterwards."""
+    used: list[TestUser] = []
+
+    def cluster_(user: TestUser, *options: str, timeout: float = 150) -> Result:
+        used.append(user)
+        return run_portal(user, "cluster", "--host", portal_server.host, "--env", env, *options, timeout=timeout)
+
+    yield cluster_
+    for user in {u.name: u for u in used}.values():  # stop by recorded pids / marked processes, then the window
+        stop = json.dumps({"key": plan.env_key(env)})
+        user.ssh(portal_server.host, f"python3 ~/.portal/bin/remote-*.pyz cluster-stop {shlex.quote(stop)}; "
+                                     f"tmux kill-window -t =portal:=cluster-{plan.env_key(env)}", timeout=60)
+
+
+def ports_of(run_portal: Callable[..., Result], server: TestServer, user: TestUser) -> dict[str, Any]:
+    return user_ports(run_portal(user, "ports", "--host", server.host, "--json"))
+
+
+def state_of(server: TestServer, user: TestUser, env: str) -> dict[str, Any]:
+    res = user.ssh(server.host, f"cat ~/.portal/clusters/{plan.env_key(env)}.json")
+    assert res.rc == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def schedulers_of(server: TestServer, user: TestUser) -> list[str]:
+    res = user.ssh(server.host, "ps -u \"$(id -u)\" -o pid=,args=")
+    return [line for line in res.stdout.splitlines() if "dask scheduler" in line]
+
+
+def test_first_cluster_starts_one_and_clients_share_it(portal_server, alice, cluster, run_portal, env, python,
+                                                       listening_sockets):
+    first = cluster(alice)
+    assert first.rc == 0, _out(first)
+    assert "started Dask cluster" in first.stderr and "tls://127.0.0.1:" in first.stderr
+    report = ports_of(run_portal, portal_server, alice)
+    rec = report["envs"][plan.env_key(env)]
+    assert set(rec) >= {"scheduler_port", "dashboard_port", "jupyter_port"}
+    mine = assert_ports_in_block(listening_sockets(alice), report["block"], outside=2)
+    assert {rec["scheduler_port"], rec["dashboard_port"]} <= {s.port for s in mine}
+    # scheduler, dashboard, 2 workers + 2 nannies in the block; the 2 workers' HTTP servers on loopback
+    assert report["listening"] == len(mine) == 2 + 2 * 2 + 2
+    assert report["listening_in_block"] == 6 and report["listening_not_loopback"] == 0
+
+    environment = client_env(report, env, str(alice.home))
+    seen = assert_one_shared_cluster(portal_server, alice, python, environment, listening_sockets)
+    assert seen["sum"] == 6 and len(seen["workers"]) == 2
+
+    again = cluster(alice)
+    assert again.rc == 0 and "reusing your Dask cluster" in again.stderr, _out(again)
+    assert len(schedulers_of(portal_server, alice)) == 1
+
+
+def test_users_get_their_own_blocks_and_cannot_reach_each_other(portal_server, alice, bob, cluster, run_portal, env,
+                                                                 python):
+    for user in (alice, bob):
+        res = cluster(user)
+        assert res.rc == 0, _out(res)
+    a, b = (ports_of(run_portal, portal_server, u) for u in (alice, bob))
+    assert a["block"]["start"] != b["block"]["start"]
+    assert not set(range(a["block"]["start"], a["block"]["end"] + 1)) & set(range(b["block"]["start"], b["block"]["end"] + 1))
+
+    port = a["envs"][plan.env_key(env)]["scheduler_port"]
+    bob_certs = client_env(b, env, str(bob.home))
+    attempts = {
+        "bob's own certificate over tls://": dict(bob_certs, DASK_SCHEDULER_ADDRESS=f"tls://127.0.0.1:{port}"),
+        "no certificate over tcp://": {"DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{port}"},
+        "no certificate over tls://": {"DASK_SCHEDULER_ADDRESS": f"tls://127.0.0.1:{port}",
+                                       "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": bob_certs["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"]},
+    }
+    script = ("from dask.distributed import Client\n"
+              "try:\n    c = Client(timeout=5)\n    print('CONNECTED', c.scheduler_info()['id'])\n"
+              "except Exception as e:\n    print('REFUSED', type(e).__name__)\n")
+    for what, variables in attempts.items():
+        res = bob.ssh(portal_server.host, client_command(python, variables, script), timeout=60)
+        assert "REFUSED" in res.stdout and "CONNECTED" not in res.stdout, f"{what}: {res.stdout} {res.stderr[-500:]}"
+
+    peek = bob.ssh(portal_server.host, f"ls {alice.home}/.portal; cat {alice.home}/.portal/tls/key.pem")
+    assert peek.rc != 0 and "PRIVATE KEY" not in peek.stdout
+    modes = alice.ssh(portal_server.host, "stat -c '%a %n' ~/.portal ~/.portal/tls ~/.portal/tls/*")
+    for line in modes.stdout.splitlines():
+        mode, name = line.split(" ", 1)
+        assert mode == ("700" if name.endswith(("/.portal", "/tls")) else "600"), line
+
+
+def test_squatter_on_the_planned_port_is_avoided(portal_server, alice, bob, cluster, run_portal, env, python):
+    planned = ports_of(run_portal, portal_server, alice)["block"]["start"] + plan.LAYOUT["scheduler_port"]
+    squat = ("import socket, sys\ns = socket.socket()\ns.bind(('127.0.0.1', %d))\ns.listen()\n"
+             "print('listening', flush=True)\nsys.stdin.read()\n" % planned)
+    squatter = subprocess.Popen(bob.ssh_argv(portal_server.host, shlex.join(["python3", "-c", squat])),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout is not None and squatter.stderr is not None
+        assert squatter.stdout.readline().strip() == "listening", squatter.stderr.read()[-800:]
+        res = cluster(alice)
+        assert res.rc == 0, _out(res)
+        assert f"port {planned}" in res.stderr and "another user" in res.stderr
+        report = ports_of(run_portal, portal_server, alice)
+        moved = report["envs"][plan.env_key(env)]["scheduler_port"]
+        assert moved != planned and report["block"]["start"] <= moved <= report["block"]["end"]
+        assert state_of(portal_server, alice, env)["address"] == f"tls://127.0.0.1:{moved}"
+        with dask_client(portal_server, alice, python, client_env(report, env, str(alice.home))) as seen:
+            assert seen["address"] == f"tls://127.0.0.1:{moved}"
+    finally:
+        assert squatter.stdin is not None
+        squatter.stdin.close()
+        squatter.wait(timeout=30)
+
+
+def test_killed_scheduler_is_replaced(portal_server, alice, cluster, env):
+    assert cluster(alice).rc == 0
+    old = state_of(portal_server, alice, env)["scheduler_pid"]
+    assert alice.ssh(portal_server.host, f"kill -9 {old}").rc == 0
+    res = cluster(alice)
+    assert res.rc == 0 and "not healthy" in res.stderr and "started Dask cluster" in res.stderr, _out(res)
+    new = state_of(portal_server, alice, env)
+    assert new["scheduler_pid"] != old
+    assert len(schedulers_of(portal_server, alice)) == 1
+
+
+def test_ten_concurrent_calls_leave_one_scheduler(portal_server, alice, cluster):
+    results: list[Result] = []
+    threads = [threading.Thread(target=lambda: results.append(cluster(alice, timeout=240))) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.rc == 0 for r in results), [_out(r) for r in results if r.rc]
+    assert sum("started Dask cluster" in r.stderr for r in results) == 1
+    assert sum("reusing your Dask cluster" in r.stderr for r in results) == 9
+    assert len(schedulers_of(portal_server, alice)) == 1
+
+
+def test_memory_budget_is_split_across_workers(portal_server, alice, cluster, run_portal, env, python):
+    res = cluster(alice, "--memory", "4GiB", "--workers", "2")
+    assert res.rc == 0, _out(res)
+    report = ports_of(run_portal, portal_server, alice)
+    with dask_client(portal_server, alice, python, client_env(report, env, str(alice.home))) as seen:
+        assert sorted(seen["workers"].values()) == [2 * GiB, 2 * GiB]
+
+
+@pytest.mark.parametrize("option, value", [("--workers", "-3"), ("--memory", "lots"), ("--threads", "zero")])
+def test_bad_values_are_one_line_and_touch_nothing(portal_server, alice, cluster, env, option, value,
+                                                   listening_sockets):
+    assert cluster(alice).rc == 0
+    before = state_of(portal_server, alice, env)
+    ports_before = sorted(s.port for s in listening_sockets(alice))
+    res = cluster(alice, option, value)
+    assert res.rc != 0 and "Traceback" not in _out(res)
+    lines = [line for line in _out(res).splitlines() if line.strip()]
+    assert len(lines) == 1 and value in lines[0] and option in lines[0], lines
+    assert state_of(portal_server, alice, env)["scheduler_pid"] == before["scheduler_pid"]
+    assert sorted(s.port for s in listening_sockets(alice)) == ports_before
