@@ -189,7 +189,7 @@ def testinfra_host(portal_server: TestServer) -> Callable[..., Any]:
             cache[(user.name, alias)] = testinfra.get_host(
                 f"ssh://{user.name}@{alias}",
                 ssh_config=str(user.ssh_config),
-                controlpath=str(user.laptop / ".ssh" / "ti-%%C"),  # testinfra %-formats its argv
+                controlpath=str(user.runtime / "ti-%%C"),  # testinfra %-formats its argv
                 timeout=20,
             )
         return cache[(user.name, alias)]

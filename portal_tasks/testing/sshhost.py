@@ -40,12 +40,15 @@ class SshHostServer:
             raise TestServerError(f"cannot log in as {self.login}: {res.tail()}", host=self.host,
                                   hint=f"Check `ssh {target} true` works without a password prompt.")
         uid, home = res.stdout.split("\n")[:2]
-        key = run(["ssh", "-F", str(config), "-G", target], timeout=10).stdout
-        identity = next((line.split(None, 1)[1] for line in key.splitlines() if line.startswith("identityfile ")), "")
+        resolved: dict[str, str] = {}
+        for line in run(["ssh", "-F", str(config), "-G", target], timeout=10).stdout.splitlines():
+            keyword, _, value = line.partition(" ")
+            resolved.setdefault(keyword, value)  # the first value is the one ssh uses
+        identity = resolved.get("identityfile", "")
         alice = TestUser(role="alice", name=self.login, uid=int(uid), home=Path(home),
                          key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop,
                          runtime=self.laptop / "run")
-        return TestServer(backend="ssh", host=self.host, address=self.host, login_host=None, via_login_host=None,
+        return TestServer(backend="ssh", host=self.host, address=resolved.get("hostname", self.host), login_host=None, via_login_host=None,
                           envs=self.envs, users={"alice": alice}, run_id=self.laptop.name)
 
     def close(self) -> None:

@@ -69,6 +69,32 @@ def test_unknown_server_is_a_usage_error(pytester: pytest.Pytester, request: pyt
     result.stdout.fnmatch_lines(["*Unknown test server 'bogus'*netns, ssh://*docker, none*"])
 
 
+ISOLATED = """
+import os, pathlib, pytest
+
+@pytest.mark.portal
+def test_isolated():
+    assert os.environ["HOME"] != os.environ["OUTER_HOME"]
+    assert not [k for k in os.environ if k.startswith("DASK_")]
+    assert "TMUX" not in os.environ and "BROWSER" not in os.environ
+    assert pathlib.Path(os.environ["TMUX_TMPDIR"]).is_dir()
+
+def test_not_marked_is_untouched():
+    assert os.environ["DASK_SCHEDULER_ADDRESS"] == "tls://developer:8786"
+"""
+
+
+def test_marked_tests_do_not_see_the_developers_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                    request: pytest.FixtureRequest) -> None:
+    monkeypatch.setenv("OUTER_HOME", os.environ.get("HOME", "/root"))
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tls://developer:8786")
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
+    monkeypatch.setenv("BROWSER", "firefox")
+    pytester.makepyfile(test_isolated=ISOLATED)
+    result = pytester.runpytest_inprocess(*_plugin_args(request.config), "--portal-server", "none")
+    result.assert_outcomes(passed=2)
+
+
 def test_options_have_their_own_group(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
     result = pytester.runpytest_inprocess(*_plugin_args(request.config), "--help")
     result.stdout.fnmatch_lines(["portal test server:", "*--portal-server=SERVER*", "*--portal-env=NAME=PATH*"])
