@@ -230,7 +230,10 @@ class NetnsServer:
 
     def _network(self) -> Nets:
         for ns in (self.ns_host, self.ns_login):
-            _must(["ip", "netns", "add", ns], f"creating network namespace {ns}")
+            res = run(["ip", "netns", "add", ns], timeout=30)
+            if not res.ok:
+                raise TestServerUnavailable(f"cannot create network namespaces here ({res.tail(1)})",
+                                            hint="A container needs CAP_SYS_ADMIN; or use --portal-server ssh://HOST.")
             self._netns.append(ns)
             _must(["ip", "-n", ns, "link", "set", "lo", "up"])
         nets = _pick_nets()
