@@ -237,3 +237,38 @@ def test_two_users_get_separate_sessions(portal_server, alice, bob, run_portal, 
         assert ls.stdout.split() == ["portal", "2"], ls.stdout  # shell + ipython, the other's unseen
         owner = user.ssh(portal_server.host, f"stat -c %U /proc/{(a if user is alice else b)['pid']}")
         assert owner.stdout.strip() == user.name
+
+
+@pytest.mark.portal
+def test_localhost_without_ssh_runs_ipython_in_portals_own_env(portal_clean_env, tmp_path):
+    """--host localhost: no SSH, the env is the one portal runs in; explain pasted locally gives the same."""
+    import os
+    import sys
+
+    env = os.environ.copy()
+    tmux_dir = os.environ["TMUX_TMPDIR"]
+    socket_path = os.path.join(tmux_dir, f"tmux-{os.getuid()}", "default")
+
+    def portal(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "portal_tasks", *args], capture_output=True, text=True,
+                              timeout=120, env=env, cwd=str(tmp_path))
+
+    def panes() -> dict[str, str]:
+        out = subprocess.run(["tmux", "-S", socket_path, "list-windows", "-t", "=portal", "-F",
+                              "#{window_name} #{pane_current_command}"], capture_output=True, text=True)
+        return dict(line.split(" ", 1) for line in out.stdout.splitlines())
+
+    try:
+        explained = portal("ipython", "--explain")
+        assert explained.returncode == 0, explained.stderr
+        assert not os.path.exists(socket_path)  # --explain started no tmux server
+        pasted = subprocess.run(["bash"], input=explained.stdout, capture_output=True, text=True, timeout=60,
+                                env=env, cwd=str(tmp_path))
+        assert pasted.returncode == 0, pasted.stderr
+        window = f"ipython-{env_key(sys.prefix)}"
+        retry_until(lambda: panes().get(window, "bash").startswith("python"), 30, 0.2, what="pasted IPython")
+        res = portal("ipython")
+        assert res.returncode == 0 and "kept" in res.stderr, res.stderr
+        assert sorted(panes()) == ["ipython-" + env_key(sys.prefix), "shell"]
+    finally:
+        subprocess.run(["tmux", "-S", socket_path, "kill-server"], capture_output=True)
