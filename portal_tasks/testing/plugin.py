@@ -9,8 +9,9 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ from portal_tasks.runner import Result, run
 from portal_tasks.testing.backends import CHOICES, get_backend
 from portal_tasks.testing.netns import LAPTOP_MARK
 from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser
-from portal_tasks.testing.sockets import Listener, listening_sockets as _listening_sockets
+from portal_tasks.testing.sockets import Listener
+from portal_tasks.testing.sockets import listening_sockets as _listening_sockets
 
 #: Tests using any of these get the isolated environment (HOME, tmux, DASK_*) automatically.
 PORTAL_FIXTURES = frozenset(

@@ -30,9 +30,9 @@ def pids_of_uid(uid: int, *, zombies: bool = False) -> list[int]:
             status = _status(pid)
         except OSError:
             continue  # exited meanwhile
-        if uid in [int(x) for x in status.get("Uid", "").split()[:3]]:
-            if zombies or not status.get("State", "").startswith("Z"):
-                found.append(pid)
+        ours = uid in [int(x) for x in status.get("Uid", "").split()[:3]]
+        if ours and (zombies or not status.get("State", "").startswith("Z")):
+            found.append(pid)
     return found
 
 
