@@ -272,3 +272,10 @@ def test_localhost_without_ssh_runs_ipython_in_portals_own_env(portal_clean_env,
         assert sorted(panes()) == ["ipython-" + env_key(sys.prefix), "shell"]
     finally:
         subprocess.run(["tmux", "-S", socket_path, "kill-server"], capture_output=True)
+
+
+def test_tmux_missing_on_the_host_is_one_clear_line(portal_server, notmux, run_portal):
+    res = run_portal(notmux, "tmux", "--host", portal_server.host)
+    assert res.rc == 1
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "tmux is not installed" in lines[0] and portal_server.host in lines[0], lines
