@@ -29,6 +29,12 @@ def envs_key(python: str = SYSTEM_PYTHON) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def envs_ready(root: Path = ENVS_ROOT, python: str = SYSTEM_PYTHON) -> bool:
+    """True when every env is already built (no minutes-long build ahead)."""
+    base = root / envs_key(python)
+    return all((base / name / COMPLETE_MARK).exists() for name in ENV_REQUIREMENTS)
+
+
 def ensure_envs(root: Path = ENVS_ROOT, python: str = SYSTEM_PYTHON) -> dict[str, Path]:
     """Return {name: venv path}, building missing envs (minutes the first time, then cached)."""
     base = root / envs_key(python)

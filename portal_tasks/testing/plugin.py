@@ -19,6 +19,7 @@ import portal_tasks
 from portal_tasks.errors import UsageError
 from portal_tasks.runner import Result, run
 from portal_tasks.testing.backends import CHOICES, get_backend
+from portal_tasks.testing.envs import ENVS_ROOT, envs_ready
 from portal_tasks.testing.netns import LAPTOP_MARK
 from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser
 from portal_tasks.testing.sockets import Listener
@@ -89,6 +90,8 @@ def portal_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     atexit.register(_close_quietly, backend.close)  # the last resort; close() is idempotent
     previous = _raise_on_sigterm()
     try:
+        if backend.name == "netns" and not envs_ready():
+            _say(request.config, f"portal: building the test envs under {ENVS_ROOT} (once per machine, minutes)")
         try:
             server = backend.start()
         except TestServerUnavailable as exc:
@@ -101,6 +104,16 @@ def portal_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
             atexit.unregister(_close_quietly)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """A line on the terminal even while output is captured."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if capman is None or reporter is None:
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(line)
 
 
 def _raise_on_sigterm() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.sockets import Listener, parse_ss
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +100,16 @@ def test_reset_ends_a_users_detached_processes(portal_server: TestServer, alice:
     portal_server.reset_user(alice)
     assert not listening_sockets(alice)
     assert alice.ssh(portal_server.host, "tmux ls").rc != 0
+
+
+def test_ss_lines_are_read_with_owner_and_pid() -> None:
+    text = (
+        "LISTEN 0 128 10.231.0.2:22 0.0.0.0:* ino:109 sk:1 <->\n"
+        'LISTEN 0 4096 127.0.0.1:20400 0.0.0.0:* users:(("dask scheduler",pid=123,fd=5)) uid:1001 ino:5 sk:3 <->\n'
+        'LISTEN 0 128 [::1]:8888 [::]:* users:(("python3",pid=9,fd=3)) uid:1002 ino:1 sk:1 v6only:1 <->\n'
+    )
+    assert parse_ss(text) == [
+        Listener("10.231.0.2", 22, 0),
+        Listener("127.0.0.1", 20400, 1001, 123, "dask scheduler"),
+        Listener("::1", 8888, 1002, 9, "python3"),
+    ]
