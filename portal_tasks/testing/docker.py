@@ -8,7 +8,13 @@ import tempfile
 from pathlib import Path
 
 from portal_tasks.runner import run
-from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser
+from portal_tasks.testing.server import (
+    TestServer,
+    TestServerError,
+    TestServerUnavailable,
+    TestUser,
+    close_masters,
+)
 from portal_tasks.testing.waiting import retry_until
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
@@ -96,6 +102,8 @@ Host *
 """
 
     def close(self) -> None:
+        if self.base is not None:
+            close_masters(self.base)
         if self.up:
             self._compose("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=300)
             self.up = False

@@ -24,7 +24,7 @@ from portal_tasks.runner import Result, run, spawn
 from portal_tasks.testing import users as users_mod
 from portal_tasks.testing.envs import ensure_envs
 from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
-from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser
+from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser, close_masters
 from portal_tasks.testing.waiting import retry_until
 
 PREFIX = "portal-t-"  # every namespace and run dir made here starts with it
@@ -347,10 +347,7 @@ class NetnsServer:
 
     def _close_laptop(self, laptop: Path, runtime: Path | None = None) -> None:
         """Ask ssh masters with a control socket in this laptop to exit, then end marked processes."""
-        places = [laptop, runtime] if runtime else [laptop]
-        for sock in [p for place in places if place.exists() for p in place.rglob("*")]:
-            if sock.is_socket():
-                run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "portal-test"], timeout=10)
+        close_masters(*([laptop, runtime] if runtime else [laptop]))
         pids = pids_with_env(LAPTOP_MARK, str(laptop))
         if pids:
             kill_and_wait(pids)

@@ -20,6 +20,16 @@ class TestServerUnavailable(TestServerError):
     """This backend cannot run here (not root, no Docker engine, ...); tests skip with the reason."""
 
 
+def close_masters(*places: Path) -> None:
+    """Ask every OpenSSH master whose control socket lies under places to exit (`ssh -O exit`)."""
+    for place in places:
+        if not place.exists():
+            continue
+        for sock in place.rglob("*"):
+            if sock.is_socket():
+                run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "portal-test"], timeout=10)
+
+
 @dataclass(frozen=True)
 class TestUser:
     """A user on the test host and the "laptop" (client home dir) they connect from."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from portal_tasks.runner import run
-from portal_tasks.testing.server import TestServer, TestServerError, TestUser
+from portal_tasks.testing.server import TestServer, TestServerError, TestUser, close_masters
 
 
 class SshHostServer:
@@ -54,5 +54,6 @@ class SshHostServer:
     def close(self) -> None:
         """Only the local laptop dir goes: nothing on a real host is touched."""
         if self.laptop is not None:
+            close_masters(self.laptop)
             shutil.rmtree(self.laptop, ignore_errors=True)
             self.laptop = None

@@ -178,3 +178,35 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(pytester: pytest.Pyte
     cleaned = netns.clean_leftovers(Path(info["base"]).parent)
     assert any(info["run"] in c for c in cleaned)
     assert_nothing_left(info)
+
+
+SSH_INNER = """
+import pytest
+
+def test_alice_is_the_login(portal_server, alice, testinfra_host):
+    assert portal_server.backend == "ssh"
+    assert alice.ssh(portal_server.host, "id -un").stdout.strip() == alice.name
+    assert testinfra_host(alice).user().name == alice.name
+    assert "a" in portal_server.envs
+
+def test_bob_skips(bob):
+    pass
+"""
+
+
+def test_ssh_backend_uses_an_existing_server_and_the_users_ssh_config(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, portal_server, alice
+) -> None:
+    if portal_server.backend != "netns":
+        pytest.skip("needs the netns server as the existing server")
+    (pytester.path / "home" / ".ssh").mkdir(parents=True)
+    (pytester.path / "home" / ".ssh" / "config").write_text(alice.ssh_config.read_text())
+    monkeypatch.setenv("HOME", str(pytester.path / "home"))
+    pytester.makepyfile(test_ssh_inner=SSH_INNER)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(request.config), "-p", "no:cacheprovider", "-rs",
+        "--portal-server", f"ssh://{alice.name}@{portal_server.host}", "--portal-env", f"a={portal_server.envs['a']}",
+        timeout=120,
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*the ssh test server has no user 'bob'*"])
