@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ from portal_tasks.runner import Result, run
 from portal_tasks.testing.backends import CHOICES, get_backend
 from portal_tasks.testing.envs import ENVS_ROOT, envs_ready
 from portal_tasks.testing.netns import LAPTOP_MARK
-from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser
+from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser, close_masters
 from portal_tasks.testing.sockets import Listener
 from portal_tasks.testing.sockets import listening_sockets as _listening_sockets
 
@@ -161,20 +163,27 @@ def notmux(portal_server: TestServer) -> Iterator[TestUser]:
 
 
 @pytest.fixture
-def portal_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private HOME (so no ~/.ssh/config), XDG dirs and tmux dir; no DASK_*, TMUX, PORTAL_* or BROWSER."""
+def portal_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private HOME (so no ~/.ssh/config), XDG dirs and tmux dir; no DASK_*, TMUX, PORTAL_* or BROWSER.
+
+    XDG_RUNTIME_DIR and TMUX_TMPDIR are short /tmp dirs: control sockets must fit in ~104 bytes.
+    """
     home = tmp_path_factory.mktemp("home")
+    runtime = Path(tempfile.mkdtemp(prefix="pt-r-"))
     monkeypatch.setenv("HOME", str(home))
-    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"),
-                     ("XDG_DATA_HOME", ".local/share"), ("XDG_RUNTIME_DIR", ".run"), ("TMUX_TMPDIR", ".tmux")):
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share")):
         (home / sub).mkdir(mode=0o700, parents=True)
         monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("TMUX_TMPDIR", str(runtime))
     for var in list(os.environ):
         if var.startswith("DASK_") or (var.startswith("PORTAL_") and not var.startswith("PORTAL_TEST_")):
             monkeypatch.delenv(var)
     for var in ("TMUX", "TMUX_PANE", "BROWSER"):
         monkeypatch.delenv(var, raising=False)
-    return home
+    yield home
+    close_masters(runtime, home)
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
