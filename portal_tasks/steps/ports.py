@@ -48,7 +48,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  listening now: {report['listening']} port(s), {report['listening_in_block']} in your block, "
                  f"{report['listening_not_loopback']} not on loopback")
     for s in report["sockets"]:
-        lines.append(f"    {s['addr']}:{s['port']}  pid {s['pid']}  {s['command']}")
+        lines.append(f"    {s['addr']}:{s['port']}  pid {s['pid'] or '?'}  {s['command']}")
     return "\n".join(lines)
 
 
