@@ -39,6 +39,8 @@ def _tmux(target: Target) -> Line:
 def _env(target: Target, env: str | None) -> list[Line]:
     from . import env as env_step
 
+    if env is None and not target.settings.is_local:
+        return [Line(None, f"{target.host}: no --env given, so no env was checked")]
     info = env_step.inspect(target, env)
     lines = [Line(True, f"{target.host}: env {info['name']!r} ({info['kind']}) at {info['prefix']}, python {info['python']}")]
     modules = info.get("modules", {})
