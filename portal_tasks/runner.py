@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -75,3 +76,21 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subpr
     return subprocess.Popen(
         list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
     )
+
+
+def run_daemon(argv: Sequence[str], *, timeout: float | None = None, interactive: bool = False) -> Result:
+    """Run a command that forks a daemon (``ssh -f``): its output goes to a file, not a pipe,
+    so the daemon keeping the descriptor open cannot hang us. ``interactive`` keeps our stdin
+    (for a password or 2FA prompt)."""
+    log.debug("run (daemon): %s", shlex.join(argv))
+    with tempfile.TemporaryFile(mode="w+") as errfile:
+        try:
+            proc = subprocess.run(list(argv), stdin=None if interactive else subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=errfile, timeout=timeout)
+            rc = proc.returncode
+        except FileNotFoundError as exc:
+            return Result(tuple(argv), 127, "", f"{argv[0]}: command not found ({exc.strerror})")
+        except subprocess.TimeoutExpired:
+            rc = 124
+        errfile.seek(0)
+        return Result(tuple(argv), rc, "", errfile.read())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shlex
@@ -14,7 +15,7 @@ import platformdirs
 
 from .. import errors
 from ..config import Settings
-from ..runner import Result, run
+from ..runner import Result, run, run_daemon
 from .base import Link
 
 
@@ -115,30 +116,31 @@ class OpenSSHLink(Link):
         if self.is_alive():
             self._connected = True
             return
+        # one portal process starts the master; the others wait for it and then reuse it
+        lock_path = self.dir / f"master-{hashlib.sha256(self.host.encode()).hexdigest()[:12]}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self.is_alive():
+                self._start_master()
+        finally:
+            os.close(fd)
+        self._connected = True
+
+    def _start_master(self) -> None:
         sock = self._socket_file()
         if sock is not None and sock.exists():  # master gone, socket left behind
             sock.unlink(missing_ok=True)
         batch = not sys.stdin.isatty()
-        with tempfile.TemporaryFile(mode="w+") as errfile:
-            import subprocess
-
-            argv = master_argv(self.settings, self.control_path, batch=batch)
-            try:
-                proc = subprocess.run(argv, stdin=None if not batch else subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=errfile,
-                                      timeout=self.settings.connect_timeout + 20)
-                rc = proc.returncode
-            except subprocess.TimeoutExpired:
-                rc = 124
-            errfile.seek(0)
-            message = " ".join(errfile.read().split())
+        res = run_daemon(master_argv(self.settings, self.control_path, batch=batch),
+                         timeout=self.settings.connect_timeout + 20, interactive=not batch)
+        rc, message = res.rc, " ".join(res.stderr.split())
         if rc != 0 or not self.is_alive():
             raise errors.LinkError(
                 f"cannot connect over SSH ({message or f'ssh exited {rc}'}).",
                 host=self.host,
                 hint="Check the host name and your ssh config (ssh -G HOST), or pass --ssh-config.",
             )
-        self._connected = True
 
     def command_argv(self, command: str, *, tty: bool = False) -> list[str]:
         return command_argv(self.settings, self.control_path, command, tty=tty)
