@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import state
+from ..plan import format_bytes
 from ..target import Target
 from . import forward as forward_step
 
@@ -66,13 +67,15 @@ def render(report: dict[str, Any]) -> str:
     for c in report["clusters"]:
         health = "healthy" if c.get("healthy") else "NOT healthy"
         lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} "
-                     f"workers {c.get('workers')} memory {c.get('memory')} pid {c.get('pid')} {health}")
+                     f"workers {c.get('workers_running')}/{c.get('workers')} memory {format_bytes(c.get('memory_budget') or 0)} "
+                     f"pid {c.get('pid')} {health}")
     for j in report["jupyter"]:
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")
     for f in report["forwards"]:
         lines.append(f"  forward {f['service']}: {f['url']} -> {f['remote']} {'answers' if f['answers'] else 'does NOT answer'}")
-    p = report["ports"]
-    lines.append(f"  ports: block {p.get('block_start')}-{p.get('block_end')}, {p.get('listening_count')} listening now")
+    p, block = report["ports"], report["ports"].get("block", {})
+    lines.append(f"  ports: block {block.get('start')}-{block.get('end')}, {p.get('listening')} listening now "
+                 f"({p.get('listening_in_block')} in the block)")
     lines.append(f"  note: {report['exposure']}")
     return "\n".join(lines)
