@@ -35,7 +35,10 @@ def table(rows: list[tuple[str, str, str]], host: str) -> None:
     out = Table(title=f"portal on {host}", title_justify="left")
     out.add_column("service")
     out.add_column(f"on {host}")
-    out.add_column("on this laptop")
+    out.add_column("on this laptop", overflow="fold")
     for row in rows:
         out.add_row(*row)
-    Console(highlight=False, soft_wrap=True).print(out)
+    stdout = Console(highlight=False)
+    if not stdout.is_terminal:  # a log or a pipe: never cut a URL
+        stdout = Console(highlight=False, width=200)
+    stdout.print(out)

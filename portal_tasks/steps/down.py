@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 
 from .. import state
 from ..envs import env_key
@@ -67,6 +68,6 @@ def explain(target: Target, env: str | None = None, keep_cluster: bool = False) 
     remote = []
     prefixes = [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
     for p in prefixes:
-        remote.append(" ".join(kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null")
+        remote.append(shlex.join(kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null")
     local = [f"ssh -O exit {target.host}    # ends the master connection and its forwards"]
     return Explained(remote=remote, local=local)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from .. import state
@@ -16,8 +17,9 @@ EXPOSURE = ("The Dask dashboard has no authentication of its own: it binds 127.0
 
 def sessions(target: Target) -> list[dict[str, Any]]:
     """The user's tmux sessions on the host with their windows and what runs in them."""
-    res = target.link.run(["tmux", "list-windows", "-a", "-F",
-                           "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"])
+    fmt = "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"
+    # tmux turns the tab into '_' unless it runs under a UTF-8 locale
+    res = target.link.run_shell("LC_ALL=C.UTF-8 tmux -u list-windows -a -F " + shlex.quote(fmt))
     found: dict[str, dict[str, Any]] = {}
     if not res.ok:
         return []

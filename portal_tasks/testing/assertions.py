@@ -65,9 +65,10 @@ def client_command(python: str, environment: Mapping[str, str], script: str = CL
 
 @contextlib.contextmanager
 def dask_client(server: TestServer, user: TestUser, python: str, environment: Mapping[str, str],
-                timeout: float = 60) -> Iterator[dict[str, Any]]:
-    """A plain ``Client()`` on the host as ``user``, connected while the block runs; yields what it saw."""
-    proc = subprocess.Popen(user.ssh_argv(server.host, client_command(python, environment)), stdin=subprocess.PIPE,
+                timeout: float = 60, script: str = CLIENT_SCRIPT) -> Iterator[dict[str, Any]]:
+    """A plain ``Client()`` on the host as ``user``, connected while the block runs; yields the JSON line
+    ``script`` printed (by default: scheduler id, address, workers, dashboard link)."""
+    proc = subprocess.Popen(user.ssh_argv(server.host, client_command(python, environment, script)), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

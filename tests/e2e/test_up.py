@@ -1,0 +1,207 @@
+"""`portal up` / `status` / `down` on the test server, reached through its login node, as users on their laptops."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from portal_tasks.runner import Result
+from portal_tasks.testing.assertions import client_env, dask_client, user_ports
+from portal_tasks.testing.server import TestServer, TestUser
+
+pytestmark = pytest.mark.e2e
+
+#: Lists the scheduler's clients from a plain Client() on the host.
+CLIENTS_SCRIPT = """
+import json, sys
+from dask.distributed import Client
+c = Client(timeout=20)
+ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
+print(json.dumps({"id": c.scheduler_info()["id"], "mine": c.id, "clients": ids}), flush=True)
+sys.stdin.read()
+"""
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def env(portal_server: TestServer) -> str:
+    return str(portal_server.envs["a"])
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A $BROWSER that records the URLs it was asked to open."""
+    record = tmp_path / "opened.txt"
+    script = tmp_path / "browser"
+    script.write_text(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    script.chmod(0o755)
+    return {"BROWSER": str(script)}, record
+
+
+def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
+       browser_env: dict[str, str] | None = None) -> Result:
+    res = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", *extra, env=browser_env, timeout=240)
+    assert res.rc == 0, res.stdout + res.stderr
+    return res
+
+
+def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
+    res = run_portal(user, "status", "--host", host, "--json")
+    assert res.rc == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+def urls_in(res: Result) -> list[str]:
+    return re.findall(r"http://localhost:\d+/\S+", res.stdout)
+
+
+def test_up_through_the_login_node_opens_working_urls(portal_server, alice, run_portal, env, browser):
+    host = portal_server.via_login_host
+    browser_env, record = browser
+    res = up(run_portal, alice, host, env, "--jupyter", browser_env=browser_env)
+    opened = record.read_text().split()
+    dashboards = [u for u in opened if u.endswith("/status")]
+    labs = [u for u in opened if "/lab?token=" in u]
+    assert len(dashboards) == 1 and len(labs) == 1, opened
+    assert http_status(dashboards[0]) == 200
+    assert http_status(labs[0]) == 200
+    assert http_status(labs[0].split("/lab?")[0] + "/api/status") == 403  # without the token: refused
+    assert "✓ cluster" in res.stderr and "✓ forward" in res.stderr
+
+    ports = user_ports(run_portal(alice, "ports", "--host", host, "--json"))
+    variables = client_env(ports, env, str(alice.home))
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables, script=CLIENTS_SCRIPT) as seen:
+        others = [c for c in seen["clients"] if c != seen["mine"] and c.startswith("Client-")]
+    assert others, f"the IPython window's client is not connected: {seen}"
+
+
+def test_second_up_changes_nothing(portal_server, alice, run_portal, env):
+    host = portal_server.host
+    first = up(run_portal, alice, host, env, "--no-browser")
+    before = status(run_portal, alice, host)
+    second = up(run_portal, alice, host, env, "--no-browser")
+    after = status(run_portal, alice, host)
+    assert urls_in(first) == urls_in(second) and urls_in(first)
+    pick = lambda s: [(c["pid"], c["address"], c["dashboard_port"]) for c in s["clusters"]]  # noqa: E731
+    assert pick(before) == pick(after)
+    windows = lambda s: [(w["name"], w["pid"]) for x in s["sessions"] for w in x["windows"]]  # noqa: E731
+    assert windows(before) == windows(after)
+    assert "reusing" in second.stderr + second.stdout
+
+
+def _master_pids(user: TestUser) -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0] == b"ssh" and b"ControlMaster=yes" in cmd and str(user.ssh_config).encode() in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def test_network_drop_leaves_everything_running_and_up_restores_urls(portal_server, alice, run_portal, env):
+    host = portal_server.host
+    first = up(run_portal, alice, host, env, "--no-browser")
+    before = status(run_portal, alice, host)
+    masters = _master_pids(alice)
+    assert masters, "no ssh master of this laptop found"
+    for pid in masters:  # the laptop's connection drops
+        os.kill(pid, signal.SIGKILL)
+    for url in urls_in(first):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=3)
+    again = up(run_portal, alice, host, env, "--no-browser")
+    after = status(run_portal, alice, host)
+    assert [c["pid"] for c in after["clusters"]] == [c["pid"] for c in before["clusters"]]
+    assert [w["pid"] for s in after["sessions"] for w in s["windows"]] == \
+        [w["pid"] for s in before["sessions"] for w in s["windows"]]
+    assert urls_in(again) == urls_in(first)
+    assert all(http_status(u) == 200 for u in urls_in(again))
+
+
+def test_two_users_at_once_keep_apart(portal_server, alice, bob, run_portal, env):
+    host = portal_server.host
+    results: dict[str, Result] = {}
+
+    def go(user: TestUser) -> None:
+        results[user.role] = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", "--no-browser",
+                                        timeout=240)
+
+    threads = [threading.Thread(target=go, args=(u,)) for u in (alice, bob)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    for role, res in results.items():
+        assert res.rc == 0, (role, res.stdout + res.stderr)
+    a, b = status(run_portal, alice, host), status(run_portal, bob, host)
+    a_block, b_block = a["ports"]["block"], b["ports"]["block"]
+    assert a_block["end"] < b_block["start"] or b_block["end"] < a_block["start"]
+    for user_status, res in ((a, results["alice"]), (b, results["bob"])):
+        assert [s["name"] for s in user_status["sessions"]] == ["portal"]
+        assert all(http_status(u) == 200 for u in urls_in(res))
+    assert a["clusters"][0]["address"] != b["clusters"][0]["address"]
+
+
+def test_down_stops_everything_of_the_user_and_nothing_of_the_other(portal_server, alice, bob, run_portal, env,
+                                                                    listening_sockets):
+    host = portal_server.host
+    up(run_portal, bob, host, env, "--no-browser")
+    res_a = up(run_portal, alice, host, env, "--no-browser", "--jupyter")
+    bob_before = status(run_portal, bob, host)
+    down = run_portal(alice, "down", "--host", host)
+    assert down.rc == 0, down.stdout + down.stderr
+    assert listening_sockets(alice) == []
+    for url in urls_in(res_a):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=3)
+    bob_after = status(run_portal, bob, host)
+    assert [c["pid"] for c in bob_after["clusters"]] == [c["pid"] for c in bob_before["clusters"]]
+    assert bob_after["clusters"][0]["healthy"]
+    assert [s["name"] for s in status(run_portal, alice, host)["sessions"]] == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--env", "/opt/no/such/env"], "/opt/no/such/env"),
+    (["--memory", "lots"], "lots"),
+    (["--workers", "-3"], "-3"),
+])
+def test_bad_input_is_one_line_and_leaves_the_running_cluster(portal_server, alice, run_portal, env, args, needle):
+    host = portal_server.host
+    up(run_portal, alice, host, env, "--no-browser")
+    before = status(run_portal, alice, host)["clusters"]
+    full = ["up", "--host", host, "--no-attach", "--no-browser", *args]
+    if "--env" not in args:
+        full += ["--env", env]
+    res = run_portal(alice, *full)
+    assert res.rc != 0
+    assert "Traceback" not in res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("portal:")]
+    assert len(errors) == 1 and needle in errors[0], res.stderr
+    after = status(run_portal, alice, host)["clusters"]
+    assert [c["pid"] for c in after] == [c["pid"] for c in before] and after[0]["healthy"]
+
+
+def test_unknown_host_is_one_line(alice, run_portal):
+    res = run_portal(alice, "up", "--host", "no-such-host.invalid", "--env", "a", "--no-attach", timeout=60)
+    assert res.rc == 1 and "Traceback" not in res.stderr
+    assert "no-such-host.invalid" in res.stderr
