@@ -34,7 +34,7 @@ def test_inner(portal_server, alice):
         "base": str(alice.home.parent.parent),
     }))
     if os.environ.get("INNER_MODE") == "wait":  # the outer test interrupts us here
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             time.sleep(0.1)
     assert os.environ.get("INNER_MODE") != "fail", "the inner test fails on purpose"
@@ -137,43 +137,42 @@ def test_inner_run_leaves_nothing_behind(pytester: pytest.Pytester, monkeypatch:
     assert_nothing_left(info)
 
 
+def _interrupted_inner(pytester: pytest.Pytester, config: pytest.Config, stop) -> dict:  # type: ignore[no-untyped-def]
+    """Run the inner test in "wait" mode, call stop(proc) once it runs, return its run.json."""
+    pytester.makepyfile(test_inner=INNER)
+    # Started as a person would: SIGINT not ignored, even when this pytest runs as a background job.
+    restore_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'pytest', *sys.argv[1:]])")
+    argv = [sys.executable, "-c", restore_sigint, *_plugin_args(config), "-q", "-p", "no:cacheprovider", "-s",
+            "-o", "faulthandler_timeout=60", str(pytester.path)]  # a hang in teardown shows its traceback
+    proc = spawn(argv, env=_inner_env("wait"))
+    info_file = pytester.path / "run.json"
+    try:
+        retry_until(lambda: info_file.exists() and info_file.read_text().endswith("}"), 120, 0.1,
+                    what="the inner test to start")
+        stop(proc)
+        proc.communicate(timeout=120)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate(timeout=30)
+        print("inner pytest stdout:", out.decode(errors="replace"), "stderr:", err.decode(errors="replace"), sep="\n")
+        raise
+    return json.loads(info_file.read_text())
+
+
 @pytest.mark.usefixtures("needs_netns")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, request: pytest.FixtureRequest,
                                                sig: signal.Signals) -> None:
-    pytester.makepyfile(test_inner=INNER)
-    argv = [sys.executable, "-m", "pytest", *_plugin_args(request.config), "-q", "-p", "no:cacheprovider", "-s",
-            str(pytester.path)]
-    proc = spawn(argv, env=_inner_env("wait"))
-    try:
-        info_file = pytester.path / "run.json"
-        retry_until(info_file.exists, 120, 0.1, what="the inner test to start")
-        proc.send_signal(sig)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert_nothing_left(json.loads(info_file.read_text()))
+    info = _interrupted_inner(pytester, request.config, lambda proc: proc.send_signal(sig))
+    assert_nothing_left(info)
 
 
 @pytest.mark.usefixtures("needs_netns")
 def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(pytester: pytest.Pytester,
                                                             request: pytest.FixtureRequest) -> None:
-    pytester.makepyfile(test_inner=INNER)
-    argv = [sys.executable, "-m", "pytest", *_plugin_args(request.config), "-q", "-p", "no:cacheprovider", "-s",
-            str(pytester.path)]
-    proc = spawn(argv, env=_inner_env("wait"))
-    try:
-        info_file = pytester.path / "run.json"
-        retry_until(info_file.exists, 120, 0.1, what="the inner test to start")
-        proc.kill()  # no teardown at all
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    info = json.loads(info_file.read_text())
+    info = _interrupted_inner(pytester, request.config, lambda proc: proc.kill())  # no teardown at all
     assert [ns for ns in netns.netns_list() if info["run"] in ns], "a killed run leaves its namespaces"
     cleaned = netns.clean_leftovers(Path(info["base"]).parent)
     assert any(info["run"] in c for c in cleaned)
