@@ -54,6 +54,8 @@ class Link(ABC):
     """One connection to one host; every command, tmux call and forward goes through it."""
 
     name: str = "base"
+    #: False when forwards end with this process (Fabric's copy threads): `up` then stays to keep them.
+    persistent_forwards: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -88,6 +90,10 @@ class Link(ABC):
     @abstractmethod
     def close(self) -> None:
         """Drop the connection (and its forwards)."""
+
+    def is_alive(self) -> bool:
+        """True while the connection (and so its forwards) is up."""
+        return True
 
     def explain_login(self) -> list[str]:
         """The command a person types to get a shell on the host ([] when it is this machine)."""

@@ -17,7 +17,7 @@ from .. import errors
 from ..config import Settings
 from ..runner import Result
 from .base import HELPER_DIR, Link, helper_archive, helper_path
-from .openssh import control_dir
+from .openssh import control_dir, explain_ssh
 
 
 def connection(settings: Settings) -> Any:
@@ -30,6 +30,7 @@ def connection(settings: Settings) -> Any:
 
 class FabricLink(Link):
     name = "fabric"
+    persistent_forwards = False
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -121,10 +122,16 @@ class FabricLink(Link):
             self._conn.close()
             self._conn = None
 
-    def explain_login(self) -> list[str]:
-        from .openssh import explain_ssh
+    def is_alive(self) -> bool:
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        return bool(transport is not None and transport.is_active())
 
+    def explain_login(self) -> list[str]:
         return [shlex.join([*explain_ssh(self.settings), self.host])]
+
+    def attach_argv(self, session: str) -> list[str]:
+        """Fabric cannot hand a terminal over; this is what to type (with any ssh client)."""
+        return [*explain_ssh(self.settings), "-t", self.host, f"tmux attach -t {shlex.quote(session)}"]
 
 
 __all__ = ["FabricLink"]

@@ -107,7 +107,7 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
         if not wait_answers(fwd.url, 10.0):
             target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
     _print(made)
-    if watch:
+    if watch or (made and not target.link.persistent_forwards):
         keep_alive(target)
     return made
 

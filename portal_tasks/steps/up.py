@@ -35,7 +35,11 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
     if browser:
         with progress.step("browse"):
             browse.open_urls([f.url for f in made])
-    if watch:
+    if watch or (made and not target.link.persistent_forwards):
+        if not target.link.persistent_forwards:
+            print(f"{target.link.name} forwards live while portal runs; attach in another terminal with: "
+                  f"{shlex.join(target.link.attach_argv(target.settings.session))}; Ctrl-C ends the forwards.", flush=True)
+            attach = False
         forward.keep_alive(target)
     if attach:
         if not sys.stdin.isatty():
