@@ -25,7 +25,7 @@ def open_urls(found: list[str]) -> None:
 def run(target: Target, found: list[str] | None = None) -> list[str]:
     if found is None:
         if target.link.name == "local":
-            from .forward import run as forward
+            from .forward import forward_all as forward
 
             found = [f.url for f in forward(target)]
         else:

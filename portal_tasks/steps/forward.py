@@ -91,6 +91,14 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, object]
 
 
 def run(target: Target, watch: bool = False) -> list[Forward]:
+    """Forward every running service, then stay to keep them alive with --watch (or when they end with us)."""
+    made = forward_all(target)
+    if watch or (made and not target.link.persistent_forwards):
+        keep_alive(target)
+    return made
+
+
+def forward_all(target: Target) -> list[Forward]:
     """Forward every running service; keep healthy forwards, replace broken ones; remember the ports."""
     if target.link.name == "local":
         made = [Forward(s, s.host_port) for s in running(target) if s.host_port]
@@ -107,8 +115,6 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
         if not wait_answers(fwd.url, 10.0):
             target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
     _print(made)
-    if watch or (made and not target.link.persistent_forwards):
-        keep_alive(target)
     return made
 
 
@@ -130,7 +136,7 @@ def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None)
         with contextlib.suppress(LinkError):
             link._connected = False  # type: ignore[attr-defined]
             link.connect()
-            run(target)
+            forward_all(target)
 
 
 def explain(target: Target, watch: bool = False) -> Explained:

@@ -30,7 +30,7 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         with progress.step("jupyter"):
             jupyter_step.run(target, env=env, socket=socket)
     with progress.step("forward"):
-        made = forward.run(target)
+        made = forward.forward_all(target)
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
     if browser:
         with progress.step("browse"):
