@@ -28,6 +28,24 @@ def connection(settings: Settings) -> Any:
     return fabric.Connection(settings.host, config=config, connect_timeout=settings.connect_timeout)
 
 
+def exec_bytes(conn: Any, command: str, input: bytes | None = None, timeout: float | None = None) -> tuple[int, bytes, bytes]:
+    """Run command over the connection and return (exit code, stdout, stderr) as bytes.
+
+    Whole bytes, decoded once: Fabric's own run() decodes each chunk as it arrives and so breaks a
+    multi-byte character that straddles two chunks (libtmux's separator is one).
+    """
+    conn.open()
+    stdin, stdout, stderr = conn.client.exec_command(command, timeout=timeout)
+    if input:
+        stdin.write(input)
+    stdin.channel.shutdown_write()
+    try:
+        out, err = stdout.read(), stderr.read()
+    except OSError as exc:  # socket.timeout
+        raise TimeoutError(str(exc)) from None
+    return stdout.channel.recv_exit_status(), out, err
+
+
 class FabricLink(Link):
     name = "fabric"
     persistent_forwards = False
@@ -53,16 +71,14 @@ class FabricLink(Link):
 
     def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
         self.connect()
-        if isinstance(input, bytes):
-            input = input.decode("latin-1")
-        stream = io.StringIO(input or "")
+        data = input.encode() if isinstance(input, str) else input
         try:
-            res = self._conn.run(command, hide=True, warn=True, in_stream=stream, timeout=timeout)
-        except Exception as exc:
-            if type(exc).__name__ == "CommandTimedOut":
-                return Result(("fabric", command), 124, "", f"timed out after {timeout}s")
+            rc, out, err = exec_bytes(self._conn, command, data, timeout)
+        except TimeoutError:
+            return Result(("fabric", command), 124, "", f"timed out after {timeout}s")
+        except Exception as exc:  # paramiko's many kinds of "the connection broke"
             raise errors.LinkError(f"the Fabric connection failed ({type(exc).__name__}: {exc}).", host=self.host) from None
-        return Result(("fabric", command), res.exited, res.stdout, res.stderr)
+        return Result(("fabric", command), rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _install_helper(self) -> None:
         self.connect()

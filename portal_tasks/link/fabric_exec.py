@@ -12,13 +12,13 @@ from ..config import resolve
 
 def main(argv: list[str]) -> int:
     ssh_config, host, command = argv
-    from .fabric import connection
+    from .fabric import connection, exec_bytes
 
     conn = connection(resolve(None, host, ssh_config=ssh_config or None, transport="fabric"))
-    res = conn.run(command, hide=True, warn=True, in_stream=False)
-    sys.stdout.write(res.stdout)
-    sys.stderr.write(res.stderr)
-    return int(res.exited)
+    rc, out, err = exec_bytes(conn, command)
+    sys.stdout.buffer.write(out)
+    sys.stderr.buffer.write(err)
+    return rc
 
 
 if __name__ == "__main__":
