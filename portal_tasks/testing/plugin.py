@@ -23,6 +23,7 @@ from portal_tasks.runner import Result, run
 from portal_tasks.testing.backends import CHOICES, get_backend
 from portal_tasks.testing.envs import ENVS_ROOT, envs_ready
 from portal_tasks.testing.netns import LAPTOP_MARK
+from portal_tasks.testing.procs import pid_alive
 from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser, close_masters
 from portal_tasks.testing.sockets import Listener
 from portal_tasks.testing.sockets import listening_sockets as _listening_sockets
@@ -162,6 +163,16 @@ def notmux(portal_server: TestServer) -> Iterator[TestUser]:
 # -- isolation ---------------------------------------------------------------------------
 
 
+RUNTIME_PREFIX = "pt-r-"  # /tmp/pt-r-<pid>-XXXX: short, and the pid says whose
+
+
+def _remove_runtime_dirs_of_dead_runs() -> None:
+    for d in Path(tempfile.gettempdir()).glob(f"{RUNTIME_PREFIX}*-*"):
+        pid = d.name[len(RUNTIME_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def portal_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private HOME (so no ~/.ssh/config), XDG dirs and tmux dir; no DASK_*, TMUX, PORTAL_* or BROWSER.
@@ -169,7 +180,8 @@ def portal_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     XDG_RUNTIME_DIR and TMUX_TMPDIR are short /tmp dirs: control sockets must fit in ~104 bytes.
     """
     home = tmp_path_factory.mktemp("home")
-    runtime = Path(tempfile.mkdtemp(prefix="pt-r-"))
+    _remove_runtime_dirs_of_dead_runs()
+    runtime = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-"))
     monkeypatch.setenv("HOME", str(home))
     for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share")):
         (home / sub).mkdir(mode=0o700, parents=True)
