@@ -42,6 +42,9 @@ def portal_task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
                 raise Exit(f"portal: {exc.line()}", code=1) from None
             except Exit:
                 raise
+            except BrokenPipeError:  # `portal status | head`: the reader left, nothing to report
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=0) from None
             except Exception as exc:  # a bug: still one line, the traceback on request
                 if _debug():
                     raise

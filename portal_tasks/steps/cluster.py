@@ -10,7 +10,7 @@ import shlex
 import sys
 from typing import Any
 
-from .. import daskcmd, envs, plan, tls
+from .. import daskcmd, envs, plan, tls, tmux_commands
 from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
@@ -147,8 +147,9 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
         raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
     spec, _ = _spec(target, key, EnvPorts.from_dict(ports), options)
     lines = tls.explain_lines(spec.tls, facts["user"])
-    lines += [f"tmux new-window -n {shlex.quote(window_name(key))}    # then, in that window:"]
-    lines += daskcmd.window_lines(spec, activation(target, spec_text))
+    lines.append(tmux_commands.ensure_session_line(target.settings.session))
+    lines += tmux_commands.window_lines(target.settings.session, window_name(key), None,
+                                        daskcmd.window_lines(spec, activation(target, spec_text)))
     return Explained(remote=lines)
 
 

@@ -57,6 +57,9 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
     parts = parts + ipython.explain(target, env=env)
     if jupyter:
         parts = parts + jupyter_step.explain(target, env=env, socket=socket)
+    seen: set[str] = set()  # each step ensures the session; say it once
+    parts.remote = [line for line in parts.remote if not (line.startswith("tmux has-session") and line in seen)
+                    and not seen.add(line)]
     local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
     if attach:
         local.append(shlex.join(target.link.attach_argv(target.settings.session)))
