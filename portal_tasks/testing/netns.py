@@ -182,8 +182,10 @@ class NetnsServer:
 
     name = "netns"
 
-    def __init__(self, spec: str = "netns", *, base_root: Path | None = None) -> None:
+    def __init__(self, spec: str = "netns", *, base_root: Path | None = None, extra_users: int = 0) -> None:
         self.spec = spec
+        #: roles beyond alice/bob/notmux (user01, user02, ...), e.g. for many-users benchmarks
+        self.roles = ROLES + tuple(f"user{i:02d}" for i in range(1, extra_users + 1))
         self.token = secrets.token_hex(2)
         self.run_id = f"{os.getpid()}-{self.token}"
         self.base = (base_root or BASE_ROOT) / f"{PREFIX}{self.run_id}"
@@ -209,7 +211,7 @@ class NetnsServer:
         self.runtime.mkdir(mode=0o700)
         nets = self._network()
         notmux_bin = self._notmux_bin()
-        users = {role: self._user(role, nets, notmux_bin) for role in ROLES}
+        users = {role: self._user(role, nets, notmux_bin) for role in self.roles}
         names = [u.name for u in users.values()]
         notmux_path = f"{notmux_bin}:/usr/sbin"
         self._sshd_in(self.ns_host, "matagorda", [nets.host, nets.inner], names,

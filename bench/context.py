@@ -1,0 +1,91 @@
+"""What every benchmark gets: the test server, its users, and timed `portal` / `ssh` calls from their laptops."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portal_tasks.runner import Result, run
+from portal_tasks.testing.plugin import portal_env
+from portal_tasks.testing.server import TestServer, TestUser
+
+
+@dataclass
+class Bench:
+    """One run: the server, the env, and how small to keep things (``quick`` for the smoke test)."""
+
+    server: TestServer
+    quick: bool = False
+    env_name: str = "a"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> str:
+        return str(self.server.envs[self.env_name])
+
+    @property
+    def python(self) -> str:
+        """The env's python on the host."""
+        return f"{self.env}/bin/python"
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    def user(self, role: str = "alice") -> TestUser:
+        return self.server.user(role)
+
+    def extra_users(self) -> list[TestUser]:
+        """Every user but notmux (its host has no tmux)."""
+        return [u for r, u in self.server.users.items() if r != "notmux"]
+
+    def portal(self, user: TestUser, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> Result:
+        """The `portal` CLI as user on their laptop (a new python, as a person runs it)."""
+        return run([sys.executable, "-m", "portal_tasks", *args], timeout=timeout, env=portal_env(user, env),
+                   cwd=str(user.laptop))
+
+    def up(self, user: TestUser, *extra: str, timeout: float = 300) -> tuple[float, Result]:
+        """Seconds of `portal up --no-attach --no-browser` and its result (raises when it failed)."""
+        start = time.perf_counter()
+        res = self.portal(user, "up", "--host", self.host, "--env", self.env, "--no-attach", "--no-browser", *extra,
+                          timeout=timeout)
+        seconds = time.perf_counter() - start
+        if not res.ok:
+            raise RuntimeError(f"portal up as {user.name} failed (rc {res.rc}): {res.stderr[-1500:]}")
+        return seconds, res
+
+    def ssh_true(self, user: TestUser) -> float:
+        """Seconds of one plain `ssh host true` over a fresh connection (no control master)."""
+        argv = user.ssh_argv(self.host, "true", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+        start = time.perf_counter()
+        res = run(argv, timeout=30)
+        seconds = time.perf_counter() - start
+        if not res.ok:
+            raise RuntimeError(f"ssh true failed: {res.tail()}")
+        return seconds
+
+    def host_python(self, user: TestUser, script: str, *, args: list[str] | None = None,
+                    environment: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        """Run ``python -c script args`` with the env's python on the host as user (plain ssh).
+
+        ``-c``, not a script on stdin: multiprocessing's spawn (Dask's nannies) re-imports ``__main__``.
+        """
+        assigns = [f"{k}={v}" for k, v in (environment or {}).items()]
+        command = shlex.join([*(["env", *assigns] if assigns else []), self.python, "-c", script, *(args or [])])
+        res = run(user.ssh_argv(self.host, command), timeout=timeout)
+        if not res.ok:
+            raise RuntimeError(f"host python as {user.name} failed (rc {res.rc}): {res.stderr[-1500:]}")
+        return res
+
+    def reset(self, user: TestUser) -> None:
+        """Nothing of user's runs any more, on the host or the laptop (as between tests)."""
+        if self.server.reset_user is None:
+            raise RuntimeError("this test server cannot reset users")
+        self.server.reset_user(user)
+
+
+def laptop_path(user: TestUser, *parts: str) -> Path:
+    return Path(user.laptop, *parts)

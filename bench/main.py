@@ -1,0 +1,89 @@
+"""`python -m bench`: start the netns test server, run the six benchmarks, print and write the table."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import clients, forwards, many_users, up_cold, up_warm
+from bench.context import Bench
+from bench.stats import Row
+from bench.table import document, render
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
+    """Name -> function, in the order they run (the cluster of warm `up` is reused by 4 and 6)."""
+    return {
+        "forward": forwards.run,
+        "warm": up_warm.run,
+        "attach": clients.attach,
+        "clients": clients.many,
+        "cold": up_cold.run,
+        "users": lambda b: many_users.run(b, workers=users_workers),
+    }
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
+    p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
+    p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
+                   "forward, warm, attach, clients, cold, users")
+    p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
+    return p.parse_args(argv)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from portal_tasks.testing.netns import NetnsServer
+
+    signal.signal(signal.SIGTERM, _sigterm)  # teardown runs on kill as on Ctrl-C
+    chosen = benchmarks(args.users_workers)
+    unknown = set(args.only) - set(chosen)
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    backend = NetnsServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
+    rows: list[Row] = []
+    failed: list[str] = []
+    try:
+        print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
+        server = backend.start()
+        bench = Bench(server, quick=args.quick)
+        for name, fn in chosen.items():
+            if args.only and name not in args.only:
+                continue
+            t0 = time.monotonic()
+            print(f"bench: {name} …", file=sys.stderr, flush=True)
+            try:
+                got = fn(bench)
+            except Exception:  # noqa: BLE001 - one failing benchmark does not hide the others
+                failed.append(name)
+                traceback.print_exc()
+                continue
+            rows += got
+            print(render(got).split("\n", 2)[2], file=sys.stderr)
+            print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        print("bench: tearing down the test server", file=sys.stderr, flush=True)
+        backend.close()
+    text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv)
+    if failed:
+        text += f"\nFailed: {', '.join(failed)} (see the run's stderr).\n"
+    print(text)
+    args.out.write_text(text)
+    return 1 if failed else 0

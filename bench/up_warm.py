@@ -1,0 +1,18 @@
+"""(1) warm `up` (everything already running) against one plain `ssh host true` over a fresh connection."""
+
+from __future__ import annotations
+
+from bench.context import Bench
+from bench.stats import Row, median
+
+
+def run(b: Bench, runs: int = 10) -> list[Row]:
+    runs = 2 if b.quick else runs
+    alice = b.user("alice")
+    b.up(alice)  # cold, not timed: afterwards everything runs
+    ups, sshs = [], []
+    for _ in range(runs):  # interleaved, so both see the same machine
+        sshs.append(b.ssh_true(alice))
+        ups.append(b.up(alice)[0])
+    return [Row("1", f"warm `up --no-attach --no-browser`, median of {runs}", median(ups), "s",
+                "one `ssh host true`, fresh connection", median(sshs), target=3.0)]

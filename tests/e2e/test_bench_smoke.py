@@ -1,0 +1,30 @@
+"""One tiny iteration of each benchmark in bench/, so the harness keeps working (no timing asserted)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import clients, forwards, many_users, up_cold, up_warm
+from bench.context import Bench
+from bench.stats import Row
+from bench.table import render
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def bench(portal_server, alice, bob) -> Bench:
+    return Bench(portal_server, quick=True)
+
+
+def _check(rows: list[Row]) -> None:
+    assert rows and all(not math.isnan(r.value) for r in rows), rows
+    assert render(rows).count("\n") == len(rows) + 1
+
+
+@pytest.mark.parametrize("fn", [forwards.run, up_warm.run, clients.attach, clients.many, up_cold.run, many_users.run],
+                         ids=["forward", "warm", "attach", "clients", "cold", "users"])
+def test_benchmark_runs_once(bench, fn):
+    _check(fn(bench))
