@@ -13,6 +13,9 @@ from .config import Settings
 from .link import Link, open_link
 
 
+HEREDOC = "ON_HOST"
+
+
 @dataclass
 class Explained:
     """The manual commands a step stands for: typed on the host, then typed on the laptop."""
@@ -42,13 +45,14 @@ class Target:
         return self._facts
 
     def render(self, explained: Explained) -> str:
-        """Explained commands as one pasteable script: log in, type on the host, exit, type locally."""
+        """Explained commands as one pasteable script: the host's lines in a heredoc fed to
+        ``ssh HOST bash -s`` (so the laptop's lines after it still run on the laptop), then the laptop's."""
         lines: list[str] = []
         login = self.link.explain_login()
         if login and explained.remote:
-            lines.append(f"{login[0]}    # log in to {self.host}; the lines up to 'exit' are typed there")
+            lines.append(f"{login[0]} bash -s <<'{HEREDOC}'    # the lines up to {HEREDOC} run on {self.host}")
             lines += explained.remote
-            lines.append("exit")
+            lines.append(HEREDOC)
         else:
             lines += explained.remote
         lines += explained.local

@@ -6,7 +6,8 @@ import os
 import shlex
 import sys
 
-from .. import progress
+from .. import progress, tmux_commands
+from ..link.openssh import explain_ssh
 from ..target import Explained, Target
 from . import browse, cluster, env as env_step, forward, ipython, jupyter as jupyter_step, tmux
 
@@ -62,5 +63,13 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
                     and not seen.add(line)]
     local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
     if attach:
-        local.append(shlex.join(target.link.attach_argv(target.settings.session)))
+        local.append(attach_line(target))
     return parts + Explained(local=local)
+
+
+def attach_line(target: Target) -> str:
+    """What a person types to attach (plain ssh, without portal's control-socket options)."""
+    attach = shlex.join(tmux_commands.attach(target.settings.session))
+    if target.settings.is_local:
+        return attach
+    return shlex.join([*explain_ssh(target.settings), "-t", target.host, attach])

@@ -208,7 +208,7 @@ def test_explain_starts_nothing_and_pasted_it_reproduces_the_session(
     assert user.ssh(portal_server.host, "tmux ls").rc != 0  # --explain made no session
     assert sorted((s.addr, s.port) for s in listening_sockets(user)) == before  # and no listening socket
     text = texts[2]  # ipython's: log in, ensure the session, open the window, type activation + IPython
-    assert text.splitlines()[0].startswith("ssh ") and text.splitlines()[-1] == "exit"
+    assert text.splitlines()[0].startswith("ssh ") and text.splitlines()[-1] == "ON_HOST"
 
     # as when pasted: `ssh host` takes the following lines as the remote shell's input
     pasted = subprocess.run(["bash"], input=text, capture_output=True, text=True, timeout=60,

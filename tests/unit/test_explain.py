@@ -92,7 +92,7 @@ def test_explain_asks_the_host_only_read_only_questions(target: Target) -> None:
     assert set(target.link.verbs) <= READ_ONLY  # type: ignore[attr-defined]
 
 
-def test_render_logs_in_then_exits(target: Target) -> None:
+def test_render_sends_the_host_lines_in_a_heredoc(target: Target) -> None:
     text = target.render(ipython.explain(target, env="a"))
     lines = text.splitlines()
-    assert lines[0].startswith("ssh matagorda") and lines[-1] == "exit"
+    assert lines[0].startswith("ssh matagorda bash -s <<'ON_HOST'") and lines[-1] == "ON_HOST"

@@ -1,0 +1,61 @@
+"""`portal up --explain` pasted into a shell on the laptop builds the same setup by hand."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from portal_tasks import plan
+from portal_tasks.runner import run
+from portal_tasks.testing.plugin import portal_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _forward_pids(user) -> list[int]:
+    """The `ssh -f -N -L` processes the pasted text left on this laptop."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] == b"ssh" and b"-N" in argv and str(user.ssh_config).encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+def test_pasted_explain_of_up_gives_a_working_setup(portal_server, alice, run_portal, listening_sockets, tmp_path):
+    host, env = portal_server.host, str(portal_server.envs["a"])
+    explained = run_portal(alice, "up", "--host", host, "--env", env, "--explain")
+    assert explained.rc == 0, explained.stderr
+    assert listening_sockets(alice) == [], "--explain must start nothing"
+    text = explained.stdout
+    assert text.splitlines()[0].startswith(f"ssh -F {alice.ssh_config} {host}")
+    try:  # as when pasted: bash reads the lines from its input
+        pasted = run(["bash"], input=text, env=portal_env(alice), cwd=str(alice.laptop), timeout=120)
+        ports = {"scheduler_port": int(re.search(r"dask scheduler .*--port (\d+)", text).group(1)),
+                 "dashboard_port": int(re.search(r"--dashboard-address 127.0.0.1:(\d+)", text).group(1))}
+        listed = alice.ssh(host, "tmux list-windows -t =portal -F '#{window_name}'")
+        windows = listed.stdout.split()
+        key = plan.env_key(env)
+        assert {f"cluster-{key}", f"ipython-{key}", f"env-{key}"} <= set(windows), (windows, pasted.stderr[-2000:])
+        url = f"http://localhost:{ports['dashboard_port']}/status"
+        deadline_ok = False
+        for _ in range(60):  # the scheduler typed into its window needs a few seconds; bounded
+            held = {s.port for s in listening_sockets(alice)}
+            if {ports["scheduler_port"], ports["dashboard_port"]} <= held:
+                deadline_ok = True
+                break
+            run(["sleep", "0.5"])
+        assert deadline_ok, f"scheduler not listening on {ports}"
+        with urllib.request.urlopen(url, timeout=20) as resp:  # the pasted ssh -L forward
+            assert resp.status == 200
+    finally:
+        for pid in _forward_pids(alice):
+            os.kill(pid, signal.SIGTERM)
