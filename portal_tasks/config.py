@@ -86,6 +86,13 @@ def _as_int(name: str, value: Any, low: int, high: int, host: str) -> int:
     return number
 
 
+def _plain(value: Any) -> Any:
+    """invoke's config nests DataProxy objects (mapping-like, not Mappings): make plain dicts."""
+    if hasattr(value, "_config") and hasattr(value, "keys"):
+        return {k: _plain(value[k]) for k in value.keys()}
+    return value
+
+
 def is_local_host(host: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1", "")
 
@@ -94,7 +101,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
     """Merge defaults, config, the host's own section and CLI overrides (None = not given)."""
     host = host or "localhost"
     merged: dict[str, Any] = {k: _lookup(config, k) for k in DEFAULTS if k != "hosts"}
-    hosts = _lookup(config, "hosts") or {}
+    hosts = _plain(_lookup(config, "hosts") or {})
     if not isinstance(hosts, Mapping):
         raise ConfigError("'hosts' in portal config must be a mapping of host name to settings.")
     per_host = hosts.get(host) or {}

@@ -52,3 +52,11 @@ def test_portal_config_reads_portal_prefixed_variables(monkeypatch):
     cfg = PortalConfig()
     cfg.load_shell_env()
     assert resolve(cfg, "h").port_base == 24000
+
+
+def test_per_host_section_from_a_yaml_file(tmp_path, monkeypatch):
+    (tmp_path / "portal.yaml").write_text("port_base: 23000\nhosts:\n  matagorda:\n    block_size: 50\n")
+    cfg = PortalConfig(project_location=str(tmp_path))
+    cfg.load_project()
+    assert resolve(cfg, "matagorda").block_size == 50 and resolve(cfg, "matagorda").port_base == 23000
+    assert resolve(cfg, "other").block_size == 100
