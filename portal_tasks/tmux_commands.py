@@ -12,6 +12,10 @@ from typing import Mapping
 
 #: Name of the first window of a session portal creates.
 FIRST_WINDOW = "shell"
+#: Foreground commands that mean "a shell waiting at its prompt".
+SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
+#: The window option where portal records what it typed into a window (e.g. the env it activated).
+MARKER = "@portal"
 
 
 def session_target(session: str) -> str:

@@ -21,12 +21,7 @@ from libtmux import exc as tmux_exc
 
 from .errors import TmuxError
 from .target import Target
-from .tmux_commands import FIRST_WINDOW
-
-#: Foreground commands that mean "a shell waiting at its prompt".
-SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
-#: The window option where portal records what it typed into a window (e.g. the env it activated).
-MARKER = "@portal"
+from .tmux_commands import FIRST_WINDOW, MARKER, SHELLS
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any]) ->
     return spec, budget
 
 
-def _summary(state: dict[str, Any]) -> str:
+def summary(state: dict[str, Any]) -> str:
+    """One line about a cluster's state: address, dashboard port, workers, memory, pid."""
     return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
             f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
             f"(scheduler pid {state['scheduler_pid']})")
@@ -101,7 +102,7 @@ def run(target: Target, env: str | None = None, workers: Any = None, threads: An
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
             state = prep["state"]
-            target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {_summary(state)}.")
+            target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.")
             if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
                 target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                            f"`portal down --env {spec_text}` first to change that.)")
@@ -124,7 +125,7 @@ def run(target: Target, env: str | None = None, workers: Any = None, threads: An
             window = _pane_tail(target, window_name(key))
             raise ClusterError(f"env {spec_text}: {exc.message} Window {window_name(key)} shows: {window or 'nothing'}",
                                host=target.host, hint=f"Attach with `tmux attach -t {target.settings.session}` to look.") from None
-    target.say(f"{target.host}: started Dask cluster for env {spec_text}: {_summary(state)}.")
+    target.say(f"{target.host}: started Dask cluster for env {spec_text}: {summary(state)}.")
     return state
 
 
@@ -184,17 +185,19 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
 
 def describe(target: Target) -> list[dict[str, Any]]:
     """Each recorded cluster of the user: env, address, dashboard port, workers, memory, pid, healthy."""
-    out = []
-    for state in target.link.helper("cluster-list", {}):
-        out.append({
-            "env": state["env"], "env_key": state["key"], "address": state.get("address"),
-            "scheduler_port": state["scheduler_port"], "dashboard_port": state["dashboard_port"],
-            "workers": state["workers"], "workers_running": state["workers_running"], "threads": state["threads"],
-            "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
-            "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
-            "window": window_name(state["key"]),
-        })
-    return out
+    return [describe_entry(state) for state in target.link.helper("cluster-list", {})]
+
+
+def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
+    """One ``cluster-list`` state as :func:`describe` shows it."""
+    return {
+        "env": state["env"], "env_key": state["key"], "address": state.get("address"),
+        "scheduler_port": state["scheduler_port"], "dashboard_port": state["dashboard_port"],
+        "workers": state["workers"], "workers_running": state["workers_running"], "threads": state["threads"],
+        "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
+        "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
+        "window": window_name(state["key"]),
+    }
 
 
 def stop(target: Target, env: str | None) -> dict[str, Any]:

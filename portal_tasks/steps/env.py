@@ -39,7 +39,11 @@ def manager(target: Target, spec: str) -> str | None:
 
 def resolve(target: Target, env: str | None) -> Env:
     """The env as the host knows it (kind, prefix, python, modules); EnvError when it is missing."""
-    info = inspect(target, env)
+    return from_info(target, inspect(target, env))
+
+
+def from_info(target: Target, info: dict[str, Any]) -> Env:
+    """The Env for what the host's ``env-check`` said (``info["name"]`` is the spec)."""
     spec = info["name"]
     location = spec if info["kind"] == "named" else info["prefix"]
     return Env(spec=spec, kind=info["kind"], location=location, manager=info.get("manager") or manager(target, spec),

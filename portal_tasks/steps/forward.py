@@ -21,6 +21,7 @@ from ..target import Explained, Target
 class Forward:
     service: Service
     local_port: int
+    answered: bool = False  # it answered through this forward just now (a kept forward)
 
     @property
     def url(self) -> str:
@@ -78,7 +79,7 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, object]
         port = int(remembered["local_port"])  # type: ignore[arg-type]
         if answers(service.url(port), timeout=2.0) and link.name != "local":
             link.forward(port, service.remote)  # idempotent for an identical forward in the master
-            return Forward(service, port)
+            return Forward(service, port, answered=True)
         with contextlib.suppress(PortalError):
             link.cancel_forward(port, service.remote)
     want = [int(remembered["local_port"]) if remembered else None, service.host_port]  # type: ignore[arg-type]
@@ -98,21 +99,24 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
     return made
 
 
-def forward_all(target: Target) -> list[Forward]:
-    """Forward every running service; keep healthy forwards, replace broken ones; remember the ports."""
+def forward_all(target: Target, services: list[Service] | None = None) -> list[Forward]:
+    """Forward every running service (``services`` when the caller already knows them); keep healthy
+    forwards, replace broken ones; remember the ports."""
+    if services is None:
+        services = running(target)
     if target.link.name == "local":
-        made = [Forward(s, s.host_port) for s in running(target) if s.host_port]
+        made = [Forward(s, s.host_port) for s in services if s.host_port]
         _print(made)
         return made
     target.link.connect()
     with state.laptop_lock(target.host):
         remembered = state.load_forwards(target.host)
-        made = [_forward_one(target, s, remembered.get(s.name)) for s in running(target)]
+        made = [_forward_one(target, s, remembered.get(s.name)) for s in services]
         state.save_forwards(target.host, {
             f.service.name: {"local_port": f.local_port, "remote": f.service.remote, "url": f.url} for f in made
         })
     for fwd in made:
-        if not wait_answers(fwd.url, 10.0):
+        if not fwd.answered and not wait_answers(fwd.url, 10.0):
             target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
     _print(made)
     return made

@@ -6,32 +6,38 @@ import os
 import shlex
 import sys
 
-from .. import progress, tmux_commands
+from typing import Any
+
+from .. import plan, progress, tmux_commands
 from ..link.openssh import explain_ssh
 from ..target import Explained, Target
-from . import browse, cluster, env as env_step, forward, ipython, jupyter as jupyter_step, tmux
+from . import browse, cluster, forward, warm as warm_step
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
         browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
         watch: bool = False) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory)  # bad input: nothing started
+    warm = None
     with progress.step("connect", target.host):
         target.link.connect()
-        target.facts()
-    with progress.step("tmux", f"session {target.settings.session}"):
-        tmux.run(target)
-    with progress.step("env", env or ""):
-        env_step.run(target, env=env)
-    with progress.step("cluster"):
-        cluster.run(target, env=env, **options)
-    with progress.step("ipython"):
-        ipython.run(target, env=env)
-    if jupyter:
-        with progress.step("jupyter"):
-            jupyter_step.run(target, env=env, socket=socket)
+        if target.settings.is_local:
+            target.facts()
+        else:  # one round trip says whether everything already runs (and brings the facts)
+            spec = cluster.env_spec(target, env)
+            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
+            if warm is not None:
+                plan.memory_budget(options["memory"], target.facts().get("memory"))  # as the full path checks
+    if warm is not None:
+        for name, label in _steps(target, env, jupyter):
+            with progress.step(name, label):
+                warm_step.say_kept(target, warm, name, options)
+        services = warm.services
+    else:
+        _start(target, env, jupyter, socket, options)
+        services = None
     with progress.step("forward"):
-        made = forward.forward_all(target)
+        made = forward.forward_all(target, services)
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
     if browser:
         with progress.step("browse"):
@@ -50,9 +56,33 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         os.execvp(argv[0], argv)
 
 
+def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, str]]:
+    """The progress lines of `up`'s host steps, in order."""
+    steps = [("tmux", f"session {target.settings.session}"), ("env", env or ""), ("cluster", ""), ("ipython", "")]
+    return steps + ([("jupyter", "")] if jupyter else [])
+
+
+def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options: dict[str, Any]) -> None:
+    """The full path: each step starts what is missing and keeps what runs."""
+    from . import env as env_step, ipython, jupyter as jupyter_step, tmux  # libtmux only when needed
+
+    actions = {
+        "tmux": lambda: tmux.run(target),
+        "env": lambda: env_step.run(target, env=env),
+        "cluster": lambda: cluster.run(target, env=env, **options),
+        "ipython": lambda: ipython.run(target, env=env),
+        "jupyter": lambda: jupyter_step.run(target, env=env, socket=socket),
+    }
+    for name, label in _steps(target, env, jupyter):
+        with progress.step(name, label):
+            actions[name]()
+
+
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
             browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
             watch: bool = False) -> Explained:
+    from . import env as env_step, ipython, jupyter as jupyter_step, tmux
+
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory)
     parts = tmux.explain(target) + env_step.explain(target, env=env) + cluster.explain(target, env=env, **options)
     parts = parts + ipython.explain(target, env=env)
