@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from invoke import Config
+from invoke.exceptions import Exit, UncastableEnvVar
 
 from .errors import ConfigError
 
@@ -27,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
 
+#: What a tmux session name may be: anything else (quotes, $, ;, spaces, '.', ':') is refused with one line.
+SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 
 class PortalConfig(Config):
     """invoke Config with the ``portal`` prefix: portal.yaml files and PORTAL_* variables."""
@@ -38,6 +43,29 @@ class PortalConfig(Config):
         base = Config.global_defaults()
         base.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})
         return base
+
+    def load_shell_env(self) -> None:
+        """invoke's, but a PORTAL_* value of the wrong type is one line naming the variable, not a traceback."""
+        try:
+            super().load_shell_env()
+        except (ValueError, TypeError, UncastableEnvVar) as exc:
+            raise Exit(f"portal: {unreadable_variable(os.environ) or f'cannot read the PORTAL_* variables ({exc}).'}",
+                       code=1) from None
+
+
+def unreadable_variable(environ: Mapping[str, str]) -> str | None:
+    """What is wrong with the first PORTAL_* variable whose setting wants a number or a mapping, or None."""
+    for key, default in DEFAULTS.items():
+        var = f"PORTAL_{key.upper()}"
+        if var not in environ or default is None or isinstance(default, (str, bool)):
+            continue
+        if isinstance(default, dict):
+            return f"{var} cannot be set from the environment; put '{key}' in portal.yaml."
+        try:
+            type(default)(environ[var])
+        except ValueError:
+            return f"{var}={environ[var]!r} is not a whole number. Unset it, or set {key} in portal.yaml."
+    return None
 
 
 @dataclass(frozen=True)
@@ -128,9 +156,9 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
     if port_base + block_size * slots - 1 > 65535:
         slots = max(1, (65536 - port_base) // block_size)
     session = str(merged["session"])
-    if not session or any(c in session for c in ".:") or not session.isprintable():
+    if not SESSION_NAME.fullmatch(session):  # refused, not quoted: it ends up in tmux targets and shell lines
         raise ConfigError(f"session name {session!r} cannot be a tmux session name.", host=host,
-                          hint="Use letters, digits, - or _ (no '.' or ':').")
+                          hint="Use letters, digits, - or _ only.")
     return Settings(
         host=host,
         ssh_config=merged["ssh_config"],
