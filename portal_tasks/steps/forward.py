@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .. import state
-from ..errors import LinkError, PortalError
+from ..errors import ForwardError, LinkError, PortalError
 from ..link.openssh import explain_ssh
 from ..services import Service, running
 from ..target import Explained, Target
@@ -78,8 +78,11 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, object]
     if remembered and remembered.get("remote") == service.remote:
         port = int(remembered["local_port"])  # type: ignore[arg-type]
         if answers(service.url(port), timeout=2.0) and link.name != "local":
-            link.forward(port, service.remote)  # idempotent for an identical forward in the master
-            return Forward(service, port, answered=True)
+            try:
+                link.forward(port, service.remote)  # idempotent for an identical forward in the master
+                return Forward(service, port, answered=True)
+            except ForwardError:  # what answers there is another program, not our forward
+                pass
         with contextlib.suppress(PortalError):
             link.cancel_forward(port, service.remote)
     want = [int(remembered["local_port"]) if remembered else None, service.host_port]  # type: ignore[arg-type]
