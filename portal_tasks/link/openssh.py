@@ -149,7 +149,8 @@ class OpenSSHLink(Link):
         self.connect()
         result = run(self.command_argv(command), input=input, timeout=timeout)
         if result.rc == 255:
-            raise errors.LinkError(f"the SSH connection failed: {result.tail()}", host=self.host,
+            raise errors.LinkError(f"the SSH connection failed ({result.tail() or 'it closed under the command'}).",
+                                   host=self.host,
                                    hint="Run the command again; portal reconnects.")
         return result
 
