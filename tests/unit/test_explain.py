@@ -49,7 +49,8 @@ class FakeLink(Link):
 def target(monkeypatch: pytest.MonkeyPatch) -> Target:
     monkeypatch.setattr(env_step, "cluster_environment",
                         lambda target, env: {"DASK_SCHEDULER_ADDRESS": "tls://127.0.0.1:20000"})
-    settings = resolve(None, "matagorda", session="my session;rm -rf ~")
+    # config refuses such a name; the builders quote it all the same (defence in depth)
+    settings = resolve(None, "matagorda").with_(session="my session;rm -rf ~")
     return Target(settings=settings, link=FakeLink(settings), say=lambda line: None)
 
 
