@@ -95,6 +95,10 @@ class Link(ABC):
         """True while the connection (and so its forwards) is up."""
         return True
 
+    def reconnect(self) -> None:
+        """Make the connection again after it dropped (forwards are then re-made by the caller)."""
+        self.connect()
+
     def explain_login(self) -> list[str]:
         """The command a person types to get a shell on the host ([] when it is this machine)."""
         return []

@@ -110,6 +110,10 @@ class OpenSSHLink(Link):
     def is_alive(self) -> bool:
         return run(control_argv(self.settings, self.control_path, "check"), timeout=10).ok
 
+    def reconnect(self) -> None:
+        self._connected = False  # connect() checks the master again and starts a new one if it is gone
+        self.connect()
+
     def connect(self) -> None:
         if self._connected:
             return

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .. import state
-from ..errors import ForwardError, LinkError, PortalError
+from ..errors import ForwardError, PortalError
 from ..link.openssh import explain_ssh
 from ..services import Service, running
 from ..target import Explained, Target
@@ -131,19 +131,30 @@ def _print(made: list[Forward]) -> None:
 
 
 def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None) -> None:
-    """Re-make the master and forwards whenever the link drops (until interrupted, or for `rounds`)."""
-    done = 0
+    """Stay, and re-make the master and the forwards whenever the link drops (until interrupted, or `rounds`).
+
+    While the link is up a round costs one local check (``ssh -O check``: no traffic to the host).
+    """
+    done, lost_at, told = 0, 0.0, False
     while rounds is None or done < rounds:
         done += 1
         time.sleep(interval)
         link = target.link
-        if hasattr(link, "is_alive") and link.is_alive():
+        if link.is_alive():
             continue
-        target.say(f"{target.host}: link lost; reconnecting")
-        with contextlib.suppress(LinkError):
-            link._connected = False  # type: ignore[attr-defined]
-            link.connect()
+        if not lost_at:
+            lost_at = time.monotonic()
+            target.say(f"{target.host}: link lost; reconnecting")
+        try:
+            link.reconnect()
             forward_all(target)
+        except PortalError as exc:
+            if not told:  # once per outage; the watch goes on
+                target.say(f"{target.host}: not back yet ({exc.message}); trying every {interval:g}s, Ctrl-C ends.")
+                told = True
+            continue
+        target.say(f"{target.host}: link back after {time.monotonic() - lost_at:.1f}s; forwards re-made.")
+        lost_at, told = 0.0, False
 
 
 def explain(target: Target, watch: bool = False) -> Explained:
