@@ -7,7 +7,6 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
-import sys
 from typing import Any
 
 from .. import daskcmd, envs, plan, tls, tmux_commands
@@ -33,11 +32,9 @@ def validate(target: Target, workers: Any = None, threads: Any = None, memory: A
 
 def env_spec(target: Target, env: str | None) -> str:
     """The env as given; on localhost with none given, the env portal itself runs in."""
-    if env:
-        return env
-    if target.settings.is_local:
-        return sys.prefix
-    raise UsageError("no env given.", host=target.host, hint="Pass --env NAME or --env PATH.")
+    from .env import choose
+
+    return choose(target, env)
 
 
 def activation(target: Target, spec: str, kind: str | None = None) -> str:
