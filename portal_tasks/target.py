@@ -33,6 +33,8 @@ class Target:
     link: Link
     say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
     _facts: dict[str, Any] | None = None
+    #: answers of read-only helper calls that several steps of one run ask alike (e.g. env-check)
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def host(self) -> str:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import errors
+from .. import errors, tmux_commands
 from ..config import Settings
 from ..runner import Result, spawn
 
@@ -102,6 +102,10 @@ class Link(ABC):
     def explain_login(self) -> list[str]:
         """The command a person types to get a shell on the host ([] when it is this machine)."""
         return []
+
+    def attach_hint(self, session: str) -> str:
+        """What a person types to attach to the session (plain commands, no portal options)."""
+        return shlex.join(tmux_commands.attach(session))
 
     def attach_argv(self, session: str) -> list[str]:
         """The argv that attaches the user's terminal to the tmux session."""

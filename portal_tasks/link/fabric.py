@@ -13,7 +13,7 @@ import stat
 import sys
 from typing import Any, Iterator
 
-from .. import errors
+from .. import errors, tmux_commands
 from ..config import Settings
 from ..runner import Result
 from .base import HELPER_DIR, Link, helper_archive, helper_path
@@ -147,7 +147,10 @@ class FabricLink(Link):
 
     def attach_argv(self, session: str) -> list[str]:
         """Fabric cannot hand a terminal over; this is what to type (with any ssh client)."""
-        return [*explain_ssh(self.settings), "-t", self.host, f"tmux attach -t {shlex.quote(session)}"]
+        return [*explain_ssh(self.settings), "-t", self.host, shlex.join(tmux_commands.attach(session))]
+
+    def attach_hint(self, session: str) -> str:
+        return shlex.join(self.attach_argv(session))
 
 
 __all__ = ["FabricLink"]

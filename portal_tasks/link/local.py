@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from .. import errors
+from .. import errors, tmux_commands
 from ..runner import Result, run
 from .base import Link
 
@@ -37,4 +37,4 @@ class LocalLink(Link):
         return None
 
     def attach_argv(self, session: str) -> list[str]:
-        return ["tmux", "attach", "-t", session]
+        return tmux_commands.attach(session)

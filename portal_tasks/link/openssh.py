@@ -13,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .. import errors
+from .. import errors, tmux_commands
 from ..config import Settings
 from ..runner import Result, run, run_daemon
 from .base import Link
@@ -194,4 +194,7 @@ class OpenSSHLink(Link):
         return [shlex.join([*explain_ssh(self.settings), self.host])]
 
     def attach_argv(self, session: str) -> list[str]:
-        return self.command_argv(f"tmux attach -t {shlex.quote(session)}", tty=True)
+        return self.command_argv(shlex.join(tmux_commands.attach(session)), tty=True)
+
+    def attach_hint(self, session: str) -> str:
+        return shlex.join([*explain_ssh(self.settings), "-t", self.host, shlex.join(tmux_commands.attach(session))])

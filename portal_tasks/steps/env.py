@@ -83,8 +83,10 @@ def cluster_environment(target: Target, env: Env) -> dict[str, str]:
 def inspect(target: Target, env: str | None) -> dict[str, Any]:
     """What `check` prints about the env: name, kind, prefix, python, modules."""
     spec = choose(target, env)
-    info = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
-    return {"name": spec, **info}
+    key = ("env-check", spec)
+    if key not in target.memo:  # env, cluster, ipython and jupyter of one `up` ask the same
+        target.memo[key] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
+    return {"name": spec, **target.memo[key]}
 
 
 def window_name(env: Env) -> str:

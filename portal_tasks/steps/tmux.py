@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 from .. import tmux_commands as cmds
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session
@@ -14,7 +12,7 @@ def run(target: Target) -> bool:
     _, created = ensure_session(target)
     name = target.settings.session
     target.say(f"{target.host}: tmux session {name!r} {'created' if created else 'already running, reused'}.")
-    target.say(f"attach: {shlex.join(target.link.attach_argv(name))}")
+    target.say(f"attach: {target.link.attach_hint(name)}")
     return created
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 
 from typing import Any
 
-from .. import plan, progress, tmux_commands
-from ..link.openssh import explain_ssh
+from .. import plan, progress
 from ..target import Explained, Target
 from . import browse, cluster, forward, warm as warm_step
 
@@ -45,12 +43,12 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
     if watch or (made and not target.link.persistent_forwards):
         if not target.link.persistent_forwards:
             print(f"{target.link.name} forwards live while portal runs; attach in another terminal with: "
-                  f"{shlex.join(target.link.attach_argv(target.settings.session))}; Ctrl-C ends the forwards.", flush=True)
+                  f"{attach_line(target)}; Ctrl-C ends the forwards.", flush=True)
             attach = False
         forward.keep_alive(target)
     if attach:
         if not sys.stdin.isatty():
-            print(f"not attaching (no terminal); attach with: {shlex.join(target.link.attach_argv(target.settings.session))}")
+            print(f"not attaching (no terminal); attach with: {attach_line(target)}")
             return
         argv = target.link.attach_argv(target.settings.session)
         os.execvp(argv[0], argv)
@@ -99,7 +97,4 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
 
 def attach_line(target: Target) -> str:
     """What a person types to attach (plain ssh, without portal's control-socket options)."""
-    attach = shlex.join(tmux_commands.attach(target.settings.session))
-    if target.settings.is_local:
-        return attach
-    return shlex.join([*explain_ssh(target.settings), "-t", target.host, attach])
+    return target.link.attach_hint(target.settings.session)
