@@ -7,7 +7,7 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, Generator
 
 from .. import daskcmd, envs, plan, tls, tmux_commands
 from ..errors import ClusterError, UsageError
@@ -85,6 +85,27 @@ def summary(state: dict[str, Any]) -> str:
 def run(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
         memory: Any = None) -> dict[str, Any]:
     """Start the env's cluster, or reuse the healthy one; returns its state (address, ports, pids)."""
+    steps = start(target, env, workers, threads, memory)
+    next(steps)
+    return finish(steps)
+
+
+def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
+    """Wait for a cluster :func:`start` set going; its state."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("cluster.start yields once")
+
+
+def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
+          memory: Any = None) -> Generator[None, None, dict[str, Any]]:
+    """Set the cluster going (or find it healthy), yield, then wait for it and return its state.
+
+    Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
+    the host-side lock of the env's cluster is held throughout, so a concurrent `up` waits.
+    """
     options = validate(target, workers, threads, memory)
     spec_text = env_spec(target, env)
     facts = target.facts()
@@ -103,6 +124,7 @@ def run(target: Target, env: str | None = None, workers: Any = None, threads: An
             if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
                 target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                            f"`portal down --env {spec_text}` first to change that.)")
+            yield
             return state
         if prep.get("was_recorded"):
             target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
@@ -113,6 +135,7 @@ def run(target: Target, env: str | None = None, workers: Any = None, threads: An
         if not started.ok:
             raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=target.host,
                                hint="Check that tmux works there (`tmux new-session -d`).")
+        yield
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
                                                         "workers": spec.workers, "seconds": WAIT_SECONDS,

@@ -61,19 +61,30 @@ def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, st
 
 
 def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options: dict[str, Any]) -> None:
-    """The full path: each step starts what is missing and keeps what runs."""
+    """The full path: each step starts what is missing and keeps what runs.
+
+    The cluster is set going before IPython (and Jupyter) and waited for after them, so Dask boots
+    while their windows open; their clients connect once the scheduler answers.
+    """
     from . import env as env_step, ipython, jupyter as jupyter_step, tmux  # libtmux only when needed
 
-    actions = {
-        "tmux": lambda: tmux.run(target),
-        "env": lambda: env_step.run(target, env=env),
-        "cluster": lambda: cluster.run(target, env=env, **options),
-        "ipython": lambda: ipython.run(target, env=env),
-        "jupyter": lambda: jupyter_step.run(target, env=env, socket=socket),
-    }
-    for name, label in _steps(target, env, jupyter):
-        with progress.step(name, label):
-            actions[name]()
+    with progress.step("tmux", f"session {target.settings.session}"):
+        tmux.run(target)
+    with progress.step("env", env or ""):
+        env_step.run(target, env=env)
+    booting = cluster.start(target, env=env, **options)
+    try:
+        with progress.step("cluster", "starting"):
+            next(booting)
+        with progress.step("ipython"):
+            ipython.run(target, env=env)
+        if jupyter:
+            with progress.step("jupyter"):
+                jupyter_step.run(target, env=env, socket=socket)
+        with progress.step("cluster", "ready"):
+            cluster.finish(booting)
+    finally:
+        booting.close()  # releases the host-side lock if a step in between failed
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
