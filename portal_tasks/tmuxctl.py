@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import libtmux
 from libtmux import exc as tmux_exc
@@ -54,14 +54,20 @@ def ensure_session(target: Target) -> tuple[libtmux.Session, bool]:
     srv = server(target)
     try:
         return srv.new_session(session_name=target.settings.session, window_name=FIRST_WINDOW, attach=False), True
-    except tmux_exc.TmuxSessionExists:  # another portal created it meanwhile
+    except tmux_exc.LibTmuxException as exc:
+        # another portal created it meanwhile: libtmux's own check (TmuxSessionExists), or tmux's
+        # "duplicate session" when both passed that check at once
         again = find_session(target)
         if again is not None:
             return again, False
-        raise
-    except tmux_exc.LibTmuxException as exc:
         raise TmuxError(f"tmux could not create session {target.settings.session!r}: {exc}", host=target.host,
                         hint="Run `tmux new-session -d` on the host by hand to see why.") from None
+
+
+def window_lock(target: Target, name: str) -> ContextManager[None]:
+    """Held (on the host) while a step looks at window ``name`` and starts what runs there, until it runs:
+    portals started at once then start it once, and none replaces a window another is still starting."""
+    return target.link.lock(f"window-{target.settings.session}-{name}")
 
 
 def find_window(session: libtmux.Session, name: str) -> libtmux.Window | None:

@@ -13,7 +13,7 @@ from .. import tmux_commands as cmds
 from ..envs import Env, guess_env, pick_manager
 from ..errors import EnvError, PortalError, UsageError
 from ..target import Explained, Target
-from ..tmuxctl import marker, open_window
+from ..tmuxctl import marker, open_window, window_lock
 
 #: Modules a step needs, with the package that provides each.
 PACKAGES = {"IPython": "ipython", "jupyterlab": "jupyterlab", "distributed": "dask[distributed]"}
@@ -97,8 +97,9 @@ def run(target: Target, env: str | None = None) -> Env:
     """Activate the env in its window; a window that already has it active is left alone."""
     resolved = resolve(target, env)
     mark = f"env:{resolved.location}"
-    result = open_window(target, window_name(resolved), lines=[resolved.activation()],
-                         keep=lambda window: marker(window) == mark, mark=mark)
+    with window_lock(target, window_name(resolved)):
+        result = open_window(target, window_name(resolved), lines=[resolved.activation()],
+                             keep=lambda window: marker(window) == mark, mark=mark)
     state = "activated" if result.started else "already active, kept"
     target.say(f"{target.host}: env {resolved.spec!r} ({resolved.kind}, {resolved.prefix}) {state} "
                f"in window {window_name(resolved)} of session {target.settings.session!r}.")

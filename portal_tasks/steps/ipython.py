@@ -9,7 +9,7 @@ from .. import tmux_commands as cmds
 from ..envs import Env
 from ..errors import EnvError
 from ..target import Explained, Target
-from ..tmuxctl import open_window, tail, wait_busy
+from ..tmuxctl import open_window, tail, wait_busy, window_lock
 from . import env as env_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
@@ -45,11 +45,13 @@ def run(target: Target, env: str | None = None) -> Env:
     env_step.require(target, resolved, "IPython", "ipython")
     variables = env_step.cluster_environment(target, resolved)
     name = window_name(resolved)
-    result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
-                         mark=f"ipython:{resolved.location}")
-    if result.started and not wait_busy(result.window, START_SECONDS):
-        raise EnvError(f"IPython did not start in window {name} ({tail(result.window)}).", host=target.host,
-                       hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window {name}.")
+    with window_lock(target, name):
+        result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
+                             mark=f"ipython:{resolved.location}")
+        if result.started and not wait_busy(result.window, START_SECONDS):
+            raise EnvError(f"IPython did not start in window {name} ({tail(result.window)}).", host=target.host,
+                           hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
+                                f"{name}.")
     state = "started" if result.started else "already running, kept"
     cluster = "with the cluster's address" if variables else "(no cluster known yet)"
     target.say(f"{target.host}: IPython in env {resolved.spec!r} {state} in window {name} {cluster}.")

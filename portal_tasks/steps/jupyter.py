@@ -14,7 +14,7 @@ from .. import tmux_commands as cmds
 from ..envs import Env, env_key
 from ..errors import JupyterError, PortalError
 from ..target import Explained, Target
-from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail
+from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
 from . import env as env_step
 
 START_SECONDS = 90.0
@@ -94,6 +94,11 @@ def _wait(target: Target, env: Env) -> dict[str, Any]:
 def run(target: Target, env: str | None = None, socket: bool = False) -> dict[str, Any]:
     """Start JupyterLab for the env, or keep the healthy one; returns its describe() entry."""
     resolved = env_step.resolve(target, env)
+    with window_lock(target, window_name(resolved)):  # a server another portal is starting is not replaced
+        return _start(target, resolved, socket)
+
+
+def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     entry = target.link.helper("jupyter-status", {"key": resolved.key})
     if _healthy(entry) and bool(entry.get("socket")) == socket:
         target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} already running, kept: {entry['url']}")
