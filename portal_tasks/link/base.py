@@ -131,7 +131,7 @@ class Link(ABC):
         path = helper_path()
         script = (
             f"umask 077 && mkdir -p ~/.portal/bin && chmod 700 ~/.portal && "
-            f"cat > ~/{path}.tmp && mv ~/{path}.tmp ~/{path} && "
+            f"cat > ~/{path}.$$.tmp && mv ~/{path}.$$.tmp ~/{path} && "  # $$: installs at once do not collide
             f"find ~/{HELPER_DIR} -name 'remote-*.pyz' ! -name {shlex.quote(Path(path).name)} -delete"
         )
         result = self.run_shell(script, input=data, timeout=60)
