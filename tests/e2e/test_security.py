@@ -1,0 +1,257 @@
+"""Other users on the shared host: what bob can and cannot do to alice's services, and many `up` at once.
+
+(The scheduler refusing bob over tls:// and tcp://, and bob's squatter on alice's scheduler port, are in
+test_cluster.py; alice's `down` leaving bob's cluster alone in test_up.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from portal_tasks import plan
+from portal_tasks.runner import Result
+from portal_tasks.testing.server import TestServer, TestUser
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(portal_server: TestServer) -> str:
+    return str(portal_server.envs["a"])
+
+
+def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
+       timeout: float = 240) -> Result:
+    res = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", "--no-browser", *extra, timeout=timeout)
+    assert res.rc == 0, res.stdout + res.stderr
+    return res
+
+
+def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
+    res = run_portal(user, "status", "--host", host, "--json")
+    assert res.rc == 0, res.stdout + res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def urls_in(res: Result) -> list[str]:
+    return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read(4096).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+#: Run on the host as another user: GET a URL over TCP or a unix socket; prints the status or the error.
+PROBE = r'''
+import http.client, socket, sys
+target, path = sys.argv[1], sys.argv[2]
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(5)
+        self.sock.connect(target)
+try:
+    conn = Unix("localhost", timeout=5) if target.startswith("/") else http.client.HTTPConnection("127.0.0.1", int(target), timeout=5)
+    conn.request("GET", path)
+    print("HTTP", conn.getresponse().status)
+except OSError as exc:
+    print("ERROR", type(exc).__name__)
+'''
+
+
+def probe(server: TestServer, user: TestUser, target: str | int, path: str) -> str:
+    res = user.ssh(server.host, shlex.join(["python3", "-c", PROBE, str(target), path]), timeout=30)
+    return res.stdout.strip()
+
+
+def jupyter_entry(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
+    servers = status(run_portal, user, host)["jupyter"]
+    assert len(servers) == 1, servers
+    return dict(servers[0])
+
+
+# -- files and Jupyter ---------------------------------------------------------------------------
+
+
+def test_another_user_reads_nothing_in_portal_state(portal_server, alice, bob, run_portal, env):
+    host = portal_server.host
+    up(run_portal, alice, host, env, "--jupyter")
+    listing = alice.ssh(host, "find ~/.portal -printf '%m %y %p\\n'")
+    assert listing.rc == 0, listing.stderr
+    entries = [line.split(" ", 2) for line in listing.stdout.splitlines()]
+    assert any(p.endswith("/token") for _, _, p in entries) and any(p.endswith("key.pem") for _, _, p in entries)
+    top = [e for e in entries if e[2].endswith("/.portal")]
+    assert top and top[0][0] == "700", top
+    secrets = [e for e in entries if e[2].endswith(("/token", ".pem"))]
+    assert secrets and all(mode == "600" for mode, _, _ in secrets), secrets
+    files = [p for _, kind, p in entries if kind == "f"]
+    peek = bob.ssh(host, "for f in " + " ".join(shlex.quote(f) for f in files) + "; do cat \"$f\" && echo READ:$f; done;"
+                   " ls " + shlex.quote(files[0].rsplit("/.portal/", 1)[0] + "/.portal") + " && echo LISTED")
+    assert "READ:" not in peek.stdout and "LISTED" not in peek.stdout, peek.stdout
+
+
+def test_jupyter_refuses_another_user_without_the_token(portal_server, alice, bob, run_portal, env):
+    host = portal_server.host
+    res = up(run_portal, alice, host, env, "--jupyter")
+    entry = jupyter_entry(run_portal, alice, host)
+    port = entry["port"]
+    for path in ("/api/status", "/api/contents", "/api/kernels", "/lab"):
+        seen = probe(portal_server, bob, port, path)
+        assert seen in ("HTTP 403", "HTTP 302") or seen.startswith("HTTP 40"), (path, seen)
+        if path == "/lab":  # the page itself redirects to the login form, never serves the lab
+            assert seen != "HTTP 200", seen
+    assert probe(portal_server, bob, port, f"/api/status?token={'0' * 48}") == "HTTP 403"
+    lab = [u for u in urls_in(res) if "/lab?token=" in u]
+    assert lab and http_get(lab[0])[0] == 200  # alice, with her token, through her forward
+
+
+def test_jupyter_on_a_unix_socket_is_unreachable_for_another_user(portal_server, alice, bob, run_portal, env):
+    host = portal_server.host
+    res = up(run_portal, alice, host, env, "--jupyter", "--socket")
+    entry = jupyter_entry(run_portal, alice, host)
+    sock = entry["socket"]
+    assert sock and entry["port"] is None, entry
+    mode = alice.ssh(host, shlex.join(["stat", "-c", "%a %U", sock.rsplit("/", 1)[0]])).stdout.split()
+    assert mode[0] == "700", mode
+    assert probe(portal_server, bob, sock, "/api/status").startswith("ERROR PermissionError")
+    assert probe(portal_server, alice, sock, "/api/status") == "HTTP 403"  # even alice needs the token
+    lab = [u for u in urls_in(res) if "/lab?token=" in u]
+    assert lab and http_get(lab[0])[0] == 200
+
+
+def test_down_of_another_user_touches_nothing(portal_server, alice, bob, run_portal, env, listening_sockets):
+    host = portal_server.host
+    res = up(run_portal, alice, host, env, "--jupyter")
+    before = status(run_portal, alice, host)
+    mine = sorted((s.addr, s.port) for s in listening_sockets(alice))
+    down = run_portal(bob, "down", "--host", host)
+    assert down.rc == 0 and "nothing" in down.stdout, down.stdout + down.stderr
+    after = status(run_portal, alice, host)
+    assert [c["pid"] for c in after["clusters"]] == [c["pid"] for c in before["clusters"]]
+    assert after["sessions"] == before["sessions"] and after["jupyter"] == before["jupyter"]
+    assert sorted((s.addr, s.port) for s in listening_sockets(alice)) == mine
+    assert all(http_get(u)[0] == 200 for u in urls_in(res))
+
+
+# -- squatters -----------------------------------------------------------------------------------
+
+#: Run on the host as the squatter: an HTTP server on 127.0.0.1:PORT answering 200 to everything.
+SQUAT = r'''
+import http.server, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"bob's page"
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+threading.Thread(target=s.serve_forever, daemon=True).start()
+print("listening", flush=True)
+sys.stdin.read()
+'''
+
+
+@contextlib.contextmanager
+def http_squatter(server: TestServer, user: TestUser, port: int) -> Iterator[None]:
+    proc = subprocess.Popen(user.ssh_argv(server.host, shlex.join(["python3", "-c", SQUAT, str(port)])),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "listening", proc.stderr.read()[-800:]
+        yield
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("service", ["dashboard_port", "jupyter_port"])
+def test_another_users_web_server_on_a_planned_port_is_never_taken_for_mine(portal_server, alice, bob, run_portal,
+                                                                              env, service):
+    host = portal_server.host
+    ports = run_portal(alice, "ports", "--host", host, "--json")
+    assert ports.rc == 0, ports.stderr
+    planned = json.loads(ports.stdout)["block"]["start"] + plan.LAYOUT[service]
+    with http_squatter(portal_server, bob, planned):
+        res = up(run_portal, alice, host, env, "--jupyter")
+        assert f"port {planned}" in res.stderr and "another user" in res.stderr, res.stderr
+        report = status(run_portal, alice, host)
+        used = report["clusters"][0]["dashboard_port"] if service == "dashboard_port" else report["jupyter"][0]["port"]
+        assert used != planned, report
+        for url in urls_in(res):
+            code, body = http_get(url)
+            assert code == 200 and "bob's page" not in body, (url, body[:200])
+
+
+# -- many at once --------------------------------------------------------------------------------
+
+
+def _at_once(run_portal: Callable[..., Result], runs: list[tuple[TestUser, list[str]]],
+             timeout: float = 300) -> list[Result]:
+    results: list[Result | None] = [None] * len(runs)
+
+    def go(i: int, user: TestUser, args: list[str]) -> None:
+        results[i] = run_portal(user, *args, timeout=timeout)
+
+    threads = [threading.Thread(target=go, args=(i, u, a)) for i, (u, a) in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+    assert all(r is not None for r in results), "a run did not finish"
+    return [r for r in results if r is not None]
+
+
+def _assert_one_of_everything(server: TestServer, user: TestUser, report: dict[str, Any]) -> None:
+    assert [s["name"] for s in report["sessions"]] == ["portal"], report["sessions"]
+    names = [w["name"] for w in report["sessions"][0]["windows"]]
+    assert len(names) == len(set(names)), f"duplicate windows: {names}"
+    assert len(report["clusters"]) == 1 and report["clusters"][0]["healthy"], report["clusters"]
+    procs = user.ssh(server.host, "ps -u \"$(id -u)\" -o args=").stdout.splitlines()
+    assert sum("dask scheduler" in p for p in procs) == 1, procs
+    assert sum(p.split()[0].endswith("/ipython") or "bin/ipython" in p for p in procs) == 1, procs
+
+
+def test_ten_concurrent_up_of_one_user_make_one_of_everything(portal_server, alice, run_portal, env):
+    host = portal_server.host
+    args = ["up", "--host", host, "--env", env, "--no-attach", "--no-browser"]
+    results = _at_once(run_portal, [(alice, args)] * 10)
+    failed = [r.stdout + r.stderr for r in results if r.rc != 0]
+    assert not failed, failed[0]
+    assert all("Traceback" not in r.stderr for r in results)
+    assert sum("started Dask cluster" in r.stderr for r in results) == 1
+    _assert_one_of_everything(portal_server, alice, status(run_portal, alice, host))
+    urls = {u for r in results for u in urls_in(r)}
+    assert len(urls) == 1 and http_get(urls.pop())[0] == 200
+
+
+def test_two_users_each_running_up_three_times_at_once_do_not_collide(portal_server, alice, bob, run_portal, env):
+    host = portal_server.host
+    args = ["up", "--host", host, "--env", env, "--no-attach", "--no-browser"]
+    results = _at_once(run_portal, [(alice, args), (bob, args)] * 3)
+    failed = [r.stdout + r.stderr for r in results if r.rc != 0]
+    assert not failed, failed[0]
+    reports = {u.role: status(run_portal, u, host) for u in (alice, bob)}
+    for user in (alice, bob):
+        _assert_one_of_everything(portal_server, user, reports[user.role])
+    a, b = (reports[r]["ports"]["block"] for r in ("alice", "bob"))
+    assert a["end"] < b["start"] or b["end"] < a["start"]
+    assert reports["alice"]["clusters"][0]["address"] != reports["bob"]["clusters"][0]["address"]
