@@ -165,6 +165,7 @@ def test_bad_input_is_one_line_naming_the_value_and_stops_nothing(scene, run_por
     lines = [line for line in res.stderr.splitlines() if line.startswith("portal:")]
     assert len(lines) == 1, f"{what}: expected one 'portal:' line:\n{out}"
     assert needle in lines[0], f"{what}: {needle!r} not named in: {lines[0]}"
+    print(f"{what}: rc {res.rc}: {lines[0]}")
     assert not Path(PWNED).exists()
     assert user.ssh(portal_server.host, shlex.join(["test", "!", "-e", PWNED])).ok, f"{what}: {PWNED} was created"
     after = scene.clusters()
