@@ -6,6 +6,7 @@ this user are ever signalled.
 
 import glob
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -112,10 +113,18 @@ def in_ranges(port, rec):
     return any(lo <= port <= hi for lo, hi in (rec.get("worker_ports", [0, -1]), rec.get("nanny_ports", [0, -1])))
 
 
+def this_host(state):
+    """True when the state was written on this machine (a home shared over NFS is read by several)."""
+    return (state or {}).get("hostname") in (None, platform.node())
+
+
 def stale_pids(key, state, planned):
-    """Recorded pids, marked processes, and dask processes of this user on the env's planned ports."""
+    """Recorded pids, marked processes, and dask processes of this user on the env's planned ports.
+
+    Pids recorded on another machine mean nothing here and are never signalled.
+    """
     pids = set(marked_pids(key))
-    for name in ("scheduler_pid", "workers_pid"):
+    for name in ("scheduler_pid", "workers_pid") if this_host(state) else ():
         pid = (state or {}).get(name)
         if own(pid) and any("dask" in part or "distributed" in part for part in cmdline(int(pid))):
             pids.add(int(pid))
@@ -165,7 +174,10 @@ def own_listeners(found, lo, hi):
 
 
 def health(state):
-    """What is true of a recorded cluster right now."""
+    """What is true of a recorded cluster right now (on another machine: nothing, as seen from here)."""
+    if not this_host(state):
+        return {"scheduler_alive": False, "tls": False, "workers_running": 0, "healthy": False,
+                "elsewhere": state.get("hostname")}
     found = listeners()
     sched = state.get("scheduler_pid")
     port = state.get("scheduler_port")
@@ -253,7 +265,7 @@ def wait(payload):
                           "ClusterError")
         time.sleep(0.1)
     state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers_pid, address=address,
-                 started=time.time(), **{k: rec[k] for k in ("scheduler_port", "dashboard_port", "worker_ports",
+                 started=time.time(), hostname=platform.node(), **{k: rec[k] for k in ("scheduler_port", "dashboard_port", "worker_ports",
                                                              "nanny_ports")})
     write_json(state_path("clusters", "%s.json" % payload["key"]), state)
     return dict(state, **health(state))
