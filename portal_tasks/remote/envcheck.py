@@ -69,6 +69,9 @@ def _resolve_named(spec, wanted):
 
 def _resolve_path(spec):
     prefix = os.path.abspath(os.path.expanduser(spec))
+    if os.path.exists(prefix) and not os.path.isdir(prefix):
+        raise Failure("env %s is a file, not an env directory." % spec, "EnvError",
+                      "Pass the env's top directory (the one holding bin/), or a conda env name.")
     if not os.path.isdir(prefix):
         parent = os.path.dirname(prefix)
         try:

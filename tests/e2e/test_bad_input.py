@@ -109,7 +109,7 @@ CASES: dict[str, Case] = {
     "unknown host": Case(("--host", "no-such-host"), "no-such-host"),
     "host refuses the key": Case(("--host", "matagorda-badkey"), "matagorda-badkey"),
     "named env missing": Case(("--env", "nosuchenv"), "nosuchenv"),
-    "a file, not an env": Case(("--env", "{file}"), "{file}"),
+    "a file, not an env": Case(("--env", "{file}"), "{file} is a file"),
     "env without python": Case(("--env", "{nopython}"), "{nopython}"),
     "env without dask": Case(("--env", "{bare}"), "{bare}"),
     "memory negative": Case(("--memory", "-4GiB"), "-4GiB"),
