@@ -48,7 +48,9 @@ def test_up_in_a_terminal_attaches_and_detach_returns(portal_server, alice):
         screen = read_until(main, b"[portal]", 180)  # tmux's status line: attached
         assert b"[portal]" in screen and window in screen, screen[-2000:].decode(errors="replace")
         assert proc.poll() is None, "portal should now be the attached tmux client"
-        os.write(main, b"\x02d")  # C-b d: detach
+        # detach as another terminal of the user would (keys typed into a pty can race tmux's start)
+        detached = alice.ssh(portal_server.host, "tmux detach-client -s =portal")
+        assert detached.rc == 0, detached.stderr
         proc.wait(timeout=30)
         assert proc.returncode == 0
     finally:
