@@ -12,8 +12,6 @@ import errno
 import http.server
 import json
 import os
-import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -22,7 +20,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -33,6 +30,7 @@ from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.procs import kill_and_wait
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.waiting import retry_until
+from portal_tasks.testing.flows import http_get, laptop_ssh_pids, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 SHELLS = {"bash", "sh", "zsh", "dash"}
@@ -41,30 +39,6 @@ SHELLS = {"bash", "sh", "zsh", "dash"}
 @pytest.fixture
 def env(portal_server: TestServer) -> str:
     return str(portal_server.envs["a"])
-
-
-def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str) -> Result:
-    res = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", "--no-browser", *extra, timeout=240)
-    assert res.rc == 0, res.stdout + res.stderr
-    return res
-
-
-def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
-    res = run_portal(user, "status", "--host", host, "--json")
-    assert res.rc == 0, res.stdout + res.stderr
-    return dict(json.loads(res.stdout))
-
-
-def urls_in(res: Result) -> list[str]:
-    return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read(4096).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
 
 
 def is_dashboard(url: str) -> bool:
@@ -77,24 +51,11 @@ def schedulers(server: TestServer, user: TestUser) -> list[str]:
     return [line for line in res.stdout.splitlines() if "dask scheduler" in line]
 
 
-def master_pids(user: TestUser) -> list[int]:
-    """The laptop's ssh master processes of this user (their argv carries the user's ssh config)."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0] == b"ssh" and b"ControlMaster=yes" in cmd and str(user.ssh_config).encode() in cmd:
-            pids.append(int(pid))
-    return pids
-
-
 def kill_masters(user: TestUser) -> list[int]:
-    pids = master_pids(user)
+    pids = laptop_ssh_pids(user, b"ControlMaster=yes")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    retry_until(lambda: not master_pids(user), 10, 0.05, what="the ssh master to die")
+    retry_until(lambda: not laptop_ssh_pids(user, b"ControlMaster=yes"), 10, 0.05, what="the ssh master to die")
     return pids
 
 

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shlex
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -21,6 +18,7 @@ import pytest
 from portal_tasks import plan
 from portal_tasks.runner import Result
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.flows import http_get, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 
@@ -28,31 +26,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def env(portal_server: TestServer) -> str:
     return str(portal_server.envs["a"])
-
-
-def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
-       timeout: float = 240) -> Result:
-    res = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", "--no-browser", *extra, timeout=timeout)
-    assert res.rc == 0, res.stdout + res.stderr
-    return res
-
-
-def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
-    res = run_portal(user, "status", "--host", host, "--json")
-    assert res.rc == 0, res.stdout + res.stderr
-    return dict(json.loads(res.stdout))
-
-
-def urls_in(res: Result) -> list[str]:
-    return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
-
-
-def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read(4096).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
 
 
 #: Run on the host as another user: GET a URL over TCP or a unix socket; prints the status or the error.

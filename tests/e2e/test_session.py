@@ -9,8 +9,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import urllib.error
-import urllib.request
 from typing import Any, Iterator
 
 import pytest
@@ -20,6 +18,7 @@ from portal_tasks.testing.netns import LAPTOP_MARK
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.procs import pids_with_env
 from portal_tasks.testing.waiting import retry_until
+from portal_tasks.testing.flows import http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -154,14 +153,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_jupyter_answers_with_its_token_through_a_forward_and_carries_cluster_vars(
         portal_server, alice, run_portal, fresh, listening_sockets):
     user = fresh(alice)
@@ -180,9 +171,9 @@ def test_jupyter_answers_with_its_token_through_a_forward_and_carries_cluster_va
         env=portal_env(user), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{local}"
-        assert retry_until(lambda: http_status(f"{base}/api/status?token={token}") == 200, 30, 0.3,
+        assert retry_until(lambda: http_get(f"{base}/api/status?token={token}")[0] == 200, 30, 0.3,
                            what="Jupyter through the forward", retry_on=(OSError,))
-        assert http_status(f"{base}/api/status") == 403
+        assert http_get(f"{base}/api/status")[0] == 403
     finally:
         forward.terminate()
         forward.wait(10)

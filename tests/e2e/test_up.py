@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import threading
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.flows import http_get, laptop_ssh_pids, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +26,6 @@ ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
 print(json.dumps({"id": c.scheduler_info()["id"], "mine": c.id, "clients": ids}), flush=True)
 sys.stdin.read()
 """
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture
@@ -53,34 +43,17 @@ def browser(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {"BROWSER": str(script)}, record
 
 
-def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
-       browser_env: dict[str, str] | None = None) -> Result:
-    res = run_portal(user, "up", "--host", host, "--env", env, "--no-attach", *extra, env=browser_env, timeout=240)
-    assert res.rc == 0, res.stdout + res.stderr
-    return res
-
-
-def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
-    res = run_portal(user, "status", "--host", host, "--json")
-    assert res.rc == 0, res.stdout + res.stderr
-    return json.loads(res.stdout)
-
-
-def urls_in(res: Result) -> list[str]:
-    return re.findall(r"http://localhost:\d+/\S+", res.stdout)
-
-
 def test_up_through_the_login_node_opens_working_urls(portal_server, alice, run_portal, env, browser):
     host = portal_server.via_login_host
     browser_env, record = browser
-    res = up(run_portal, alice, host, env, "--jupyter", browser_env=browser_env)
+    res = up(run_portal, alice, host, env, "--jupyter", env_vars=browser_env)
     opened = record.read_text().split()
     dashboards = [u for u in opened if u.endswith("/status")]
     labs = [u for u in opened if "/lab?token=" in u]
     assert len(dashboards) == 1 and len(labs) == 1, opened
-    assert http_status(dashboards[0]) == 200
-    assert http_status(labs[0]) == 200
-    assert http_status(labs[0].split("/lab?")[0] + "/api/status") == 403  # without the token: refused
+    assert http_get(dashboards[0])[0] == 200
+    assert http_get(labs[0])[0] == 200
+    assert http_get(labs[0].split("/lab?")[0] + "/api/status")[0] == 403  # without the token: refused
     assert "✓ cluster" in res.stderr and "✓ forward" in res.stderr
 
     ports = user_ports(run_portal(alice, "ports", "--host", host, "--json"))
@@ -104,25 +77,11 @@ def test_second_up_changes_nothing(portal_server, alice, run_portal, env):
     assert "reusing" in second.stderr + second.stdout
 
 
-def _master_pids(user: TestUser) -> list[int]:
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0] == b"ssh" and b"ControlMaster=yes" in cmd and str(user.ssh_config).encode() in cmd:
-            pids.append(int(pid))
-    return pids
-
-
 def test_network_drop_leaves_everything_running_and_up_restores_urls(portal_server, alice, run_portal, env):
     host = portal_server.host
     first = up(run_portal, alice, host, env, "--no-browser")
     before = status(run_portal, alice, host)
-    masters = _master_pids(alice)
+    masters = laptop_ssh_pids(alice, b"ControlMaster=yes")
     assert masters, "no ssh master of this laptop found"
     for pid in masters:  # the laptop's connection drops
         os.kill(pid, signal.SIGKILL)
@@ -135,7 +94,7 @@ def test_network_drop_leaves_everything_running_and_up_restores_urls(portal_serv
     assert [w["pid"] for s in after["sessions"] for w in s["windows"]] == \
         [w["pid"] for s in before["sessions"] for w in s["windows"]]
     assert urls_in(again) == urls_in(first)
-    assert all(http_status(u) == 200 for u in urls_in(again))
+    assert all(http_get(u)[0] == 200 for u in urls_in(again))
 
 
 def test_two_users_at_once_keep_apart(portal_server, alice, bob, run_portal, env):
@@ -158,7 +117,7 @@ def test_two_users_at_once_keep_apart(portal_server, alice, bob, run_portal, env
     assert a_block["end"] < b_block["start"] or b_block["end"] < a_block["start"]
     for user_status, res in ((a, results["alice"]), (b, results["bob"])):
         assert [s["name"] for s in user_status["sessions"]] == ["portal"]
-        assert all(http_status(u) == 200 for u in urls_in(res))
+        assert all(http_get(u)[0] == 200 for u in urls_in(res))
     assert a["clusters"][0]["address"] != b["clusters"][0]["address"]
 
 

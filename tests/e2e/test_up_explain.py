@@ -6,28 +6,15 @@ import os
 import re
 import signal
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from portal_tasks import plan
 from portal_tasks.runner import run
 from portal_tasks.testing.plugin import portal_env
+from portal_tasks.testing.flows import laptop_ssh_pids
 
 pytestmark = pytest.mark.e2e
-
-
-def _forward_pids(user) -> list[int]:
-    """The `ssh -f -N -L` processes the pasted text left on this laptop."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0] == b"ssh" and b"-N" in argv and str(user.ssh_config).encode() in argv:
-            found.append(int(pid))
-    return found
 
 
 def test_pasted_explain_of_up_gives_a_working_setup(portal_server, alice, run_portal, listening_sockets, tmp_path):
@@ -57,5 +44,5 @@ def test_pasted_explain_of_up_gives_a_working_setup(portal_server, alice, run_po
         with urllib.request.urlopen(url, timeout=20) as resp:  # the pasted ssh -L forward
             assert resp.status == 200
     finally:
-        for pid in _forward_pids(alice):
+        for pid in laptop_ssh_pids(alice, b"-N"):
             os.kill(pid, signal.SIGTERM)

@@ -1,0 +1,64 @@
+"""Helpers for end-to-end tests of portal's commands: run `up`/`status`, read URLs, find laptop ssh processes.
+
+    res = up(run_portal, alice, server.host, env)
+    assert all(http_get(url)[0] == 200 for url in urls_in(res))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from portal_tasks.runner import Result
+from portal_tasks.testing.server import TestUser
+
+
+def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
+       env_vars: dict[str, str] | None = None, timeout: float = 240) -> Result:
+    """`portal up --no-attach` as user (asserting it succeeded); no browser unless env_vars sets $BROWSER."""
+    args = ["up", "--host", host, "--env", env, "--no-attach", *extra]
+    if "--no-browser" not in extra and not (env_vars or {}).get("BROWSER"):
+        args.append("--no-browser")  # a test opens the browser only with a recording $BROWSER
+    res = run_portal(user, *args, env=env_vars, timeout=timeout)
+    assert res.rc == 0, res.stdout + res.stderr
+    return res
+
+
+def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, Any]:
+    """`portal status --json` as user (asserting it succeeded)."""
+    res = run_portal(user, "status", "--host", host, "--json")
+    assert res.rc == 0, res.stdout + res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def urls_in(res: Result) -> list[str]:
+    """The local URLs a command printed, first appearance first."""
+    return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """(status, start of the body); an HTTP error status is returned, a refused connection raises OSError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read(4096).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def laptop_ssh_pids(user: TestUser, *needles: bytes) -> list[int]:
+    """The laptop's ssh processes that use this user's ssh config and carry every needle in their argv
+    (``b"ControlMaster=yes"``: the master; ``b"-N"``: a hand-made ``ssh -f -N -L`` forward)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] == b"ssh" and str(user.ssh_config).encode() in argv and all(n in argv for n in needles):
+            found.append(int(pid))
+    return found
