@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .. import state
 from ..errors import ForwardError, PortalError
@@ -73,10 +73,10 @@ def wait_answers(url: str, seconds: float = 10.0) -> bool:
     return False
 
 
-def _forward_one(target: Target, service: Service, remembered: dict[str, object] | None) -> Forward:
+def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | None) -> Forward:
     link = target.link
     if remembered and remembered.get("remote") == service.remote:
-        port = int(remembered["local_port"])  # type: ignore[arg-type]
+        port = int(remembered["local_port"])
         if answers(service.url(port), timeout=2.0) and link.name != "local":
             try:
                 link.forward(port, service.remote)  # idempotent for an identical forward in the master
@@ -85,7 +85,7 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, object]
                 pass
         with contextlib.suppress(PortalError):
             link.cancel_forward(port, service.remote)
-    want = [int(remembered["local_port"]) if remembered else None, service.host_port]  # type: ignore[arg-type]
+    want = [int(remembered["local_port"]) if remembered else None, service.host_port]
     port = choose_local_port(want, local_port_free, free_local_port)
     wished = next((p for p in want if p), None)
     if wished and port != wished:

@@ -97,13 +97,20 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
     parts = parts + ipython.explain(target, env=env)
     if jupyter:
         parts = parts + jupyter_step.explain(target, env=env, socket=socket)
-    seen: set[str] = set()  # each step ensures the session; say it once
-    parts.remote = [line for line in parts.remote if not (line.startswith("tmux has-session") and line in seen)
-                    and not seen.add(line)]
+    parts.remote = _once(parts.remote, "tmux has-session")  # each step ensures the session; say it once
     local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
     if attach:
         local.append(attach_line(target))
     return parts + Explained(local=local)
+
+
+def _once(lines: list[str], prefix: str) -> list[str]:
+    """Lines with later repeats of a line starting with prefix dropped."""
+    kept: list[str] = []
+    for line in lines:
+        if not (line.startswith(prefix) and line in kept):
+            kept.append(line)
+    return kept
 
 
 def attach_line(target: Target) -> str:
