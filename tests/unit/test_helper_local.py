@@ -1,6 +1,5 @@
 """The host-side helper, run for real on this machine through the local link."""
 
-import json
 import os
 import socket
 import zipfile
