@@ -85,3 +85,15 @@ def test_program_object_runs_without_exiting():
     with pytest.raises(SystemExit) as info:
         program.run(["portal", "--version"], exit=True)
     assert info.value.code in (0, None)
+
+
+def test_up_with_a_missing_env_starts_nothing(tmp_path):
+    import os
+
+    env = {**os.environ, "HOME": str(tmp_path), "TMUX_TMPDIR": str(tmp_path)}
+    out = portal("up", "--env", str(tmp_path / "no-env"), "--no-attach", "--no-browser", cwd=tmp_path, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("portal:")] == [
+        f"portal: localhost: env {tmp_path / 'no-env'} not found: no such directory. "
+        f"Create it (python3 -m venv {tmp_path / 'no-env'}) or pass another --env."]
+    assert not list(tmp_path.glob("tmux-*/default")), "a tmux server was started"
