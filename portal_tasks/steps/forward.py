@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import socket
 import time
 import urllib.error
@@ -163,7 +164,7 @@ def explain(target: Target, watch: bool = False) -> Explained:
     for s in services:
         port = s.host_port or 8888
         argv = [*explain_ssh(target.settings), "-f", "-N", "-L", f"127.0.0.1:{port}:{s.remote}", target.host]
-        lines.append(" ".join(argv) + f"    # then open {s.url(port)}")
+        lines.append(shlex.join(argv) + f"    # then open {s.url(port)}")
     if not services:
         lines.append(f"# nothing to forward: no dashboard or Jupyter server of yours runs on {target.host}")
     return Explained(local=lines)
