@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from invoke import Config
@@ -175,5 +175,3 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         connect_timeout=float(merged["connect_timeout"]),
     )
 
-
-SETTING_NAMES = tuple(f.name for f in fields(Settings))

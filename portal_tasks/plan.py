@@ -13,18 +13,7 @@ from typing import Any, Iterable
 from .config import Settings
 from .errors import UsageError
 
-try:  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
-    from .envs import env_key
-except ImportError:  # pragma: no cover - envs lands with the env step
-    import hashlib
-
-    def env_key(spec: str) -> str:
-        """A short tmux-safe key: the env name, or a path's name plus a short hash."""
-        clean = spec.rstrip("/") or "/"
-        safe = re.sub(r"[^A-Za-z0-9_-]+", "-", clean.rsplit("/", 1)[-1]).strip("-") or "env"
-        if "/" not in clean and not clean.startswith(("~", ".")):
-            return safe
-        return f"{safe}-{hashlib.sha256(clean.encode()).hexdigest()[:4]}"
+from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
 
 __all__ = [
     "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",

@@ -40,9 +40,9 @@ class Target:
     def host(self) -> str:
         return self.settings.host
 
-    def facts(self, refresh: bool = False) -> dict[str, Any]:
+    def facts(self) -> dict[str, Any]:
         """The host's probe (uid, user, home, tmux, managers, memory), fetched once."""
-        if self._facts is None or refresh:
+        if self._facts is None:
             self._facts = self.link.helper("probe", {})
         return self._facts
 

@@ -4,7 +4,7 @@ Steps put each service in a window of its own (``ipython-a``, ``jupyter-a``, ``c
 
     result = open_window(target, "cluster-a", lines=[activation, "dask scheduler ..."],
                          environment={"DASK_...": "..."})
-    if result.started: wait_busy(target, result.window)  # or poll the service itself
+    if result.started: wait_busy(result.window)  # or poll the service itself
 
 A window whose pane runs something other than a shell is kept as it is; a window
 whose pane sits idle at a shell prompt is replaced, so variables are fresh.

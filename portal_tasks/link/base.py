@@ -116,12 +116,6 @@ class Link(ABC):
         """Run an argv on the host, every argument quoted."""
         return self.run_shell(shlex.join(argv), input=input, timeout=timeout)
 
-    def check(self, argv: Sequence[str], what: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
-        result = self.run(argv, input=input, timeout=timeout)
-        if not result.ok:
-            raise errors.RemoteCommandError(f"{what} failed (exit {result.rc}): {result.tail()}", host=self.host)
-        return result
-
     def _helper_command(self, verb: str, payload: Any) -> str:
         py = shlex.quote(self.settings.remote_python)
         return f"{py} ~/{helper_path()} {shlex.quote(verb)} {shlex.quote(json.dumps(payload))}"
@@ -175,7 +169,8 @@ class Link(ABC):
 
         The lock lives as long as the helper's stdin: if this process dies, the lock goes too.
         """
-        self.helper("ping")  # installs the helper if needed
+        if not self._helper_ready:
+            self.helper("ping")  # installs the helper if needed
         proc = spawn(self.command_argv(self._helper_command("lock", {"name": name, "timeout": timeout})))
         try:
             assert proc.stdout is not None

@@ -7,6 +7,7 @@ and end with this process), so it is the fallback, chosen with ``transport: fabr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import shlex
 import stat
@@ -89,7 +90,8 @@ class FabricLink(Link):
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float = 120) -> Iterator[None]:
-        self.helper("ping")
+        if not self._helper_ready:
+            self.helper("ping")  # installs the helper if needed
         channel = self._conn.client.get_transport().open_session()
         channel.exec_command(self._helper_command("lock", {"name": name, "timeout": timeout}))
         try:
@@ -102,7 +104,8 @@ class FabricLink(Link):
             channel.close()
 
     def tmux_bin(self) -> str:
-        path = control_dir() / f"fabric-tmux-{abs(hash((self.host, self.settings.ssh_config))):x}"
+        ident = f"{self.host}\0{self.settings.ssh_config}"
+        path = control_dir() / f"fabric-tmux-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
         body = (
             f"#!{sys.executable}\n"
             "import shlex, sys\n"

@@ -15,7 +15,10 @@ def main(argv: list[str]) -> int:
     from .fabric import connection, exec_bytes
 
     conn = connection(resolve(None, host, ssh_config=ssh_config or None, transport="fabric"))
-    rc, out, err = exec_bytes(conn, command)
+    try:
+        rc, out, err = exec_bytes(conn, command)
+    finally:
+        conn.close()
     sys.stdout.buffer.write(out)
     sys.stderr.buffer.write(err)
     return rc

@@ -162,7 +162,8 @@ class OpenSSHLink(Link):
         """A tiny executable that runs tmux on the host through the master, UTF-8, each argument quoted."""
         self.connect()
         prefix = self.command_argv("")[:-1]
-        path = self.dir / f"tmux-{abs(hash((self.host, self.control_path, self.settings.ssh_config))):x}"
+        ident = f"{self.host}\0{self.control_path}\0{self.settings.ssh_config}"
+        path = self.dir / f"tmux-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"  # stable across runs
         body = (
             f"#!{sys.executable} -IS\n"
             "import os, shlex, sys\n"

@@ -144,14 +144,6 @@ def listeners():
     return found
 
 
-def port_free(port, addr="127.0.0.1"):
-    """True when nothing listens on port (any address that covers addr)."""
-    for entry in listeners():
-        if entry["port"] == port and entry["addr"] in (addr, "0.0.0.0", "::", "::ffff:" + addr):
-            return False
-    return True
-
-
 def pid_alive(pid):
     if not pid:
         return False

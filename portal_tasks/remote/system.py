@@ -1,15 +1,13 @@
 """Verbs about the host itself: ping, probe (who am I, tools, listeners), and a held lock."""
 
-import fcntl
 import os
 import platform
 import pwd
 import shutil
 import subprocess
 import sys
-import time
 
-from .common import Failure, listeners, state_path
+from .common import listeners, locked
 
 
 def ping(_payload):
@@ -59,21 +57,10 @@ def probe(payload):
 
 def lock(payload):
     """Take ~/.portal/locks/NAME, say 'locked', hold it until stdin closes (the laptop went away)."""
-    name = payload.get("name", "lock")
-    fd = os.open(state_path("locks", name), os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + float(payload.get("timeout", 120))
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise Failure("lock %s still held after %ss" % (name, payload.get("timeout", 120)), "StateError")
-            time.sleep(0.05)
-    sys.stdout.write("locked\n")
-    sys.stdout.flush()
-    sys.stdin.read()
-    os.close(fd)
+    with locked(payload.get("name", "lock"), float(payload.get("timeout", 120))):
+        sys.stdout.write("locked\n")
+        sys.stdout.flush()
+        sys.stdin.read()
     return "released"
 
 

@@ -116,6 +116,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"])}
     with target.link.lock(f"cluster-{key}"):
         prep = target.link.helper("cluster-prepare", payload)
+        target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else prep["ports"]
         for note in prep.get("notes", []):
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
@@ -191,8 +192,11 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
     """Variables for a window of ``env`` so a plain ``Client()`` reaches the user's cluster of that env."""
     facts = target.facts()
     key = plan.env_key(env_spec(target, env))
-    running = {c["env_key"]: c for c in describe(target)}
-    if key in running:
+    known = target.memo.get(("cluster-ports", key))  # this run's `cluster` step already knows them
+    running = {} if known else {c["env_key"]: c for c in describe(target)}
+    if known:
+        ports = known
+    elif key in running:
         ports = running[key]
     else:
         report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})

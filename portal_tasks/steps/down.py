@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from typing import Any
 
 from .. import state
 from ..envs import env_key
 from ..errors import PortalError
 from ..target import Explained, Target
-from ..tmux_commands import kill_window
+from ..link.openssh import explain_ssh
+from ..tmux_commands import SHELLS, kill_window
 
 STEP_WINDOWS = ("ipython", "jupyter", "env", "cluster")
 
 
-def _windows_for(target: Target, key: str | None, keep_cluster: bool) -> list[str]:
+def _session(target: Target) -> dict[str, Any] | None:
     from .status import sessions
 
-    mine = next((s for s in sessions(target) if s["name"] == target.settings.session), None)
-    if mine is None:
-        return []
+    return next((s for s in sessions(target) if s["name"] == target.settings.session), None)
+
+
+def _step_windows(windows: list[dict[str, Any]], key: str | None, keep_cluster: bool) -> list[str]:
+    """The names of portal's step windows (of one env, or all) among the session's windows."""
     prefixes = [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
-    names = [w["name"] for w in mine["windows"]]
+    names = [w["name"] for w in windows]
     return [n for n in names if any(n == f"{p}-{key}" if key else n.startswith(f"{p}-") for p in prefixes)]
 
 
@@ -39,20 +43,23 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
             if key is None or entry["env_key"] == key:
                 cluster.stop(target, entry["env"])
                 stopped.append(f"cluster {entry['env']}")
-    for window in _windows_for(target, key, keep_cluster):
+    session = _session(target)
+    windows = session["windows"] if session else []
+    killed = _step_windows(windows, key, keep_cluster)
+    for window in killed:
         target.link.run(kill_window(target.settings.session, window))
         stopped.append(f"window {window}")
-    if key is None and not keep_cluster:
-        from .status import sessions
-
-        mine = next((s for s in sessions(target) if s["name"] == target.settings.session), None)
-        if mine is not None and all(w["name"] == "main" or w["command"] in ("bash", "sh", "zsh") for w in mine["windows"]):
-            target.link.run(["tmux", "kill-session", "-t", f"={target.settings.session}"])
-            stopped.append(f"session {target.settings.session}")
+    left = [w for w in windows if w["name"] not in killed]
+    if session is not None and key is None and not keep_cluster and all(w["command"] in SHELLS for w in left):
+        # only idle shells remain (e.g. the first window): the session was portal's, it goes too
+        target.link.run(["tmux", "kill-session", "-t", f"={target.settings.session}"])
+        stopped.append(f"session {target.settings.session}")
     with state.laptop_lock(target.host):
         forwards = state.load_forwards(target.host)
         for name, entry in list(forwards.items()):
-            if key is None or name.endswith(f"-{key}") and (not keep_cluster or not name.startswith("dashboard")):
+            ours = key is None or name.endswith(f"-{key}")
+            kept = keep_cluster and name.startswith("dashboard")  # the cluster runs on: keep its dashboard
+            if ours and not kept:
                 with contextlib.suppress(PortalError):
                     target.link.cancel_forward(int(entry["local_port"]), str(entry["remote"]))
                 del forwards[name]
@@ -69,5 +76,6 @@ def explain(target: Target, env: str | None = None, keep_cluster: bool = False) 
     prefixes = [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
     for p in prefixes:
         remote.append(shlex.join(kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null")
-    local = [f"ssh -O exit {target.host}    # ends the master connection and its forwards"]
+    exit_master = shlex.join([*explain_ssh(target.settings), "-O", "exit", target.host])
+    local = [] if target.settings.is_local else [f"{exit_master}    # ends the master connection and its forwards"]
     return Explained(remote=remote, local=local)

@@ -73,10 +73,8 @@ def require(target: Target, env: Env, module: str, step: str) -> None:
 
 def cluster_environment(target: Target, env: Env) -> dict[str, str]:
     """The variables that point a plain ``Client()`` at the user's cluster for this env ({} without one)."""
-    try:
-        from .cluster import client_environment
-    except ImportError:
-        return {}
+    from .cluster import client_environment
+
     return dict(client_environment(target, env.spec))
 
 

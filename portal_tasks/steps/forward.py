@@ -78,7 +78,7 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | 
     link = target.link
     if remembered and remembered.get("remote") == service.remote:
         port = int(remembered["local_port"])
-        if answers(service.url(port), timeout=2.0) and link.name != "local":
+        if answers(service.url(port), timeout=2.0):
             try:
                 link.forward(port, service.remote)  # idempotent for an identical forward in the master
                 return Forward(service, port, answered=True)

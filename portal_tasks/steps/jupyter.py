@@ -47,11 +47,8 @@ def window_name(env: Env) -> str:
 def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
     """The env's Jupyter port from the port plan; claim=False only reads (for --explain)."""
     uid = int(target.facts()["uid"])
-    try:
-        from .. import plan
-    except ImportError:
-        s = target.settings
-        return s.port_base + (uid % s.slots) * s.block_size + FALLBACK_OFFSET
+    from .. import plan
+
     payload = {"plan": plan.plan_payload(target.settings, uid), "key": env.key, "env": env.spec}
     if not claim:
         report = target.link.helper("ports-report", payload)

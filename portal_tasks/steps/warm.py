@@ -6,7 +6,6 @@ anything is missing or unhealthy, `up` takes the full path (tmux, env, cluster, 
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +67,7 @@ def say_kept(target: Target, warm: Warm, step: str, options: dict[str, Any]) -> 
     host, env, session = target.host, warm.env, target.settings.session
     if step == "tmux":
         target.say(f"{host}: tmux session {session!r} already running, reused.")
-        target.say(f"attach: {shlex.join(target.link.attach_argv(session))}")
+        target.say(f"attach: {target.link.attach_hint(session)}")
     elif step == "env":
         target.say(f"{host}: env {env.spec!r} ({env.kind}, {env.prefix}) already active, kept "
                    f"in window env-{env.key} of session {session!r}.")
