@@ -12,14 +12,15 @@ whose pane sits idle at a shell prompt is replaced, so variables are fresh.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Mapping, Sequence
+from typing import Callable, ContextManager, Iterator, Mapping, Sequence
 
 import libtmux
 from libtmux import exc as tmux_exc
 
-from .errors import TmuxError
+from .errors import LinkError, TmuxError
 from .target import Target
 from .tmux_commands import FIRST_WINDOW, MARKER, SHELLS
 
@@ -40,10 +41,24 @@ def server(target: Target) -> libtmux.Server:
     return libtmux.Server(tmux_bin=target.link.tmux_bin())
 
 
+@contextlib.contextmanager
+def tmux_errors(target: Target) -> Iterator[None]:
+    """libtmux's exceptions as portal's errors: a link that dropped under a tmux call is a LinkError."""
+    try:
+        yield
+    except tmux_exc.LibTmuxException as exc:
+        if not target.settings.is_local and not target.link.is_alive():
+            raise LinkError("the SSH connection failed (it closed under a tmux command).", host=target.host,
+                            hint="Run the command again; portal reconnects and keeps what runs.") from None
+        raise TmuxError(f"tmux refused a command: {' '.join(str(exc).split())[:300]}", host=target.host,
+                        hint=f"Attach (tmux attach -t {target.settings.session}) to look.") from None
+
+
 def find_session(target: Target) -> libtmux.Session | None:
     """The session named settings.session (exact match), or None."""
     name = target.settings.session
-    return next((s for s in server(target).sessions if s.session_name == name), None)
+    with tmux_errors(target):
+        return next((s for s in server(target).sessions if s.session_name == name), None)
 
 
 def ensure_session(target: Target) -> tuple[libtmux.Session, bool]:
@@ -125,18 +140,19 @@ def open_window(
     replaced by a new window carrying ``environment`` (tmux ``new-window -e``).
     """
     session, _ = ensure_session(target)
-    window = find_window(session, name)
-    if window is not None:
-        if keep(window):
-            return WindowResult(window, started=False)
-        window.kill()
-    window = session.new_window(window_name=name, attach=False, environment=dict(environment or {}))
-    if mark is not None:
-        set_marker(window, mark)
-    pane = window.active_pane
-    assert pane is not None
-    for line in lines:
-        pane.send_keys(line, enter=True)
+    with tmux_errors(target):
+        window = find_window(session, name)
+        if window is not None:
+            if keep(window):
+                return WindowResult(window, started=False)
+            window.kill()
+        window = session.new_window(window_name=name, attach=False, environment=dict(environment or {}))
+        if mark is not None:
+            set_marker(window, mark)
+        pane = window.active_pane
+        assert pane is not None
+        for line in lines:
+            pane.send_keys(line, enter=True)
     return WindowResult(window, started=True)
 
 

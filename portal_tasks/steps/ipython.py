@@ -9,7 +9,7 @@ from .. import tmux_commands as cmds
 from ..envs import Env
 from ..errors import EnvError
 from ..target import Explained, Target
-from ..tmuxctl import open_window, tail, wait_busy, window_lock
+from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
 from . import env as env_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
@@ -48,8 +48,11 @@ def run(target: Target, env: str | None = None) -> Env:
     with window_lock(target, name):
         result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
                              mark=f"ipython:{resolved.location}")
-        if result.started and not wait_busy(result.window, START_SECONDS):
-            raise EnvError(f"IPython did not start in window {name} ({tail(result.window)}).", host=target.host,
+        with tmux_errors(target):
+            started = not result.started or wait_busy(result.window, START_SECONDS)
+            why = "" if started else tail(result.window)
+        if not started:
+            raise EnvError(f"IPython did not start in window {name} ({why}).", host=target.host,
                            hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
                                 f"{name}.")
     state = "started" if result.started else "already running, kept"
