@@ -163,8 +163,7 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     spec_text = env_spec(target, env)
     facts = target.facts()
     key = plan.env_key(spec_text)
-    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
-    ports = report["envs"].get(key) or report.get("would_be")
+    ports = planned_ports(target, key)
     if not ports:
         raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
     spec, _ = _spec(target, key, EnvPorts.from_dict(ports), options)
@@ -175,14 +174,23 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     return Explained(remote=lines)
 
 
+def planned_ports(target: Target, key: str) -> dict[str, Any]:
+    """The env's recorded ports, else the ones it would get ({} when its block is full); read-only,
+    asked once per run."""
+    memo = ("ports-report", key)
+    if memo not in target.memo:
+        payload = {"plan": plan.plan_payload(target.settings, target.facts()["uid"]), "key": key}
+        report = target.link.helper("ports-report", payload)
+        target.memo[memo] = report["envs"].get(key) or report.get("would_be") or {}
+    return dict(target.memo[memo])
+
+
 def explain_forwards(target: Target, env: str | None = None, jupyter: bool = False) -> list[str]:
     """The laptop's ``ssh -L`` line for the env's dashboard (and JupyterLab) on the same port numbers."""
     if target.settings.is_local:
         return []
-    facts = target.facts()
     key = plan.env_key(env_spec(target, env))
-    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
-    ports = report["envs"].get(key) or report.get("would_be") or {}
+    ports = planned_ports(target, key)
     wanted = [ports.get("dashboard_port")] + ([ports.get("jupyter_port")] if jupyter else [])
     specs = [arg for p in wanted if p for arg in ("-L", f"127.0.0.1:{p}:127.0.0.1:{p}")]
     return [shlex.join([*explain_ssh(target.settings), "-f", "-N", *specs, target.host])] if specs else []
@@ -199,8 +207,7 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
     elif key in running:
         ports = running[key]
     else:
-        report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"]), "key": key})
-        ports = report["envs"].get(key) or report.get("would_be") or {}
+        ports = planned_ports(target, key)
         if not ports:
             raise ClusterError(f"no ports planned for env {env}.", host=target.host, hint="Run `portal cluster` first.")
     return daskcmd.client_environment(int(ports["scheduler_port"]), int(ports["dashboard_port"]),
