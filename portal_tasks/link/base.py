@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import shlex
+import subprocess
 import zipfile
 from abc import ABC, abstractmethod
 from functools import lru_cache
@@ -20,6 +21,8 @@ from ..runner import Result, spawn
 REMOTE_PACKAGE = Path(__file__).resolve().parent.parent / "remote"
 #: Where the helper lives on the host; ``~`` is expanded by the host's shell.
 HELPER_DIR = ".portal/bin"
+#: Helper archives of other portal versions that nobody ran for this many days are removed on install.
+PRUNE_DAYS = 30
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +44,37 @@ def helper_path() -> str:
     return f"{HELPER_DIR}/remote-{digest}.pyz"
 
 
+def helper_command(remote_python: str, verb: str) -> str:
+    """The host's shell line for one helper verb (pure). Its payload goes on stdin (:func:`payload_line`),
+    never here: every user of the host can read a process's arguments, and payloads carry keys."""
+    return f"{shlex.quote(remote_python)} ~/{helper_path()} {shlex.quote(verb)}"
+
+
+def payload_line(payload: Any) -> bytes:
+    """A helper payload as the one JSON line the helper reads first from its stdin."""
+    return (json.dumps({} if payload is None else payload) + "\n").encode()
+
+
+def helper_missing(rc: int, stderr: str) -> bool:
+    """True when python could not open the helper archive: not installed yet, or removed meanwhile."""
+    return rc == 2 and "remote-" in stderr and ("can't open file" in stderr or "No such file" in stderr)
+
+
+def install_script(path: str) -> str:
+    """The host's shell line that writes stdin to ``~/PATH`` atomically (pure).
+
+    Helpers of other portal versions stay (another laptop may run one right now); only archives
+    unused for PRUNE_DAYS (each run touches its own, see remote/main.py) and stale partial uploads go.
+    """
+    keep = shlex.quote(Path(path).name)
+    return (
+        f"umask 077 && mkdir -p ~/{HELPER_DIR} && chmod 700 ~/.portal && "
+        f"cat > ~/{path}.$$.tmp && mv ~/{path}.$$.tmp ~/{path} && "  # $$: installs at once do not collide
+        f"{{ find ~/{HELPER_DIR} -maxdepth 1 ! -name {keep} \\( -name 'remote-*.pyz' -mtime +{PRUNE_DAYS} "
+        f"-o -name 'remote-*.tmp' -mmin +60 \\) -delete 2>/dev/null; true; }}"
+    )
+
+
 ERROR_KINDS: dict[str, type[errors.PortalError]] = {
     cls.__name__: cls
     for cls in (
@@ -60,7 +94,6 @@ class Link(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.host = settings.host
-        self._helper_ready = False
 
     # -- transport-specific -------------------------------------------------
     @abstractmethod
@@ -116,32 +149,23 @@ class Link(ABC):
         """Run an argv on the host, every argument quoted."""
         return self.run_shell(shlex.join(argv), input=input, timeout=timeout)
 
-    def _helper_command(self, verb: str, payload: Any) -> str:
-        py = shlex.quote(self.settings.remote_python)
-        return f"{py} ~/{helper_path()} {shlex.quote(verb)} {shlex.quote(json.dumps(payload))}"
-
     def _install_helper(self) -> None:
         _, data = helper_archive()
-        path = helper_path()
-        script = (
-            f"umask 077 && mkdir -p ~/.portal/bin && chmod 700 ~/.portal && "
-            f"cat > ~/{path}.$$.tmp && mv ~/{path}.$$.tmp ~/{path} && "  # $$: installs at once do not collide
-            f"find ~/{HELPER_DIR} -name 'remote-*.pyz' ! -name {shlex.quote(Path(path).name)} -delete"
-        )
-        result = self.run_shell(script, input=data, timeout=60)
+        result = self.run_shell(install_script(helper_path()), input=data, timeout=60)
         if not result.ok:
             raise errors.RemoteCommandError(f"could not install portal's helper in ~/.portal: {result.tail()}", host=self.host)
-        self._helper_ready = True
 
     def helper(self, verb: str, payload: Any = None, *, timeout: float | None = 120) -> Any:
-        """Call a verb of the host-side helper with a JSON payload; return its JSON result."""
-        command = self._helper_command(verb, payload)
-        result = self.run_shell(command, timeout=timeout)
-        if result.rc == 2 and not self._helper_ready and "remote-" in result.stderr and (
-            "can't open file" in result.stderr or "No such file" in result.stderr
-        ):
+        """Call a verb of the host-side helper, its JSON payload on stdin; return its JSON result.
+
+        A helper that is not there (first use, or gone) is installed and the call made once more.
+        """
+        command = helper_command(self.settings.remote_python, verb)
+        data = payload_line(payload)
+        result = self.run_shell(command, input=data, timeout=timeout)
+        if helper_missing(result.rc, result.stderr):
             self._install_helper()
-            result = self.run_shell(command, timeout=timeout)
+            result = self.run_shell(command, input=data, timeout=timeout)
         return self._decode_helper(verb, result)
 
     def _decode_helper(self, verb: str, result: Result) -> Any:
@@ -160,8 +184,15 @@ class Link(ABC):
         if not reply.get("ok"):
             cls = ERROR_KINDS.get(reply.get("kind", ""), errors.RemoteCommandError)
             raise cls(reply.get("error", "unknown error"), host=self.host, hint=reply.get("hint"))
-        self._helper_ready = True
         return reply.get("result")
+
+    def _hold(self, command: str, first: bytes) -> Held:
+        """Start ``command`` on the host with ``first`` on its stdin, which then stays open."""
+        return SpawnedHeld(spawn(self.command_argv(command)), first)
+
+    def _take(self, command: str, first: bytes) -> tuple[Held, str]:
+        held = self._hold(command, first)
+        return held, held.readline()
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float = 120) -> Iterator[None]:
@@ -169,25 +200,59 @@ class Link(ABC):
 
         The lock lives as long as the helper's stdin: if this process dies, the lock goes too.
         """
-        if not self._helper_ready:
-            self.helper("ping")  # installs the helper if needed
-        proc = spawn(self.command_argv(self._helper_command("lock", {"name": name, "timeout": timeout})))
+        command = helper_command(self.settings.remote_python, "lock")
+        first = payload_line({"name": name, "timeout": timeout})
+        held, line = self._take(command, first)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode().strip()
             if line != "locked":
-                err = proc.stderr.read().decode().strip() if proc.stderr else ""
-                raise errors.StateError(f"could not take the lock {name!r} in ~/.portal ({line or err or 'no answer'}).",
-                                        host=self.host, hint="Another portal command may hang; try again.")
+                rc, err = held.finish()
+                if helper_missing(rc, err):  # not installed yet, or removed: install, once more
+                    self._install_helper()
+                    held, line = self._take(command, first)
+                    err = held.finish()[1] if line != "locked" else ""
+                if line != "locked":
+                    raise errors.StateError(f"could not take the lock {name!r} in ~/.portal ({line or err or 'no answer'}).",
+                                            host=self.host, hint="Another portal command may hang; try again.")
             yield
         finally:
-            if proc.stdin:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                proc.kill()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+            held.finish()
+
+
+class Held(ABC):
+    """A helper call that keeps running while its stdin stays open (the ``lock`` verb)."""
+
+    @abstractmethod
+    def readline(self) -> str:
+        """The next line it printed, stripped ("" when it ended)."""
+
+    @abstractmethod
+    def finish(self) -> tuple[int, str]:
+        """Close its stdin, wait for its end (bounded) and return (exit code, stderr); idempotent."""
+
+
+class SpawnedHeld(Held):
+    """A held helper call that is a local process (ssh through the master, or bash for localhost)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], first: bytes) -> None:
+        self.proc = proc
+        self._end: tuple[int, str] | None = None
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(first)
+            proc.stdin.flush()
+        except OSError:
+            pass  # it ended already; finish() tells why
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().decode(errors="replace").strip()
+
+    def finish(self) -> tuple[int, str]:
+        if self._end is None:
+            try:
+                _, err = self.proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, OSError, ValueError):
+                self.proc.kill()
+                _, err = self.proc.communicate()
+            self._end = (self.proc.returncode, (err or b"").decode(errors="replace").strip())
+        return self._end

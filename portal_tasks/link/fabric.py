@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import shlex
 import stat
 import sys
-from typing import Any, Iterator
+import time
+from typing import Any
 
 from .. import errors, tmux_commands
 from ..config import Settings
 from ..runner import Result
-from .base import HELPER_DIR, Link, helper_archive, helper_path
+from .base import Held, Link
 from .openssh import control_dir, explain_ssh
 
 
@@ -45,6 +45,34 @@ def exec_bytes(conn: Any, command: str, input: bytes | None = None, timeout: flo
     except OSError as exc:  # socket.timeout
         raise TimeoutError(str(exc)) from None
     return stdout.channel.recv_exit_status(), out, err
+
+
+class ChannelHeld(Held):
+    """A held helper call on its own SSH channel of the Fabric connection."""
+
+    def __init__(self, channel: Any, first: bytes) -> None:
+        self.channel = channel
+        self._end: tuple[int, str] | None = None
+        with contextlib.suppress(OSError):
+            channel.sendall(first)
+        self._reader = channel.makefile("r")
+
+    def readline(self) -> str:
+        return str(self._reader.readline()).strip()
+
+    def finish(self) -> tuple[int, str]:
+        if self._end is None:
+            with contextlib.suppress(OSError, EOFError):
+                self.channel.shutdown_write()
+            self.channel.status_event.wait(10)
+            err = b""
+            deadline = time.monotonic() + 1
+            while self.channel.recv_stderr_ready() and time.monotonic() < deadline:
+                err += self.channel.recv_stderr(65536)
+            rc = self.channel.exit_status if self.channel.exit_status_ready() else -1
+            self.channel.close()
+            self._end = (rc, err.decode(errors="replace").strip())
+        return self._end
 
 
 class FabricLink(Link):
@@ -81,27 +109,11 @@ class FabricLink(Link):
             raise errors.LinkError(f"the Fabric connection failed ({type(exc).__name__}: {exc}).", host=self.host) from None
         return Result(("fabric", command), rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def _install_helper(self) -> None:
+    def _hold(self, command: str, first: bytes) -> Held:
         self.connect()
-        _, data = helper_archive()
-        self.run_shell(f"umask 077 && mkdir -p ~/{HELPER_DIR} && chmod 700 ~/.portal")
-        self._conn.put(io.BytesIO(data), remote=helper_path())  # SFTP paths are relative to the home dir
-        self._helper_ready = True
-
-    @contextlib.contextmanager
-    def lock(self, name: str, timeout: float = 120) -> Iterator[None]:
-        if not self._helper_ready:
-            self.helper("ping")  # installs the helper if needed
         channel = self._conn.client.get_transport().open_session()
-        channel.exec_command(self._helper_command("lock", {"name": name, "timeout": timeout}))
-        try:
-            reader = channel.makefile("r")
-            if reader.readline().strip() != "locked":
-                raise errors.StateError(f"could not take the lock {name!r} in ~/.portal.", host=self.host)
-            yield
-        finally:
-            channel.shutdown_write()
-            channel.close()
+        channel.exec_command(command)
+        return ChannelHeld(channel, first)
 
     def tmux_bin(self) -> str:
         ident = f"{self.host}\0{self.settings.ssh_config}"

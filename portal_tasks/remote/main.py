@@ -1,11 +1,18 @@
-"""Dispatch: ``python3 remote.pyz VERB 'JSON'`` prints ``{"ok": true, "result": ...}`` or an error.
+"""Dispatch: ``python3 remote.pyz VERB`` reads one JSON line (the payload) from stdin and prints
+``{"ok": true, "result": ...}`` or an error.
+
+The payload never travels in argv: /proc/PID/cmdline is readable by every user of the host, and
+payloads carry the user's TLS key. After that first line, stdin stays the verb's own (``lock``
+holds its lock until stdin closes).
 
 Only the verb's own module is imported: the zipapp compiles what it imports on every call.
 """
 
 import importlib
 import json
+import os
 import sys
+import time
 
 from .common import Failure
 
@@ -21,6 +28,9 @@ VERB_MODULES = {
     "snapshot": "snapshot",
 }
 
+#: A helper archive marks itself used at most this often (its mtime); installs prune only old ones.
+MARK_USED_SECONDS = 3600
+
 
 def verb(name):
     """The function of a verb, or None."""
@@ -30,16 +40,47 @@ def verb(name):
     return getattr(importlib.import_module("." + module, __package__), "VERBS", {}).get(name)
 
 
-def main(argv=None):
+def read_payload(stream):
+    """The payload: the first line of ``stream`` as JSON ({} for an empty line or no input)."""
+    line = stream.readline()
+    if not line.strip():
+        return {}
+    return json.loads(line)
+
+
+def mark_used(path):
+    """Touch this helper archive (at most hourly): a portal of another version installing its own
+    helper prunes only archives nobody used for a long time, never one that runs."""
+    try:
+        if time.time() - os.stat(path).st_mtime > MARK_USED_SECONDS:
+            os.utime(path)
+    except OSError:
+        pass
+
+
+def fail(message, kind="RemoteCommandError"):
+    print(json.dumps({"ok": False, "kind": kind, "error": message}))
+    sys.exit(1)
+
+
+def main(argv=None, stdin=None):
     args = sys.argv[1:] if argv is None else argv
+    if argv is None and sys.argv[0].endswith(".pyz"):
+        mark_used(sys.argv[0])
     fn = verb(args[0]) if args else None
     if fn is None:
-        print(json.dumps({"ok": False, "kind": "RemoteCommandError",
-                          "error": "portal helper: unknown verb %r (known: %s)" % (args[:1], ", ".join(sorted(VERB_MODULES)))}))
-        sys.exit(1)
-    payload = json.loads(args[1]) if len(args) > 1 else None
+        fail("portal helper: unknown verb %r (known: %s)" % (args[:1], ", ".join(sorted(VERB_MODULES))))
+    if len(args) > 1:
+        fail("portal helper: the payload goes on stdin (one JSON line), never in the arguments.")
     try:
-        result = fn(payload or {})
+        payload = read_payload(sys.stdin if stdin is None else stdin)
+        problem = "" if isinstance(payload, dict) else "a JSON " + type(payload).__name__
+    except ValueError as exc:  # json.JSONDecodeError is one; its message names a position, not the text
+        problem = str(exc)
+    if problem:
+        fail(f"portal helper: {args[0]} wants a JSON object on the first line of stdin (got: {problem}).")
+    try:
+        result = fn(payload)
     except Failure as exc:
         print(json.dumps({"ok": False, "kind": exc.kind, "error": exc.message, "hint": exc.hint}))
         sys.exit(1)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from portal_tasks import plan
+from portal_tasks.link.base import helper_path
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, client_command,
                                              client_env, dask_client, user_ports)
@@ -46,7 +47,7 @@ def cluster(portal_server: TestServer, run_portal: Callable[..., Result], env: s
     yield cluster_
     for user in {u.name: u for u in used}.values():  # stop by recorded pids / marked processes, then the window
         stop = json.dumps({"key": plan.env_key(env)})
-        user.ssh(portal_server.host, f"python3 ~/.portal/bin/remote-*.pyz cluster-stop {shlex.quote(stop)}; "
+        user.ssh(portal_server.host, f"echo {shlex.quote(stop)} | python3 ~/{helper_path()} cluster-stop; "
                                      f"tmux kill-window -t =portal:=cluster-{plan.env_key(env)}", timeout=60)
 
 
