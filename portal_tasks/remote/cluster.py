@@ -9,12 +9,23 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import ssl
 import time
 
 from . import ports
-from .common import STATE_DIR, Failure, cmdline, listeners, pid_alive, pid_uid, read_json, state_path, write_json
+from .common import (
+    STATE_DIR,
+    Failure,
+    NotYours,
+    cmdline,
+    connect_owned,
+    listeners,
+    pid_alive,
+    pid_uid,
+    read_json,
+    state_path,
+    write_json,
+)
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 MARK = "PORTAL_CLUSTER"
@@ -58,19 +69,22 @@ def tls_install(payload):
     return dict(status, installed=installed)
 
 
-def handshake(port, timeout=2.0):
-    """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert."""
+def handshake(port, timeout=2.0, pid=None):
+    """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert.
+
+    The client certificate goes out only to the user's own listener (``pid``'s, when given).
+    """
     path = tls_dir()
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.load_verify_locations(os.path.join(path, "ca.pem"))
         ctx.load_cert_chain(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem"))
-        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout) as raw:
+        with connect_owned(int(port), [int(pid)] if pid else None, timeout, "your Dask scheduler") as raw:
             with ctx.wrap_socket(raw) as conn:
                 conn.do_handshake()
         return True
-    except (OSError, ssl.SSLError, ValueError):
+    except (OSError, ssl.SSLError, ValueError, NotYours):
         return False
 
 
@@ -184,7 +198,7 @@ def health(state):
     holder = [e for e in found if e["port"] == port]
     ours = bool(holder) and all(e["uid"] == os.getuid() and e["pid"] in (None, sched) for e in holder)
     alive = own(sched)
-    tls_ok = alive and ours and handshake(port)
+    tls_ok = alive and ours and handshake(port, pid=sched)
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
     healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
     return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy}
@@ -251,7 +265,7 @@ def wait(payload):
             raise Failure("the scheduler exited right after starting.", "ClusterError")
         if workers_pid and not own(workers_pid):
             raise Failure("the workers exited right after starting.", "ClusterError")
-        if sched and address and handshake(rec["scheduler_port"], 1.0):
+        if sched and address and handshake(rec["scheduler_port"], 1.0, sched):
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))

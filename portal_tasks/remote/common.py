@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import socket
 import struct
 import time
@@ -80,8 +81,9 @@ def _parse_addr(hexaddr):
     return socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words)), int(port, 16)
 
 
-def _socket_pids():
-    """inode -> pid for the sockets of processes this user can see (its own)."""
+def _socket_pids(every=None):
+    """inode -> pid for the sockets of processes this user can see (its own); ``every`` (a dict)
+    also gets inode -> every pid holding it (a socket inherited by a child is held by both)."""
     owners = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -98,6 +100,8 @@ def _socket_pids():
                 continue
             if target.startswith("socket:["):
                 owners.setdefault(target[8:-1], int(pid))
+                if every is not None:
+                    every.setdefault(target[8:-1], set()).add(int(pid))
     return owners
 
 
@@ -116,10 +120,12 @@ def pid_uid(pid):
         return None
 
 
-def listeners():
-    """Every listening TCP socket on the host: address, port, uid, and pid/cmdline when it is ours."""
+LISTEN = "0A"
+
+
+def tcp_rows():
+    """Every row of /proc/net/tcp and tcp6: local and remote (addr, port), state, uid, inode."""
     found = []
-    pids = None
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
@@ -128,20 +134,99 @@ def listeners():
             continue
         for row in rows:
             cols = row.split()
-            if len(cols) < 10 or cols[3] != "0A":
+            if len(cols) < 10:
                 continue
-            addr, port = _parse_addr(cols[1])
-            uid, inode = int(cols[7]), cols[9]
-            entry = {"addr": addr, "port": port, "uid": uid, "pid": None, "cmdline": []}
-            if uid == os.getuid():
-                if pids is None:
-                    pids = _socket_pids()
-                pid = pids.get(inode)
-                if pid:
-                    entry["pid"] = pid
-                    entry["cmdline"] = cmdline(pid)
-            found.append(entry)
+            found.append({"local": _parse_addr(cols[1]), "remote": _parse_addr(cols[2]), "state": cols[3],
+                          "uid": int(cols[7]), "inode": cols[9]})
     return found
+
+
+def listeners(rows=None):
+    """Every listening TCP socket on the host: address, port, uid, inode, and pid/cmdline when it is ours."""
+    found = []
+    pids, every = None, {}
+    for row in tcp_rows() if rows is None else rows:
+        if row["state"] != LISTEN:
+            continue
+        (addr, port), uid, inode = row["local"], row["uid"], row["inode"]
+        entry = {"addr": addr, "port": port, "uid": uid, "inode": inode, "pid": None, "pids": [], "cmdline": []}
+        if uid == os.getuid():
+            if pids is None:
+                pids = _socket_pids(every)
+            pid = pids.get(inode)
+            if pid:
+                entry["pid"] = pid
+                entry["pids"] = sorted(every.get(inode, ()))
+                entry["cmdline"] = cmdline(pid)
+        found.append(entry)
+    return found
+
+
+def user_name(uid):
+    """"bob (uid 1001)", or "uid 1001" for a uid without a passwd entry."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+class NotYours(Failure):
+    """A port portal would talk to (or forward) is held by something that is not the user's expected service."""
+
+    def __init__(self, port, holder, expected="your service"):
+        self.port, self.holder = port, holder
+        super().__init__(f"port {port} is held by {holder}, not by {expected}.", "PortError",
+                         "portal sent it nothing. Run portal again to move to another port of your block.")
+
+
+def holder_problem(port, found, pids=None):
+    """Why ``port`` is not (only) the user's own listener (of one of ``pids`` when given), or None.
+
+    None also when nothing listens: a connection then fails, nobody receives anything.
+    """
+    uid = os.getuid()
+    for entry in found:
+        if entry["port"] != port:
+            continue
+        if entry["uid"] != uid:
+            return "another user, " + user_name(entry["uid"])
+        if pids and not set(entry["pids"]) & set(pids):
+            return f"another program of yours (pid {entry['pid']}: {' '.join(entry['cmdline'][:3]) or '?'})"
+    return None
+
+
+def _held(port, found):
+    return sorted(e["inode"] for e in found if e["port"] == port)
+
+
+def connect_owned(port, pids=None, timeout=3.0, expected="your service"):
+    """A socket connected to 127.0.0.1:port, only when the user's own listener (pid in ``pids``) holds it.
+
+    Check, connect, check: the listener seen before is still the one holding the port after the
+    connect (the same socket inodes), and the kernel's row for the other end of this very
+    connection belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
+    """
+    before = listeners()
+    problem = holder_problem(port, before, pids)
+    if problem:
+        raise NotYours(port, problem, expected)
+    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=timeout)
+    try:
+        rows = tcp_rows()
+        after = listeners(rows)
+        problem = holder_problem(port, after, pids)
+        mine = sock.getsockname()[1]
+        peer = [r for r in rows if r["local"][1] == port and r["remote"][1] == mine and r["state"] != LISTEN]
+        if not problem and _held(port, before) != _held(port, after):
+            problem = "a listener that replaced yours while portal connected"
+        if not problem and not (peer and all(r["uid"] == os.getuid() for r in peer)):
+            problem = "a listener portal cannot confirm is yours"
+        if problem:
+            raise NotYours(port, problem, expected)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def pid_alive(pid):

@@ -1,7 +1,8 @@
 """Host-side verbs for Jupyter: token and state in ~/.portal/jupyter/KEY/ (0700/0600), health, stop.
 
 The server reads its token from JUPYTER_TOKEN_FILE, so the token never shows on a command
-line; portal reads the URL back from its own state, never from the server's log.
+line; portal reads the URL back from its own state, never from the server's log. Each start
+gets a new token, and the token only ever goes to a listener of the user's own (``connect_owned``).
 """
 
 import http.client
@@ -11,7 +12,18 @@ import signal
 import socket
 import time
 
-from .common import Failure, _socket_pids, listeners, pid_alive, read_json, state_path, write_json
+from .common import (
+    Failure,
+    NotYours,
+    _socket_pids,
+    connect_owned,
+    holder_problem,
+    listeners,
+    pid_alive,
+    read_json,
+    state_path,
+    write_json,
+)
 
 URL_PATH = "/lab"
 
@@ -25,20 +37,21 @@ def _dir(key):
 
 
 def _token(directory):
-    """The env's token, created once (0600) so URLs and bookmarks keep working.
+    """The token of the server last started for the env ("" when there is none)."""
+    try:
+        with open(os.path.join(directory, "token")) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
-    Jupyter takes JUPYTER_TOKEN_FILE's content verbatim, so the file holds no newline.
+
+def _new_token(directory):
+    """A new token for a server about to start (0600; no newline: Jupyter takes the file verbatim).
+
+    A token lives as long as one server, so one that leaked opens nothing after a restart.
     """
     path = os.path.join(directory, "token")
-    try:
-        with open(path) as fh:
-            raw = fh.read()
-        token = raw.strip()
-        if token and raw == token:
-            return path, token
-    except OSError:
-        token = ""
-    token = token or secrets.token_hex(24)
+    token = secrets.token_hex(24)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
@@ -58,11 +71,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def _status(state, token, timeout=3.0):
-    """HTTP status of GET /api/status with the token, or None when nothing answers."""
-    if state.get("socket"):
+    """HTTP status of GET /api/status with the token, or None when nothing answers.
+
+    On a port the request goes out only on a connection to the user's own listener (the recorded
+    server's pid once known); otherwise NotYours is raised and nobody was sent anything.
+    """
+    if state.get("socket"):  # in a 0700 directory of the user's: nobody else can bind or reach it
         conn = _UnixHTTPConnection(state["socket"], timeout)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", int(state["port"]), timeout=timeout)
+        port = int(state["port"])
+        try:
+            sock = connect_owned(port, [state["pid"]] if state.get("pid") else None, timeout, "your JupyterLab")
+        except OSError:
+            return None
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.sock = sock
     try:
         conn.request("GET", "/api/status", headers={"Authorization": "token " + token})
         return conn.getresponse().status
@@ -70,6 +93,16 @@ def _status(state, token, timeout=3.0):
         return None
     finally:
         conn.close()
+
+
+def _check(state, token, timeout=3.0):
+    """(HTTP status or None, why the port is not the user's own server or None)."""
+    if not token:
+        return None, None
+    try:
+        return _status(state, token, timeout), None
+    except NotYours as exc:
+        return None, exc.message
 
 
 def _unix_socket_pid(path):
@@ -84,20 +117,12 @@ def _unix_socket_pid(path):
 
 
 def _pid(state):
+    """The user's process serving the recorded server (only the recorded pid, once recorded)."""
     if state.get("socket"):
         return _unix_socket_pid(state["socket"])
     uid = os.getuid()
-    return next((e["pid"] for e in listeners() if e["port"] == state.get("port") and e["uid"] == uid and e["pid"]), None)
-
-
-def _holder(port):
-    """Who listens on port, when it is someone or something other than a Jupyter of ours."""
-    for entry in listeners():
-        if entry["port"] == port:
-            if entry["uid"] != os.getuid():
-                return "another user (uid %d)" % entry["uid"]
-            return "your process %s (%s)" % (entry["pid"], " ".join(entry["cmdline"][:3]))
-    return None
+    pid = next((e["pid"] for e in listeners() if e["port"] == state.get("port") and e["uid"] == uid and e["pid"]), None)
+    return pid if not state.get("pid") or pid == state["pid"] else None
 
 
 def _describe(key, with_pid=True):
@@ -105,20 +130,13 @@ def _describe(key, with_pid=True):
     state = read_json(os.path.join(directory, "state.json"))
     if not state:
         return None
-    _, token = _token(directory)
-    code = None
-    if state.get("socket") or _holder_is_mine(state.get("port")):
-        code = _status(state, token)
-    state = dict(state, token=token, status=code, healthy=code == 200)
+    token = _token(directory)
+    code, problem = _check(state, token)
+    state = dict(state, token=token, status=code, healthy=code == 200, problem=problem)
     state["url"] = _url(state)
     if with_pid:
         state["pid"] = _pid(state)
     return state
-
-
-def _holder_is_mine(port):
-    """Never talk to a port another user holds (nothing listening is fine: the connect just fails)."""
-    return not any(e["port"] == port and e["uid"] != os.getuid() for e in listeners())
 
 
 def _url(state):
@@ -134,38 +152,47 @@ def status(payload):
 
 
 def prepare(payload):
-    """Verb ``jupyter-prepare`` {key, env, port | socket}: token, private dir, state; checks the port is free."""
+    """Verb ``jupyter-prepare`` {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
     key = payload["key"]
     directory = _dir(key)
-    token_file, token = _token(directory)
     state = {"env": payload["env"], "env_key": key, "port": None, "socket": None,
-             "token_file": token_file, "url_path": URL_PATH, "dir": directory}
+             "token_file": os.path.join(directory, "token"), "url_path": URL_PATH, "dir": directory}
     if payload.get("socket"):
         sock = os.path.join(directory, "jupyter.sock")
-        if os.path.exists(sock) and _status({"socket": sock}, token) is None:
+        if os.path.exists(sock) and _status({"socket": sock}, "-") is None:
             os.unlink(sock)  # left behind by a server that died
         state["socket"] = sock
     else:
         port = int(payload["port"])
-        held = _holder(port)
+        held = holder_problem(port, listeners())
         if held:
             raise Failure("port %d planned for Jupyter of env %s is held by %s." % (port, payload["env"], held),
                           "PortError", "Stop it, or run portal again to be given another port.")
         state["port"] = port
+    _, token = _new_token(directory)
     write_json(os.path.join(directory, "state.json"), state)
     return dict(state, token=token, url=_url(dict(state, token=token)))
 
 
 def wait(payload):
-    """Verb ``jupyter-wait`` {key, timeout}: poll until the server answers 200 with the token (bounded)."""
+    """Verb ``jupyter-wait`` {key, timeout}: poll until the server answers 200 with the token (bounded).
+
+    The described server (its pid now recorded), None on time-out, or {"taken": why, "port"} when
+    the port is held by anything but the user's own process (Jupyter, with port_retries=0, then
+    cannot start there).
+    """
     directory = _dir(payload["key"])
-    state = read_json(os.path.join(directory, "state.json")) or {}
-    _, token = _token(directory)
+    path = os.path.join(directory, "state.json")
+    state = read_json(path) or {}
+    token = _token(directory)
     deadline = time.monotonic() + float(payload.get("timeout", 10))
-    code = None
     while True:
-        code = _status(state, token, timeout=2.0)
+        code, problem = _check(state, token, timeout=2.0)
+        if problem:
+            return {"taken": problem, "port": state.get("port"), "healthy": False}
         if code == 200:
+            if state.get("port"):
+                write_json(path, dict(state, pid=_pid(state)))  # later checks expect this very process
             return _describe(payload["key"])
         if code is not None and code in (401, 403):
             raise Failure("a server answers at %s but refuses portal's token (HTTP %d)."

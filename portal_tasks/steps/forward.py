@@ -55,9 +55,12 @@ def choose_local_port(preferred: Iterable[int | None], is_free: Callable[[int], 
 
 
 def answers(url: str, timeout: float = 3.0) -> bool:
-    """True when an HTTP GET of url gets any HTTP answer below 500 (the forward carries traffic)."""
+    """True when an HTTP GET of url gets any HTTP answer below 500 (the forward carries traffic).
+
+    The query (Jupyter's token) is left out: whatever holds a laptop port may not be our forward.
+    """
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url.split("?", 1)[0], timeout=timeout) as resp:
             return int(resp.status) < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500

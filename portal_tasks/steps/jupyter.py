@@ -1,7 +1,8 @@
 """Step `jupyter`: JupyterLab for ENV in window ``jupyter-KEY`` on its planned port (or a unix socket).
 
-The token is portal's own (``~/.portal/jupyter/KEY/token``, 0600), handed to the server as
-JUPYTER_TOKEN_FILE so it never shows on a command line; the URL comes from portal's state.
+The token is portal's own (``~/.portal/jupyter/KEY/token``, 0600, new for each start), handed to the
+server as JUPYTER_TOKEN_FILE so it never shows on a command line; the URL comes from portal's state.
+A port someone else grabs before the server binds it moves the server within the block (bounded).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from . import env as env_step
 START_SECONDS = 90.0
 #: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
 FALLBACK_OFFSET = 2
+#: How often a start moves to another port of the block when someone grabs the planned one meanwhile.
+MOVES = 3
 
 
 def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False) -> str:
@@ -68,12 +71,15 @@ def _healthy(entry: dict[str, Any] | None) -> bool:
 
 
 def _wait(target: Target, env: Env) -> dict[str, Any]:
-    """Poll the server from the host (bounded); fail fast when its window fell back to the shell."""
+    """Poll the server from the host (bounded); fail fast when its window fell back to the shell.
+
+    An entry with ``taken`` means another user (or program) holds the port: nothing was sent there.
+    """
     session, _ = ensure_session(target)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         entry = target.link.helper("jupyter-wait", {"key": env.key, "timeout": 3})
-        if _healthy(entry):
+        if _healthy(entry) or (entry and entry.get("taken")):
             return dict(entry)
         window = find_window(session, window_name(env))
         if window is None or not is_busy(window):
@@ -102,15 +108,22 @@ def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
         return dict(entry)
     env_step.require(target, resolved, "jupyterlab", "jupyter")
     variables = env_step.cluster_environment(target, resolved)
-    port = None if socket else planned_port(target, resolved)
-    state = target.link.helper("jupyter-prepare", {"key": resolved.key, "env": resolved.spec,
-                                                   "port": port, "socket": socket})
-    line = f"{resolved.activation()} && {jupyter_command(state['port'], state['socket'], root=_root(target))}"
-    # a window still busy here runs a server that does not answer: replace it
-    open_window(target, window_name(resolved), lines=[line], keep=lambda window: False,
-                environment={**variables, "JUPYTER_TOKEN_FILE": state["token_file"]},
-                mark=f"jupyter:{resolved.location}")
-    entry = _wait(target, resolved)
+    for attempt in range(1, MOVES + 2):
+        port = None if socket else planned_port(target, resolved)
+        state = target.link.helper("jupyter-prepare", {"key": resolved.key, "env": resolved.spec,
+                                                       "port": port, "socket": socket})
+        line = f"{resolved.activation()} && {jupyter_command(state['port'], state['socket'], root=_root(target))}"
+        # a window still busy here runs a server that does not answer: replace it
+        open_window(target, window_name(resolved), lines=[line], keep=lambda window: False,
+                    environment={**variables, "JUPYTER_TOKEN_FILE": state["token_file"]},
+                    mark=f"jupyter:{resolved.location}")
+        entry = _wait(target, resolved)
+        if not entry.get("taken"):
+            break
+        if attempt > MOVES:
+            raise JupyterError(f"JupyterLab for env {resolved.spec!r} could not start: {entry['taken']}",
+                               host=target.host, hint="Stop what holds it, or run portal again later.")
+        target.say(f"{target.host}: JupyterLab for env {resolved.spec!r}: {entry['taken']} Moving to another port.")
     target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} started in window {window_name(resolved)}: "
                f"{entry['url']}")
     return entry
@@ -152,8 +165,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
     return Explained(remote=[
         cmds.ensure_session_line(session),
         f"mkdir -p ~/{directory} && chmod 700 ~/.portal ~/.portal/jupyter ~/{directory}",
-        f"test -s ~/{directory}/token || (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")'"
-        f" > ~/{directory}/token)",
+        f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > ~/{directory}/token)",
         new_window,
         shlex.join(cmds.send_keys(session, window, f"{resolved.activation()} && {command}")),
         f'echo "{url}"',

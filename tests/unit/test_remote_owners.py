@@ -1,0 +1,126 @@
+"""Talk only to what the user owns: the host-side owner checks, run for real on this machine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portal_tasks.remote import common, jupyter
+
+#: A listener of another uid: binds, prints its port, then prints every byte a connection brings.
+FOREIGN = r'''
+import os, socket, sys
+os.setuid(int(sys.argv[1]))
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+print(srv.getsockname()[1], flush=True)
+srv.settimeout(3)
+try:
+    conn, _ = srv.accept(); conn.settimeout(2)
+    print("GOT", conn.recv(4096), flush=True)
+except OSError as exc:
+    print("NOTHING", type(exc).__name__, flush=True)
+'''
+
+
+@pytest.fixture
+def foreign_port() -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A port held by uid 65534 (needs root to set up)."""
+    if os.getuid() != 0:
+        pytest.skip("a listener of another uid needs root")
+    proc = subprocess.Popen([sys.executable, "-c", FOREIGN, "65534"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline()), proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def entry(port: int, uid: int, pids: list[int] | None = None) -> dict:
+    return {"addr": "127.0.0.1", "port": port, "uid": uid, "inode": "7", "pid": (pids or [None])[0],
+            "pids": pids or [], "cmdline": ["python3", "x.py"]}
+
+
+def test_holder_problem_names_another_user_and_another_program():
+    me = os.getuid()
+    assert common.holder_problem(20002, [], None) is None  # nothing listens: nobody receives anything
+    assert common.holder_problem(20002, [entry(20002, me, [10])], [10]) is None
+    assert common.holder_problem(20002, [entry(20003, me + 1)], None) is None
+    assert common.holder_problem(20002, [entry(20002, me + 1)], None).startswith("another user, ")
+    assert "another program of yours (pid 11" in common.holder_problem(20002, [entry(20002, me, [11])], [10])
+
+
+def test_user_name_falls_back_to_the_uid():
+    assert common.user_name(os.getuid()).endswith(f"(uid {os.getuid()})")
+    assert common.user_name(4242424) == "uid 4242424"
+
+
+def test_connect_owned_reaches_my_listener_and_checks_its_pid():
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        with common.connect_owned(port, [os.getpid()]) as conn:
+            assert conn.getpeername()[1] == port
+        with pytest.raises(common.NotYours, match="another program of yours"):
+            common.connect_owned(port, [os.getpid() + 100000])
+
+
+def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch):
+    real = common.listeners
+    seen: list[int] = []
+
+    def swapped(rows=None):
+        found = real(rows)
+        seen.append(1)
+        return [dict(e, inode=e["inode"] + ("x" if len(seen) > 1 else "")) for e in found]
+
+    monkeypatch.setattr(common, "listeners", swapped)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        with pytest.raises(common.NotYours, match="replaced yours"):
+            common.connect_owned(srv.getsockname()[1])
+
+
+def test_connect_owned_never_connects_to_another_uid(foreign_port):
+    port, proc = foreign_port
+    with pytest.raises(common.NotYours, match=r"another user, .*uid 65534"):
+        common.connect_owned(port)
+    assert proc.stdout is not None and proc.stdout.readline().startswith("NOTHING")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "STATE_DIR", str(tmp_path / ".portal"))
+    return tmp_path
+
+
+def test_each_jupyter_start_gets_a_new_private_token(home):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    first = jupyter.prepare({"key": "a", "env": "a", "port": port})
+    second = jupyter.prepare({"key": "a", "env": "a", "port": port})
+    assert first["token"] != second["token"] and len(second["token"]) == 48
+    assert Path(second["token_file"]).read_text() == second["token"]
+    assert os.stat(second["token_file"]).st_mode & 0o777 == 0o600
+
+
+def test_jupyter_token_never_goes_to_another_users_port(home, foreign_port):
+    port, proc = foreign_port
+    with pytest.raises(common.Failure, match="held by another user"):
+        jupyter.prepare({"key": "a", "env": "a", "port": port})
+    common.write_json(common.state_path("jupyter", "a", "state.json"), {"env": "a", "env_key": "a", "port": port,
+                                                                         "socket": None})
+    (home / ".portal" / "jupyter" / "a" / "token").write_text("t" * 48)
+    taken = jupyter.wait({"key": "a", "timeout": 1})
+    assert taken["taken"].startswith(f"port {port} is held by another user"), taken
+    assert jupyter.status({"key": "a"})["healthy"] is False
+    assert proc.stdout is not None and proc.stdout.readline().startswith("NOTHING")
