@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from invoke import Config
 from invoke.exceptions import Exit, UncastableEnvVar
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
+from .remote.layout import LAST_PORT, SLOT_SIZE
 
 #: Every setting portal reads, with its default. Per-host overrides live under ``hosts.<name>``.
 DEFAULTS: dict[str, Any] = {
@@ -26,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 2,
     "memory": "25%",  # per-user budget: a size (16GiB) or a share of the host's memory
     "connect_timeout": 10,  # seconds for an SSH connection to come up
+    "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
 
@@ -85,6 +87,7 @@ class Settings:
     threads: int
     memory: str
     connect_timeout: float
+    claims_dir: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -101,7 +104,7 @@ def _lookup(config: Mapping[str, Any] | Config | None, key: str) -> Any:
         value = config[key]
     except (KeyError, AttributeError):
         return DEFAULTS.get(key)
-    return DEFAULTS.get(key) if value is None and key not in ("ssh_config", "transport", "env_manager") else value
+    return DEFAULTS.get(key) if value is None and key not in ("ssh_config", "transport", "env_manager", "claims_dir") else value
 
 
 def _as_int(name: str, value: Any, low: int, high: int, host: str) -> int:
@@ -112,6 +115,42 @@ def _as_int(name: str, value: Any, low: int, high: int, host: str) -> int:
     if not low <= number <= high:
         raise ConfigError(f"{name} {number} is out of range.", host=host, hint=f"Set {name} between {low} and {high}.")
     return number
+
+
+def _as_seconds(name: str, value: Any, low: float, high: float, host: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a number of seconds.", host=host,
+                          hint=f"Set {name} between {low:g} and {high:g}.") from None
+    if not low <= number <= high:  # also NaN
+        raise ConfigError(f"{name} {number:g} is out of range.", host=host, hint=f"Set {name} between {low:g} and {high:g}.")
+    return number
+
+
+def check_host(host: str) -> str:
+    """The host as given; one that ssh would read as an option, or with spaces or control characters, is refused."""
+    if host.startswith("-"):
+        raise UsageError(f"host {host!r} begins with '-', so ssh would read it as an option.",
+                         hint="Give a host name or an alias from your ssh config.")
+    if any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise UsageError(f"host {host!r} has spaces or control characters.",
+                         hint="Give a host name or an alias from your ssh config.")
+    return host
+
+
+def check_port_plan(port_base: int, block_size: int, slots: int, host: str) -> None:
+    """A block holds at least one env's ports, and the last block ends at or below port 65535."""
+    if block_size < SLOT_SIZE:
+        raise ConfigError(f"block_size {block_size} cannot hold one env's {SLOT_SIZE} ports.", host=host,
+                          hint=f"Set block_size to {SLOT_SIZE} or more (a multiple of {SLOT_SIZE}).")
+    last = port_base + block_size * slots - 1
+    if last > LAST_PORT:
+        fit = (LAST_PORT + 1 - port_base) // block_size
+        raise ConfigError(f"the port plan runs past port {LAST_PORT}: port_base {port_base} + {slots} slots x "
+                          f"{block_size} ports ends at {last}.", host=host,
+                          hint=f"Set slots to {fit} or less, or lower port_base or block_size." if fit else
+                          "Lower port_base or block_size.")
 
 
 def _plain(value: Any) -> Any:
@@ -127,7 +166,7 @@ def is_local_host(host: str) -> bool:
 
 def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", **overrides: Any) -> Settings:
     """Merge defaults, config, the host's own section and CLI overrides (None = not given)."""
-    host = host or "localhost"
+    host = check_host(host or "localhost")
     merged: dict[str, Any] = {k: _lookup(config, k) for k in DEFAULTS if k != "hosts"}
     hosts = _plain(_lookup(config, "hosts") or {})
     if not isinstance(hosts, Mapping):
@@ -151,10 +190,13 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
     if merged.get("env_manager") not in (None, "conda", "mamba", "micromamba"):
         raise ConfigError(f"env_manager {merged['env_manager']!r} is not conda, mamba or micromamba.", host=host)
     port_base = _as_int("port_base", merged["port_base"], 1024, 65000, host)
-    block_size = _as_int("block_size", merged["block_size"], 10, 10000, host)
+    block_size = _as_int("block_size", merged["block_size"], 1, 10000, host)
     slots = _as_int("slots", merged["slots"], 1, 100000, host)
-    if port_base + block_size * slots - 1 > 65535:
-        slots = max(1, (65536 - port_base) // block_size)
+    check_port_plan(port_base, block_size, slots, host)
+    claims_dir = merged.get("claims_dir")
+    if claims_dir is not None and not (isinstance(claims_dir, str) and claims_dir.startswith("/")):
+        raise ConfigError(f"claims_dir {claims_dir!r} is not an absolute path.", host=host,
+                          hint="Give the directory on the host, e.g. /var/lib/portal-ports.")
     session = str(merged["session"])
     if not SESSION_NAME.fullmatch(session):  # refused, not quoted: it ends up in tmux targets and shell lines
         raise ConfigError(f"session name {session!r} cannot be a tmux session name.", host=host,
@@ -172,6 +214,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         workers=_as_int("workers", merged["workers"], 1, 1024, host),
         threads=_as_int("threads", merged["threads"], 1, 1024, host),
         memory=str(merged["memory"]),
-        connect_timeout=float(merged["connect_timeout"]),
+        connect_timeout=_as_seconds("connect_timeout", merged["connect_timeout"], 1, 600, host),
+        claims_dir=claims_dir,
     )
 

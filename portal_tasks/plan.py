@@ -14,6 +14,7 @@ from .config import Settings
 from .errors import UsageError
 
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
+from .remote.layout import LAYOUT, SLOT_SIZE  # the helper's own numbers
 
 __all__ = [
     "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",
@@ -21,16 +22,6 @@ __all__ = [
     "format_bytes", "env_key",
 ]
 
-#: Ports per env inside a block.
-SLOT_SIZE = 20
-#: Offsets inside an env's slot: single ports, then [first, last] ranges for workers and nannies.
-LAYOUT: dict[str, Any] = {
-    "scheduler_port": 0,
-    "dashboard_port": 1,
-    "jupyter_port": 2,
-    "worker_ports": [4, 11],
-    "nanny_ports": [12, 19],
-}
 #: Each worker needs a worker port and a nanny port of its slot.
 MAX_WORKERS = LAYOUT["worker_ports"][1] - LAYOUT["worker_ports"][0] + 1
 #: Never hand the whole machine to one user's workers.
@@ -116,6 +107,7 @@ def plan_payload(settings: Settings, uid: int) -> dict[str, Any]:
         "base": settings.port_base, "block_size": settings.block_size, "slots": settings.slots,
         "first": block_index(uid, settings.slots), "slot_size": SLOT_SIZE,
         "slots_per_block": slots_per_block(settings.block_size), "layout": LAYOUT,
+        "claims_dir": settings.claims_dir,
     }
 
 

@@ -12,6 +12,8 @@ from typing import Any, Iterator
 
 import platformdirs
 
+from .remote.layout import write_atomic
+
 
 def cache_dir() -> Path:
     path = Path(platformdirs.user_cache_dir("portal"))
@@ -34,12 +36,7 @@ def load_forwards(host: str) -> dict[str, dict[str, Any]]:
 
 
 def save_forwards(host: str, forwards: dict[str, dict[str, Any]]) -> None:
-    path = _host_file(host)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(forwards, fh, indent=1, sort_keys=True)
-    tmp.replace(path)
+    write_atomic(str(_host_file(host)), json.dumps(forwards, indent=1, sort_keys=True).encode())
 
 
 @contextlib.contextmanager

@@ -59,14 +59,14 @@ def master_argv(settings: Settings, control_path: str, *, batch: bool) -> list[s
     argv = ["ssh", *ssh_options(settings, control_path), "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N"]
     if batch:
         argv += ["-o", "BatchMode=yes"]
-    return [*argv, settings.host]
+    return [*argv, "--", settings.host]
 
 
 def command_argv(settings: Settings, control_path: str, command: str, *, tty: bool = False) -> list[str]:
     """Run a shell command on the host through the master (pure)."""
     argv = ["ssh", *ssh_options(settings, control_path), "-o", "ControlMaster=no", "-o", "BatchMode=yes"]
     argv.append("-t" if tty else "-T")
-    return [*argv, settings.host, "--", command]
+    return [*argv, "--", settings.host, command]  # after "--" ssh reads no option, not even after the host
 
 
 def control_argv(settings: Settings, control_path: str, op: str, *forward: str) -> list[str]:
@@ -74,7 +74,7 @@ def control_argv(settings: Settings, control_path: str, op: str, *forward: str) 
     argv = ["ssh", *ssh_options(settings, control_path), "-O", op]
     for spec in forward:
         argv += ["-L", spec]
-    return [*argv, settings.host]
+    return [*argv, "--", settings.host]
 
 
 def forward_spec(local_port: int, remote: str) -> str:
@@ -100,7 +100,7 @@ class OpenSSHLink(Link):
         self._connected = False
 
     def _socket_file(self) -> Path | None:
-        res = run(["ssh", *ssh_options(self.settings, self.control_path), "-G", self.host], timeout=10)
+        res = run(["ssh", *ssh_options(self.settings, self.control_path), "-G", "--", self.host], timeout=10)
         for line in res.stdout.splitlines():
             key, _, value = line.partition(" ")
             if key == "controlpath":

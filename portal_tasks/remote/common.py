@@ -10,6 +10,8 @@ import socket
 import struct
 import time
 
+from .layout import write_atomic
+
 STATE_DIR = os.path.expanduser("~/.portal")
 
 
@@ -45,12 +47,8 @@ def read_json(path, default=None):
 
 
 def write_json(path, data):
-    """Write atomically with mode 0600."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    """Write atomically with mode 0600: a temporary file beside it, flushed to disk, renamed over it."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 @contextlib.contextmanager

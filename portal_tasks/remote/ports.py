@@ -5,39 +5,93 @@ which port. ``~/.portal/ports.json`` remembers the block and each env's ports (u
 """
 
 import os
+import pwd
 import stat
 
 from .common import Failure, listeners, locked, read_json, state_path, write_json
+from .layout import DEFAULT_CLAIMS_DIR, HOST_CONFIG, parse_host_config
 
-CLAIM_DIR = "/tmp/portal-ports"
 SINGLES = ("scheduler_port", "dashboard_port", "jupyter_port")
 RANGES = ("worker_ports", "nanny_ports")
+ADMIN_HINT = "an admin can name a root-owned sticky directory as claims_dir in %s, see portal's README" % HOST_CONFIG
 
 
-def claim_dir(path=CLAIM_DIR):
-    """The shared claims directory (mode 1777, like /tmp), made on first use."""
+def host_config(path=HOST_CONFIG):
+    """The admin's settings for portal on this host ({} without the file)."""
+    try:
+        with open(path) as fh:
+            return parse_host_config(fh.read())
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
+def claims_path(plan, config=HOST_CONFIG):
+    """The claims directory: the user's claims_dir for this host, else the admin's, else the default."""
+    return plan.get("claims_dir") or host_config(config).get("claims_dir") or DEFAULT_CLAIMS_DIR
+
+
+def _owner(uid):
+    try:
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return "uid %d" % uid
+
+
+def open_claims(path):
+    """``(fd, None)`` for a claims directory portal can trust, else ``(None, what is wrong with it)``.
+
+    Trusted: a real directory (not a symlink), sticky, owned by root or by this user (made here
+    on first use, mode 1777), writable. A co-user's directory could drop or fake anyone's claims.
+    """
+    made = False
     try:
         os.mkdir(path, 0o1777)
-        os.chmod(path, 0o1777)
+        made = True
     except FileExistsError:
         pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or not st.st_mode & stat.S_ISVTX:
-        raise Failure("%s is not a sticky shared directory (mode %o)." % (path, stat.S_IMODE(st.st_mode)),
-                      "PortError", hint="Ask the admins to remove it, or set PORTAL port_base for this host.")
-    return path
-
-
-def claim(index, path=CLAIM_DIR):
-    """Claim block ``index`` (O_EXCL file owned by this user); True when it is ours."""
-    name = os.path.join(claim_dir(path), "block-%d" % index)
+    except OSError as exc:
+        return None, "cannot be made (%s)" % exc.strerror
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None, "cannot be opened (%s)" % exc.strerror
+        if stat.S_ISLNK(st.st_mode):
+            return None, "is a symbolic link"
+        if not stat.S_ISDIR(st.st_mode):
+            return None, "is not a directory"
+        return None, "cannot be opened (%s)" % exc.strerror
+    st = os.fstat(fd)
+    if made and st.st_uid == os.getuid():
+        os.fchmod(fd, 0o1777)  # the umask took bits off mkdir's mode
+        st = os.fstat(fd)
+    problem = None
+    if st.st_uid not in (0, os.getuid()):
+        problem = "belongs to %s, not to root or you" % _owner(st.st_uid)
+    elif not st.st_mode & stat.S_ISVTX:
+        problem = "is not sticky (mode %o)" % stat.S_IMODE(st.st_mode)
+    elif not os.access(path, os.W_OK | os.X_OK, follow_symlinks=False):
+        problem = "is not writable for you (mode %o)" % stat.S_IMODE(st.st_mode)
+    if problem:
+        os.close(fd)
+        return None, problem
+    return fd, None
+
+
+def claim(index, claims_fd):
+    """Claim block ``index`` in the open claims directory (an O_EXCL file owned by this user); True when it is ours."""
+    name = "block-%d" % index
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=claims_fd)
     except FileExistsError:
-        st = os.lstat(name)
+        st = os.stat(name, dir_fd=claims_fd, follow_symlinks=False)
         return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
-    with os.fdopen(fd, "w") as fh:
-        fh.write("%d\n" % os.getuid())
+    try:
+        os.write(fd, b"%d\n" % os.getuid())
+    finally:
+        os.close(fd)
     return True
 
 
@@ -56,24 +110,45 @@ def _recorded_block(data, plan):
     return rec
 
 
-def ensure_block(data, plan, notes, claims=CLAIM_DIR):
-    """The user's block: the recorded one if still ours, else the first free from the uid's first choice."""
+def ensure_block(data, plan, notes, claims=None):
+    """The user's block: the recorded one if still ours, else the first free from the uid's first choice.
+
+    Without a claims directory portal can trust, the recorded block (else the uid's first choice)
+    is used unclaimed: the owner checks of :func:`check_ports` then keep co-users' ports out.
+    """
     rec = _recorded_block(data, plan)
-    if rec and claim(rec["index"], claims):
-        return rec
-    for step in range(plan["slots"]):
-        index = (plan["first"] + step) % plan["slots"]
-        if claim(index, claims):
-            block = _block(plan, index)
-            if index != plan["first"]:
-                notes.append("port block %d is claimed by another user; you have block %d (ports %d-%d)."
-                             % (plan["first"], index, block["start"], block["end"]))
-            if rec and rec["index"] != index:
-                data["envs"] = {}
-            data["block"] = block
-            return block
+    claims = claims or claims_path(plan)
+    claims_fd, problem = open_claims(claims)
+    if claims_fd is None:
+        return _unclaimed(data, plan, rec, notes, "claims directory %s %s" % (claims, problem))
+    try:
+        if rec and claim(rec["index"], claims_fd):
+            return rec
+        for step in range(plan["slots"]):
+            index = (plan["first"] + step) % plan["slots"]
+            if claim(index, claims_fd):
+                block = _block(plan, index)
+                if index != plan["first"]:
+                    notes.append("port block %d is claimed by another user; you have block %d (ports %d-%d)."
+                                 % (plan["first"], index, block["start"], block["end"]))
+                if rec and rec["index"] != index:
+                    data["envs"] = {}
+                data["block"] = block
+                return block
+    except OSError as exc:
+        return _unclaimed(data, plan, rec, notes, "cannot claim a block in %s (%s)" % (claims, exc.strerror))
+    finally:
+        os.close(claims_fd)
     raise Failure("every port block from %d is claimed by other users." % plan["base"], "PortError",
                   hint="Ask the admins to clear %s, or set port_base/slots for this host in portal.yaml." % claims)
+
+
+def _unclaimed(data, plan, rec, notes, why):
+    block = rec or _block(plan, plan["first"])
+    notes.append("%s; choosing ports %d-%d by who holds them. To share claims again, %s."
+                 % (why, block["start"], block["end"], ADMIN_HINT))
+    data["block"] = block
+    return block
 
 
 def slot_ports(block, plan, slot):

@@ -1,8 +1,12 @@
-"""Who listens where on the test host: parsed from `ss -Htlnpe`."""
+"""Who listens where on the test host (parsed from `ss -Htlnpe`), and a co-user's web server on a chosen port."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shlex
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from portal_tasks.testing.server import TestServer, TestServerError, TestUser
@@ -54,3 +58,38 @@ def listening_sockets(server: TestServer, user: TestUser) -> list[Listener]:
     if not res.ok:
         raise TestServerError(f"ss -Htlnpe failed (rc {res.rc}): {res.tail()}", host=server.host)
     return [s for s in parse_ss(res.stdout) if s.uid == user.uid]
+
+
+#: Run on the host as the squatter: an HTTP server on 127.0.0.1:PORT answering 200 to everything.
+SQUAT = r'''
+import http.server, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"bob's page"
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+threading.Thread(target=s.serve_forever, daemon=True).start()
+print("listening", flush=True)
+sys.stdin.read()
+'''
+
+
+@contextlib.contextmanager
+def http_squatter(server: TestServer, user: TestUser, port: int, host: str | None = None) -> Iterator[None]:
+    """user serves "bob's page" on 127.0.0.1:port of the host (server.host unless named) while the block runs."""
+    argv = user.ssh_argv(host or server.host, shlex.join(["python3", "-c", SQUAT, str(port)]))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "listening", proc.stderr.read()[-800:]
+        yield
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -6,12 +6,11 @@ test_cluster.py; alice's `down` leaving bob's cluster alone in test_up.py.)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
-import subprocess
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from portal_tasks import plan
 from portal_tasks.runner import Result
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.flows import http_get, status, up, urls_in
+from portal_tasks.testing.sockets import http_squatter
 
 pytestmark = pytest.mark.e2e
 
@@ -121,40 +121,6 @@ def test_down_of_another_user_touches_nothing(portal_server, alice, bob, run_por
 
 
 # -- squatters -----------------------------------------------------------------------------------
-
-#: Run on the host as the squatter: an HTTP server on 127.0.0.1:PORT answering 200 to everything.
-SQUAT = r'''
-import http.server, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"bob's page"
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
-threading.Thread(target=s.serve_forever, daemon=True).start()
-print("listening", flush=True)
-sys.stdin.read()
-'''
-
-
-@contextlib.contextmanager
-def http_squatter(server: TestServer, user: TestUser, port: int) -> Iterator[None]:
-    proc = subprocess.Popen(user.ssh_argv(server.host, shlex.join(["python3", "-c", SQUAT, str(port)])),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        assert proc.stdout.readline().strip() == "listening", proc.stderr.read()[-800:]
-        yield
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 @pytest.mark.parametrize("service", ["dashboard_port", "jupyter_port"])
 def test_another_users_web_server_on_a_planned_port_is_never_taken_for_mine(portal_server, alice, bob, run_portal,

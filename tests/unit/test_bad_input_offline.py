@@ -114,3 +114,24 @@ def test_cli_refuses_in_one_line_before_connecting(tmp_path, laptop, args, extra
     assert len(lines) == 1 and lines[0].startswith("portal:") and needle in lines[0], res.stderr
     assert "connect" not in res.stderr  # refused before any SSH
     assert not (tmp_path / "portal").exists() or not any((tmp_path / "portal").iterdir())
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"block_size": 19}, "block_size 19 cannot hold one env's 20 ports"),
+    ({"port_base": 60000}, "ends at 69999"),
+    ({"port_base": 65000, "slots": 1, "block_size": 600}, "ends at 65599"),
+    ({"connect_timeout": "soon"}, "connect_timeout 'soon'"),
+    ({"connect_timeout": 0}, "connect_timeout 0"),
+    ({"connect_timeout": float("nan")}, "connect_timeout nan"),
+    ({"claims_dir": "relative/dir"}, "claims_dir 'relative/dir'"),
+])
+def test_port_plan_timeouts_and_claims_dir_are_checked_in_one_line(settings, needle):
+    with pytest.raises(ConfigError) as info:
+        resolve(settings, "matagorda")
+    assert needle in info.value.line() and "\n" not in info.value.line() and info.value.hint
+
+
+def test_a_plan_that_fits_is_kept_whole():
+    s = resolve({"port_base": 60000, "slots": 55}, "matagorda")
+    assert s.port_base + s.slots * s.block_size - 1 <= 65535 and s.slots == 55
+    assert resolve({"connect_timeout": "2.5"}, "matagorda").connect_timeout == 2.5

@@ -1,0 +1,76 @@
+"""Names, places and file rules the laptop and the host-side helper share (standard library only, Python 3.8+).
+
+The laptop imports this module from the package; the helper carries it in its zipapp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import Any
+
+#: Ports per env inside a user's block.
+SLOT_SIZE = 20
+#: Offsets inside an env's slot: single ports, then [first, last] ranges for workers and nannies.
+LAYOUT: dict[str, Any] = {
+    "scheduler_port": 0,
+    "dashboard_port": 1,
+    "jupyter_port": 2,
+    "worker_ports": [4, 11],
+    "nanny_ports": [12, 19],
+}
+#: The highest TCP port.
+LAST_PORT = 65535
+
+#: The shared claims directory when neither the admin nor the user names another.
+DEFAULT_CLAIMS_DIR = "/tmp/portal-ports"
+#: The admin's host-wide settings for portal (flat ``key: value`` lines), read by the helper.
+HOST_CONFIG = "/etc/portal/portal.yaml"
+#: Settings an admin may set in :data:`HOST_CONFIG`.
+HOST_SETTINGS = ("claims_dir",)
+
+_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
+
+
+def parse_host_config(text: str) -> dict[str, str]:
+    """Top-level ``key: value`` lines (``#`` comments, quotes around a value); indented and unknown keys are left out."""
+    found: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line or line.startswith("#") or line[0].isspace():
+            continue
+        match = _LINE.match(line)
+        if not match or match.group(1) not in HOST_SETTINGS:
+            continue
+        value = match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if value:
+            found[match.group(1)] = value
+    return found
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): a reader sees the old file or the new one, never a part.
+
+    A temporary file beside it, flushed to disk, renamed over it.
+    """
+    tmp = "%s.%d.%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself, on disk (where the file system allows it)
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
