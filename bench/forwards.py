@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import struct
@@ -143,17 +144,17 @@ def _answers(port: int) -> bool:
 @contextlib.contextmanager
 def echo_server(b: Bench) -> Iterator[int]:
     """The TCP server on the host's 127.0.0.1; yields its port; ends it by pid."""
-    if b.server.admin_run is None:
-        raise RuntimeError("the forward benchmark needs a test server with admin_run (netns)")
-    with tempfile.TemporaryDirectory(prefix="portal-bench-") as tmp:
-        script, portfile = Path(tmp, "server.py"), Path(tmp, "port")
-        script.write_text(SERVER)
-        os.chmod(tmp, 0o755)
-        res = b.server.admin_run(["sh", "-c", f"python3 {script} {portfile} >/dev/null 2>&1 & echo $!"], timeout=15)
+    if b.server.admin_run is None or b.server.host_path is None:
+        raise RuntimeError("the forward benchmark needs a test server with admin_run and host_path (netns)")
+    # the port file lives in the host's own /tmp; this process reads it through host_path
+    with tempfile.TemporaryDirectory(prefix="portal-bench-", dir=b.server.host_path("/tmp")) as tmp:
+        portfile = f"/tmp/{Path(tmp).name}/port"  # as the host sees it
+        res = b.server.admin_run(["sh", "-c", f"python3 -c {shlex.quote(SERVER)} {portfile} >/dev/null 2>&1 & echo $!"],
+                                 timeout=15)
         pid = int(res.stdout.strip())
         try:
-            retry_until(portfile.exists, 15, 0.02, what="the bench TCP server to listen", retry_on=())
-            yield int(portfile.read_text())
+            retry_until(Path(tmp, "port").exists, 15, 0.02, what="the bench TCP server to listen", retry_on=())
+            yield int(Path(tmp, "port").read_text())
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -1,11 +1,15 @@
-"""The netns test server: network namespaces `matagorda` and `login`, each with a real sshd.
+"""The netns test server: hosts `matagorda`, `login` and `matagorda2`, each with a real sshd.
 
-Namespaces isolate only the network: users, files and processes are shared with the
-root namespace, which plays the laptop. Addresses are 10.231.X.0/24 nets:
+Each host is a network namespace whose sshd runs in its own mount and UTS namespaces: the
+host has its own /tmp (a tmpfs: tmux sockets, the claims directory, scratch space), its own
+hostname, /etc/hosts line and /etc/machine-id. Users, homes (/home, shared as over NFS) and
+processes are shared with the root namespace, which plays the laptop and keeps the real /tmp.
+Addresses are 10.231.X.0/24 nets:
 
-    root (laptop) 10.231.X.1   <-> matagorda 10.231.X.2
-    root (laptop) 10.231.X+1.1 <-> login     10.231.X+1.2
-    login         10.231.X+2.1 <-> matagorda 10.231.X+2.2   (the laptop has no way in)
+    root (laptop) 10.231.X.1   <-> matagorda  10.231.X.2
+    root (laptop) 10.231.X+1.1 <-> login      10.231.X+1.2
+    login         10.231.X+2.1 <-> matagorda  10.231.X+2.2   (the laptop has no way in)
+    root (laptop) 10.231.X+3.1 <-> matagorda2 10.231.X+3.2   (a second server sharing the homes)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +33,21 @@ from portal_tasks.testing.server import TestServer, TestServerError, TestServerU
 from portal_tasks.testing.waiting import retry_until
 
 PREFIX = "portal-t-"  # every namespace and run dir made here starts with it
-NETNS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-([a-z]+)$")
+NETNS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-([a-z0-9]+)$")
 SSHD = "/usr/sbin/sshd"
 ROLES = ("alice", "bob", "notmux")
+HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "login": "login",
+                 "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
+#: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 sshd, $3 config, $4 log):
+#: its own /tmp, hostname, /etc/hosts line and machine-id, then exec sshd (so the pid stays sshd's)
+HOST_SETUP = """set -e
+exec 2>>"$4"
+mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
+printf '%s\\n' "$0" > /proc/sys/kernel/hostname
+mount --bind "$1/hosts" /etc/hosts
+if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
+exec "$2" -D -f "$3" -E "$4"
+"""
 LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
 BASE_ROOT = Path(os.environ.get("PORTAL_TEST_BASE", "/home"))
 RUNTIME_ROOT = Path("/run")
@@ -38,7 +55,7 @@ RUNTIME_ROOT = Path("/run")
 
 @dataclass(frozen=True)
 class Nets:
-    """The three /24 nets of one run."""
+    """The four /24 nets of one run."""
 
     x: int
 
@@ -57,6 +74,10 @@ class Nets:
     def inner(self) -> str:  # matagorda as only the login node reaches it
         return self.addr(2, 2)
 
+    @property
+    def second(self) -> str:  # matagorda2
+        return self.addr(3, 2)
+
 
 def _must(argv: list[str], what: str | None = None, timeout: float = 60) -> Result:
     res = run(argv, timeout=timeout)
@@ -73,7 +94,7 @@ def unavailable() -> str | None:
         return f"the netns test server needs Linux (this is {sys.platform}); use --portal-server ssh://HOST"
     if os.geteuid() != 0:
         return "the netns test server needs root (network namespaces, users); run as root or use --portal-server ssh://HOST"
-    for tool in ("ip", "ssh", "ssh-keygen", "useradd", "userdel", "setpriv", "ss"):
+    for tool in ("ip", "ssh", "ssh-keygen", "useradd", "userdel", "setpriv", "ss", "unshare", "nsenter", "mount"):
         if shutil.which(tool) is None:
             return f"the netns test server needs `{tool}` on PATH"
     if not os.access(SSHD, os.X_OK):
@@ -120,12 +141,12 @@ def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
 
 
 def _pick_nets() -> Nets:
-    """A free 10.231.X.0/24 triple: no address or route of this machine in it."""
+    """Four free 10.231.X.0/24 nets: no address or route of this machine in them."""
     used = run(["ip", "-o", "-4", "addr"], timeout=10).stdout + run(["ip", "-4", "route"], timeout=10).stdout
     start = secrets.randbelow(63)
     for i in range(63):
         x = 4 * ((start + i) % 63)
-        if not any(f"10.231.{x + n}." in used for n in range(3)):
+        if not any(f"10.231.{x + n}." in used for n in range(4)):
             return Nets(x)
     raise TestServerError("no free 10.231.X.0/24 nets left for the test server", hint="Remove stale veths.")
 
@@ -140,6 +161,8 @@ Host login
 Host matagorda-via-login
     HostName {nets.inner}
     ProxyJump login
+Host matagorda2
+    HostName {nets.second}
 Host *
     User {user}
     IdentityFile {key}
@@ -192,9 +215,12 @@ class NetnsServer:
         self.runtime = RUNTIME_ROOT / f"{PREFIX}{self.run_id}"  # short paths for unix sockets
         self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
         self.ns_login = f"{PREFIX}{self.run_id}-login"
+        self.ns_second = f"{PREFIX}{self.run_id}-matagorda2"
         self._netns: list[str] = []
         self._users: list[str] = []
         self._sshd: list[subprocess.Popen[bytes]] = []
+        #: host name -> pid of its sshd, whose net, mount and UTS namespaces are the host's
+        self._anchor: dict[str, int] = {}
         self._laptops: list[Path] = []
         self._keep: dict[Path, set[str]] = {}
         self.server: TestServer | None = None
@@ -213,25 +239,32 @@ class NetnsServer:
         notmux_bin = self._notmux_bin()
         users = {role: self._user(role, nets, notmux_bin) for role in self.roles}
         names = [u.name for u in users.values()]
-        notmux_path = f"{notmux_bin}:/usr/sbin"
-        self._sshd_in(self.ns_host, "matagorda", [nets.host, nets.inner], names,
-                      f"Match User {users['notmux'].name}\n    SetEnv PATH={notmux_path}\n")
-        self._sshd_in(self.ns_login, "login", [nets.login], names)
+        notmux = f"Match User {users['notmux'].name}\n    SetEnv PATH={notmux_bin}:/usr/sbin\n"
+        waits = [  # the sshds start side by side; then each is waited for
+            self._sshd_in(self.ns_host, "matagorda", [nets.host, nets.inner], names, notmux),
+            self._sshd_in(self.ns_login, "login", [nets.login], names),
+            self._sshd_in(self.ns_second, "matagorda2", [nets.second], names, notmux),
+        ]
+        for wait in waits:
+            wait()
         self.server = TestServer(
             backend="netns",
             address=nets.host,
             login_address=nets.login,
             via_login_address=nets.inner,
+            second_host="matagorda2",
+            second_address=nets.second,
             envs=envs,
             users=users,
             run_id=self.run_id,
             admin_run=self.admin_run,
+            host_path=self.host_path,
             reset_user=self.reset_user,
         )
         return self.server
 
     def _network(self) -> Nets:
-        for ns in (self.ns_host, self.ns_login):
+        for ns in (self.ns_host, self.ns_login, self.ns_second):
             res = run(["ip", "netns", "add", ns], timeout=30)
             if not res.ok:
                 raise TestServerUnavailable(f"cannot create network namespaces here ({res.tail(1)})",
@@ -245,6 +278,7 @@ class NetnsServer:
             (None, f"pt{t}h0", nets.addr(0, 1), self.ns_host, f"pt{t}h1", nets.host),
             (None, f"pt{t}l0", nets.addr(1, 1), self.ns_login, f"pt{t}l1", nets.login),
             (self.ns_login, f"pt{t}j0", nets.addr(2, 1), self.ns_host, f"pt{t}j1", nets.inner),
+            (None, f"pt{t}s0", nets.addr(3, 1), self.ns_second, f"pt{t}s1", nets.second),
         ]
         for ns0, name0, addr0, ns1, name1, addr1 in pairs:
             n0 = ["-n", ns0] if ns0 else []
@@ -307,34 +341,69 @@ class NetnsServer:
         return TestUser(role=role, name=name, uid=uid, home=home, key=key, ssh_config=config, laptop=laptop,
                         runtime=runtime)
 
-    def _sshd_in(self, ns: str, label: str, listen: list[str], allow: list[str], extra: str = "") -> None:
+    def _sshd_in(self, ns: str, label: str, listen: list[str], allow: list[str],
+                 extra: str = "") -> Callable[[], None]:
+        """Start the sshd of host `label` in its own namespaces; returns the wait for it to listen."""
         d = self.base / "sshd" / label
         d.mkdir(mode=0o700, parents=True)
         _must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", label, "-f", str(d / "ssh_host_ed25519_key")])
         cfg = d / "sshd_config"
         cfg.write_text(_sshd_config(d, listen, allow, extra))
+        (d / "hosts").write_text(Path("/etc/hosts").read_text() + f"127.0.1.1\t{label}\n")
+        (d / "machine-id").write_text(secrets.token_hex(16) + "\n")
+        for name in ("hosts", "machine-id"):
+            (d / name).chmod(0o644)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
-        proc = spawn(["ip", "netns", "exec", ns, SSHD, "-D", "-f", str(cfg), "-E", str(d / "sshd.log")])
+        log = d / "sshd.log"
+        # unshare and sh exec, so the Popen pid ends up being sshd, inside the host's namespaces
+        proc = spawn(["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private",
+                      "sh", "-c", HOST_SETUP, label, str(d), SSHD, str(cfg), str(log)])
         self._sshd.append(proc)
 
         def listening() -> bool:
             if proc.poll() is not None:
-                log = (d / "sshd.log").read_text() if (d / "sshd.log").exists() else ""
-                raise TestServerError(f"sshd of {label} exited with rc {proc.returncode}: {log[-500:]}")
+                text = log.read_text() if log.exists() else ""
+                raise TestServerError(f"sshd of {label} exited with rc {proc.returncode}: {text[-500:]}")
             out = run(["ip", "netns", "exec", ns, "ss", "-Htln"], timeout=10).stdout
             return all(f"{a}:22" in out for a in listen)
 
-        retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}", retry_on=())
-        pub = (d / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-        for laptop in self._laptops:
-            with open(laptop / ".ssh" / "known_hosts", "a") as f:
-                f.write(f"{','.join(listen)} {' '.join(pub)}\n")
+        def wait() -> None:
+            retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}", retry_on=())
+            self._anchor[label] = proc.pid
+            pub = (d / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+            for laptop in self._laptops:
+                with open(laptop / ".ssh" / "known_hosts", "a") as f:
+                    f.write(f"{','.join(listen)} {' '.join(pub)}\n")
+
+        return wait
 
     # -- use ----------------------------------------------------------------------------
-    def admin_run(self, argv: list[str], **kwargs: Any) -> Result:
-        """Run argv as root inside matagorda's namespace (sees its sockets)."""
-        return run(["ip", "netns", "exec", self.ns_host, *argv], **kwargs)
+    def _pid_of(self, host: str | None) -> int:
+        label = HOST_OF_ALIAS.get(host or "matagorda", host or "")
+        try:
+            return self._anchor[label]
+        except KeyError:
+            raise TestServerError(f"the netns test server has no host {host!r}",
+                                  hint=f"Hosts: {', '.join(HOST_OF_ALIAS)}.") from None
+
+    def admin_run(self, argv: list[str], *, host: str | None = None, user: TestUser | None = None,
+                  **kwargs: Any) -> Result:
+        """Run argv on host (default matagorda) inside its namespaces (its sockets, /tmp, hostname).
+
+        As root, or as user (their uid, groups and login environment, in their home)."""
+        enter = ["nsenter", f"--target={self._pid_of(host)}", "--net", "--mount", "--uts"]
+        if user is None:
+            return run([*enter, "--", *argv], **kwargs)
+        entry = users_mod.pwd.getpwnam(user.name)
+        return run([*enter, f"--wd={entry.pw_dir}", "--", "setpriv", f"--reuid={entry.pw_uid}",
+                    f"--regid={entry.pw_gid}", "--init-groups", "--reset-env", "--", *argv], **kwargs)
+
+    def host_path(self, path: str, host: str | None = None) -> Path:
+        """Where root in the root namespace reaches `path` of host (e.g. its /tmp/portal-ports).
+
+        Through /proc/PID/root: do not follow absolute symlinks found there (they resolve here)."""
+        return Path(f"/proc/{self._pid_of(host)}/root") / path.lstrip("/")
 
     def reset_user(self, user: TestUser) -> None:
         """Between tests: end the user's processes (host and laptop) and drop what they wrote."""
@@ -342,6 +411,9 @@ class NetnsServer:
         entry = users_mod.pwd.getpwnam(user.name)
         users_mod.kill_uid(entry.pw_uid, entry.pw_gid)
         users_mod.remove_files_of_uid(entry.pw_uid)
+        for label in self._anchor:  # each host's own /tmp, and the user's claims in it
+            tmp = self.host_path("/tmp", label)
+            users_mod.remove_files_of_uid(entry.pw_uid, (str(tmp / "portal-ports"), str(tmp)))
         for d in (user.home, user.laptop, user.runtime):
             for name in set(os.listdir(d)) - self._keep.get(d, set()):
                 p = d / name
@@ -371,6 +443,7 @@ class NetnsServer:
             attempt("stopping sshd", kill_and_wait, [proc.pid])
             attempt("reaping sshd", proc.wait, 5)
         self._sshd.clear()
+        self._anchor.clear()
         for ns in list(self._netns):
             attempt(f"stopping processes in {ns}", lambda n: kill_and_wait(_netns_pids(n)), ns)
         for name in list(self._users):

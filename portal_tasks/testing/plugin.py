@@ -234,9 +234,9 @@ def testinfra_host(portal_server: TestServer) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def listening_sockets(portal_server: TestServer) -> Callable[[TestUser], list[Listener]]:
-    """listening_sockets(user): the TCP listeners (addr, port, uid, pid) that user owns on the host."""
-    return lambda user: _listening_sockets(portal_server, user)
+def listening_sockets(portal_server: TestServer) -> Callable[..., list[Listener]]:
+    """listening_sockets(user, host=None): the TCP listeners (addr, port, uid, pid) user owns on host."""
+    return lambda user, host=None: _listening_sockets(portal_server, user, host)
 
 
 PACKAGE_PARENT = str(Path(portal_tasks.__file__).resolve().parents[1])

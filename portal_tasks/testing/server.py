@@ -66,11 +66,17 @@ class TestServer:
     login_address: str | None = None
     via_login_host: str | None = "matagorda-via-login"  # alias going through ProxyJump login
     via_login_address: str | None = None  # reachable from the login node only
+    #: ssh alias of a second server sharing the homes (NFS-like) with its own network, /tmp and hostname
+    second_host: str | None = None
+    second_address: str | None = None
     envs: dict[str, Path] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)  # by role
     run_id: str = ""
-    #: runs an argv on the host with admin rights (netns: inside the namespace); None when not possible
+    #: admin_run(argv, *, host=None, user=None, **run_kwargs): argv on a host (default: host) inside its
+    #: namespaces (its sockets, its /tmp), as root or as user; None when not possible
     admin_run: Callable[..., Result] | None = field(default=None, repr=False)
+    #: host_path(path, host=None): where this process reaches a host's path (e.g. its /tmp); None: it cannot
+    host_path: Callable[..., Path] | None = field(default=None, repr=False)
     #: kills a user's processes on the host and resets their state between tests; None: not allowed
     reset_user: Callable[[TestUser], None] | None = field(default=None, repr=False)
 

@@ -49,14 +49,15 @@ def parse_ss(text: str) -> list[Listener]:
     return found
 
 
-def listening_sockets(server: TestServer, user: TestUser) -> list[Listener]:
-    """The TCP listeners owned by user on the host (root's view when the backend allows it)."""
+def listening_sockets(server: TestServer, user: TestUser, host: str | None = None) -> list[Listener]:
+    """The TCP listeners owned by user on host (default: the server's; root's view when the backend allows it)."""
+    host = host or server.host
     if server.admin_run is not None:
-        res = server.admin_run(["ss", "-Htlnpe"], timeout=15)
+        res = server.admin_run(["ss", "-Htlnpe"], host=host, timeout=15)
     else:
-        res = user.ssh(server.host, "ss -Htlnpe", timeout=30)
+        res = user.ssh(host, "ss -Htlnpe", timeout=30)
     if not res.ok:
-        raise TestServerError(f"ss -Htlnpe failed (rc {res.rc}): {res.tail()}", host=server.host)
+        raise TestServerError(f"ss -Htlnpe failed (rc {res.rc}): {res.tail()}", host=host)
     return [s for s in parse_ss(res.stdout) if s.uid == user.uid]
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
+from pathlib import Path
+
 import pytest
 
 from portal_tasks.testing.server import TestServer, TestUser
@@ -113,3 +117,69 @@ def test_ss_lines_are_read_with_owner_and_pid() -> None:
         Listener("127.0.0.1", 20400, 1001, 123, "dask scheduler"),
         Listener("::1", 8888, 1002, 9, "python3"),
     ]
+
+
+def _netns_only(server: TestServer) -> None:
+    if server.backend != "netns" or server.second_host is None:
+        pytest.skip(f"the {server.backend} test server has no second host with its own /tmp")
+
+
+def test_every_host_has_its_own_hostname_and_machine_id(portal_server: TestServer, alice: TestUser) -> None:
+    _netns_only(portal_server)
+    seen = {}
+    for host in (portal_server.host, portal_server.second_host or "", portal_server.login_host or ""):
+        res = alice.ssh(host, "hostname; python3 -c 'import platform, socket; print(platform.node()); "
+                              "print(socket.gethostbyname(socket.gethostname()))'; cat /etc/machine-id")
+        assert res.ok, res
+        name, node, address, machine_id = res.stdout.split()
+        assert name == node == host and address == "127.0.1.1"
+        seen[host] = machine_id
+    assert len(set(seen.values())) == 3, seen
+    assert socket.gethostname() not in seen  # the laptop keeps its own name
+    assert Path("/etc/machine-id").read_text().strip() not in seen.values()
+
+
+def test_each_host_has_its_own_tmp_and_all_share_the_homes(portal_server: TestServer, alice: TestUser) -> None:
+    _netns_only(portal_server)
+    second = portal_server.second_host or ""
+    name = f"portal-tmp-{uuid.uuid4().hex[:8]}"
+    assert alice.ssh(portal_server.host, f"echo matagorda > /tmp/{name} && echo home > ~/{name}").ok
+    try:
+        assert alice.ssh(portal_server.host, f"cat /tmp/{name}").stdout == "matagorda\n"
+        for host in (second, portal_server.login_host or ""):
+            assert alice.ssh(host, f"test ! -e /tmp/{name}").ok, f"/tmp/{name} of matagorda is visible on {host}"
+        assert not Path("/tmp", name).exists(), "matagorda's /tmp is the laptop's"
+        assert alice.ssh(second, f"cat ~/{name}").stdout == "home\n"  # the same home, as over NFS
+        assert alice.ssh(second, f"echo matagorda2 > /tmp/{name}").ok
+        assert alice.ssh(portal_server.host, f"cat /tmp/{name}").stdout == "matagorda\n"
+        # root's ways into a host's /tmp see the host's file, not the laptop's
+        assert portal_server.admin_run is not None and portal_server.host_path is not None
+        assert portal_server.host_path(f"/tmp/{name}").read_text() == "matagorda\n"
+        assert portal_server.host_path(f"/tmp/{name}", second).read_text() == "matagorda2\n"
+        res = portal_server.admin_run(["stat", "-c", "%U %a", f"/tmp/{name}"], host=second)
+        assert res.ok and res.stdout.split() == [alice.name, "644"], res
+        as_alice = portal_server.admin_run(["sh", "-c", f'id -un; pwd; cat /tmp/{name}'], user=alice)
+        assert as_alice.ok and as_alice.stdout.split() == [alice.name, str(alice.home), "matagorda"], as_alice
+    finally:
+        (alice.home / name).unlink(missing_ok=True)
+
+
+def test_listeners_and_testinfra_reach_the_second_host(portal_server: TestServer, alice: TestUser,
+                                                       testinfra_host, listening_sockets) -> None:
+    _netns_only(portal_server)
+    second = portal_server.second_host or ""
+    assert testinfra_host(alice, host=second).check_output("hostname") == second
+    assert testinfra_host(alice, host=second).socket(f"tcp://{portal_server.second_address}:22").is_listening
+    start = "tmux new-session -d -s t 'python3 -m http.server --bind 127.0.0.1 20998'"
+    assert alice.ssh(second, start).ok
+    from portal_tasks.testing.waiting import retry_until
+
+    found = retry_until(lambda: [s for s in listening_sockets(alice, second) if s.port == 20998], 10, 0.1)
+    assert found[0].uid == alice.uid
+    assert not [s for s in listening_sockets(alice) if s.port == 20998]  # matagorda has its own network
+    assert alice.ssh(second, "mkdir -p /tmp/portal-ports && touch /tmp/portal-ports/block-1 /tmp/left").ok
+    if portal_server.reset_user is not None:  # reset also clears what the user left in each host's /tmp
+        portal_server.reset_user(alice)
+        assert alice.ssh(second, "test ! -e /tmp/left && test ! -e /tmp/portal-ports").ok
+    assert not listening_sockets(alice, second)
+    assert alice.ssh(second, "tmux ls").rc != 0
