@@ -39,13 +39,15 @@ ROLES = ("alice", "bob", "notmux")
 HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "login": "login",
                  "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
 #: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 sshd, $3 config, $4 log):
-#: its own /tmp, hostname, /etc/hosts line and machine-id, then exec sshd (so the pid stays sshd's)
+#: its own /tmp, hostname, /etc/hosts line and machine-id, an empty /etc/portal in place of this machine's
+#: admin settings (if any), then exec sshd (so the pid stays sshd's)
 HOST_SETUP = """set -e
 exec 2>>"$4"
 mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
 printf '%s\\n' "$0" > /proc/sys/kernel/hostname
 mount --bind "$1/hosts" /etc/hosts
 if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
+if [ -d /etc/portal ]; then mount --bind "$1/etc-portal" /etc/portal; fi
 exec "$2" -D -f "$3" -E "$4"
 """
 LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
@@ -353,6 +355,7 @@ class NetnsServer:
         (d / "machine-id").write_text(secrets.token_hex(16) + "\n")
         for name in ("hosts", "machine-id"):
             (d / name).chmod(0o644)
+        (d / "etc-portal").mkdir(mode=0o755)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
         log = d / "sshd.log"
