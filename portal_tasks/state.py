@@ -1,4 +1,5 @@
-"""Laptop-side state: which local port forwards which service of which host (so bookmarks keep working)."""
+"""Laptop-side state: which hosts portal has been used with, and which local port forwards which service
+of which host (so bookmarks keep working)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,9 +23,36 @@ def cache_dir() -> Path:
     return path
 
 
+FORWARDS_PREFIX = "forwards-"
+HOSTS_FILE = "hosts.json"
+
+
 def _host_file(host: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", host)
-    return cache_dir() / f"forwards-{safe}.json"
+    return cache_dir() / f"{FORWARDS_PREFIX}{safe}.json"
+
+
+def load_hosts() -> dict[str, dict[str, Any]]:
+    """{host: {"ssh_config": path or None, "used": unix time}} of every host `up` or `forward` ran for.
+
+    Hosts that only have a forwards file (recorded before hosts were) count too, without details.
+    """
+    try:
+        data = json.loads((cache_dir() / HOSTS_FILE).read_text())
+    except (OSError, ValueError):
+        data = {}
+    hosts = {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+    for path in cache_dir().glob(f"{FORWARDS_PREFIX}*.json"):
+        hosts.setdefault(path.stem[len(FORWARDS_PREFIX):], {})
+    return dict(sorted(hosts.items()))
+
+
+def record_host(host: str, ssh_config: str | None) -> None:
+    """Remember that portal was used with host (and the ssh config it was reached with)."""
+    with _lock(cache_dir() / "hosts.lock"):
+        hosts = {k: v for k, v in load_hosts().items() if v}
+        hosts[host] = {"ssh_config": ssh_config, "used": int(time.time())}
+        write_atomic(str(cache_dir() / HOSTS_FILE), json.dumps(hosts, indent=1, sort_keys=True).encode())
 
 
 def load_forwards(host: str) -> dict[str, dict[str, Any]]:
@@ -42,7 +71,13 @@ def save_forwards(host: str, forwards: dict[str, dict[str, Any]]) -> None:
 @contextlib.contextmanager
 def laptop_lock(host: str) -> Iterator[None]:
     """Serialise forward bookkeeping of concurrent portal runs for one host."""
-    fd = os.open(_host_file(host).with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    with _lock(_host_file(host).with_suffix(".lock")):
+        yield
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -147,9 +147,17 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
                     memory=memory, watch=watch)
 
 
-@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON"})
-def status(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False) -> None:
-    """What runs for you on HOST: sessions, clusters, Jupyter servers, forwards, ports (read-only)."""
+@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON",
+                   "all": "every host you used portal with, asked side by side",
+                   "wait": "with --all: seconds to wait for the hosts (default 2)"})
+def status(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False,
+           all_: bool = False, wait: float | None = None) -> None:
+    """What runs for you on HOST (or on every host with --all): sessions, clusters, Jupyter, forwards (read-only)."""
+    if all_:
+        overview = _step("overview")
+        reports = overview.ask_all(c.config, wait=overview.check_wait(wait, host), ssh_config=ssh_config)
+        print(_json.dumps(reports, indent=2, sort_keys=True) if json else overview.render(reports))
+        return
     report = _step("status").run(_target(c, host, ssh_config))
     print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("status").render(report))
 

@@ -94,6 +94,8 @@ class Link(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.host = settings.host
+        #: never prompt (password, 2FA) even on a terminal: for calls that ask many hosts at once
+        self.batch = False
 
     # -- transport-specific -------------------------------------------------
     @abstractmethod

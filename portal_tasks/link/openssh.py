@@ -135,7 +135,7 @@ class OpenSSHLink(Link):
         sock = self._socket_file()
         if sock is not None and sock.exists():  # master gone, socket left behind
             sock.unlink(missing_ok=True)
-        batch = not sys.stdin.isatty()
+        batch = self.batch or not sys.stdin.isatty()
         res = run_daemon(master_argv(self.settings, self.control_path, batch=batch),
                          timeout=self.settings.connect_timeout + 20, interactive=not batch)
         rc, message = res.rc, " ".join(res.stderr.split())

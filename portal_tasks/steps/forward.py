@@ -111,6 +111,7 @@ def forward_all(target: Target, services: list[Service] | None = None) -> list[F
     forwards, replace broken ones; remember the ports."""
     if services is None:
         services = running(target)
+    state.record_host(target.host, target.settings.ssh_config)  # `status --all` and the page ask it from now on
     if target.link.name == "local":
         made = [Forward(s, s.host_port) for s in services if s.host_port]
         _print(made)

@@ -60,7 +60,17 @@ def run(target: Target) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"{report['host']}: user {report['user']} (uid {report['uid']})"]
+    lines = [f"{report['host']}: user {report['user']} (uid {report['uid']})", *service_lines(report)]
+    p, block = report["ports"], report["ports"].get("block", {})
+    lines.append(f"  ports: block {block.get('start')}-{block.get('end')}, {p.get('listening')} listening now "
+                 f"({p.get('listening_in_block')} in the block)")
+    lines.append(f"  note: {report['exposure']}")
+    return "\n".join(lines)
+
+
+def service_lines(report: dict[str, Any]) -> list[str]:
+    """The indented lines for a report's sessions, clusters, Jupyter servers and forwards."""
+    lines = []
     for session in report["sessions"]:
         windows = ", ".join(f"{w['name']} ({w['command']})" for w in session["windows"])
         lines.append(f"  tmux session {session['name']}: {windows}")
@@ -75,9 +85,6 @@ def render(report: dict[str, Any]) -> str:
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")
     for f in report["forwards"]:
-        lines.append(f"  forward {f['service']}: {f['url']} -> {f['remote']} {'answers' if f['answers'] else 'does NOT answer'}")
-    p, block = report["ports"], report["ports"].get("block", {})
-    lines.append(f"  ports: block {block.get('start')}-{block.get('end')}, {p.get('listening')} listening now "
-                 f"({p.get('listening_in_block')} in the block)")
-    lines.append(f"  note: {report['exposure']}")
-    return "\n".join(lines)
+        said = {True: "answers", False: "does NOT answer", None: "not checked in time"}[f["answers"]]
+        lines.append(f"  forward {f['service']}: {f['url']} -> {f['remote']} {said}")
+    return lines

@@ -471,3 +471,17 @@ class NetnsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sshd_pids(run_id: str, label: str) -> list[int]:
+    """The sshd processes (the listener and every connection's) of test host `label` of run `run_id`."""
+    res = _must(["ip", "netns", "pids", f"{PREFIX}{run_id}-{label}"], timeout=10)
+    found = []
+    for pid in res.stdout.split():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue  # ended meanwhile
+        if comm.startswith("sshd"):
+            found.append(int(pid))
+    return found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from portal_tasks.runner import run
@@ -102,3 +104,13 @@ def kill_and_wait(pids: list[int], seconds: float = 5.0) -> None:
     except WaitTimeout:
         kill_pids(pids)
         retry_until(lambda: not any(pid_alive(p) for p in pids), seconds, 0.05, what=f"pids {pids} to end")
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[list[int]]:
+    """SIGSTOP pids for the block (a host that hangs), SIGCONT them after it, also when it fails."""
+    try:
+        kill_pids(pids, signal.SIGSTOP)
+        yield pids
+    finally:
+        kill_pids(pids, signal.SIGCONT)
