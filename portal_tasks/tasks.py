@@ -162,6 +162,17 @@ def status(c: Context, host: str | None = None, ssh_config: str | None = None, j
     print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("status").render(report))
 
 
+@portal_task(help={"ssh-config": SSH_CONFIG, "port": "laptop port to serve on (default: a free one)",
+                   "browser": "open the browser (--no-browser only prints the URL)",
+                   "wait": "seconds to wait for each host per refresh (default 2)"})
+def page(c: Context, port: int = 0, browser: bool = True, wait: float | None = None,
+         ssh_config: str | None = None) -> None:
+    """A local page (127.0.0.1, a secret in its URL) with every host's services, health and actions; Ctrl-C ends it."""
+    from .page import server
+
+    server.serve(c.config, port=port, browser=browser, wait=_step("overview").check_wait(wait), ssh_config=ssh_config)
+
+
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON"})
 def ports(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False) -> None:
     """Your port plan on HOST and how many ports you hold there (read-only)."""
@@ -183,5 +194,5 @@ def check(c: Context, host: str | None = None, ssh_config: str | None = None, en
         raise Exit(code=1)
 
 
-ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, ports, down, check)
+ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, page, ports, down, check)
 ns.configure({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})

@@ -120,6 +120,16 @@ def forward_rows(host: str) -> list[dict[str, Any]]:
             for name, entry in sorted(state.load_forwards(host).items())]
 
 
+def probe_url(row: dict[str, Any]) -> str:
+    """What to ask through a forward to see it carries traffic: a dashboard's cheap ``/health``, not its
+    ``/status`` page (which makes a new Bokeh session on each request), a Jupyter server's own URL."""
+    url = str(row["url"])
+    if str(row["service"]).startswith("dashboard-") and "://" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}/health"
+    return url
+
+
 def ask_all(config: Config | Mapping[str, Any] | None, hosts: list[str] | None = None, wait: float = DEFAULT_WAIT,
             ssh_config: str | None = None) -> list[dict[str, Any]]:
     """One report per host, in the order of ``hosts`` (default: every known host), within about ``wait`` seconds."""
@@ -133,7 +143,7 @@ def ask_all(config: Config | Mapping[str, Any] | None, hosts: list[str] | None =
             asked.append((host, "", exc.message, []))
             continue
         snap = Job(functools.partial(snapshot, settings, wait)).start()
-        checks = [(row, Job(functools.partial(forward_step.answers, row["url"], timeout=wait)).start())
+        checks = [(row, Job(functools.partial(forward_step.answers, probe_url(row), timeout=wait)).start())
                   for row in forward_rows(host) if row["url"]]
         asked.append((host, settings.session, snap, checks))
     reports = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -12,38 +13,52 @@ from pathlib import Path
 from portal_tasks.errors import EnvError
 from portal_tasks.runner import run
 
-#: env name -> pip requirements; `bare` is for "env lacks dask" tests.
+#: env name -> pip requirements; `bare` is for "env lacks dask" tests, `nobokeh` for "dashboard needs bokeh".
 ENV_REQUIREMENTS: dict[str, list[str]] = {
-    "a": ["dask[distributed]", "ipython", "jupyterlab"],
+    "a": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab"],
     "bare": [],
+    "nobokeh": ["dask[distributed]", "ipython"],
 }
 ENVS_ROOT = Path(os.environ.get("PORTAL_TEST_ENVS_ROOT", "/opt/portal-testing/envs"))
 SYSTEM_PYTHON = "/usr/bin/python3"
 COMPLETE_MARK = ".portal-complete"
 
 
-def envs_key(python: str = SYSTEM_PYTHON) -> str:
-    """A short hash of the requirements and the python, naming the cache directory."""
-    version = run([python, "-c", "import sys; print(sys.version)"], timeout=30).stdout.strip()
-    blob = json.dumps({"req": ENV_REQUIREMENTS, "python": python, "version": version}, sort_keys=True)
+@functools.cache
+def _python_version(python: str) -> str:
+    return run([python, "-c", "import sys; print(sys.version)"], timeout=30).stdout.strip()
+
+
+def envs_key(name: str, python: str = SYSTEM_PYTHON) -> str:
+    """A short hash of one env's requirements and the python: a changed env is rebuilt, the others kept."""
+    blob = json.dumps({"req": ENV_REQUIREMENTS[name], "python": python, "version": _python_version(python)},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _env_path(root: Path, name: str, python: str) -> Path:
+    return root / envs_key(name, python) / name
 
 
 def envs_ready(root: Path = ENVS_ROOT, python: str = SYSTEM_PYTHON) -> bool:
     """True when every env is already built (no minutes-long build ahead)."""
-    base = root / envs_key(python)
-    return all((base / name / COMPLETE_MARK).exists() for name in ENV_REQUIREMENTS)
+    return all((_env_path(root, name, python) / COMPLETE_MARK).exists() for name in ENV_REQUIREMENTS)
 
 
 def ensure_envs(root: Path = ENVS_ROOT, python: str = SYSTEM_PYTHON) -> dict[str, Path]:
     """Return {name: venv path}, building missing envs (minutes the first time, then cached)."""
-    base = root / envs_key(python)
-    base.mkdir(parents=True, exist_ok=True)
-    for d in (root.parent, root, base):
+    root.mkdir(parents=True, exist_ok=True)
+    for d in (root.parent, root):
         d.chmod(0o755)
-    with open(base.parent / f"{base.name}.lock", "w") as lock:
+    with open(root / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs wait for one builder
-        return {name: _ensure_env(base / name, reqs, python) for name, reqs in ENV_REQUIREMENTS.items()}
+        found = {}
+        for name, reqs in ENV_REQUIREMENTS.items():
+            path = _env_path(root, name, python)
+            path.parent.mkdir(exist_ok=True)
+            path.parent.chmod(0o755)
+            found[name] = _ensure_env(path, reqs, python)
+        return found
 
 
 def _ensure_env(path: Path, requirements: list[str], python: str) -> Path:

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from portal_tasks.runner import Result
+from portal_tasks.runner import Result, run
 from portal_tasks.testing.server import TestUser
 
 
@@ -62,3 +62,13 @@ def laptop_ssh_pids(user: TestUser, *needles: bytes) -> list[int]:
         if argv and argv[0] == b"ssh" and str(user.ssh_config).encode() in argv and all(n in argv for n in needles):
             found.append(int(pid))
     return found
+
+
+def cancel_forward_by_hand(user: TestUser, host: str, local_port: int, remote: str) -> Result:
+    """`ssh -O cancel -L ...` against the user's master for host: what a person does to drop one forward."""
+    masters = [pid for pid in laptop_ssh_pids(user, b"ControlMaster=yes", host.encode())]
+    assert len(masters) == 1, f"expected one master for {host}, found {masters}"
+    argv = Path(f"/proc/{masters[0]}/cmdline").read_bytes().decode().split("\0")
+    control = next(a for a in argv if a.startswith("ControlPath="))
+    return run(user.ssh_argv(host, options=["-o", control, "-O", "cancel", "-L", f"127.0.0.1:{local_port}:{remote}"])[:-1],
+               timeout=15)

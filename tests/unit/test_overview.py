@@ -83,3 +83,10 @@ def test_unknown_host_answers_as_unreachable_within_the_wait(cache, tmp_path):
     reports = overview.ask_all(None, ["nowhere"], wait=1.0, ssh_config=str(config))
     assert [r["reachable"] for r in reports] == [False]
     assert "Connection refused" in reports[0]["error"] or "no answer" in reports[0]["error"]
+
+
+def test_a_dashboard_forward_is_probed_at_health_a_jupyter_one_at_its_url():
+    assert overview.probe_url({"service": "dashboard-a", "url": "http://localhost:20101/status"}) == \
+        "http://localhost:20101/health"
+    assert overview.probe_url({"service": "jupyter-a", "url": "http://localhost:20102/lab?token=t"}) == \
+        "http://localhost:20102/lab?token=t"

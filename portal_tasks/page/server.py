@@ -1,0 +1,197 @@
+"""Serves the page on the laptop's loopback (standard library http.server) and carries out its actions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import webbrowser
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from invoke import Config
+
+from .. import config as config_mod
+from .. import state
+from ..errors import PortalError, UsageError
+from ..link import open_link
+from ..link.openssh import control_dir
+from ..steps import overview
+from ..target import Target
+from . import assets, guard
+from .view import view
+
+#: A fresh answer of the hosts is asked at most this often, however many tabs poll.
+FRESH_FOR = 1.0
+MAX_BODY = 4096
+
+
+class PageApp:
+    """What the page serves, apart from HTTP: the hosts' state (briefly cached) and the actions."""
+
+    def __init__(self, config: Config | Mapping[str, Any] | None, wait: float = overview.DEFAULT_WAIT,
+                 ssh_config: str | None = None, secret: str | None = None) -> None:
+        self.config = config
+        self.wait = wait
+        self.ssh_config = ssh_config
+        self.secret = secret or guard.new_secret()
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._reports: list[dict[str, Any]] = []
+
+    def reports(self) -> list[dict[str, Any]]:
+        with self._lock:  # concurrent polls wait for one answer instead of asking the hosts again
+            if time.monotonic() - self._at > FRESH_FOR:
+                self._reports = overview.ask_all(self.config, wait=self.wait, ssh_config=self.ssh_config)
+                self._at = time.monotonic()
+            return self._reports
+
+    def status(self) -> dict[str, Any]:
+        return view(self.reports())
+
+    def target(self, host: str, said: list[str]) -> Target:
+        recorded = state.load_hosts().get(host, {}).get("ssh_config")
+        settings = config_mod.resolve(self.config, host, ssh_config=self.ssh_config or recorded)
+        link = open_link(settings)
+        link.batch = True  # the page has no terminal to type a password into
+        return Target(settings=settings, link=link, say=said.append)
+
+    def act(self, action: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Carry out a POSTed action; (HTTP status, {"ok", "message"})."""
+        from ..steps import down, forward
+
+        host = body.get("host")
+        if not isinstance(host, str) or host not in overview.known_hosts():
+            return 400, {"ok": False, "message": f"unknown host {host!r}: the page acts only on hosts you used."}
+        said: list[str] = []
+        try:
+            if action == "forward":
+                made = forward.forward_all(self.target(host, said))
+                done = ", ".join(f"{f.service.name} on {f.local_port}" for f in made) or "nothing runs to forward"
+                message = f"{host}: forwarded {done}."
+            elif action == "down":
+                env = body.get("env")
+                known: list[str] = next((h["envs"] for h in view(self._reports)["hosts"] if h["host"] == host), [])
+                if not isinstance(env, str) or env not in known:
+                    return 400, {"ok": False, "message": f"{host}: no env {env!r} of yours runs there."}
+                down.run(self.target(host, said), env=env)
+                message = f"{host}: env {env} stopped."
+            else:
+                return 404, {"ok": False, "message": f"no action {action!r}."}
+        except PortalError as exc:
+            return 200, {"ok": False, "message": exc.line()}
+        finally:
+            with self._lock:
+                self._at = 0.0  # the next poll asks the hosts again
+        return 200, {"ok": True, "message": " ".join([message, *said])}
+
+
+class PageServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, app: PageApp, port: int = 0) -> None:
+        self.app = app
+        try:
+            super().__init__(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise UsageError(f"cannot serve the page on 127.0.0.1:{port} ({exc.strerror}).",
+                             hint="Pass another --port, or none for a free one.") from None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/{self.app.secret}/"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: PageServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a request line would print the secret to the terminal."""
+
+    def _send(self, code: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(code)
+        for name, value in guard.HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, code: int, payload: dict[str, Any]) -> None:
+        self._send(code, json.dumps(payload), "application/json")
+
+    def _route(self) -> str | None:
+        """The path after the secret, or None once a refusal has been sent."""
+        if not guard.host_ok(self.headers.get("Host"), self.server.server_port):
+            self._send(403, "forbidden\n")
+            return None
+        rest = guard.route(self.path, self.server.app.secret)
+        if rest is None:
+            self._send(404, "not found\n")
+        return rest
+
+    def do_GET(self) -> None:
+        rest = self._route()
+        if rest is None:
+            return
+        if rest in assets.FILES:
+            content_type, body = assets.FILES[rest]
+            self._send(200, body, content_type)
+        elif rest == "api/status":
+            self._json(200, self.server.app.status())
+        else:
+            self._send(404, "not found\n")
+
+    def do_POST(self) -> None:
+        rest = self._route()
+        if rest is None:
+            return
+        port = self.server.server_port
+        if not guard.post_ok(self.headers.get("Origin"), self.headers.get("Content-Type"), port):
+            self._send(403, "forbidden: actions come from the page itself\n")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length)) if 0 < length <= MAX_BODY else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not rest.startswith("api/"):
+            self._json(400, {"ok": False, "message": "expected a small JSON object."})
+            return
+        code, answer = self.server.app.act(rest[len("api/"):], body)
+        self._json(code, answer)
+
+
+def open_in_browser(url: str) -> Path:
+    """Open url through a private (0600) file that redirects to it, so no process's argv carries the secret."""
+    path = control_dir() / f"page-{os.getpid()}.html"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f'<!doctype html><meta http-equiv="refresh" content="0;url={url}"><a href="{url}">portal page</a>\n')
+    webbrowser.open(path.as_uri())
+    return path
+
+
+def serve(config: Config | Mapping[str, Any] | None, port: int = 0, browser: bool = True,
+          wait: float = overview.DEFAULT_WAIT, ssh_config: str | None = None) -> None:
+    """Serve the page until Ctrl-C."""
+    app = PageApp(config, wait=wait, ssh_config=ssh_config)
+    httpd = PageServer(app, port)
+    threading.Thread(target=app.reports, daemon=True).start()  # the first poll finds the hosts asked already
+    print(f"portal page: {httpd.url}  (Ctrl-C ends it)", flush=True)
+    launcher = open_in_browser(httpd.url) if browser else None
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        print("portal page: stopped.")
+    finally:
+        httpd.server_close()
+        if launcher is not None:
+            with contextlib.suppress(OSError):
+                launcher.unlink()
