@@ -82,6 +82,17 @@ def activation_line(kind: str, location: str, manager: str | None = None) -> str
     return env_kind.activate(location, manager or "conda")
 
 
+def dashboard_problem(env: str, dashboard: Mapping[str, object] | None) -> str | None:
+    """What keeps Dask's dashboard from working in env (its bokeh), with the install command; None when
+    nothing does (or the env has no distributed, which `check` says on its own)."""
+    if not dashboard or dashboard.get("ok"):
+        return None
+    need, have = dashboard.get("need") or "bokeh>=3.1.0", dashboard.get("have")
+    found = f"it has bokeh {have}" if have else "it has no bokeh"
+    return (f"the Dask dashboard needs {need} in env {env!r} ({found}); its page would only say so. "
+            f"Install it: pip install {shlex.quote(str(need))} (or conda install {shlex.quote(str(need))}).")
+
+
 def env_key(spec: str) -> str:
     """A short tmux-safe key for window names: the env name, or a path's name plus a short hash."""
     clean = spec.rstrip("/") or "/"

@@ -9,11 +9,40 @@ from .common import Failure
 
 MANAGERS = ("micromamba", "mamba", "conda")
 MODULES = ("IPython", "jupyterlab", "distributed")
-_PROBE = (
-    "import importlib.util, json, sys; "
-    "print(json.dumps({'prefix': sys.prefix, 'version': sys.version.split()[0], "
-    "'modules': {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}}))"
-)
+#: Run by the env's own python (argv: the modules to look for). Besides which modules it has, it says
+#: whether Dask's dashboard can work there: the bokeh its distributed asks for (read from
+#: distributed/versions.py, not imported: that takes seconds) and the bokeh installed.
+_PROBE = r"""
+import importlib.util, json, os, re, sys
+modules = {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}
+dashboard = None
+if modules.get("distributed"):
+    need = "bokeh>=3.1.0"
+    try:
+        origin = importlib.util.find_spec("distributed").origin
+        with open(os.path.join(os.path.dirname(origin), "versions.py")) as fh:
+            found = re.search(r"BOKEH_REQUIREMENT\s*=\s*Requirement\([\"']([^\"']+)", fh.read())
+        need = found.group(1) if found else need
+    except (OSError, AttributeError, TypeError):
+        pass
+    try:
+        from importlib.metadata import version
+        have = version("bokeh")
+    except Exception:
+        have = None
+    ok = have is not None
+    if ok:
+        try:
+            from packaging.requirements import Requirement
+            ok = Requirement(need).specifier.contains(have, prereleases=True)
+        except Exception:
+            least = re.search(r">=\s*([0-9.]+)", need)
+            number = lambda text: [int(x) for x in re.findall(r"[0-9]+", text)[:3]]
+            ok = not least or number(have) >= number(least.group(1))
+    dashboard = {"need": need, "have": have, "ok": ok}
+print(json.dumps({"prefix": sys.prefix, "version": sys.version.split()[0], "modules": modules,
+                  "dashboard": dashboard}))
+"""
 
 
 def _is_path(spec):
@@ -89,7 +118,10 @@ def _resolve_path(spec):
 
 
 def env_check(payload):
-    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules"}."""
+    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules", "dashboard"}.
+
+    ``dashboard``: {"need": "bokeh>=3.1.0", "have": version or None, "ok"} when the env has distributed.
+    """
     spec = str(payload.get("env") or "").strip()
     if not spec:
         raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
@@ -109,7 +141,7 @@ def env_check(payload):
         raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
                       "Try `%s -c 1` on the host to see why." % python)
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
-            "manager": manager, "modules": info["modules"]}
+            "manager": manager, "modules": info["modules"], "dashboard": info.get("dashboard")}
 
 
 VERBS = {"env-check": env_check}

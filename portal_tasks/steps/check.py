@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..envs import dashboard_problem
 from ..errors import PortalError
 from ..target import Target
 
@@ -49,6 +50,13 @@ def _env(target: Target, env: str | None) -> list[Line]:
             lines.append(Line(True, f"{target.host}: env {info['name']!r} has {label}"))
         else:
             lines.append(Line(False, f"{target.host}: env {info['name']!r} lacks {label}. Install it: pip install {label.split('.')[0]} (or conda install)."))
+    if modules.get("distributed"):
+        problem = dashboard_problem(info["name"], info.get("dashboard"))
+        if problem:
+            lines.append(Line(False, f"{target.host}: {problem}"))
+        elif info.get("dashboard"):
+            lines.append(Line(True, f"{target.host}: env {info['name']!r} has bokeh {info['dashboard']['have']} "
+                                    "for the Dask dashboard"))
     for module, label in OPTIONAL_MODULES.items():
         if not modules.get(module):
             lines.append(Line(None, f"{target.host}: env {info['name']!r} lacks {label}"))

@@ -10,7 +10,7 @@ import shlex
 from typing import Any, Generator
 
 from .. import daskcmd, envs, plan, tls, tmux_commands
-from ..errors import ClusterError, UsageError
+from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..target import Explained, Target
@@ -122,6 +122,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
         if prep["reused"]:
             state = prep["state"]
             target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.")
+            say_dashboard(target, state)
             if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
                 target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                            f"`portal down --env {spec_text}` first to change that.)")
@@ -136,18 +137,37 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
         if not started.ok:
             raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=target.host,
                                hint="Check that tmux works there (`tmux new-session -d`).")
+        record = dict(daskcmd.record(spec, spec_text, budget), dashboard_problem=_dashboard_problem(target, spec_text))
         yield
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
                                                         "workers": spec.workers, "seconds": WAIT_SECONDS,
-                                                        "record": daskcmd.record(spec, spec_text, budget)},
+                                                        "record": record},
                                        timeout=WAIT_SECONDS + 30)
         except ClusterError as exc:
             window = _pane_tail(target, window_name(key))
             raise ClusterError(f"env {spec_text}: {exc.message} Window {window_name(key)} shows: {window or 'nothing'}",
                                host=target.host, hint=f"Attach with `tmux attach -t {target.settings.session}` to look.") from None
     target.say(f"{target.host}: started Dask cluster for env {spec_text}: {summary(state)}.")
+    say_dashboard(target, state)
     return state
+
+
+def _dashboard_problem(target: Target, spec_text: str) -> str | None:
+    """What keeps the dashboard of a cluster started now from working (the env's bokeh); recorded with it,
+    since the scheduler decides at its start whether it serves the dashboard."""
+    from .env import inspect
+
+    try:
+        return envs.dashboard_problem(spec_text, inspect(target, spec_text).get("dashboard"))
+    except PortalError:  # the env check itself failed: the cluster's own start says what is wrong
+        return None
+
+
+def say_dashboard(target: Target, state: dict[str, Any]) -> None:
+    """One line when the cluster's dashboard cannot work (recorded at its start), with what to install."""
+    if state.get("dashboard_problem"):
+        target.say(f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again.")
 
 
 def _pane_tail(target: Target, name: str) -> str:
@@ -227,7 +247,7 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
         "workers": state["workers"], "workers_running": state["workers_running"], "threads": state["threads"],
         "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
         "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
-        "window": window_name(state["key"]),
+        "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
     }
 
 

@@ -81,6 +81,8 @@ def service_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} "
                      f"workers {c.get('workers_running')}/{c.get('workers')} memory {format_bytes(c.get('memory_budget') or 0)} "
                      f"pid {c.get('pid')} {health}")
+        if c.get("dashboard_problem"):
+            lines.append(f"    dashboard: {c['dashboard_problem']}")
     for j in report["jupyter"]:
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")

@@ -77,6 +77,7 @@ def say_kept(target: Target, warm: Warm, step: str, options: dict[str, Any]) -> 
     elif step == "cluster":
         state = warm.cluster
         target.say(f"{host}: reusing your Dask cluster for env {env.spec}: {cluster_step.summary(state)}.")
+        cluster_step.say_dashboard(target, state)
         if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
             target.say(f"{host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                        f"`portal down --env {env.spec}` first to change that.)")

@@ -62,3 +62,15 @@ def test_env_key_is_tmux_safe_and_tells_paths_apart() -> None:
 def test_guess_env() -> None:
     assert envs.guess_env("a", "conda").activation() == "conda activate a"
     assert envs.guess_env("/v", None).activation() == "source /v/bin/activate"
+
+
+def test_dashboard_problem_names_the_bokeh_wanted_the_one_found_and_the_install_command():
+    from portal_tasks.envs import dashboard_problem
+
+    assert dashboard_problem("a", None) is None
+    assert dashboard_problem("a", {"need": "bokeh>=3.1.0", "have": "3.4.0", "ok": True}) is None
+    missing = dashboard_problem("a", {"need": "bokeh>=3.1.0", "have": None, "ok": False})
+    assert missing == ("the Dask dashboard needs bokeh>=3.1.0 in env 'a' (it has no bokeh); its page would only "
+                       "say so. Install it: pip install 'bokeh>=3.1.0' (or conda install 'bokeh>=3.1.0').")
+    old = dashboard_problem("/e/a", {"need": "bokeh>=3.1.0", "have": "2.4.3", "ok": False})
+    assert old is not None and "(it has bokeh 2.4.3)" in old
