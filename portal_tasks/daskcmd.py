@@ -10,22 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import EnvPorts
+from .remote.layout import CLUSTER_MARK
 from .tls import TlsPaths
 
-#: Marks the cluster's processes (and their children) so stop/cleanup find them and nothing else.
-MARK = "PORTAL_CLUSTER"
 LOOPBACK = "127.0.0.1"
-
-
-def cluster_paths(home: str, key: str) -> dict[str, str]:
-    """Files of the env's cluster under ~/.portal on the host."""
-    base = f"{home.rstrip('/')}/.portal"
-    return {
-        "scheduler_file": f"{base}/clusters/{key}.scheduler.json",
-        "scheduler_pid_file": f"{base}/clusters/{key}.scheduler.pid",
-        "workers_pid_file": f"{base}/clusters/{key}.workers.pid",
-        "scratch": f"{base}/scratch/{key}",
-    }
 
 
 @dataclass(frozen=True)
@@ -33,6 +21,8 @@ class ClusterSpec:
     """Everything the scheduler and worker command lines are made of."""
 
     key: str
+    #: value of PORTAL_CLUSTER for its processes (KEY@MACHINE: layout.cluster_mark), so stop/cleanup find them
+    mark: str
     ports: EnvPorts
     tls: TlsPaths
     paths: dict[str, str]
@@ -71,7 +61,7 @@ def worker_argv(spec: ClusterSpec) -> list[str]:
 
 def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
     """The lines typed into the cluster window's shell (also what --explain prints)."""
-    mark = f"{MARK}={shlex.quote(spec.key)}"
+    mark = f"{CLUSTER_MARK}={shlex.quote(spec.mark)}"
     return [
         activation,
         "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",

@@ -11,6 +11,7 @@ from invoke import Config
 from . import config as config_mod
 from .config import Settings
 from .link import Link, open_link
+from .remote import layout
 
 
 HEREDOC = "ON_HOST"
@@ -45,6 +46,11 @@ class Target:
         if self._facts is None:
             self._facts = self.link.helper("probe", {})
         return self._facts
+
+    def server_dir(self) -> str:
+        """This server's state directory on the host (``~/.portal/hosts/MACHINE``): what runs there."""
+        facts = self.facts()
+        return layout.server_dir(str(facts["home"]), str(facts["hostname"]))
 
     def render(self, explained: Explained) -> str:
         """Explained commands as one pasteable script: the host's lines in a heredoc fed to

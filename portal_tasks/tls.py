@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .remote import layout
 from .target import Target
 
 VALID_DAYS = 3650
@@ -42,7 +43,7 @@ class TlsPaths:
 
 
 def paths(home: str) -> TlsPaths:
-    return TlsPaths(f"{home.rstrip('/')}/.portal/tls")
+    return TlsPaths(layout.tls_dir(home))
 
 
 def _name(common: str) -> x509.Name:

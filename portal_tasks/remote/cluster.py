@@ -1,7 +1,7 @@
 """Host-side cluster verbs: TLS files, health of a recorded cluster, stale cleanup, start-up wait, stop.
 
-Processes of a cluster carry ``PORTAL_CLUSTER=<key>`` in their environment; only processes of
-this user are ever signalled.
+Processes of a cluster carry ``PORTAL_CLUSTER=<key>@<machine>`` in their environment; only
+processes of this user are ever signalled. Records live in this server's state directory.
 """
 
 import glob
@@ -12,7 +12,7 @@ import signal
 import ssl
 import time
 
-from . import ports
+from . import layout, ports
 from .common import (
     STATE_DIR,
     Failure,
@@ -23,12 +23,17 @@ from .common import (
     pid_alive,
     pid_uid,
     read_json,
+    read_state,
+    server_path,
     state_path,
     write_json,
 )
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
-MARK = "PORTAL_CLUSTER"
+MARK = layout.CLUSTER_MARK
+#: What a cluster record must hold to be used (else it is damaged).
+RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_port", "worker_ports", "nanny_ports",
+                 "workers", "threads", "memory_limit", "memory_budget")
 
 
 # -- TLS ------------------------------------------------------------------------------------------
@@ -103,12 +108,12 @@ def _environ(pid):
 
 
 def marked_pids(key):
-    """This user's processes started with PORTAL_CLUSTER=key."""
-    needle = ("%s=%s" % (MARK, key)).encode()
+    """This user's processes started with PORTAL_CLUSTER=KEY@MACHINE (this machine), or =KEY (earlier versions)."""
+    needles = {("%s=%s" % (MARK, mark)).encode() for mark in (layout.cluster_mark(key, platform.node()), key)}
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) != os.getpid() and pid_uid(int(name)) == os.getuid():
-            if needle in _environ(int(name)):
+            if needles & set(_environ(int(name))):
                 found.append(int(name))
     return found
 
@@ -179,7 +184,24 @@ def _running(pid):
 # -- state and health -----------------------------------------------------------------------------
 
 def state_file(key):
-    return os.path.join(STATE_DIR, "clusters", "%s.json" % key)
+    return layout.cluster_record(server_path(), key)
+
+
+def _record_problem(record):
+    missing = [name for name in RECORD_FIELDS if name not in record]
+    return "lacks %s" % ", ".join(missing) if missing else None
+
+
+def read_record(key):
+    """The env's cluster record on this server: (record or None, what is wrong with the file or None)."""
+    return read_state(state_file(key), _record_problem)
+
+
+def recorded_ports(key):
+    """The env's ports in this server's port plan (None when not planned or the plan is unreadable)."""
+    data, _ = read_state(layout.ports_file(server_path()))
+    rec = ((data or {}).get("envs") or {}).get(key)
+    return rec if isinstance(rec, dict) else None
 
 
 def own_listeners(found, lo, hi):
@@ -220,16 +242,29 @@ def env_kind(spec):
 
 
 def prepare(payload):
-    """Verb ``cluster-prepare``: reuse a healthy cluster, else clean up what is stale and plan ports."""
+    """Verb ``cluster-prepare``: reuse a healthy cluster, else clean up what is stale and plan ports.
+
+    A damaged record (empty, not JSON, fields missing) is stale when nothing of the env's cluster
+    runs; while something does, it is one line and nothing is touched (``down`` is the way out).
+    """
     key = payload["key"]
     kind = env_kind(payload["env"])
-    state = read_json(state_file(key), None)
+    state, problem = read_record(key)
+    notes = []
+    if problem:
+        running = [pid for pid in marked_pids(key) if own(pid)]
+        if running:
+            raise Failure("the record of your cluster of env %s, %s, %s, and the cluster still runs (pids %s)."
+                          % (payload["env"], state_file(key), problem, ", ".join(map(str, running))), "StateError",
+                          hint="Run `portal down --env %s` to stop it (that removes the record), then up again."
+                          % payload["env"])
+        notes.append("the record %s %s and no cluster of env %s runs: starting afresh."
+                     % (state_file(key), problem, payload["env"]))
     if state:
         now = health(state)
         if now["healthy"]:
             return {"reused": True, "state": dict(state, **now)}
-    recorded = (read_json(os.path.join(STATE_DIR, "ports.json"), {}) or {}).get("envs", {}).get(key)
-    cleaned = stale_pids(key, state, recorded)
+    cleaned = stale_pids(key, state, recorded_ports(key))
     survivors = terminate(cleaned)
     if survivors:
         raise Failure("stale cluster processes %s of env %s did not end." % (survivors, payload["env"]), "ClusterError",
@@ -240,9 +275,9 @@ def prepare(payload):
             os.unlink(paths[name])
         except FileNotFoundError:
             pass
+    state_path("clusters", "x")
     if os.path.exists(state_file(key)):
         os.unlink(state_file(key))
-    state_path("clusters", "x")
     old = os.umask(0o077)
     try:
         os.makedirs(paths["scratch"], mode=0o700, exist_ok=True)
@@ -250,6 +285,7 @@ def prepare(payload):
         os.umask(old)
     planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"],
                             "check": ["scheduler_port", "dashboard_port"]})
+    planned["notes"] = notes + planned.get("notes", [])
     return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind)
 
 
@@ -288,9 +324,9 @@ def wait(payload):
 def describe(_payload):
     """Verb ``cluster-list``: every recorded cluster of this user with its health."""
     found = []
-    for path in sorted(glob.glob(os.path.join(STATE_DIR, "clusters", "*.json"))):
-        state = read_json(path, None)
-        if isinstance(state, dict) and state.get("key") and path == state_file(state["key"]):
+    for path in sorted(glob.glob(server_path("clusters", "*.json"))):
+        state, _ = read_state(path, _record_problem)
+        if state and path == state_file(state["key"]):  # a damaged record is listed by nobody: prepare/stop say it
             found.append(dict(state, **health(state)))
     return found
 
@@ -298,9 +334,8 @@ def describe(_payload):
 def stop(payload):
     """Verb ``cluster-stop``: end this user's cluster processes of the env and forget its state."""
     key = payload["key"]
-    state = read_json(state_file(key), None)
-    recorded = (read_json(os.path.join(STATE_DIR, "ports.json"), {}) or {}).get("envs", {}).get(key)
-    pids = stale_pids(key, state, recorded)
+    state, _ = read_record(key)  # a damaged record: the marked processes are still found and stopped
+    pids = stale_pids(key, state, recorded_ports(key))
     survivors = terminate(pids)
     for path in [state_file(key)] + list((state or {}).get("paths", {}).values()):
         if path.endswith((".json", ".pid")) and os.path.isfile(path):

@@ -5,14 +5,21 @@ import errno
 import fcntl
 import json
 import os
+import platform
 import pwd
+import shutil
 import socket
 import struct
 import time
 
+from . import layout
 from .layout import write_atomic
 
-STATE_DIR = os.path.expanduser("~/.portal")
+HOME = os.path.expanduser("~")
+#: ~/.portal: the helpers and the TLS material, shared by every server that mounts the home.
+STATE_DIR = layout.portal_dir(HOME)
+#: ~/.portal/hosts/MACHINE: what runs on this server (ports, clusters, Jupyter, locks, scratch).
+SERVER_DIR = layout.server_dir(HOME, platform.node())
 
 
 class Failure(Exception):
@@ -25,17 +32,28 @@ class Failure(Exception):
         self.hint = hint
 
 
-def state_path(*parts):
-    """A path under ~/.portal, creating private (0700) directories on the way."""
-    path = os.path.join(STATE_DIR, *parts)
-    directory = os.path.dirname(path)
+def _private_dirs(path):
     old = os.umask(0o077)
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
     finally:
         os.umask(old)
+
+
+def state_path(*parts):
+    """A path in this server's state directory, creating private (0700) directories on the way."""
+    path = server_path(*parts)
+    _private_dirs(os.path.dirname(path))
     os.chmod(STATE_DIR, 0o700)
     return path
+
+
+def server_path(*parts):
+    """A path in this server's state directory (made, with what an earlier layout left, on first use)."""
+    if not os.path.isdir(SERVER_DIR):
+        _private_dirs(os.path.dirname(SERVER_DIR))
+        adopt_legacy(SERVER_DIR)
+    return os.path.join(SERVER_DIR, *parts)
 
 
 def read_json(path, default=None):
@@ -46,6 +64,111 @@ def read_json(path, default=None):
         return default
 
 
+def damage(path, shape=dict):
+    """What is wrong with a state file that exists (empty, not JSON, cut short, wrong shape), or None.
+
+    A missing file is not damaged (nothing recorded).
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return "cannot be read (%s)" % exc.strerror
+    if not raw.strip():
+        return "is empty"
+    try:
+        data = json.loads(raw.decode())
+    except UnicodeDecodeError:
+        return "is not text"
+    except ValueError as exc:
+        return "is not valid JSON (%s)" % str(exc).split(":")[0]
+    if not isinstance(data, shape):
+        return "holds a JSON %s, not an object" % type(data).__name__
+    return None
+
+
+def read_state(path, check=None):
+    """``(data, None)``, ``(None, None)`` when the file does not exist, or ``(None, what is wrong)``.
+
+    ``check(data)`` may name what is missing in an object of the right type.
+    """
+    problem = damage(path)
+    if problem:
+        return None, problem
+    data = read_json(path, None)
+    if data is None:
+        return None, None
+    problem = check(data) if check else None
+    return (None, problem) if problem else (data, None)
+
+
+# -- state of an earlier layout -------------------------------------------------------------------
+
+def adopt_legacy(server_dir):
+    """Make this server's state directory, adopting what an earlier portal kept in ~/.portal itself.
+
+    Taken over (copied; other servers that share the home adopt their own part): the port plan,
+    the cluster records written on this machine, and Jupyter records whose server answers here.
+    So a cluster started by an earlier version is found healthy and kept, not killed as stale.
+    """
+    tmp = "%s.%d.%s.tmp" % (server_dir, os.getpid(), os.urandom(4).hex())
+    _private_dirs(tmp)
+    moved = []
+    try:
+        legacy_ports = os.path.join(STATE_DIR, "ports.json")
+        if not damage(legacy_ports) and os.path.isfile(legacy_ports):
+            shutil.copy2(legacy_ports, os.path.join(tmp, "ports.json"))
+        for name in sorted(_listdir(os.path.join(STATE_DIR, "clusters"))):
+            path = os.path.join(STATE_DIR, "clusters", name)
+            record = read_json(path, None) if name.endswith(".json") and "." not in name[:-5] else None
+            if isinstance(record, dict) and record.get("hostname") == platform.node():
+                _private_dirs(os.path.join(tmp, "clusters"))
+                shutil.copy2(path, os.path.join(tmp, "clusters", name))
+                moved.append(path)
+        for key in sorted(_listdir(os.path.join(STATE_DIR, "jupyter"))):
+            directory = os.path.join(STATE_DIR, "jupyter", key)
+            record = read_json(os.path.join(directory, "state.json"), None)
+            if isinstance(record, dict) and _answers_here(record):
+                _private_dirs(os.path.join(tmp, "jupyter", key))
+                for name in ("state.json", "token"):
+                    if os.path.isfile(os.path.join(directory, name)):
+                        shutil.copy2(os.path.join(directory, name), os.path.join(tmp, "jupyter", key, name))
+        os.rename(tmp, server_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another run made the directory first: theirs stands
+        _private_dirs(server_dir)
+        return
+    for path in moved:  # each record now lives in its server's directory only
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _answers_here(record):
+    """True when the recorded Jupyter server listens on this machine (its unix socket, or its port by this user)."""
+    if record.get("socket"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(record["socket"])
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+    return any(e["port"] == record.get("port") and e["uid"] == os.getuid() for e in listeners())
+
+
 def write_json(path, data):
     """Write atomically with mode 0600: a temporary file beside it, flushed to disk, renamed over it."""
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
@@ -53,7 +176,7 @@ def write_json(path, data):
 
 @contextlib.contextmanager
 def locked(name, timeout=60.0):
-    """Hold ~/.portal/locks/NAME (flock) for the block; bounded wait."""
+    """Hold this server's lock NAME (~/.portal/hosts/MACHINE/locks/NAME, flock) for the block; bounded wait."""
     fd = os.open(state_path("locks", name), os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout
     try:

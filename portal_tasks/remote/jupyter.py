@@ -1,4 +1,4 @@
-"""Host-side verbs for Jupyter: token and state in ~/.portal/jupyter/KEY/ (0700/0600), health, stop.
+"""Host-side verbs for Jupyter: token and state in the server's jupyter/KEY/ (0700/0600), health, stop.
 
 The server reads its token from JUPYTER_TOKEN_FILE, so the token never shows on a command
 line; portal reads the URL back from its own state, never from the server's log. Each start
@@ -21,6 +21,7 @@ from .common import (
     listeners,
     pid_alive,
     read_json,
+    read_state,
     state_path,
     write_json,
 )
@@ -125,10 +126,16 @@ def _pid(state):
     return pid if not state.get("pid") or pid == state["pid"] else None
 
 
+def _state_problem(state):
+    if not (state.get("port") or state.get("socket")):
+        return "names neither a port nor a socket"
+    return None
+
+
 def _describe(key, with_pid=True):
     directory = _dir(key)
-    state = read_json(os.path.join(directory, "state.json"))
-    if not state:
+    state, _ = read_state(os.path.join(directory, "state.json"), _state_problem)
+    if not state:  # none, or damaged: stale (the next start writes it whole again)
         return None
     token = _token(directory)
     code, problem = _check(state, token)

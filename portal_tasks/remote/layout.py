@@ -23,6 +23,14 @@ LAYOUT: dict[str, Any] = {
 #: The highest TCP port.
 LAST_PORT = 65535
 
+#: portal's directory in the user's home on the host (0700). ``bin/`` (helpers) and ``tls/`` are
+#: shared by every server that mounts the home; what describes running things is per server.
+PORTAL_DIR = ".portal"
+#: Under PORTAL_DIR: one directory per server (machine), see :func:`server_dir`.
+HOSTS_DIR = "hosts"
+#: Environment variable that marks a cluster's processes: ``PORTAL_CLUSTER=KEY@MACHINE``.
+CLUSTER_MARK = "PORTAL_CLUSTER"
+
 #: The shared claims directory when neither the admin nor the user names another.
 DEFAULT_CLAIMS_DIR = "/tmp/portal-ports"
 #: The admin's host-wide settings for portal (flat ``key: value`` lines), read by the helper.
@@ -74,3 +82,60 @@ def write_atomic(path: str, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+# -- places on the host -------------------------------------------------------------------------
+
+def machine(hostname: str) -> str:
+    """The server's name as a directory name: its hostname, characters outside [A-Za-z0-9._-] as ``_``."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", hostname.strip()).lstrip(".")
+    return name or "unnamed"
+
+
+def portal_dir(home: str) -> str:
+    """``~/.portal`` on the host (the helper and the TLS material live here, shared by all servers)."""
+    return "%s/%s" % (home.rstrip("/"), PORTAL_DIR)
+
+
+def tls_dir(home: str) -> str:
+    return portal_dir(home) + "/tls"
+
+
+def server_dir(home: str, hostname: str) -> str:
+    """Where one server keeps what runs on it (ports, clusters, Jupyter, locks, scratch).
+
+    Homes are often shared by several servers (NFS): each writes only its own directory.
+    """
+    return "%s/%s/%s" % (portal_dir(home), HOSTS_DIR, machine(hostname))
+
+
+def ports_file(server: str) -> str:
+    return server + "/ports.json"
+
+
+def cluster_record(server: str, key: str) -> str:
+    return "%s/clusters/%s.json" % (server, key)
+
+
+def cluster_paths(server: str, key: str) -> dict[str, str]:
+    """Files of the env's cluster in the server's directory (given to dask on its command line)."""
+    return {
+        "scheduler_file": "%s/clusters/%s.scheduler.json" % (server, key),
+        "scheduler_pid_file": "%s/clusters/%s.scheduler.pid" % (server, key),
+        "workers_pid_file": "%s/clusters/%s.workers.pid" % (server, key),
+        "scratch": "%s/scratch/%s" % (server, key),
+    }
+
+
+def jupyter_dir(server: str, key: str) -> str:
+    """The env's Jupyter directory (0700): token, state, unix socket."""
+    return "%s/jupyter/%s" % (server, key)
+
+
+def cluster_mark(key: str, hostname: str) -> str:
+    """The value of :data:`CLUSTER_MARK` for the env's cluster on this server.
+
+    With the machine in it, a server never takes another one's processes for its own (where
+    processes of several hosts are visible together, as in containers sharing a pid namespace).
+    """
+    return "%s@%s" % (key, machine(hostname))

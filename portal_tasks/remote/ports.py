@@ -1,14 +1,14 @@
 """Host-side port plan: claim the user's block in a shared sticky dir, give each env a slot, check owners.
 
 The laptop sends the plan's numbers (``plan.plan_payload`` there); this side knows who holds
-which port. ``~/.portal/ports.json`` remembers the block and each env's ports (under the lock ``ports``).
+which port. ``ports.json`` in this server's state directory remembers the block and each env's ports
+(under the lock ``ports``).
 """
 
 import os
-import pwd
 import stat
 
-from .common import Failure, listeners, locked, read_json, state_path, write_json
+from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
 from .layout import DEFAULT_CLAIMS_DIR, HOST_CONFIG, parse_host_config
 
 SINGLES = ("scheduler_port", "dashboard_port", "jupyter_port")
@@ -28,13 +28,6 @@ def host_config(path=HOST_CONFIG):
 def claims_path(plan, config=HOST_CONFIG):
     """The claims directory: the user's claims_dir for this host, else the admin's, else the default."""
     return plan.get("claims_dir") or host_config(config).get("claims_dir") or DEFAULT_CLAIMS_DIR
-
-
-def _owner(uid):
-    try:
-        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
-    except KeyError:
-        return "uid %d" % uid
 
 
 def open_claims(path):
@@ -69,7 +62,7 @@ def open_claims(path):
         st = os.fstat(fd)
     problem = None
     if st.st_uid not in (0, os.getuid()):
-        problem = "belongs to %s, not to root or you" % _owner(st.st_uid)
+        problem = "belongs to %s, not to root or you" % user_name(st.st_uid)
     elif not st.st_mode & stat.S_ISVTX:
         problem = "is not sticky (mode %o)" % stat.S_IMODE(st.st_mode)
     elif not os.access(path, os.W_OK | os.X_OK, follow_symlinks=False):
@@ -182,7 +175,7 @@ def ensure_env(data, plan, key, env, block):
     free = [s for s in range(plan["slots_per_block"]) if s not in taken]
     if not free:
         raise Failure("your port block %d-%d is full (envs: %s)." % (block["start"], block["end"], ", ".join(sorted(envs))),
-                      "PortError", hint="Remove an env you no longer use from ~/.portal/ports.json, or raise block_size.")
+                      "PortError", hint="Remove an env you no longer use from %s, or raise block_size." % server_path("ports.json"))
     rec = dict(slot_ports(block, plan, free[0]), env=env, slot=free[0])
     envs[key] = rec
     return rec
@@ -233,13 +226,39 @@ def check_ports(data, rec, key, block, services, own_pids, notes):
                          % (len(squat), name.replace("_", " "), lo, hi))
 
 
+def _plan_problem(data):
+    block = data.get("block")
+    if block is not None and not (isinstance(block, dict) and all(isinstance(block.get(k), int)
+                                                                  for k in ("index", "start", "end"))):
+        return "has a block that is not {index, start, end}"
+    envs = data.get("envs", {})
+    if not isinstance(envs, dict) or not all(isinstance(rec, dict) for rec in envs.values()):
+        return "has envs that are not a mapping of env to ports"
+    for key, rec in envs.items():
+        if not all(isinstance(rec.get(name), int) for name in SINGLES) or not all(
+                isinstance(rec.get(name), list) and len(rec[name]) == 2 for name in RANGES):
+            return "has env %s without its ports" % key
+    return None
+
+
+def load_plan(path):
+    """The recorded plan ({} when none). A damaged file is one line and re-plans nothing: the ports
+    in it may be in use by running services, so the user decides."""
+    data, problem = read_state(path, _plan_problem)
+    if problem:
+        raise Failure("your port plan %s %s." % (path, problem), "StateError",
+                      hint="Move it away (mv %s %s.bad) and run again: running clusters keep their ports, "
+                           "new ones are planned around them." % (path, path))
+    return data or {}
+
+
 def assign(payload):
     """Verb ``ports-assign``: block + env slot, owners checked for ``check``; returns ports and notes."""
     plan = payload["plan"]
     notes = []
     with locked("ports"):
         path = state_path("ports.json")
-        data = read_json(path, {}) or {}
+        data = load_plan(path)
         block = ensure_block(data, plan, notes)
         rec = ensure_env(data, plan, payload["key"], payload["env"], block)
         check_ports(data, rec, payload["key"], block, payload.get("check", ()), payload.get("own_pids"), notes)
@@ -250,7 +269,7 @@ def assign(payload):
 def report(payload):
     """Verb ``ports-report`` (read-only): the recorded plan and the listening sockets the user holds."""
     plan = payload["plan"]
-    data = read_json(os.path.join(os.path.expanduser("~/.portal"), "ports.json"), {}) or {}
+    data = load_plan(server_path("ports.json"))
     block = _recorded_block(data, plan)
     envs = data.get("envs", {}) if block else {}
     uid = os.getuid()

@@ -13,6 +13,7 @@ from .. import daskcmd, envs, plan, tls, tmux_commands
 from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
+from ..remote import layout
 from ..target import Explained, Target
 
 WAIT_SECONDS = 90
@@ -69,8 +70,9 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any]) ->
     facts = target.facts()
     budget = plan.memory_budget(options["memory"], facts.get("memory"))
     limit = plan.split_memory(budget, options["workers"])
-    spec = daskcmd.ClusterSpec(key=key, ports=ports, tls=tls.paths(facts["home"]),
-                               paths=daskcmd.cluster_paths(facts["home"], key), workers=options["workers"],
+    spec = daskcmd.ClusterSpec(key=key, mark=layout.cluster_mark(key, facts["hostname"]), ports=ports,
+                               tls=tls.paths(facts["home"]), paths=layout.cluster_paths(target.server_dir(), key),
+                               workers=options["workers"],
                                threads=options["threads"], memory_limit=limit)
     return spec, budget
 
@@ -112,7 +114,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     plan.memory_budget(options["memory"], facts.get("memory"))  # a bad budget stops us before anything runs
     key = plan.env_key(spec_text)
     tls_paths = tls.ensure(target)
-    paths = daskcmd.cluster_paths(facts["home"], key)
+    paths = layout.cluster_paths(target.server_dir(), key)
     payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"])}
     with target.link.lock(f"cluster-{key}"):
         prep = target.link.helper("cluster-prepare", payload)

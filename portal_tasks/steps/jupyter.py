@@ -1,7 +1,7 @@
 """Step `jupyter`: JupyterLab for ENV in window ``jupyter-KEY`` on its planned port (or a unix socket).
 
-The token is portal's own (``~/.portal/jupyter/KEY/token``, 0600, new for each start), handed to the
-server as JUPYTER_TOKEN_FILE so it never shows on a command line; the URL comes from portal's state.
+The token is portal's own (``jupyter/KEY/token`` in the server's state directory, 0600, new for each start),
+handed to the server as JUPYTER_TOKEN_FILE so it never shows on a command line; the URL comes from portal's state.
 A port someone else grabs before the server binds it moves the server within the block (bounded).
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from .. import tmux_commands as cmds
 from ..envs import Env, env_key
 from ..errors import JupyterError, PortalError
+from ..remote import layout
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
 from . import env as env_step
@@ -146,26 +147,28 @@ def stop(target: Target, env: str) -> bool:
 def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:
     resolved = env_step.resolve_for_explain(target, env)
     session = target.settings.session
-    directory = f".portal/jupyter/{resolved.key}"  # the key is tmux-safe: [A-Za-z0-9_-]
+    directory = layout.jupyter_dir(target.server_dir(), resolved.key)
+    q = shlex.quote
+    token = q(f"{directory}/token")
     if socket:
         port = None
-        where = f'--ServerApp.sock="$HOME/{directory}/jupyter.sock"'  # expanded by the window's shell
+        where = f"--ServerApp.sock={q(directory + '/jupyter.sock')}"
         command = jupyter_command(socket="SOCK", root=_root(target)).replace("--ServerApp.sock=SOCK", where)
-        url = f"unix socket ~/{directory}/jupyter.sock, path /lab?token=$(cat ~/{directory}/token)"
+        url = f"unix socket {directory}/jupyter.sock, path /lab?token=$(cat {token})"
     else:
         try:
             port = planned_port(target, resolved, claim=False)
         except PortalError:  # explain still prints when the host cannot be asked
             port = target.settings.port_base + FALLBACK_OFFSET
         command = jupyter_command(port, root=_root(target))
-        url = f"http://127.0.0.1:{port}/lab?token=$(cat ~/{directory}/token)"
+        url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
     window = window_name(resolved)
     new_window = shlex.join(cmds.new_window(session, window, env_step.cluster_environment(target, resolved)))
-    new_window += f' -e "JUPYTER_TOKEN_FILE=$HOME/{directory}/token"'
+    new_window += f" -e {q(f'JUPYTER_TOKEN_FILE={directory}/token')}"
     return Explained(remote=[
         cmds.ensure_session_line(session),
-        f"mkdir -p ~/{directory} && chmod 700 ~/.portal ~/.portal/jupyter ~/{directory}",
-        f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > ~/{directory}/token)",
+        f"(umask 077 && mkdir -p {q(directory)}) && chmod 700 ~/.portal",
+        f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > {token})",
         new_window,
         shlex.join(cmds.send_keys(session, window, f"{resolved.activation()} && {command}")),
         f'echo "{url}"',

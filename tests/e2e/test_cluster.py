@@ -14,7 +14,7 @@ from portal_tasks import plan
 from portal_tasks.link.base import helper_path
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, client_command,
-                                             client_env, dask_client, user_ports)
+                                             client_env, dask_client, state_file, user_ports)
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ def ports_of(run_portal: Callable[..., Result], server: TestServer, user: TestUs
 
 
 def state_of(server: TestServer, user: TestUser, env: str) -> dict[str, Any]:
-    res = user.ssh(server.host, f"cat ~/.portal/clusters/{plan.env_key(env)}.json")
+    res = user.ssh(server.host, shlex.join(["cat", state_file(server, user, "clusters", f"{plan.env_key(env)}.json")]))
     assert res.rc == 0, res.stderr
     return json.loads(res.stdout)
 

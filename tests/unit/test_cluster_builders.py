@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from portal_tasks import daskcmd, plan, tls
+from portal_tasks.remote import layout
 from portal_tasks.steps import cluster
 
 HOME = "/home/alice"
@@ -16,8 +17,9 @@ GiB = 1024**3
 @pytest.fixture
 def spec() -> daskcmd.ClusterSpec:
     ports = plan.env_ports(23400, 1)
-    return daskcmd.ClusterSpec(key="a", ports=ports, tls=tls.paths(HOME), paths=daskcmd.cluster_paths(HOME, "a"),
-                               workers=2, threads=3, memory_limit=plan.split_memory(4 * GiB, 2))
+    server = layout.server_dir(HOME, "matagorda")
+    return daskcmd.ClusterSpec(key="a", mark=layout.cluster_mark("a", "matagorda"), ports=ports, tls=tls.paths(HOME),
+                               paths=layout.cluster_paths(server, "a"), workers=2, threads=3, memory_limit=plan.split_memory(4 * GiB, 2))
 
 
 def _opt(argv: list[str], name: str) -> str:
@@ -33,7 +35,7 @@ def test_scheduler_binds_loopback_with_tls(spec: daskcmd.ClusterSpec) -> None:
     assert _opt(argv, "--tls-ca-file") == f"{HOME}/.portal/tls/ca.pem"
     assert _opt(argv, "--tls-cert") == f"{HOME}/.portal/tls/cert.pem"
     assert _opt(argv, "--tls-key") == f"{HOME}/.portal/tls/key.pem"
-    assert _opt(argv, "--scheduler-file").startswith(f"{HOME}/.portal/clusters/")
+    assert _opt(argv, "--scheduler-file").startswith(f"{HOME}/.portal/hosts/matagorda/clusters/")
 
 
 def test_workers_loopback_ports_in_block_memory_split(spec: daskcmd.ClusterSpec) -> None:
@@ -58,7 +60,7 @@ def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     work = [line for line in lines if " worker " in line][0]
     assert sched.endswith(" &") and not work.endswith("&")
     assert shlex.split(sched[:-2])[1:] == daskcmd.scheduler_argv(spec)
-    assert shlex.split(work)[0] == "PORTAL_CLUSTER=a" and shlex.split(work)[1:] == daskcmd.worker_argv(spec)
+    assert shlex.split(work)[0] == "PORTAL_CLUSTER=a@matagorda" and shlex.split(work)[1:] == daskcmd.worker_argv(spec)
     assert "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True" in lines
 
 

@@ -26,7 +26,8 @@ class FakeLink(Link):
         self.verbs.append(verb)
         assert verb in READ_ONLY, f"--explain called {verb}"
         if verb == "probe":
-            return {"uid": 1000, "managers": {"conda": "/opt/conda/bin/conda"}, "tmux": "tmux 3.3a"}
+            return {"uid": 1000, "managers": {"conda": "/opt/conda/bin/conda"}, "tmux": "tmux 3.3a",
+                    "home": "/home/a", "hostname": "matagorda"}
         if verb == "ports-report":
             return {"envs": {}, "would_be": {"jupyter_port": 20002}, "block": {"start": 20000}}
         spec = payload["env"]
@@ -77,14 +78,15 @@ def test_ipython_explain_puts_cluster_variables_in_the_window(target: Target) ->
 
 def test_jupyter_explain_keeps_the_token_off_the_command_line(target: Target) -> None:
     text = "\n".join(jupyter.explain(target, env="a").remote)
-    assert '-e "JUPYTER_TOKEN_FILE=$HOME/.portal/jupyter/a/token"' in text
+    assert "-e JUPYTER_TOKEN_FILE=/home/a/.portal/hosts/matagorda/jupyter/a/token" in text
     assert "--ip=127.0.0.1 --port=20002 --ServerApp.port_retries=0" in text
     assert "umask 077" in text and "--no-browser" in text
 
 
 def test_jupyter_socket_explain_uses_a_private_dir(target: Target) -> None:
     text = "\n".join(jupyter.explain(target, env="a", socket=True).remote)
-    assert '--ServerApp.sock="$HOME/.portal/jupyter/a/jupyter.sock"' in text and "chmod 700" in text
+    assert "--ServerApp.sock=/home/a/.portal/hosts/matagorda/jupyter/a/jupyter.sock" in text
+    assert "(umask 077 && mkdir -p /home/a/.portal/hosts/matagorda/jupyter/a)" in text
 
 
 def test_explain_asks_the_host_only_read_only_questions(target: Target) -> None:

@@ -120,7 +120,7 @@ def test_a_lock_whose_helper_vanished_installs_it_again(link, tmp_path):
     (tmp_path / helper_path()).unlink()
     with link.lock("t"):
         assert (tmp_path / helper_path()).is_file()
-        assert (tmp_path / ".portal" / "locks").is_dir()
+        assert [p.name for p in (tmp_path / ".portal" / "hosts").glob("*/locks/t")] == ["t"]  # this server's lock
 
 
 def test_install_keeps_other_versions_and_prunes_only_long_unused_ones(link, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portal_tasks.remote import common, jupyter
+from portal_tasks.remote import common, jupyter, layout
 
 #: A listener of another uid: binds, prints its port, then prints every byte a connection brings.
 FOREIGN = r'''
@@ -98,7 +99,8 @@ def test_connect_owned_never_connects_to_another_uid(foreign_port):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "STATE_DIR", str(tmp_path / ".portal"))
+    monkeypatch.setattr(common, "STATE_DIR", layout.portal_dir(str(tmp_path)))
+    monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
     return tmp_path
 
 
@@ -119,7 +121,7 @@ def test_jupyter_token_never_goes_to_another_users_port(home, foreign_port):
         jupyter.prepare({"key": "a", "env": "a", "port": port})
     common.write_json(common.state_path("jupyter", "a", "state.json"), {"env": "a", "env_key": "a", "port": port,
                                                                          "socket": None})
-    (home / ".portal" / "jupyter" / "a" / "token").write_text("t" * 48)
+    Path(common.state_path("jupyter", "a", "token")).write_text("t" * 48)
     taken = jupyter.wait({"key": "a", "timeout": 1})
     assert taken["taken"].startswith(f"port {port} is held by another user"), taken
     assert jupyter.status({"key": "a"})["healthy"] is False
