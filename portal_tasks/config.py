@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 2,
     "memory": "25%",  # per-user budget: a size (16GiB) or a share of the host's memory
     "connect_timeout": 10,  # seconds for an SSH connection to come up
+    "fabric_accept_new_host_key": False,  # Fabric transport: learn an unknown host key (else refused, as OpenSSH asks)
     "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
@@ -88,6 +89,7 @@ class Settings:
     memory: str
     connect_timeout: float
     claims_dir: str | None = None
+    fabric_accept_new_host_key: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -126,6 +128,17 @@ def _as_seconds(name: str, value: Any, low: float, high: float, host: str) -> fl
     if not low <= number <= high:  # also NaN
         raise ConfigError(f"{name} {number:g} is out of range.", host=host, hint=f"Set {name} between {low:g} and {high:g}.")
     return number
+
+
+def _as_bool(name: str, value: Any, host: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} {value!r} is neither true nor false.", host=host, hint=f"Set {name} to true or false.")
 
 
 def check_host(host: str) -> str:
@@ -216,5 +229,6 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         memory=str(merged["memory"]),
         connect_timeout=_as_seconds("connect_timeout", merged["connect_timeout"], 1, 600, host),
         claims_dir=claims_dir,
+        fabric_accept_new_host_key=_as_bool("fabric_accept_new_host_key", merged["fabric_accept_new_host_key"], host),
     )
 

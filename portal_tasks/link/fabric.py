@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shlex
 import stat
 import sys
@@ -21,12 +22,86 @@ from .base import Held, Link
 from .openssh import control_dir, explain_ssh
 
 
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+
 def connection(settings: Settings) -> Any:
-    """A fabric Connection that reads the same ssh config file as OpenSSH would."""
+    """A fabric Connection that reads the same ssh config file as OpenSSH would and checks host keys as it does."""
     import fabric
 
     config = fabric.Config(runtime_ssh_path=settings.ssh_config) if settings.ssh_config else fabric.Config()
-    return fabric.Connection(settings.host, config=config, connect_timeout=settings.connect_timeout)
+    conn = fabric.Connection(settings.host, config=config, connect_timeout=settings.connect_timeout)
+    hop = conn
+    while isinstance(hop, fabric.Connection):  # the host and every ProxyJump hop before it
+        verify_host_keys(hop, accept_new=settings.fabric_accept_new_host_key)
+        hop = hop.gateway
+    return conn
+
+
+def known_hosts_files(ssh_config: Any) -> tuple[list[str], list[str]]:
+    """(user files, global files) OpenSSH reads for this host: UserKnownHostsFile/GlobalKnownHostsFile or the defaults."""
+    def paths(key: str, default: tuple[str, ...]) -> list[str]:
+        value = ssh_config.get(key)
+        names = value.split() if isinstance(value, str) else list(value) if value else list(default)
+        return [os.path.expanduser(name) for name in names if name.lower() != "none"]
+
+    return paths("userknownhostsfile", USER_KNOWN_HOSTS), paths("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)
+
+
+def accepts_new_keys(ssh_config: Any, accept_new: bool) -> bool:
+    """True when an unknown host key may be learned: portal's fabric_accept_new_host_key, or the ssh config's
+    StrictHostKeyChecking accept-new/no (the user's own explicit choice, as OpenSSH honours it)."""
+    return accept_new or str(ssh_config.get("stricthostkeychecking", "ask")).lower() in ("accept-new", "no", "off")
+
+
+def verify_host_keys(conn: Any, *, accept_new: bool) -> None:
+    """Replace Fabric's silent accept of any host key with OpenSSH's rules: known keys must match, an unknown
+    key is refused (PortalError naming the host) unless new keys may be learned; a learned key is saved."""
+    import paramiko
+
+    user_files, global_files = known_hosts_files(conn.ssh_config)
+    for path in global_files + user_files:
+        if os.path.isfile(path):
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                conn.client.load_system_host_keys(path)
+    if accepts_new_keys(conn.ssh_config, accept_new):
+        conn.client.set_missing_host_key_policy(LearnKey(user_files[0] if user_files else None))
+    else:
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+
+class LearnKey:
+    """paramiko policy for a key OpenSSH would learn (accept-new): keep it for this run and append it to the
+    user's known_hosts file."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        if self.path:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def connect_error(host: str, exc: BaseException) -> errors.LinkError:
+    """One line for a failed Fabric connect; host key problems say what to do."""
+    import paramiko
+
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return errors.LinkError(
+            f"the host key of {exc.hostname} ({exc.key.get_name()}) does not match the one in known_hosts: "
+            "the server was reinstalled, or someone is in the middle.", host=host,
+            hint=f"Check with the server's admins; if the new key is right, remove the old one (ssh-keygen -R {exc.hostname}).")
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return errors.LinkError(
+            f"the server's host key is not in known_hosts ({exc}).", host=host,
+            hint="Connect once with `ssh HOST` and check the key, or set fabric_accept_new_host_key: true "
+                 "for this host to accept it.")
+    return errors.LinkError(f"cannot connect with Fabric ({type(exc).__name__}: {exc}).", host=host,
+                            hint="Check the host name and your ssh config, or pass --ssh-config.")
 
 
 def exec_bytes(conn: Any, command: str, input: bytes | None = None, timeout: float | None = None) -> tuple[int, bytes, bytes]:
@@ -92,8 +167,7 @@ class FabricLink(Link):
             self._conn.open()
         except Exception as exc:  # paramiko raises many kinds; all mean "cannot connect"
             self._conn = None
-            raise errors.LinkError(f"cannot connect with Fabric ({type(exc).__name__}: {exc}).", host=self.host,
-                                   hint="Check the host name and your ssh config, or pass --ssh-config.") from None
+            raise connect_error(self.host, exc) from None
 
     def command_argv(self, command: str, *, tty: bool = False) -> list[str]:
         return [sys.executable, "-m", "portal_tasks.link.fabric_exec", self.settings.ssh_config or "", self.host, command]

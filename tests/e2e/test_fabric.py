@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +58,51 @@ def test_up_status_down_over_fabric(portal_server, alice, run_portal, listening_
     down = run_portal(alice, "down", "--host", host, env=FABRIC)
     assert down.rc == 0, down.stdout + down.stderr
     assert listening_sockets(alice) == []
+
+
+def _strict_config(alice: Any, known: Path) -> Path:
+    """alice's ssh config, but StrictHostKeyChecking yes and its own (empty) known_hosts file."""
+    text = re.sub(r"(?m)^(\s*)UserKnownHostsFile .*$", rf"\1UserKnownHostsFile {known}", alice.ssh_config.read_text())
+    text = re.sub(r"(?m)^(\s*)StrictHostKeyChecking .*$", r"\1StrictHostKeyChecking yes", text)
+    assert f"UserKnownHostsFile {known}" in text and "StrictHostKeyChecking yes" in text, text
+    path = alice.laptop / "ssh_config_strict"
+    path.write_text(text)
+    return path
+
+
+def _one_line(res: Any) -> str:
+    out = res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("portal:")]
+    assert res.rc == 1 and len(lines) == 1 and "Traceback" not in out, out
+    return lines[0]
+
+
+def test_fabric_checks_host_keys_as_openssh_does(portal_server, alice, run_portal, tmp_path):
+    host, env = portal_server.host, str(portal_server.envs["a"])
+    known = alice.laptop / ".ssh" / "known_hosts_strict"
+    config = _strict_config(alice, known)
+    argv = ["check", "--host", host, "--env", env, "--ssh-config", str(config)]
+    try:
+        unknown = _one_line(run_portal(alice, *argv, env=FABRIC))
+        assert "not in known_hosts" in unknown and "fabric_accept_new_host_key" in unknown, unknown
+        assert not known.exists() or not known.read_text().strip()  # nothing learned silently
+        openssh = subprocess.run(["ssh", "-F", str(config), host, "true"], capture_output=True, text=True, timeout=30)
+        assert openssh.returncode == 255 and "verification failed" in openssh.stderr, openssh.stderr  # same verdict
+
+        accepted = run_portal(alice, *argv, env={**FABRIC, "PORTAL_FABRIC_ACCEPT_NEW_HOST_KEY": "1"})
+        assert accepted.rc == 0, accepted.stdout + accepted.stderr
+        learned = known.read_text().split()
+        real = [line.split()[1:3] for line in (alice.laptop / ".ssh" / "known_hosts").read_text().splitlines()
+                if portal_server.address in line.split()[0].split(",")]
+        assert learned[0] == portal_server.address and learned[1:3] in real, (learned, real)
+        assert run_portal(alice, *argv, env=FABRIC).rc == 0  # known now: no option needed
+        assert subprocess.run(["ssh", "-F", str(config), host, "true"], timeout=30).returncode == 0  # OpenSSH agrees
+
+        other = tmp_path / "other"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
+        known.write_text(f"{portal_server.address} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n")
+        changed = _one_line(run_portal(alice, *argv, env={**FABRIC, "PORTAL_FABRIC_ACCEPT_NEW_HOST_KEY": "1"}))
+        assert "does not match" in changed and "ssh-keygen -R" in changed, changed
+    finally:
+        config.unlink(missing_ok=True)
+        known.unlink(missing_ok=True)

@@ -1,0 +1,59 @@
+"""Two servers that share the user's home (as over NFS): each keeps its own clusters, ports and Jupyter."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from portal_tasks.testing.flows import http_get, status, up, urls_in
+from portal_tasks.testing.server import TestServer
+
+pytestmark = pytest.mark.e2e
+
+
+def _second(server: TestServer) -> str:
+    if not server.second_host:
+        pytest.skip(f"the {server.backend} test server has no second host sharing the homes")
+    return server.second_host
+
+
+def _cluster(report: dict) -> tuple[int, int, int]:
+    (cluster,) = report["clusters"]
+    assert cluster["healthy"], cluster
+    return cluster["pid"], cluster["scheduler_port"], cluster["dashboard_port"]
+
+
+def _dashboards_load(urls: list[str]) -> None:
+    dashboards = [url for url in urls if url.endswith("/status")]
+    assert dashboards, urls
+    for url in dashboards:
+        code, body = http_get(url, timeout=20)
+        assert code == 200 and "Dask" in body, (url, code, body[:200])
+
+
+def test_up_on_a_second_server_leaves_the_first_ones_cluster_alone(portal_server, alice, run_portal,
+                                                                   listening_sockets):
+    a, b = portal_server.host, _second(portal_server)
+    env = str(portal_server.envs["a"])
+    up(run_portal, alice, a, env)
+    first = _cluster(status(run_portal, alice, a))
+    on_b = up(run_portal, alice, b, env)
+    assert _cluster(status(run_portal, alice, a)) == first  # B's up replaced nothing of A's
+    again = up(run_portal, alice, a, env)
+    assert _cluster(status(run_portal, alice, a)) == first, again.stderr  # A's scheduler pid unchanged
+    assert "reusing" in again.stdout + again.stderr
+    on_b_cluster = _cluster(status(run_portal, alice, b))
+    assert on_b_cluster[0] != first[0]
+    _dashboards_load(urls_in(again))
+    _dashboards_load(urls_in(on_b))
+    held_a = {s.port for s in listening_sockets(alice) if s.pid == first[0]}
+    assert {first[1], first[2]} <= held_a, held_a  # A's scheduler serves on A, in A's network
+    dirs = alice.ssh(a, "ls ~/.portal/hosts")
+    assert sorted(dirs.stdout.split()) == sorted([a, b]), dirs.stdout  # one state directory per server
+
+    down = run_portal(alice, "down", "--host", b, timeout=120)
+    assert down.rc == 0, down.stdout + down.stderr
+    assert status(run_portal, alice, b)["clusters"] == []
+    assert _cluster(status(run_portal, alice, a)) == first  # `down` on B left A running
+    assert alice.ssh(a, shlex.join(["kill", "-0", str(first[0])])).ok
