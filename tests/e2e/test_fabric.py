@@ -78,10 +78,10 @@ def _one_line(res: Any) -> str:
 
 
 def test_fabric_checks_host_keys_as_openssh_does(portal_server, alice, run_portal, tmp_path):
-    host, env = portal_server.host, str(portal_server.envs["a"])
+    host = portal_server.host
     known = alice.laptop / ".ssh" / "known_hosts_strict"
     config = _strict_config(alice, known)
-    argv = ["check", "--host", host, "--env", env, "--ssh-config", str(config)]
+    argv = ["status", "--host", host, "--ssh-config", str(config)]
     try:
         unknown = _one_line(run_portal(alice, *argv, env=FABRIC))
         assert "not in known_hosts" in unknown and "fabric_accept_new_host_key" in unknown, unknown
