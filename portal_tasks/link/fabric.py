@@ -21,7 +21,6 @@ from ..runner import Result
 from .base import Held, Link
 from .openssh import control_dir, explain_ssh
 
-
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 

@@ -6,6 +6,8 @@ import shlex
 
 import pytest
 
+from portal_tasks import plan
+from portal_tasks.testing.assertions import state_file
 from portal_tasks.testing.flows import http_get, status, up, urls_in
 from portal_tasks.testing.server import TestServer
 
@@ -57,3 +59,25 @@ def test_up_on_a_second_server_leaves_the_first_ones_cluster_alone(portal_server
     assert status(run_portal, alice, b)["clusters"] == []
     assert _cluster(status(run_portal, alice, a)) == first  # `down` on B left A running
     assert alice.ssh(a, shlex.join(["kill", "-0", str(first[0])])).ok
+
+
+def test_a_cluster_recorded_in_the_earlier_single_layout_is_kept_on_upgrade(portal_server, alice, run_portal):
+    host, env = portal_server.host, str(portal_server.envs["a"])
+    up(run_portal, alice, host, env)
+    first = _cluster(status(run_portal, alice, host))
+    server = state_file(portal_server, alice)
+    key = plan.env_key(env)
+    aside = server.rsplit("/hosts/", 1)[0] + "/aside"  # ~/.portal/aside: where the running cluster's files stay
+    # what an earlier portal left: ports.json and the cluster record right in ~/.portal, no hosts/ directory
+    legacy = (f"cd ~/.portal && mv {shlex.quote(server)} {shlex.quote(aside)} && "
+              f"cp {shlex.quote(aside)}/ports.json ports.json && mkdir -p clusters && "
+              f"cp {shlex.quote(aside)}/clusters/{key}.json clusters/ && rmdir hosts")
+    try:
+        assert alice.ssh(host, legacy).ok
+        again = up(run_portal, alice, host, env)
+        assert _cluster(status(run_portal, alice, host)) == first, again.stderr  # adopted, found healthy, kept
+        moved = alice.ssh(host, f"test -f {shlex.quote(server)}/clusters/{key}.json && "
+                                f"test ! -e ~/.portal/clusters/{key}.json && test -f {shlex.quote(server)}/ports.json")
+        assert moved.ok, "the record was not adopted into the server's directory"
+    finally:
+        alice.ssh(host, f"rm -rf {shlex.quote(aside)}")
