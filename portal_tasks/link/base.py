@@ -198,7 +198,7 @@ class Link(ABC):
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float = 120) -> Iterator[None]:
-        """Hold the host-side lock ``~/.portal/locks/NAME`` while the block runs.
+        """Hold the host-side lock NAME of this server (``~/.portal/hosts/MACHINE/locks/NAME``) while the block runs.
 
         The lock lives as long as the helper's stdin: if this process dies, the lock goes too.
         """

@@ -56,7 +56,7 @@ def probe(payload):
 
 
 def lock(payload):
-    """Take ~/.portal/locks/NAME, say 'locked', hold it until stdin closes (the laptop went away)."""
+    """Take this server's lock NAME, say 'locked', hold it until stdin closes (the laptop went away)."""
     with locked(payload.get("name", "lock"), float(payload.get("timeout", 120))):
         sys.stdout.write("locked\n")
         sys.stdout.flush()

@@ -26,6 +26,12 @@ def _cluster(report: dict) -> tuple[int, int, int]:
     return cluster["pid"], cluster["scheduler_port"], cluster["dashboard_port"]
 
 
+def _jupyter(report: dict) -> tuple[int, int]:
+    (server,) = report["jupyter"]
+    assert server["healthy"], server
+    return server["pid"], server["port"]
+
+
 def _dashboards_load(urls: list[str]) -> None:
     dashboards = [url for url in urls if url.endswith("/status")]
     assert dashboards, urls
@@ -38,17 +44,22 @@ def test_up_on_a_second_server_leaves_the_first_ones_cluster_alone(portal_server
                                                                    listening_sockets):
     a, b = portal_server.host, _second(portal_server)
     env = str(portal_server.envs["a"])
-    up(run_portal, alice, a, env)
-    first = _cluster(status(run_portal, alice, a))
-    on_b = up(run_portal, alice, b, env)
+    up(run_portal, alice, a, env, "--jupyter")
+    first, jupyter = _cluster(status(run_portal, alice, a)), _jupyter(status(run_portal, alice, a))
+    on_b = up(run_portal, alice, b, env, "--jupyter")
     assert _cluster(status(run_portal, alice, a)) == first  # B's up replaced nothing of A's
-    again = up(run_portal, alice, a, env)
-    assert _cluster(status(run_portal, alice, a)) == first, again.stderr  # A's scheduler pid unchanged
+    again = up(run_portal, alice, a, env, "--jupyter")
+    report = status(run_portal, alice, a)
+    assert _cluster(report) == first, again.stderr  # A's scheduler pid unchanged
+    assert _jupyter(report) == jupyter, again.stderr  # and A's JupyterLab: same process, same port
+    assert _jupyter(status(run_portal, alice, b))[0] != jupyter[0]
     assert "reusing" in again.stdout + again.stderr
     on_b_cluster = _cluster(status(run_portal, alice, b))
     assert on_b_cluster[0] != first[0]
     _dashboards_load(urls_in(again))
     _dashboards_load(urls_in(on_b))
+    labs = [url for url in urls_in(again) + urls_in(on_b) if "/lab" in url]
+    assert len(labs) == 2 and all(http_get(url, timeout=20)[0] == 200 for url in labs), labs
     held_a = {s.port for s in listening_sockets(alice) if s.pid == first[0]}
     assert {first[1], first[2]} <= held_a, held_a  # A's scheduler serves on A, in A's network
     dirs = alice.ssh(a, "ls ~/.portal/hosts")
