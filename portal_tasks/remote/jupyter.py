@@ -25,6 +25,7 @@ from .common import (
     state_path,
     write_json,
 )
+from .layout import write_atomic
 
 URL_PATH = "/lab"
 
@@ -53,10 +54,7 @@ def _new_token(directory):
     """
     path = os.path.join(directory, "token")
     token = secrets.token_hex(24)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, token.encode())
     return path, token
 
 

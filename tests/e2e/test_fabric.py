@@ -97,6 +97,10 @@ def test_fabric_checks_host_keys_as_openssh_does(portal_server, alice, run_porta
                 if portal_server.address in line.split()[0].split(",")]
         assert learned[0] == portal_server.address and learned[1:3] in real, (learned, real)
         assert run_portal(alice, *argv, env=FABRIC).rc == 0  # known now: no option needed
+        if portal_server.via_login_host and portal_server.login_address:  # every ProxyJump hop is checked too
+            hop = _one_line(run_portal(alice, "status", "--host", portal_server.via_login_host, "--ssh-config",
+                                       str(config), env=FABRIC))
+            assert "not in known_hosts" in hop and portal_server.login_address in hop, hop
         assert subprocess.run(["ssh", "-F", str(config), host, "true"], timeout=30, check=False).returncode == 0
 
         other = tmp_path / "other"
