@@ -71,10 +71,14 @@ def test_damaged_state_files_never_replan_a_running_cluster(portal_server, alice
                 _one_line_or_fine(res, path)
                 if what == "cluster record":  # the cluster runs: the record is said, not replaced
                     assert res.rc == 1 and "still runs" in res.stderr and "down --env" in res.stderr, res.stderr
-                if what == "ports.json":  # read by `ports`: one line naming it
+                if what == "ports.json":  # read by `ports` and by planning another env: one line naming it
                     report = run_portal(alice, "ports", "--host", host, "--json")
                     _one_line_or_fine(report, path)
                     assert report.rc == 1, report.stdout
+                    other = run_portal(alice, "cluster", "--host", host, "--env", str(portal_server.envs["nobokeh"]),
+                                       timeout=120)
+                    _one_line_or_fine(other, path)
+                    assert other.rc == 1 and "mv " in other.stderr, other.stdout + other.stderr
                 if what == "Jupyter record":  # stale: Jupyter starts afresh, the URLs load
                     assert res.rc == 0, res.stderr
                     assert all(http_get(url)[0] == 200 for url in urls_in(res)), res.stdout
