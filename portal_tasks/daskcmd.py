@@ -5,6 +5,7 @@ Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,20 @@ def client_environment(scheduler_port: int, dashboard_port: int, tls: TlsPaths) 
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls.cert,
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls.key,
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__DASHBOARD__LINK": f"http://localhost:{dashboard_port}/status",
+        DASHBOARD_LINK: f"http://localhost:{dashboard_port}/status",
     }
+
+
+DASHBOARD_LINK = "DASK_DISTRIBUTED__DASHBOARD__LINK"
+
+
+def through_jupyter(variables: dict[str, str]) -> dict[str, str]:
+    """The variables for kernels of a JupyterLab with jupyter-server-proxy: the dashboard link becomes
+    Jupyter's own ``/proxy/PORT/status`` (a path on the page's origin), so the Jupyter forward alone serves it."""
+    found = re.fullmatch(r"http://localhost:(\d+)(/.*)", variables.get(DASHBOARD_LINK, ""))
+    if not found:
+        return dict(variables)
+    return {**variables, DASHBOARD_LINK: f"/proxy/{found.group(1)}{found.group(2)}"}
 
 
 def record(spec: ClusterSpec, env: str, budget: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import subprocess
 from .common import Failure
 
 MANAGERS = ("micromamba", "mamba", "conda")
-MODULES = ("IPython", "jupyterlab", "distributed")
+MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension")
 #: Run by the env's own python (argv: the modules to look for). Besides which modules it has, it says
 #: whether Dask's dashboard can work there: the bokeh its distributed asks for (read from
 #: distributed/versions.py, not imported: that takes seconds) and the bokeh installed.

@@ -29,6 +29,96 @@ from .layout import write_atomic
 
 URL_PATH = "/lab"
 
+#: The jupyter_server_config.py portal puts first on the server's JUPYTER_CONFIG_PATH. With
+#: jupyter-server-proxy in the env, ``/proxy/<port>/`` would otherwise reach any port on the host,
+#: sending the user's Jupyter cookies to whoever listens there (another user can grab a port at any
+#: moment): it is allowed only for a Dask dashboard port of the user's own clusters (recorded by
+#: portal) that only the user listens on (IPv4 and IPv6), checked on each request.
+PROXY_CONFIG = r"""# Written by portal: jupyter-server-proxy reaches only the Dask dashboards of your own clusters.
+import glob, json, os, re
+
+_PORTAL_CLUSTERS = %(clusters)r
+_PORTAL_PORT = re.compile(r"(?:absolute/)?([0-9]+)(?:/|$)")
+
+
+def _portal_dashboard_ports():
+    ports = set()
+    for path in glob.glob(os.path.join(_PORTAL_CLUSTERS, "*.json")):
+        try:
+            with open(path) as fh:
+                ports.add(int(json.load(fh)["dashboard_port"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return ports
+
+
+def _portal_listening_uids(port):
+    uids = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 7 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                uids.add(int(cols[7]))
+    return uids
+
+
+def _portal_proxy_allowed(handler, host):
+    prefix = handler.base_url.rstrip("/") + "/proxy/"
+    path = handler.request.path
+    found = _PORTAL_PORT.match(path[len(prefix):]) if path.startswith(prefix) else None
+    if host not in ("localhost", "127.0.0.1") or not found:
+        return False
+    port = int(found.group(1))
+    return port in _portal_dashboard_ports() and _portal_listening_uids(port) == {os.getuid()}
+
+
+c.ServerProxy.host_allowlist = _portal_proxy_allowed
+
+
+# host_allowlist is not consulted for /proxy/<port> (that handler keeps its default list): the
+# /proxy/... handlers ask _portal_proxy_allowed instead; named servers keep their own rules.
+def _portal_limit_proxy_handlers():
+    try:
+        from jupyter_server_proxy import handlers
+    except ImportError:
+        return
+    for cls in (handlers.LocalProxyHandler, handlers.RemoteProxyHandler):
+        original = getattr(cls, "_check_host_allowlist", None)
+        if original is None:
+            continue
+
+        def check(self, host, _original=original, _cls=cls):
+            if type(self) is _cls:
+                return _portal_proxy_allowed(self, host)
+            return _original(self, host)
+
+        cls._check_host_allowlist = check
+
+
+_portal_limit_proxy_handlers()
+"""
+
+
+def write_proxy_config(directory):
+    """The config directory (0700) holding PROXY_CONFIG (0600) for the env's server; returned."""
+    from .cluster import state_file
+
+    config_dir = os.path.join(directory, "config")
+    os.makedirs(config_dir, mode=0o700, exist_ok=True)
+    os.chmod(config_dir, 0o700)
+    text = PROXY_CONFIG % {"clusters": os.path.dirname(state_file("x"))}
+    path = os.path.join(config_dir, "jupyter_server_config.py")
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+    return config_dir
+
 
 def _dir(key):
     if not key or "/" in key or key.startswith("."):
@@ -175,6 +265,7 @@ def prepare(payload):
                           "PortError", "Stop it, or run portal again to be given another port.")
         state["port"] = port
     _, token = _new_token(directory)
+    state["config_dir"] = write_proxy_config(directory)
     write_json(os.path.join(directory, "state.json"), state)
     return dict(state, token=token, url=_url(dict(state, token=token)))
 

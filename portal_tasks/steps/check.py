@@ -11,6 +11,15 @@ from ..target import Target
 
 REQUIRED_MODULES = {"IPython": "ipython", "distributed": "dask.distributed"}
 OPTIONAL_MODULES = {"jupyterlab": "jupyterlab (needed for --jupyter)"}
+#: What JupyterLab can do with the cluster, by module: (the line when the env has it, when it lacks it).
+IN_JUPYTER = {
+    "jupyter_server_proxy": ("env {env} has jupyter-server-proxy: JupyterLab also serves the dashboard "
+                             "(at /proxy/PORT/status, only your own cluster's)",
+                             "dashboard through Jupyter not available in env {env}; `pip install jupyter-server-proxy`"),
+    "dask_labextension": ("env {env} has dask-labextension (its panes take the dashboard URL "
+                          "/proxy/PORT/status)",
+                          "Dask panes in JupyterLab not available in env {env}; `pip install dask-labextension`"),
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,11 @@ def _env(target: Target, env: str | None) -> list[Line]:
             lines.append(Line(None, f"{target.host}: env {info['name']!r} lacks {label}"))
         else:
             lines.append(Line(True, f"{target.host}: env {info['name']!r} has {module}"))
+    if modules.get("jupyterlab") and modules.get("distributed"):
+        for module, (has, lacks) in IN_JUPYTER.items():
+            ok = bool(modules.get(module))
+            text = (has if ok else lacks).format(env=repr(info["name"]))
+            lines.append(Line(True if ok else None, f"{target.host}: {text}"))
     return lines
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .. import tmux_commands as cmds
+from ..daskcmd import through_jupyter
 from ..envs import Env, env_key
 from ..errors import JupyterError, PortalError
 from ..remote import layout
@@ -26,13 +27,20 @@ FALLBACK_OFFSET = 2
 MOVES = 3
 
 
-def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False) -> str:
-    """The JupyterLab command line: loopback only, no browser, no silent move to another port."""
+def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False,
+                    config_dir: str | None = None) -> str:
+    """The JupyterLab command line: loopback only, no browser, no silent move to another port.
+
+    ``config_dir`` goes first on JUPYTER_CONFIG_PATH: portal's limits for jupyter-server-proxy (its
+    one setting); everything else still comes from the user's own Jupyter config."""
     argv = ["jupyter", "lab", "--no-browser", *(["--allow-root"] if root else [])]
     if socket:
         argv += [f"--ServerApp.sock={socket}", "--ServerApp.sock_mode=0600"]
     else:
         argv += ["--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0"]
+    if config_dir:
+        return f"JUPYTER_CONFIG_PATH={shlex.quote(config_dir)}${{JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}} " + \
+            shlex.join(argv)
     return shlex.join(argv)
 
 
@@ -109,11 +117,16 @@ def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
         return dict(entry)
     env_step.require(target, resolved, "jupyterlab", "jupyter")
     variables = env_step.cluster_environment(target, resolved)
+    proxy = resolved.has("jupyter_server_proxy")
+    if proxy:  # kernels' dashboard link: through Jupyter's own port (only to the user's own dashboard)
+        variables = through_jupyter(variables)
     for attempt in range(1, MOVES + 2):
         port = None if socket else planned_port(target, resolved)
         state = target.link.helper("jupyter-prepare", {"key": resolved.key, "env": resolved.spec,
                                                        "port": port, "socket": socket})
-        line = f"{resolved.activation()} && {jupyter_command(state['port'], state['socket'], root=_root(target))}"
+        command = jupyter_command(state["port"], state["socket"], root=_root(target),
+                                  config_dir=state.get("config_dir") if proxy else None)
+        line = f"{resolved.activation()} && {command}"
         # a window still busy here runs a server that does not answer: replace it
         open_window(target, window_name(resolved), lines=[line], keep=lambda window: False,
                     environment={**variables, "JUPYTER_TOKEN_FILE": state["token_file"]},

@@ -13,11 +13,13 @@ from pathlib import Path
 from portal_tasks.errors import EnvError
 from portal_tasks.runner import run
 
-#: env name -> pip requirements; `bare` is for "env lacks dask" tests, `nobokeh` for "dashboard needs bokeh".
+#: env name -> pip requirements; `bare` is for "env lacks dask" tests, `nobokeh` for "dashboard needs bokeh",
+#: `lab` for the dashboard inside JupyterLab.
 ENV_REQUIREMENTS: dict[str, list[str]] = {
     "a": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab"],
     "bare": [],
     "nobokeh": ["dask[distributed]", "ipython"],
+    "lab": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab", "jupyter-server-proxy", "dask-labextension"],
 }
 ENVS_ROOT = Path(os.environ.get("PORTAL_TEST_ENVS_ROOT", "/opt/portal-testing/envs"))
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -1,0 +1,84 @@
+"""The Dask dashboard through the Jupyter forward alone (jupyter-server-proxy), and only the user's own."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portal_tasks.testing import browser
+from portal_tasks.testing.browser import artifacts
+from portal_tasks.testing.flows import http_get, up
+from portal_tasks.testing.server import TestServer
+from portal_tasks.testing.waiting import retry_until
+
+pytestmark = pytest.mark.e2e
+
+#: Listens on [::1]:PORT (argv[1]) for a minute: a co-user taking the IPv6 side of a dashboard port.
+GRAB_V6 = ("import socket, sys, time; s = socket.socket(socket.AF_INET6); s.bind(('::1', int(sys.argv[1]))); "
+           "s.listen(); time.sleep(60)")
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    with browser.chromium() as launched:
+        yield launched
+
+
+def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboard(
+        portal_server: TestServer, alice, bob, run_portal, chromium, request):
+    host, env = portal_server.host, str(portal_server.envs["lab"])
+    res = run_portal(alice, "check", "--host", host, "--env", env)
+    assert res.rc == 0, res.stdout + res.stderr
+    assert "has jupyter-server-proxy: JupyterLab also serves the dashboard" in res.stdout
+    assert "has dask-labextension" in res.stdout
+    res = run_portal(alice, "check", "--host", host, "--env", str(portal_server.envs["a"]))
+    assert "dashboard through Jupyter not available in env" in res.stdout
+    assert "`pip install jupyter-server-proxy`" in res.stdout
+
+    up(run_portal, alice, host, env, "--jupyter")
+    res = run_portal(alice, "status", "--all", "--json")
+    (report,) = json.loads(res.stdout)
+    (cluster,), (lab,) = report["clusters"], report["jupyter"]
+    port = cluster["dashboard_port"]
+    lab_url = next(f["url"] for f in report["forwards"] if f["service"].startswith("jupyter-"))
+    origin = lab_url.split("/lab?")[0]
+    token = urllib.parse.parse_qs(urllib.parse.urlparse(lab_url).query)["token"][0]
+
+    environ = Path(f"/proc/{lab['pid']}/environ").read_bytes().split(b"\0")
+    assert f"DASK_DISTRIBUTED__DASHBOARD__LINK=/proxy/{port}/status".encode() in environ
+    config_path = [e for e in environ if e.startswith(b"JUPYTER_CONFIG_PATH=")]
+    assert config_path and config_path[0].endswith(b"/config"), config_path
+
+    code, body = http_get(f"{origin}/proxy/{port}/status?token={token}")
+    assert code == 200 and "Dask" in body
+    code, body = http_get(f"{origin}/proxy/{port}/status")  # without the token: Jupyter's login page
+    assert "Dask" not in body and "token" in body.lower(), (code, body[:300])
+    assert http_get(f"{origin}/proxy/{lab['port']}/api/status?token={token}")[0] == 403  # not a dashboard
+
+    session = chromium.new_context()  # one browser session: Jupyter's login cookie holds for every tab
+    page = session.new_page()
+    page.goto(lab_url)  # logs in with the token (a cookie), as a user following portal's link does
+    page.wait_for_selector(".jp-LabShell", timeout=60_000)
+    dash = session.new_page()
+    problems: list[str] = []
+    dash.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}"))
+    dash.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
+    dash.on("response", lambda resp: problems.append(f"HTTP {resp.status}: {resp.url}") if resp.status >= 400 else None)
+    assert dash.goto(f"{origin}/proxy/{port}/status").status == 200
+    try:
+        dash.wait_for_selector("canvas", timeout=30_000)  # bokeh drew the plots, through the Jupyter forward alone
+    except Exception:
+        dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter-failed.png"), full_page=True)
+        pytest.fail("no plots through Jupyter: " + "\n".join(problems[:30]))
+    dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter.png"), full_page=True)
+
+    grab = f"nohup python3 -c {shlex.quote(GRAB_V6)} {port} >/dev/null 2>&1 </dev/null &"
+    assert bob.ssh(host, "sh", "-c", shlex.quote(grab)).rc == 0
+    retry_until(lambda: http_get(f"{origin}/proxy/{port}/status?token={token}")[0] == 403, 10, 0.2,
+                what="the proxy to refuse a dashboard port another user also listens on")

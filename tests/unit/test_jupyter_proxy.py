@@ -1,0 +1,63 @@
+"""The dashboard through Jupyter without a host: the kernels' link, the command line, and the proxy's limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import types
+
+from portal_tasks.daskcmd import DASHBOARD_LINK, through_jupyter
+from portal_tasks.remote import jupyter as remote_jupyter
+from portal_tasks.steps.jupyter import jupyter_command
+
+
+def test_kernels_get_the_dashboard_through_jupyters_own_port():
+    variables = {"DASK_SCHEDULER_ADDRESS": "tls://127.0.0.1:20000", DASHBOARD_LINK: "http://localhost:20001/status"}
+    assert through_jupyter(variables) == {**variables, DASHBOARD_LINK: "/proxy/20001/status"}
+    assert through_jupyter({}) == {}
+
+
+def test_the_proxy_config_goes_first_on_jupyters_config_path():
+    line = jupyter_command(20002, config_dir="/home/a b/.portal/jupyter/a/config")
+    assert line.startswith("JUPYTER_CONFIG_PATH='/home/a b/.portal/jupyter/a/config'${JUPYTER_CONFIG_PATH:+:"
+                           "$JUPYTER_CONFIG_PATH} jupyter lab ")
+    assert "JUPYTER_CONFIG_PATH" not in jupyter_command(20002)
+
+
+def allowed(tmp_path, path: str, host: str = "localhost", holders: set[int] | None = None,
+            base_url: str = "/") -> bool:
+    """Run the config portal writes, as Jupyter would, and ask its allowlist about one request."""
+    clusters = tmp_path / "clusters"
+    clusters.mkdir(exist_ok=True)
+    (clusters / "a.json").write_text(json.dumps({"dashboard_port": 20001}))
+    config = types.SimpleNamespace(ServerProxy=types.SimpleNamespace())
+    scope: dict[str, object] = {"c": config}
+    exec(remote_jupyter.PROXY_CONFIG % {"clusters": str(clusters)}, scope)  # noqa: S102 - the file Jupyter runs
+    scope["_portal_listening_uids"] = lambda port: {os.getuid()} if holders is None else holders
+    handler = types.SimpleNamespace(base_url=base_url, request=types.SimpleNamespace(path=path))
+    return bool(config.ServerProxy.host_allowlist(handler, host))
+
+
+def test_the_proxy_reaches_only_the_users_own_dashboard(tmp_path):
+    assert allowed(tmp_path, "/proxy/20001/status")
+    assert allowed(tmp_path, "/proxy/20001/status/ws", host="127.0.0.1")
+    assert allowed(tmp_path, "/j/proxy/absolute/20001/status", base_url="/j/")
+    assert not allowed(tmp_path, "/proxy/20002/")  # not a dashboard of the user's clusters
+    assert not allowed(tmp_path, "/proxy/20001/status", host="10.0.0.5")
+    assert not allowed(tmp_path, "/proxy/localhost:9999/x/proxy/20001/")  # the port is the first one
+    assert not allowed(tmp_path, "/proxy/20001/status", holders={os.getuid(), os.getuid() + 1})  # someone on ::1
+    assert not allowed(tmp_path, "/proxy/20001/status", holders=set())  # nothing listens: nothing to reach
+
+
+def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
+    scope: dict[str, object] = {"c": types.SimpleNamespace(ServerProxy=types.SimpleNamespace())}
+    exec(remote_jupyter.PROXY_CONFIG % {"clusters": str(tmp_path)}, scope)  # noqa: S102
+    uids = scope["_portal_listening_uids"]
+    assert callable(uids)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert uids(port) == {os.getuid()}
+    assert uids(port) == set()
