@@ -71,9 +71,11 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
     dash.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
     dash.on("response", lambda resp: problems.append(f"HTTP {resp.status}: {resp.url}") if resp.status >= 400 else None)
     assert dash.goto(f"{origin}/proxy/{port}/status").status == 200
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
         dash.wait_for_selector("canvas", timeout=30_000)  # bokeh drew the plots, through the Jupyter forward alone
-    except Exception:
+    except PlaywrightTimeout:
         dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter-failed.png"), full_page=True)
         pytest.fail("no plots through Jupyter: " + "\n".join(problems[:30]))
     dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter.png"), full_page=True)
