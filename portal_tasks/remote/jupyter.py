@@ -6,6 +6,7 @@ gets a new token, and the token only ever goes to a listener of the user's own (
 """
 
 import http.client
+import inspect
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ import time
 from .common import (
     Failure,
     NotYours,
+    _parse_addr,
     _socket_pids,
     connect_owned,
     holder_problem,
@@ -23,6 +25,7 @@ from .common import (
     read_json,
     read_state,
     state_path,
+    tcp_rows,
     write_json,
 )
 from .layout import write_atomic
@@ -35,7 +38,7 @@ URL_PATH = "/lab"
 #: moment): it is allowed only for a Dask dashboard port of the user's own clusters (recorded by
 #: portal) that only the user listens on (IPv4 and IPv6), checked on each request.
 PROXY_CONFIG = r"""# Written by portal: jupyter-server-proxy reaches only the Dask dashboards of your own clusters.
-import glob, json, os, re
+import glob, json, os, re, socket, struct
 
 _PORTAL_CLUSTERS = %(clusters)r
 _PORTAL_PORT = re.compile(r"(?:absolute/)?([0-9]+)(?:/|$)")
@@ -52,19 +55,10 @@ def _portal_dashboard_ports():
     return ports
 
 
+%(tcp_rows)s
+
 def _portal_listening_uids(port):
-    uids = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) > 7 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                uids.add(int(cols[7]))
-    return uids
+    return {row["uid"] for row in tcp_rows() if row["state"] == "0A" and row["local"][1] == port}
 
 
 def _portal_proxy_allowed(handler, host):
@@ -104,6 +98,12 @@ _portal_limit_proxy_handlers()
 """
 
 
+def proxy_config(clusters_dir):
+    """PROXY_CONFIG for the user's cluster state in clusters_dir, with the helper's own /proc/net/tcp reader."""
+    return PROXY_CONFIG % {"clusters": clusters_dir,
+                           "tcp_rows": inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows)}
+
+
 def write_proxy_config(directory):
     """The config directory (0700) holding PROXY_CONFIG (0600) for the env's server; returned."""
     from .cluster import state_file
@@ -111,7 +111,7 @@ def write_proxy_config(directory):
     config_dir = os.path.join(directory, "config")
     os.makedirs(config_dir, mode=0o700, exist_ok=True)
     os.chmod(config_dir, 0o700)
-    text = PROXY_CONFIG % {"clusters": os.path.dirname(state_file("x"))}
+    text = proxy_config(os.path.dirname(state_file("x")))
     path = os.path.join(config_dir, "jupyter_server_config.py")
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:

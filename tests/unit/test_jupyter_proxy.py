@@ -33,7 +33,7 @@ def allowed(tmp_path, path: str, host: str = "localhost", holders: set[int] | No
     (clusters / "a.json").write_text(json.dumps({"dashboard_port": 20001}))
     config = types.SimpleNamespace(ServerProxy=types.SimpleNamespace())
     scope: dict[str, object] = {"c": config}
-    exec(remote_jupyter.PROXY_CONFIG % {"clusters": str(clusters)}, scope)  # noqa: S102 - the file Jupyter runs
+    exec(remote_jupyter.proxy_config(str(clusters)), scope)  # noqa: S102 - the file Jupyter runs
     scope["_portal_listening_uids"] = lambda port: {os.getuid()} if holders is None else holders
     handler = types.SimpleNamespace(base_url=base_url, request=types.SimpleNamespace(path=path))
     return bool(config.ServerProxy.host_allowlist(handler, host))
@@ -52,7 +52,7 @@ def test_the_proxy_reaches_only_the_users_own_dashboard(tmp_path):
 
 def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
     scope: dict[str, object] = {"c": types.SimpleNamespace(ServerProxy=types.SimpleNamespace())}
-    exec(remote_jupyter.PROXY_CONFIG % {"clusters": str(tmp_path)}, scope)  # noqa: S102
+    exec(remote_jupyter.proxy_config(str(tmp_path)), scope)  # noqa: S102
     uids = scope["_portal_listening_uids"]
     assert callable(uids)
     with socket.socket() as sock:
