@@ -21,10 +21,13 @@ def env(portal_server: TestServer) -> str:
 
 
 def second_host(server: TestServer) -> tuple[str, str]:
-    """A second host alias and the test host whose sshd carries it: the login node for matagorda-via-login."""
-    if server.backend != "netns" or not server.via_login_host:
+    """A second host alias and the test host whose sshd carries it: matagorda2 (a second server sharing
+    the homes), else matagorda through the login node (whose sshd then carries it)."""
+    if server.backend != "netns":
         pytest.skip("needs the netns test server (its sshds are paused to make a host hang)")
-    return server.via_login_host, "login"
+    if server.second_host:
+        return server.second_host, server.second_host
+    return str(server.via_login_host), "login"
 
 
 def test_status_all_lists_both_hosts_and_a_hung_host_is_one_line(portal_server, alice, run_portal, env):
@@ -56,4 +59,4 @@ def test_status_all_lists_both_hosts_and_a_hung_host_is_one_line(portal_server, 
     mine = [line for line in res.stdout.splitlines() if line.startswith(f"{first}:")]
     assert mine == [f"{first}: user {alice.name} (uid {alice.uid})"], res.stdout
     assert "  cluster " in res.stdout and " healthy" in res.stdout
-    assert took < 3.5, f"status --all took {took:.2f}s with one host hung"  # 2s wait + start-up, generous
+    assert took < 4.0, f"status --all took {took:.2f}s with one host hung"  # 2s wait + start-up (~2.3-2.9s here); generous

@@ -53,7 +53,7 @@ def row(host: str, service: str, health: str = "") -> str:
 
 def test_page_shows_every_host_turns_a_dropped_forward_unhealthy_and_reforwards_it(
         portal_server, alice, run_portal, env, chromium, request):
-    first, second = portal_server.host, portal_server.via_login_host
+    first, second = portal_server.host, portal_server.second_host or portal_server.via_login_host
     up(run_portal, alice, first, env, "--jupyter")
     up(run_portal, alice, second, env)
     hosts = status_all(run_portal, alice)
