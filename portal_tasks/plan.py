@@ -14,7 +14,8 @@ from .config import Settings
 from .errors import UsageError
 
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
-from .remote.layout import LAYOUT, SLOT_SIZE  # the helper's own numbers
+from .remote import layout
+from .remote.layout import LAYOUT, SLOT_SIZE, block_index, slots_per_block  # the helper's own arithmetic
 
 __all__ = [
     "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",
@@ -67,38 +68,18 @@ class EnvPorts:
                    (int(data["nanny_ports"][0]), int(data["nanny_ports"][1])))
 
 
-def block_index(uid: int, slots: int) -> int:
-    """The user's first-choice block."""
-    return uid % slots
-
-
 def block_for(settings: Settings, index: int) -> Block:
-    start = settings.port_base + (index % settings.slots) * settings.block_size
-    return Block(index % settings.slots, start, start + settings.block_size - 1)
-
-
-def slots_per_block(block_size: int) -> int:
-    """How many envs fit in a block."""
-    return max(1, block_size // SLOT_SIZE)
+    return Block(**layout.block_range(settings.port_base, settings.block_size, settings.slots, index))
 
 
 def env_ports(block_start: int, slot: int) -> EnvPorts:
     """The first-choice ports of env slot ``slot`` in the block starting at ``block_start``."""
-    base = block_start + slot * SLOT_SIZE
-    w, n = LAYOUT["worker_ports"], LAYOUT["nanny_ports"]
-    return EnvPorts(base + LAYOUT["scheduler_port"], base + LAYOUT["dashboard_port"], base + LAYOUT["jupyter_port"],
-                    (base + w[0], base + w[1]), (base + n[0], base + n[1]))
+    return EnvPorts.from_dict(layout.slot_ports(block_start, slot))
 
 
 def next_free(preferred: int, block: Block, taken: Iterable[int]) -> int | None:
     """``preferred`` if free, else the next port of the block not in ``taken`` (wrapping), else None."""
-    used = set(taken)
-    span = block.end - block.start + 1
-    for step in range(span):
-        port = block.start + (preferred - block.start + step) % span
-        if port not in used:
-            return port
-    return None
+    return layout.next_free(preferred, block.start, block.end, taken)
 
 
 def plan_payload(settings: Settings, uid: int) -> dict[str, Any]:

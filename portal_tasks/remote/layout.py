@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 #: Ports per env inside a user's block.
@@ -22,6 +23,9 @@ LAYOUT: dict[str, Any] = {
 }
 #: The highest TCP port.
 LAST_PORT = 65535
+#: Single ports and [first, last] ranges of an env's slot.
+SINGLES = ("scheduler_port", "dashboard_port", "jupyter_port")
+RANGES = ("worker_ports", "nanny_ports")
 
 #: portal's directory in the user's home on the host (0700). ``bin/`` (helpers) and ``tls/`` are
 #: shared by every server that mounts the home; what describes running things is per server.
@@ -39,6 +43,45 @@ HOST_CONFIG = "/etc/portal/portal.yaml"
 HOST_SETTINGS = ("claims_dir",)
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
+
+
+# -- the port plan: a user's block of ports, an env's slot in it ---------------------------------
+
+def block_index(uid: int, slots: int) -> int:
+    """The user's first-choice block."""
+    return uid % slots
+
+
+def slots_per_block(block_size: int) -> int:
+    """How many envs fit in a block."""
+    return max(1, block_size // SLOT_SIZE)
+
+
+def block_range(base: int, block_size: int, slots: int, index: int) -> dict[str, int]:
+    """Block ``index`` (modulo ``slots``) of the plan: {index, start, end}, ends included."""
+    index %= slots
+    start = base + index * block_size
+    return {"index": index, "start": start, "end": start + block_size - 1}
+
+
+def slot_ports(block_start: int, slot: int) -> dict[str, Any]:
+    """The first-choice ports of env slot ``slot`` in the block starting at ``block_start``."""
+    base = block_start + slot * SLOT_SIZE
+    ports: dict[str, Any] = {name: base + LAYOUT[name] for name in SINGLES}
+    for name in RANGES:
+        ports[name] = [base + LAYOUT[name][0], base + LAYOUT[name][1]]
+    return ports
+
+
+def next_free(preferred: int, start: int, end: int, taken: Iterable[int]) -> int | None:
+    """``preferred`` if free, else the next port of start..end not in ``taken`` (wrapping), else None."""
+    used = set(taken)
+    span = end - start + 1
+    for step in range(span):
+        port = start + (preferred - start + step) % span
+        if port not in used:
+            return port
+    return None
 
 
 def parse_host_config(text: str) -> dict[str, str]:

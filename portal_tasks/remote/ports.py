@@ -9,10 +9,17 @@ import os
 import stat
 
 from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
-from .layout import DEFAULT_CLAIMS_DIR, HOST_CONFIG, parse_host_config
+from .layout import (
+    DEFAULT_CLAIMS_DIR,
+    HOST_CONFIG,
+    RANGES,
+    SINGLES,
+    block_range,
+    next_free,
+    parse_host_config,
+    slot_ports,
+)
 
-SINGLES = ("scheduler_port", "dashboard_port", "jupyter_port")
-RANGES = ("worker_ports", "nanny_ports")
 ADMIN_HINT = "an admin can name a root-owned sticky directory as claims_dir in %s, see portal's README" % HOST_CONFIG
 
 
@@ -89,8 +96,7 @@ def claim(index, claims_fd):
 
 
 def _block(plan, index):
-    start = plan["base"] + (index % plan["slots"]) * plan["block_size"]
-    return {"index": index % plan["slots"], "start": start, "end": start + plan["block_size"] - 1}
+    return block_range(plan["base"], plan["block_size"], plan["slots"], index)
 
 
 def _recorded_block(data, plan):
@@ -144,15 +150,6 @@ def _unclaimed(data, plan, rec, notes, why):
     return block
 
 
-def slot_ports(block, plan, slot):
-    base = block["start"] + slot * plan["slot_size"]
-    layout = plan["layout"]
-    ports = {name: base + layout[name] for name in SINGLES}
-    for name in RANGES:
-        ports[name] = [base + layout[name][0], base + layout[name][1]]
-    return ports
-
-
 def used_ports(envs, skip=None):
     """Every port recorded for the user's envs (except env ``skip``)."""
     used = set()
@@ -176,22 +173,13 @@ def ensure_env(data, plan, key, env, block):
     if not free:
         raise Failure("your port block %d-%d is full (envs: %s)." % (block["start"], block["end"], ", ".join(sorted(envs))),
                       "PortError", hint="Remove an env you no longer use from %s, or raise block_size." % server_path("ports.json"))
-    rec = dict(slot_ports(block, plan, free[0]), env=env, slot=free[0])
+    rec = dict(slot_ports(block["start"], free[0]), env=env, slot=free[0])
     envs[key] = rec
     return rec
 
 
 def holders(port, found):
     return [entry for entry in found if entry["port"] == port]
-
-
-def next_free(preferred, block, taken):
-    span = block["end"] - block["start"] + 1
-    for step in range(span):
-        port = block["start"] + (preferred - block["start"] + step) % span
-        if port not in taken:
-            return port
-    return None
 
 
 def _describe(entry):
@@ -210,7 +198,7 @@ def check_ports(data, rec, key, block, services, own_pids, notes):
         if not others:
             continue
         taken = used_ports(data["envs"]) | {e["port"] for e in found}
-        new = next_free(port, block, taken)
+        new = next_free(port, block["start"], block["end"], taken)
         if new is None:
             raise Failure("port %d (%s of env %s) is held by %s and your block has no free port."
                           % (port, name, rec.get("env"), _describe(others[0])), "PortError",
@@ -285,7 +273,7 @@ def report(payload):
     if payload.get("key") and payload["key"] not in envs:
         taken = {rec.get("slot") for rec in envs.values()}
         free = [s for s in range(plan["slots_per_block"]) if s not in taken]
-        result["would_be"] = slot_ports(result["block"], plan, free[0]) if free else None
+        result["would_be"] = slot_ports(result["block"]["start"], free[0]) if free else None
     return result
 
 
