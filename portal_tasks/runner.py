@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -11,6 +12,14 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 log = logging.getLogger("portal")
+
+_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.DOTALL)
+_TOKEN = re.compile(r"(token[\"']?\s*[=: ]\s*[\"']?)[A-Za-z0-9_\-.~%]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with PEM blocks and token values blanked, for debug logs."""
+    return _TOKEN.sub(r"\1***", _PEM.sub(r"-----BEGIN \1----- *** -----END \1-----", text))
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ def run(
 
     A missing program gives rc 127 and a timeout rc 124, as a shell would.
     """
-    log.debug("run: %s", shlex.join(argv))
+    log.debug("run: %s", redact(shlex.join(argv)))
     full_env = None if env is None else {**os.environ, **env}
     binary = isinstance(input, bytes)
     try:
@@ -71,7 +80,7 @@ def run(
 
 def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start argv detached from our stdio (for long-lived helpers such as a lock holder)."""
-    log.debug("spawn: %s", shlex.join(argv))
+    log.debug("spawn: %s", redact(shlex.join(argv)))
     full_env = None if env is None else {**os.environ, **env}
     return subprocess.Popen(
         list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
@@ -82,7 +91,7 @@ def run_daemon(argv: Sequence[str], *, timeout: float | None = None, interactive
     """Run a command that forks a daemon (``ssh -f``): its output goes to a file, not a pipe,
     so the daemon keeping the descriptor open cannot hang us. ``interactive`` keeps our stdin
     (for a password or 2FA prompt)."""
-    log.debug("run (daemon): %s", shlex.join(argv))
+    log.debug("run (daemon): %s", redact(shlex.join(argv)))
     with tempfile.TemporaryFile(mode="w+") as errfile:
         try:
             proc = subprocess.run(list(argv), stdin=None if interactive else subprocess.DEVNULL,

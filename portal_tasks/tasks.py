@@ -194,5 +194,13 @@ def check(c: Context, host: str | None = None, ssh_config: str | None = None, en
         raise Exit(code=1)
 
 
-ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, page, ports, down, check)
+@portal_task(name="tls", help={**COMMON, "rotate": "replace your CA, certificate and key with new ones (running clusters "
+                                                  "are replaced at your next up of their env)"})
+def tls_(c: Context, host: str | None = None, ssh_config: str | None = None, rotate: bool = False,
+         explain: bool = False) -> None:
+    """Your TLS certificate on HOST (valid until when); --rotate makes and installs a new one."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("tls"), rotate=rotate)
+
+
+ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, page, ports, down, check, tls_)
 ns.configure({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})

@@ -1,8 +1,9 @@
 """The user's own TLS: a per-user CA and one certificate (scheduler, workers and clients), made on first use.
 
 Made on the laptop with ``cryptography`` and pushed to the host's ``~/.portal/tls/`` (dir 0700, files
-0600). The CA key is never kept: nothing else is ever signed, so another user's certificate (their own
-CA) and a certificate-less client are refused alike.
+0600) on the helper's stdin. The CA key is never kept: nothing else is ever signed, so another user's
+certificate (their own CA) and a certificate-less client are refused alike. ``portal tls --rotate``
+replaces the whole set; an expired set is replaced by the next `up` on its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime
 import ipaddress
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +22,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .remote import layout
 from .target import Target
 
-VALID_DAYS = 3650
+#: A year: a leaked set stops opening the user's clusters on its own; `up` replaces an expired one.
+VALID_DAYS = 365
+#: From this many days before the end, `up` and `portal tls` say when to rotate.
+WARN_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,10 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_bundle(user: str, host: str) -> dict[str, str]:
-    """PEM texts ``ca.pem``, ``cert.pem``, ``key.pem``: a fresh CA and one certificate signed by it."""
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+def make_bundle(user: str, host: str, start: datetime.datetime | None = None) -> dict[str, str]:
+    """PEM texts ``ca.pem``, ``cert.pem``, ``key.pem``: a fresh CA and one certificate signed by it,
+    valid VALID_DAYS from ``start`` (default: a day ago, so clocks a little behind accept it)."""
+    now = start or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
     until = now + datetime.timedelta(days=VALID_DAYS)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"portal CA of {user}@{host}")
@@ -84,22 +90,50 @@ def make_bundle(user: str, host: str) -> dict[str, str]:
     }
 
 
+def not_after(cert_pem: str) -> datetime.datetime:
+    """When the certificate stops being valid (UTC)."""
+    return x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc
+
+
+def days_left(status: dict[str, Any], now: datetime.datetime | None = None) -> float | None:
+    """Days until the host's certificate (a ``tls-status`` answer) ends; None when there is none."""
+    if not status.get("exists") or not status.get("cert"):
+        return None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return (not_after(status["cert"]) - now).total_seconds() / 86400
+
+
+def install(target: Target, *, replace: bool) -> dict[str, Any]:
+    """Make a new set on the laptop and install it on the host (payload on the helper's stdin)."""
+    facts = target.facts()
+    files = make_bundle(facts["user"], facts.get("hostname") or target.host)
+    return dict(target.link.helper("tls-install", {"files": files, "replace": replace}))
+
+
 def ensure(target: Target) -> TlsPaths:
-    """The user's TLS files on the host, made and pushed on first use (a concurrent push that won is kept)."""
+    """The user's TLS files on the host: made on first use (a concurrent push that won is kept),
+    replaced when expired, with a note when the end is near."""
     status = target.link.helper("tls-status", {})
+    left = days_left(status)
     if not status["exists"]:
-        facts = target.facts()
-        status = target.link.helper("tls-install", {"files": make_bundle(facts["user"], facts.get("hostname") or target.host)})
+        status = install(target, replace=False)
         if status.get("installed"):
             target.say(f"{target.host}: made your TLS certificate in {status['dir']} (Dask accepts only it).")
+    elif left is not None and left <= 0:
+        status = install(target, replace=True)
+        target.say(f"{target.host}: your TLS certificate had expired; made a new one in {status['dir']} "
+                   "(clusters started with the old one are replaced).")
+    elif left is not None and left < WARN_DAYS:
+        target.say(f"{target.host}: note: your TLS certificate ends on {not_after(status['cert']):%Y-%m-%d}; run "
+                   f"`portal tls --rotate --host {target.host}` when your clusters may restart.")
     return TlsPaths(status["dir"])
 
 
-def explain_lines(tls: TlsPaths, user: str) -> list[str]:
-    """The openssl commands a person types to make the same files (skipped when they exist)."""
-    d = shlex.quote(tls.dir)
+def _make_commands(directory: str, user: str) -> str:
+    """openssl commands that make a CA, a certificate and a key in ``directory`` (the CA key not kept)."""
+    d = shlex.quote(directory)
     ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    make = " && ".join([
+    return " && ".join([
         f"mkdir -p {d} && chmod 700 {d} && cd {d}",
         f"openssl req -x509 {ec_key} -keyout ca-key.pem -out ca.pem -days {VALID_DAYS} "
         f"-subj {shlex.quote('/O=portal/CN=portal CA of ' + user)}",
@@ -107,4 +141,18 @@ def explain_lines(tls: TlsPaths, user: str) -> list[str]:
         f"openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days {VALID_DAYS}",
         "rm -f ca-key.pem cert.csr ca.srl && chmod 600 ca.pem cert.pem key.pem && cd - >/dev/null",
     ])
-    return [f"test -f {shlex.quote(tls.cert)} || (umask 077 && {make})"]
+
+
+def explain_lines(tls: TlsPaths, user: str) -> list[str]:
+    """The openssl commands a person types to make the same files (skipped when they exist)."""
+    return [f"test -f {shlex.quote(tls.cert)} || (umask 077 && {_make_commands(tls.dir, user)})"]
+
+
+def explain_rotate(tls: TlsPaths, user: str) -> list[str]:
+    """The commands a person types to replace the files with a new set (by hand not in one rename)."""
+    d, new = shlex.quote(tls.dir), shlex.quote(tls.dir + ".new")
+    return [
+        f"rm -rf {new} && (umask 077 && {_make_commands(tls.dir + '.new', user)})",
+        f'rm -rf "$(readlink -f {d})" {d} && mv {new} {d}',
+        "# running clusters keep the old set until your next `portal up` for their env replaces them",
+    ]

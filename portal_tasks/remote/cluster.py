@@ -7,14 +7,12 @@ processes of this user are ever signalled. Records live in this server's state d
 import glob
 import os
 import platform
-import shutil
 import signal
 import ssl
 import time
 
 from . import layout, ports
 from .common import (
-    STATE_DIR,
     Failure,
     NotYours,
     cmdline,
@@ -28,8 +26,8 @@ from .common import (
     state_path,
     write_json,
 )
+from .tls import tls_dir
 
-TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 MARK = layout.CLUSTER_MARK
 #: What a cluster record must hold to be used (else it is damaged).
 RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_port", "worker_ports", "nanny_ports",
@@ -37,42 +35,6 @@ RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_por
 
 
 # -- TLS ------------------------------------------------------------------------------------------
-
-def tls_dir():
-    return os.path.join(STATE_DIR, "tls")
-
-
-def tls_status(_payload):
-    """Verb ``tls-status``: do the user's CA, certificate and key exist (modes fixed to 0700/0600)."""
-    path = tls_dir()
-    if not all(os.path.isfile(os.path.join(path, name)) for name in TLS_FILES):
-        return {"exists": False, "dir": path}
-    os.chmod(path, 0o700)
-    for name in TLS_FILES:
-        os.chmod(os.path.join(path, name), 0o600)
-    return {"exists": True, "dir": path}
-
-
-def tls_install(payload):
-    """Verb ``tls-install``: put the files in place atomically; a concurrent install that won is kept."""
-    tmp = state_path("tls.%d.tmp" % os.getpid(), "x")[:-2]
-    os.chmod(tmp, 0o700)
-    for name in TLS_FILES:
-        fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(payload["files"][name])
-    try:
-        os.rename(tmp, tls_dir())
-        installed = True
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        installed = False
-    status = tls_status({})
-    if not status["exists"]:
-        raise Failure("could not install the TLS files in %s." % tls_dir(), "ClusterError",
-                      hint="Remove that directory and run the command again.")
-    return dict(status, installed=installed)
-
 
 def handshake(port, timeout=2.0, pid=None):
     """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert.
@@ -344,6 +306,5 @@ def stop(payload):
 
 
 VERBS = {
-    "tls-status": tls_status, "tls-install": tls_install, "cluster-prepare": prepare,
-    "cluster-wait": wait, "cluster-list": describe, "cluster-stop": stop,
+    "cluster-prepare": prepare, "cluster-wait": wait, "cluster-list": describe, "cluster-stop": stop,
 }

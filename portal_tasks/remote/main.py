@@ -21,7 +21,7 @@ VERB_MODULES = {
     "ping": "system", "probe": "system", "lock": "system",
     "env-check": "envcheck",
     "ports-report": "ports", "ports-assign": "ports",
-    "tls-status": "cluster", "tls-install": "cluster", "cluster-prepare": "cluster", "cluster-wait": "cluster",
+    "tls-status": "tls", "tls-install": "tls", "cluster-prepare": "cluster", "cluster-wait": "cluster",
     "cluster-list": "cluster", "cluster-stop": "cluster",
     "jupyter-status": "jupyter", "jupyter-prepare": "jupyter", "jupyter-wait": "jupyter",
     "jupyter-list": "jupyter", "jupyter-stop": "jupyter",

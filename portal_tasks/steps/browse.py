@@ -1,12 +1,60 @@
-"""`browse`: open the laptop's browser (Python's webbrowser, so $BROWSER is honoured) at the forwarded URLs."""
+"""`browse`: open the laptop's browser (Python's webbrowser, so $BROWSER is honoured) at the forwarded URLs.
+
+A URL that carries a secret (Jupyter's ``?token=``) never goes into the browser's argv, which every
+user of the laptop can read: the browser gets a private page (0600, in a 0700 directory) that
+redirects to it, as Jupyter itself does when it opens a browser.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import html
+import os
 import shlex
+import urllib.parse
 import webbrowser
+from pathlib import Path
 
 from .. import state
 from ..target import Explained, Target
+
+#: Query keys whose value opens something: such a URL is handed over through a redirect page.
+SECRET_KEYS = ("token",)
+
+
+def carries_secret(url: str) -> bool:
+    return any(key in SECRET_KEYS for key, _ in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+def redirect_page(url: str) -> str:
+    """A page that sends the browser on to ``url`` at once (and says where, without the secret)."""
+    shown = html.escape(urllib.parse.urlsplit(url)._replace(query="").geturl())
+    target = html.escape(url, quote=True)
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">"
+            f"<meta http-equiv=\"refresh\" content=\"0; url={target}\"><title>portal</title></head>"
+            f"<body><p>Opening <a href=\"{target}\">{shown}</a> ...</p></body></html>\n")
+
+
+def pages_dir() -> Path:
+    """The private directory of redirect pages (0700, the user's own)."""
+    path = state.cache_dir() / "open"
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def browser_url(url: str) -> str:
+    """What the browser's argv gets for ``url``: the URL itself, or a file:// redirect page for a URL with a token."""
+    if not carries_secret(url):
+        return url
+    base = urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
+    page = pages_dir() / f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html"
+    tmp = page.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(redirect_page(url))
+    tmp.replace(page)
+    return page.as_uri()
 
 
 def urls(target: Target) -> list[str]:
@@ -19,7 +67,7 @@ def urls(target: Target) -> list[str]:
 def open_urls(found: list[str]) -> None:
     for url in found:
         print(f"opening {url}")
-        webbrowser.open(url)
+        webbrowser.open(browser_url(url))
 
 
 def run(target: Target, found: list[str] | None = None) -> list[str]:
