@@ -1,4 +1,4 @@
-"""Host-side cluster verbs: TLS files, health of a recorded cluster, stale cleanup, start-up wait, stop.
+"""Host-side cluster verbs: health of a recorded cluster (TLS handshake), stale cleanup, start-up wait, stop.
 
 Processes of a cluster carry ``PORTAL_CLUSTER=<key>@<machine>`` in their environment; only
 processes of this user are ever signalled. Records live in this server's state directory.

@@ -14,9 +14,10 @@ from ..target import Explained, Target
 
 AFTER_ROTATION = (
     "What this does to what runs: your running Dask clusters keep working with the old certificate until your "
-    "next `portal up` (or `portal cluster`) for their env, which replaces each with a new cluster (what its "
-    "workers hold in memory is lost: save it first). IPython and notebooks started after that connect with the "
-    "new certificate; the old one opens nothing new."
+    "next `portal up` (or `portal cluster`) for their env, which replaces each with a new cluster: what its "
+    "workers hold in memory is lost (save it first), and IPython sessions and notebook kernels connected to it "
+    "lose their client (run `client = Client()` in them again). IPython and notebooks started after that "
+    "connect by themselves; the old certificate opens nothing new."
 )
 
 

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,20 @@ def status(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict
 def urls_in(res: Result) -> list[str]:
     """The local URLs a command printed, first appearance first."""
     return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
+
+
+def followed(opened: list[str]) -> list[str]:
+    """What a browser reaches from what it was handed: a file:// redirect page portal wrote (for a URL
+    with a token) becomes the URL it sends the browser on to; other URLs stay as they are."""
+    found = []
+    for url in opened:
+        if url.startswith("file://"):
+            page = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).read_text()
+            match = re.search(r'http-equiv="refresh" content="0; url=([^"]+)"', page)
+            assert match, f"{url} is not a redirect page: {page[:300]}"
+            url = html.unescape(match.group(1))
+        found.append(url)
+    return found
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import pytest
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
 from portal_tasks.testing.server import TestServer, TestUser
-from portal_tasks.testing.flows import http_get, laptop_ssh_pids, status, up, urls_in
+from portal_tasks.testing.flows import followed, http_get, laptop_ssh_pids, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,9 @@ def test_up_through_the_login_node_opens_working_urls(portal_server, alice, run_
     host = portal_server.via_login_host
     browser_env, record = browser
     res = up(run_portal, alice, host, env, "--jupyter", env_vars=browser_env)
-    opened = record.read_text().split()
+    handed = record.read_text().split()
+    assert not [u for u in handed if "token=" in u], handed  # the browser's argv carries no token
+    opened = followed(handed)
     dashboards = [u for u in opened if u.endswith("/status")]
     labs = [u for u in opened if "/lab?token=" in u]
     assert len(dashboards) == 1 and len(labs) == 1, opened
