@@ -43,6 +43,17 @@ def urls_in(res: Result) -> list[str]:
     return list(dict.fromkeys(re.findall(r"http://localhost:\d+/\S+", res.stdout)))
 
 
+def recording_browser(directory: Path, linger: float = 0) -> tuple[dict[str, str], Path]:
+    """A $BROWSER (as env vars for run_portal) that records each argument it is handed, one a line, in
+    the returned file; ``linger`` seconds it stays, as a browser would (so process pollers can see it)."""
+    record = directory / "opened.txt"
+    script = directory / "browser"
+    wait = f"sleep {linger:g}\n" if linger else ""
+    script.write_text(f"#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> {record}; done\n{wait}")
+    script.chmod(0o755)
+    return {"BROWSER": str(script)}, record
+
+
 def followed(opened: list[str]) -> list[str]:
     """What a browser reaches from what it was handed: a file:// redirect page portal wrote (for a URL
     with a token) becomes the URL it sends the browser on to; other URLs stay as they are."""

@@ -25,7 +25,7 @@ import portal_tasks
 from portal_tasks import plan
 from portal_tasks.link.base import helper_path
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
-from portal_tasks.testing.flows import followed, http_get, status, up, urls_in
+from portal_tasks.testing.flows import followed, http_get, recording_browser, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.waiting import retry_until
 
@@ -153,11 +153,7 @@ def assert_nothing_secret(spy_list: list[Spy], secrets: list[str], verb: str, us
 @pytest.fixture
 def browser(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A $BROWSER that records what it was handed, and stays a moment as a browser would."""
-    record = tmp_path / "opened.txt"
-    script = tmp_path / "browser"
-    script.write_text(f"#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> {record}; done\nsleep 1\n")
-    script.chmod(0o755)
-    return {"BROWSER": str(script)}, record
+    return recording_browser(tmp_path, linger=1)
 
 
 def test_a_co_user_polling_process_arguments_sees_no_key_and_no_token(portal_server, alice, bob, run_portal, env,

@@ -12,8 +12,8 @@ import pytest
 
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
+from portal_tasks.testing.flows import followed, http_get, laptop_ssh_pids, recording_browser, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
-from portal_tasks.testing.flows import followed, http_get, laptop_ssh_pids, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 
@@ -36,11 +36,7 @@ def env(portal_server: TestServer) -> str:
 @pytest.fixture
 def browser(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A $BROWSER that records the URLs it was asked to open."""
-    record = tmp_path / "opened.txt"
-    script = tmp_path / "browser"
-    script.write_text(f"#!/bin/sh\necho \"$1\" >> {record}\n")
-    script.chmod(0o755)
-    return {"BROWSER": str(script)}, record
+    return recording_browser(tmp_path)
 
 
 def test_up_through_the_login_node_opens_working_urls(portal_server, alice, run_portal, env, browser):
