@@ -19,8 +19,7 @@ from .. import config as config_mod
 from .. import state
 from ..errors import PortalError, UsageError
 from ..link import open_link
-from ..link.openssh import control_dir
-from ..steps import overview
+from ..steps import browse, overview
 from ..target import Target
 from . import assets, guard
 from .view import view
@@ -170,10 +169,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def open_in_browser(url: str) -> Path:
     """Open url through a private (0600) file that redirects to it, so no process's argv carries the secret."""
-    path = control_dir() / f"page-{os.getpid()}.html"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f'<!doctype html><meta http-equiv="refresh" content="0;url={url}"><a href="{url}">portal page</a>\n')
+    path = browse.write_redirect(url, f"page-{os.getpid()}.html")
     webbrowser.open(path.as_uri())
     return path
 

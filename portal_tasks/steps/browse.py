@@ -43,18 +43,23 @@ def pages_dir() -> Path:
     return path
 
 
+def write_redirect(url: str, name: str) -> Path:
+    """A private page (0600, in a 0700 directory) named ``name`` that sends the browser on to ``url``."""
+    page = pages_dir() / name
+    tmp = page.with_name(f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(redirect_page(url))
+    tmp.replace(page)
+    return page
+
+
 def browser_url(url: str) -> str:
     """What the browser's argv gets for ``url``: the URL itself, or a file:// redirect page for a URL with a token."""
     if not carries_secret(url):
         return url
     base = urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
-    page = pages_dir() / f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html"
-    tmp = page.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(redirect_page(url))
-    tmp.replace(page)
-    return page.as_uri()
+    return write_redirect(url, f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html").as_uri()
 
 
 def urls(target: Target) -> list[str]:
