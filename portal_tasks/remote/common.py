@@ -32,7 +32,8 @@ class Failure(Exception):
         self.hint = hint
 
 
-def _private_dirs(path):
+def private_dirs(path):
+    """Make ``path`` and its missing parents 0700."""
     old = os.umask(0o077)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -43,7 +44,7 @@ def _private_dirs(path):
 def state_path(*parts):
     """A path in this server's state directory, creating private (0700) directories on the way."""
     path = server_path(*parts)
-    _private_dirs(os.path.dirname(path))
+    private_dirs(os.path.dirname(path))
     os.chmod(STATE_DIR, 0o700)
     return path
 
@@ -51,7 +52,7 @@ def state_path(*parts):
 def server_path(*parts):
     """A path in this server's state directory (made, with what an earlier layout left, on first use)."""
     if not os.path.isdir(SERVER_DIR):
-        _private_dirs(os.path.dirname(SERVER_DIR))
+        private_dirs(os.path.dirname(SERVER_DIR))
         adopt_legacy(SERVER_DIR)
     return os.path.join(SERVER_DIR, *parts)
 
@@ -114,7 +115,7 @@ def adopt_legacy(server_dir):
     So a cluster started by an earlier version is found healthy and kept, not killed as stale.
     """
     tmp = "%s.%d.%s.tmp" % (server_dir, os.getpid(), os.urandom(4).hex())
-    _private_dirs(tmp)
+    private_dirs(tmp)
     moved = []
     try:
         legacy_ports = os.path.join(STATE_DIR, "ports.json")
@@ -124,21 +125,21 @@ def adopt_legacy(server_dir):
             path = os.path.join(STATE_DIR, "clusters", name)
             record = read_json(path, None) if name.endswith(".json") and "." not in name[:-5] else None
             if isinstance(record, dict) and record.get("hostname") == platform.node():
-                _private_dirs(os.path.join(tmp, "clusters"))
+                private_dirs(os.path.join(tmp, "clusters"))
                 shutil.copy2(path, os.path.join(tmp, "clusters", name))
                 moved.append(path)
         for key in sorted(_listdir(os.path.join(STATE_DIR, "jupyter"))):
             directory = os.path.join(STATE_DIR, "jupyter", key)
             record = read_json(os.path.join(directory, "state.json"), None)
             if isinstance(record, dict) and _answers_here(record):
-                _private_dirs(os.path.join(tmp, "jupyter", key))
+                private_dirs(os.path.join(tmp, "jupyter", key))
                 for name in ("state.json", "token"):
                     if os.path.isfile(os.path.join(directory, name)):
                         shutil.copy2(os.path.join(directory, name), os.path.join(tmp, "jupyter", key, name))
         os.rename(tmp, server_dir)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another run made the directory first: theirs stands
-        _private_dirs(server_dir)
+        private_dirs(server_dir)
         return
     for path in moved:  # each record now lives in its server's directory only
         try:

@@ -11,7 +11,8 @@ import shutil
 import tempfile
 import time
 
-from .common import STATE_DIR, Failure, state_path
+from . import layout
+from .common import HOME, STATE_DIR, Failure, private_dirs
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 #: A ``tls-*`` set that lost a race (or whose install died) is removed once it is this old.
@@ -19,7 +20,8 @@ LEFTOVER_SECONDS = 3600
 
 
 def tls_dir():
-    return os.path.join(STATE_DIR, "tls")
+    """~/.portal/tls: one set for every server that shares the home."""
+    return layout.tls_dir(HOME)
 
 
 def tls_status(_payload):
@@ -38,7 +40,8 @@ def tls_status(_payload):
 
 def _write_set(files):
     """A new private directory beside ``tls`` with the three files, written and synced."""
-    state_path("x")  # ~/.portal exists, 0700
+    private_dirs(STATE_DIR)
+    os.chmod(STATE_DIR, 0o700)
     new = tempfile.mkdtemp(prefix="tls-", dir=STATE_DIR)  # mode 0700
     for name in TLS_FILES:
         fd = os.open(os.path.join(new, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
