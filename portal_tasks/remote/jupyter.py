@@ -95,12 +95,50 @@ def _portal_limit_proxy_handlers():
 
 
 _portal_limit_proxy_handlers()
+
+
+# dask-labextension's panes point at the shared cluster's dashboard through Jupyter: its defaultURL
+# (checked from the browser, which reaches Jupyter through the forward) becomes a default of this
+# server's settings, in a copy of the env's JupyterLab settings directory.
+def _portal_dask_labextension():
+    found = re.fullmatch(r"/proxy/([0-9]+)/status", os.environ.get("DASK_DISTRIBUTED__DASHBOARD__LINK", ""))
+    try:
+        import dask_labextension  # noqa: F401
+    except ImportError:
+        return
+    if not found:
+        return
+    import shutil, sys
+    lab = os.environ.get("JUPYTERLAB_DIR") or os.path.join(sys.prefix, "share", "jupyter", "lab")
+    ours = os.path.join(%(config_dir)r, "lab")
+    shutil.rmtree(ours, ignore_errors=True)
+    if os.path.isdir(os.path.join(lab, "settings")):
+        shutil.copytree(os.path.join(lab, "settings"), os.path.join(ours, "settings"))
+    else:
+        os.makedirs(os.path.join(ours, "settings"))
+    if os.path.isdir(os.path.join(lab, "static")):
+        os.symlink(os.path.join(lab, "static"), os.path.join(ours, "static"))
+    path = os.path.join(ours, "settings", "overrides.json")
+    try:
+        with open(path) as fh:
+            overrides = json.load(fh)
+    except (OSError, ValueError):
+        overrides = {}
+    plugin = overrides.setdefault("dask-labextension:plugin", {})
+    plugin.update(defaultURL="proxy/" + found.group(1), browserDashboardCheck=True)
+    with open(path, "w") as fh:
+        json.dump(overrides, fh)
+    c.LabApp.app_settings_dir = os.path.join(ours, "settings")
+
+
+_portal_dask_labextension()
 """
 
 
-def proxy_config(clusters_dir):
-    """PROXY_CONFIG for the user's cluster state in clusters_dir, with the helper's own /proc/net/tcp reader."""
-    return PROXY_CONFIG % {"clusters": clusters_dir,
+def proxy_config(clusters_dir, config_dir):
+    """PROXY_CONFIG for the user's cluster state in clusters_dir, written to config_dir, with the
+    helper's own /proc/net/tcp reader."""
+    return PROXY_CONFIG % {"clusters": clusters_dir, "config_dir": config_dir,
                            "tcp_rows": inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows)}
 
 
@@ -111,7 +149,7 @@ def write_proxy_config(directory):
     config_dir = os.path.join(directory, "config")
     os.makedirs(config_dir, mode=0o700, exist_ok=True)
     os.chmod(config_dir, 0o700)
-    text = proxy_config(os.path.dirname(state_file("x")))
+    text = proxy_config(os.path.dirname(state_file("x")), config_dir)
     path = os.path.join(config_dir, "jupyter_server_config.py")
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:

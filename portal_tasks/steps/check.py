@@ -11,15 +11,26 @@ from ..target import Target
 
 REQUIRED_MODULES = {"IPython": "ipython", "distributed": "dask.distributed"}
 OPTIONAL_MODULES = {"jupyterlab": "jupyterlab (needed for --jupyter)"}
-#: What JupyterLab can do with the cluster, by module: (the line when the env has it, when it lacks it).
-IN_JUPYTER = {
-    "jupyter_server_proxy": ("env {env} has jupyter-server-proxy: JupyterLab also serves the dashboard "
-                             "(at /proxy/PORT/status, only your own cluster's)",
-                             "dashboard through Jupyter not available in env {env}; `pip install jupyter-server-proxy`"),
-    "dask_labextension": ("env {env} has dask-labextension (its panes take the dashboard URL "
-                          "/proxy/PORT/status)",
-                          "Dask panes in JupyterLab not available in env {env}; `pip install dask-labextension`"),
-}
+
+
+def in_jupyter(name: str, modules: dict[str, bool]) -> list[tuple[bool | None, str]]:
+    """What JupyterLab can do with the cluster in env ``name``: the dashboard through Jupyter's own
+    port (jupyter-server-proxy), dask-labextension's panes set to the shared cluster (needs both)."""
+    env, proxy, panes = repr(name), modules.get("jupyter_server_proxy"), modules.get("dask_labextension")
+    lines: list[tuple[bool | None, str]] = []
+    if proxy:
+        lines.append((True, (f"env {env} has jupyter-server-proxy: JupyterLab also serves the dashboard "
+                             "(at /proxy/PORT/status, only your own cluster's)")))
+    else:
+        lines.append((None, f"dashboard through Jupyter not available in env {env}; `pip install jupyter-server-proxy`"))
+    if not panes:
+        lines.append((None, f"Dask panes in JupyterLab not available in env {env}; `pip install dask-labextension`"))
+    elif proxy:
+        lines.append((True, f"env {env} has dask-labextension: its panes are set to your cluster's dashboard"))
+    else:
+        lines.append((None, (f"dask-labextension in env {env} is set to your cluster only with "
+                             "jupyter-server-proxy; `pip install jupyter-server-proxy`")))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,7 @@ def _env(target: Target, env: str | None) -> list[Line]:
         else:
             lines.append(Line(True, f"{target.host}: env {info['name']!r} has {module}"))
     if modules.get("jupyterlab") and modules.get("distributed"):
-        for module, (has, lacks) in IN_JUPYTER.items():
-            ok = bool(modules.get(module))
-            text = (has if ok else lacks).format(env=repr(info["name"]))
-            lines.append(Line(True if ok else None, f"{target.host}: {text}"))
+        lines += [Line(ok, f"{target.host}: {text}") for ok, text in in_jupyter(info["name"], modules)]
     return lines
 
 

@@ -24,6 +24,11 @@ GRAB_V6 = ("import socket, sys, time; s = socket.socket(socket.AF_INET6); s.bind
            "s.listen(); time.sleep(60)")
 
 
+#: True once a Bokeh document of the page holds a data source with task rectangles (start times).
+TASKS_DRAWN = """(body) => typeof Bokeh !== "undefined" && Bokeh.documents.some(doc =>
+    Array.from(doc.all_models).some(m => m.data && m.data.start && m.data.start.length > 0))"""
+
+
 @pytest.fixture
 def chromium() -> Iterator[Any]:
     with browser.chromium() as launched:
@@ -36,10 +41,11 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
     res = run_portal(alice, "check", "--host", host, "--env", env)
     assert res.rc == 0, res.stdout + res.stderr
     assert "has jupyter-server-proxy: JupyterLab also serves the dashboard" in res.stdout
-    assert "has dask-labextension" in res.stdout
+    assert "has dask-labextension: its panes are set to your cluster's dashboard" in res.stdout
     res = run_portal(alice, "check", "--host", host, "--env", str(portal_server.envs["a"]))
     assert "dashboard through Jupyter not available in env" in res.stdout
     assert "`pip install jupyter-server-proxy`" in res.stdout
+    assert "Dask panes in JupyterLab not available in env" in res.stdout and "`pip install dask-labextension`" in res.stdout
 
     up(run_portal, alice, host, env, "--jupyter")
     res = run_portal(alice, "status", "--all", "--json")
@@ -79,6 +85,25 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
         dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter-failed.png"), full_page=True)
         pytest.fail("no plots through Jupyter: " + "\n".join(problems[:30]))
     dash.screenshot(path=str(artifacts(request) / "dashboard-through-jupyter.png"), full_page=True)
+
+    settings = json.loads(http_get(f"{origin}/lab/api/settings/dask-labextension:plugin?token={token}")[1])
+    assert settings["schema"]["properties"]["defaultURL"]["default"] == f"proxy/{port}"  # preconfigured
+
+    # dask-labextension's task-stream pane, pointed at the shared cluster, shows a notebook's computation
+    page.click('.jp-LauncherCard[data-category="Notebook"]')
+    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
+    page.click(".jp-Notebook .jp-Cell .cm-content")
+    page.keyboard.type("import dask.array as da; from dask.distributed import Client; client = Client(); "
+                       "print('sum', da.ones((2000, 2000), chunks=250).sum().compute())")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".jp-OutputArea-output:has-text('sum 4000000')", timeout=60_000)
+    page.click('li[data-id="dask-dashboard-launcher"]')
+    page.wait_for_selector(".dask-DashboardListing-item", timeout=30_000)
+    page.click('.dask-DashboardListing-item:has-text("Task Stream")')
+    pane = page.frame_locator('iframe[src*="individual-task-stream"]')
+    pane.locator("canvas").first.wait_for(timeout=30_000)
+    retry_until(lambda: pane.locator("body").evaluate(TASKS_DRAWN), 20, 0.5, what="tasks in the task-stream pane")
+    page.screenshot(path=str(artifacts(request) / "jupyterlab-dask-panes.png"), full_page=True)
 
     grab = f"nohup python3 -c {shlex.quote(GRAB_V6)} {port} >/dev/null 2>&1 </dev/null &"
     assert bob.ssh(host, "sh", "-c", shlex.quote(grab)).rc == 0

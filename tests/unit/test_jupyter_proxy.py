@@ -33,7 +33,7 @@ def allowed(tmp_path, path: str, host: str = "localhost", holders: set[int] | No
     (clusters / "a.json").write_text(json.dumps({"dashboard_port": 20001}))
     config = types.SimpleNamespace(ServerProxy=types.SimpleNamespace())
     scope: dict[str, object] = {"c": config}
-    exec(remote_jupyter.proxy_config(str(clusters)), scope)  # noqa: S102 - the file Jupyter runs
+    exec(remote_jupyter.proxy_config(str(clusters), str(tmp_path / "config")), scope)  # noqa: S102 - the file Jupyter runs
     scope["_portal_listening_uids"] = lambda port: {os.getuid()} if holders is None else holders
     handler = types.SimpleNamespace(base_url=base_url, request=types.SimpleNamespace(path=path))
     return bool(config.ServerProxy.host_allowlist(handler, host))
@@ -52,7 +52,7 @@ def test_the_proxy_reaches_only_the_users_own_dashboard(tmp_path):
 
 def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
     scope: dict[str, object] = {"c": types.SimpleNamespace(ServerProxy=types.SimpleNamespace())}
-    exec(remote_jupyter.proxy_config(str(tmp_path)), scope)  # noqa: S102
+    exec(remote_jupyter.proxy_config(str(tmp_path), str(tmp_path / "config")), scope)  # noqa: S102
     uids = scope["_portal_listening_uids"]
     assert callable(uids)
     with socket.socket() as sock:
@@ -61,3 +61,15 @@ def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
         port = sock.getsockname()[1]
         assert uids(port) == {os.getuid()}
     assert uids(port) == set()
+
+
+def test_check_says_what_jupyterlab_can_do_with_the_cluster():
+    from portal_tasks.steps.check import in_jupyter
+
+    both = in_jupyter("a", {"jupyter_server_proxy": True, "dask_labextension": True})
+    assert [ok for ok, _ in both] == [True, True]
+    none = in_jupyter("a", {})
+    assert none == [(None, "dashboard through Jupyter not available in env 'a'; `pip install jupyter-server-proxy`"),
+                    (None, "Dask panes in JupyterLab not available in env 'a'; `pip install dask-labextension`")]
+    panes_only = in_jupyter("a", {"dask_labextension": True})
+    assert panes_only[1][0] is None and "only with jupyter-server-proxy" in panes_only[1][1]
