@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "slots": 100,  # number of blocks
     "workers": 2,
     "threads": 2,
-    "memory": "25%",  # per-user budget: a size (16GiB) or a share of the host's memory
+    "memory": "fair",  # budget of a cluster: fair (a fair share of the server), a size (16GiB) or a share of the host
     "connect_timeout": 10,  # seconds for an SSH connection to come up
     "fabric_accept_new_host_key": False,  # Fabric transport: learn an unknown host key (else refused, as OpenSSH asks)
     "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports

@@ -6,7 +6,6 @@ user brings up gets a slot of :data:`SLOT_SIZE` ports inside the block (see :dat
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -15,7 +14,9 @@ from .errors import UsageError
 
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
 from .remote import layout
-from .remote.layout import LAYOUT, SLOT_SIZE, block_index, slots_per_block  # the helper's own arithmetic
+from .remote.layout import (  # the helper's own arithmetic
+    LAYOUT, SLOT_SIZE, block_index, format_bytes, parse_amount, slots_per_block,
+)
 
 __all__ = [
     "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",
@@ -25,6 +26,8 @@ __all__ = [
 
 #: Each worker needs a worker port and a nanny port of its slot.
 MAX_WORKERS = LAYOUT["worker_ports"][1] - LAYOUT["worker_ports"][0] + 1
+#: ``--memory fair`` (the default): the host gives the cluster its fair share of the server.
+FAIR = "fair"
 #: Never hand the whole machine to one user's workers.
 MAX_SHARE = 0.9
 
@@ -94,11 +97,6 @@ def plan_payload(settings: Settings, uid: int) -> dict[str, Any]:
 
 # -- counts and memory ----------------------------------------------------------------------------
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_PCT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-
 
 def parse_count(name: str, value: Any, low: int = 1, high: int = 1024) -> int:
     """A whole number within [low, high] given on the command line, else UsageError naming it."""
@@ -114,16 +112,15 @@ def parse_count(name: str, value: Any, low: int = 1, high: int = 1024) -> int:
 def parse_memory(value: Any) -> tuple[str, float]:
     """``("bytes", n)`` for a size like 16GiB / 512MB / 2e9 bytes, ``("share", f)`` for 25%; else UsageError."""
     text = str(value)
-    pct = _PCT.match(text)
-    if pct:
-        share = float(pct.group(1)) / 100
+    parsed = parse_amount(text)
+    if parsed and parsed[0] == "share":
+        share = parsed[1]
         if not 0 < share <= MAX_SHARE:
             raise UsageError(f"--memory {text!r} is not a share between 0% and {MAX_SHARE:.0%}.",
                              hint="Leave memory for others: e.g. --memory 25%.")
         return "share", share
-    size = _SIZE.match(text)
-    if size and size.group(2).lower() in _UNITS:
-        amount = float(size.group(1)) * _UNITS[size.group(2).lower()]
+    if parsed:
+        amount = parsed[1]
         if amount < 64 * 1024**2:
             raise UsageError(f"--memory {text!r} is too small for a Dask worker.", hint="Give e.g. --memory 4GiB.")
         return "bytes", amount
@@ -148,9 +145,3 @@ def split_memory(budget: int, workers: int) -> int:
     """Each worker's ``--memory-limit`` in bytes."""
     return budget // workers
 
-
-def format_bytes(n: float) -> str:
-    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} B"

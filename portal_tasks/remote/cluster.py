@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import layout, ports
+from . import layout, ports, share
 from .common import (
     Failure,
     NotYours,
@@ -225,6 +225,8 @@ def prepare(payload):
     if state:
         now = health(state)
         if now["healthy"]:
+            if payload.get("plan"):
+                share.adopt(payload["plan"], key, state)
             return {"reused": True, "state": dict(state, **now)}
     cleaned = stale_pids(key, state, recorded_ports(key))
     survivors = terminate(cleaned)
@@ -245,10 +247,14 @@ def prepare(payload):
         os.makedirs(paths["scratch"], mode=0o700, exist_ok=True)
     finally:
         os.umask(old)
+    share.release(payload["plan"], key)  # what the stale cluster held
     planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"],
                             "check": ["scheduler_port", "dashboard_port"]})
-    planned["notes"] = notes + planned.get("notes", [])
-    return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind)
+    asked = payload.get("share") or {}
+    budget = share.register(payload["plan"], key, asked.get("memory"), int(asked.get("cores", 0)),
+                            int(asked.get("workers", 1)))
+    planned["notes"] = notes + planned.get("notes", []) + budget.pop("notes")
+    return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind, share=budget)
 
 
 def wait(payload):
@@ -280,6 +286,8 @@ def wait(payload):
                  started=time.time(), hostname=platform.node(), **{k: rec[k] for k in ("scheduler_port", "dashboard_port", "worker_ports",
                                                              "nanny_ports")})
     write_json(state_path("clusters", "%s.json" % payload["key"]), state)
+    if payload.get("plan"):
+        share.bind(payload["plan"], payload["key"], [sched, workers_pid])
     return dict(state, **health(state))
 
 
@@ -299,6 +307,8 @@ def stop(payload):
     state, _ = read_record(key)  # a damaged record: the marked processes are still found and stopped
     pids = stale_pids(key, state, recorded_ports(key))
     survivors = terminate(pids)
+    if payload.get("plan") and not survivors:
+        share.release(payload["plan"], key)
     for path in [state_file(key)] + list((state or {}).get("paths", {}).values()):
         if path.endswith((".json", ".pid")) and os.path.isfile(path):
             os.unlink(path)

@@ -26,6 +26,7 @@ VERB_MODULES = {
     "jupyter-status": "jupyter", "jupyter-prepare": "jupyter", "jupyter-wait": "jupyter",
     "jupyter-list": "jupyter", "jupyter-stop": "jupyter",
     "snapshot": "snapshot",
+    "share-report": "share",
 }
 
 #: A helper archive marks itself used at most this often (its mtime); installs prune only old ones.

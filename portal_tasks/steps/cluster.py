@@ -22,13 +22,22 @@ WAIT_SECONDS = 90
 def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None) -> dict[str, Any]:
     """Checked options (bad values raise UsageError before anything starts); settings fill the gaps."""
     s = target.settings
+    asked = str(s.memory if memory in (None, "") else memory)
     options = {
         "workers": plan.parse_count("workers", s.workers if workers in (None, "") else workers, 1, plan.MAX_WORKERS),
         "threads": plan.parse_count("threads", s.threads if threads in (None, "") else threads, 1, 1024),
-        "memory": str(s.memory if memory in (None, "") else memory),
+        "memory": None if asked == plan.FAIR else asked,  # None: the fair share the host gives
     }
-    plan.parse_memory(options["memory"])
+    if options["memory"] is not None:
+        plan.parse_memory(options["memory"])
     return options
+
+
+def share_request(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+    """What the host registers for the cluster: memory in bytes (None: its fair share), cores, workers."""
+    memory = options["memory"]
+    asked = None if memory is None else plan.memory_budget(memory, target.facts().get("memory"))
+    return {"memory": asked, "cores": options["workers"] * options["threads"], "workers": options["workers"]}
 
 
 def env_spec(target: Target, env: str | None) -> str:
@@ -66,15 +75,14 @@ def kill_window_script(session: str, name: str) -> str:
     return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
 
 
-def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any]) -> tuple[daskcmd.ClusterSpec, int]:
+def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int) -> daskcmd.ClusterSpec:
     facts = target.facts()
-    budget = plan.memory_budget(options["memory"], facts.get("memory"))
     limit = plan.split_memory(budget, options["workers"])
     spec = daskcmd.ClusterSpec(key=key, mark=layout.cluster_mark(key, facts["hostname"]), ports=ports,
                                tls=tls.paths(facts["home"]), paths=layout.cluster_paths(target.server_dir(), key),
                                workers=options["workers"],
                                threads=options["threads"], memory_limit=limit)
-    return spec, budget
+    return spec
 
 
 def summary(state: dict[str, Any]) -> str:
@@ -111,11 +119,12 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     options = validate(target, workers, threads, memory)
     spec_text = env_spec(target, env)
     facts = target.facts()
-    plan.memory_budget(options["memory"], facts.get("memory"))  # a bad budget stops us before anything runs
+    asked = share_request(target, options)  # a bad budget stops us before anything runs
     key = plan.env_key(spec_text)
     tls_paths = tls.ensure(target)
     paths = layout.cluster_paths(target.server_dir(), key)
-    payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"])}
+    payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"]),
+               "share": asked}
     with target.link.lock(f"cluster-{key}"):
         prep = target.link.helper("cluster-prepare", payload)
         target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else prep["ports"]
@@ -132,7 +141,8 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
             return state
         if prep.get("was_recorded"):
             target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
-        spec, budget = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options)
+        budget = int(prep["share"]["memory"])
+        spec = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options, budget)
         assert spec.tls == tls_paths
         lines = daskcmd.window_lines(spec, activation(target, spec_text, prep.get("env_kind")))
         started = target.link.run_shell(window_script(target.settings.session, window_name(key), lines), timeout=30)
@@ -143,6 +153,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
         yield
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
+                                                        "plan": payload["plan"],
                                                         "workers": spec.workers, "seconds": WAIT_SECONDS,
                                                         "record": record},
                                        timeout=WAIT_SECONDS + 30)
@@ -188,7 +199,9 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     ports = planned_ports(target, key)
     if not ports:
         raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
-    spec, _ = _spec(target, key, EnvPorts.from_dict(ports), options)
+    asked = share_request(target, options)["memory"]
+    spec = _spec(target, key, EnvPorts.from_dict(ports), options,
+                 asked if asked is not None else share_report(target, key)["default_memory"])
     lines = tls.explain_lines(spec.tls, facts["user"])
     lines.append(tmux_commands.ensure_session_line(target.settings.session))
     lines += tmux_commands.window_lines(target.settings.session, window_name(key), None,
@@ -205,6 +218,14 @@ def planned_ports(target: Target, key: str) -> dict[str, Any]:
         report = target.link.helper("ports-report", payload)
         target.memo[memo] = report["envs"].get(key) or report.get("would_be") or {}
     return dict(target.memo[memo])
+
+
+def share_report(target: Target, key: str | None = None) -> dict[str, Any]:
+    """The server's share (read-only): caps, who holds how much, what is free, the default for env ``key``."""
+    payload: dict[str, Any] = {"plan": plan.plan_payload(target.settings, target.facts()["uid"])}
+    if key:
+        payload["key"] = key
+    return dict(target.link.helper("share-report", payload))
 
 
 def explain_forwards(target: Target, env: str | None = None, jupyter: bool = False) -> list[str]:
@@ -257,7 +278,8 @@ def stop(target: Target, env: str | None) -> dict[str, Any]:
     """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
     key = plan.env_key(env_spec(target, env))
     with target.link.lock(f"cluster-{key}"):
-        result = target.link.helper("cluster-stop", {"key": key})
+        result = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
+                                                                                              target.facts()["uid"])})
         target.link.run_shell(kill_window_script(target.settings.session, window_name(key)), timeout=15)
     if result["survivors"]:
         raise ClusterError(f"cluster processes {result['survivors']} of env {env} did not end.", host=target.host,

@@ -55,6 +55,7 @@ def run(target: Target) -> dict[str, Any]:
         "jupyter": jupyter.describe(target),
         "forwards": forwards(target),
         "ports": ports.run(target),
+        "share": cluster.share_report(target),
         "exposure": EXPOSURE.format(host=target.host),
     }
 
@@ -64,8 +65,22 @@ def render(report: dict[str, Any]) -> str:
     p, block = report["ports"], report["ports"].get("block", {})
     lines.append(f"  ports: block {block.get('start')}-{block.get('end')}, {p.get('listening')} listening now "
                  f"({p.get('listening_in_block')} in the block)")
+    lines += share_lines(report["share"])
     lines.append(f"  note: {report['exposure']}")
     return "\n".join(lines)
+
+
+def share_lines(share: dict[str, Any]) -> list[str]:
+    """The server's share table: caps, each user's memory and cores, what is free."""
+    caps = share["caps"]
+    cores = f", {caps['cores_total']} cores" if caps.get("cores_total") else ""
+    seen = "" if share["trusted"] else " (others' shares read from their running workers)"
+    lines = [(f"  server share: portal clusters may use {format_bytes(caps['memory_total'])}{cores} together "
+              f"({format_bytes(caps['memory_per_user'])} per user); {format_bytes(share['free_memory'])} free{seen}")]
+    for row in share["users"]:
+        lines.append(f"    {row['user']:<12} {format_bytes(row['memory']):>10}  {row['cores']:>3} cores  "
+                     f"{row['clusters']} cluster(s)")
+    return lines
 
 
 def service_lines(report: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 
 from typing import Any
 
-from .. import plan, progress
+from .. import progress
 from ..target import Explained, Target
 from . import browse, cluster, forward, warm as warm_step
 
@@ -25,7 +25,7 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
             spec = cluster.env_spec(target, env)
             warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
             if warm is not None:
-                plan.memory_budget(options["memory"], target.facts().get("memory"))  # as the full path checks
+                cluster.share_request(target, options)  # as the full path checks
     if warm is not None:
         for name, label in _steps(target, env, jupyter):
             with progress.step(name, label):

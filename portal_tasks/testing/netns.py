@@ -40,16 +40,17 @@ HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "
                  "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
 #: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 sshd, $3 config, $4 log):
 #: its own /tmp, hostname, /etc/hosts line and machine-id, an empty /etc/portal in place of this machine's
-#: admin settings (if any), then exec sshd (so the pid stays sshd's)
+#: admin settings, then exec sshd (so the pid stays sshd's)
 HOST_SETUP = """set -e
 exec 2>>"$4"
 mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
 printf '%s\\n' "$0" > /proc/sys/kernel/hostname
 mount --bind "$1/hosts" /etc/hosts
 if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
-if [ -d /etc/portal ]; then mount --bind "$1/etc-portal" /etc/portal; fi
+mount --bind "$1/etc-portal" /etc/portal
 exec "$2" -D -f "$3" -E "$4"
 """
+HOST_ETC_PORTAL = "/etc/portal"
 LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
 BASE_ROOT = Path(os.environ.get("PORTAL_TEST_BASE", "/home"))
 RUNTIME_ROOT = Path("/run")
@@ -356,6 +357,9 @@ class NetnsServer:
         for name in ("hosts", "machine-id"):
             (d / name).chmod(0o644)
         (d / "etc-portal").mkdir(mode=0o755)
+        # the mount point of each host's own admin settings; made once, empty, and left (a run of another
+        # process may have it mounted: removing it would detach their hosts' settings)
+        Path(HOST_ETC_PORTAL).mkdir(mode=0o755, exist_ok=True)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
         log = d / "sshd.log"
