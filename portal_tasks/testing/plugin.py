@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -107,6 +108,24 @@ def portal_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
             atexit.unregister(_close_quietly)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def own_netns_server(request: pytest.FixtureRequest, why: str, extra_users: int = 0) -> Iterator[TestServer]:
+    """For a module fixture: a netns server of the module's own (``extra_users`` beyond alice, bob and
+    notmux: user01, user02, ...), closed afterwards; skips saying ``why`` it needs one where it cannot run."""
+    from portal_tasks.testing import netns
+
+    if request.config.getoption("--portal-server") != "netns":
+        pytest.skip(f"{why} need the netns test server")
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    backend = netns.NetnsServer(extra_users=extra_users)
+    try:
+        yield backend.start()
+    finally:
+        backend.close()
 
 
 def _say(config: pytest.Config, line: str) -> None:

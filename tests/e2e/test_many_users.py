@@ -7,9 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from portal_tasks.testing import netns
 from portal_tasks.testing.assertions import user_ports
 from portal_tasks.testing.flows import http_get, up, urls_in
+from portal_tasks.testing.plugin import own_netns_server
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import parse_ss
 
@@ -20,16 +20,8 @@ USERS = 20
 @pytest.fixture(scope="module")
 def crowded(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     """A netns server of its own with twenty users who can run `up` (alice, bob and 18 more)."""
-    if request.config.getoption("--portal-server") != "netns":
-        pytest.skip("twenty users need the netns test server")
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
-    backend = netns.NetnsServer(extra_users=USERS - 2)
-    try:
-        yield backend.start()
-    finally:
-        backend.close()
+    with own_netns_server(request, "twenty users", extra_users=USERS - 2) as server:
+        yield server
 
 
 def test_twenty_users_up_at_once_without_collisions(crowded, run_portal):

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from portal_tasks.testing import netns
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
 from portal_tasks.testing.flows import up
+from portal_tasks.testing.plugin import own_netns_server
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
@@ -26,14 +26,7 @@ CLAIMS = {"admin's claims dir": "claims_dir: /tmp/portal-claims\n", "claims dir 
 @pytest.fixture(scope="module", params=list(CLAIMS))
 def shared(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     """A netns server of its own with three users who can run `up` (alice, bob, user01) and an admin cap."""
-    if request.config.getoption("--portal-server") != "netns":
-        pytest.skip("three users and an admin setting need the netns test server")
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
-    backend = netns.NetnsServer(extra_users=1)
-    try:
-        server = backend.start()
+    with own_netns_server(request, "three users and an admin setting", extra_users=1) as server:
         assert server.host_path is not None
         server.host_path("/etc/portal/portal.yaml").write_text(
             f"memory_total: {CAP // MiB}MiB\nfair_users: 4\n{CLAIMS[request.param]}")
@@ -41,8 +34,6 @@ def shared(request: pytest.FixtureRequest) -> Iterator[TestServer]:
             assert server.admin_run is not None
             assert server.admin_run(["mkdir", "-m", "1777", "/tmp/portal-claims"], timeout=10).ok
         yield server
-    finally:
-        backend.close()
 
 
 def limits_seen(server: TestServer, run_portal, user: TestUser, env: str) -> list[int]:
