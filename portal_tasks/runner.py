@@ -103,3 +103,15 @@ def run_daemon(argv: Sequence[str], *, timeout: float | None = None, interactive
             rc = 124
         errfile.seek(0)
         return Result(tuple(argv), rc, "", errfile.read())
+
+
+def start_detached(argv: Sequence[str], *, output: str) -> int:
+    """Start argv in a session of its own (it outlives us and our terminal), its output appended to
+    the file ``output`` (0600); returns its pid."""
+    log.debug("start detached: %s", shlex.join(argv))
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True)
+    finally:
+        os.close(fd)
+    return proc.pid

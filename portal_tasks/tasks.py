@@ -136,12 +136,20 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
     "attach": "attach to tmux at the end (--no-attach skips it)",
     "browser": "open the browser (--no-browser skips it; URLs are printed anyway)",
     "watch": "stay and keep the forwards alive",
+    "page": "also open the local page of all your hosts (`portal page`; started in the background if none runs)",
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
        jupyter: bool = False, socket: bool = False, attach: bool = True, browser: bool = True,
        workers: str | None = None, threads: str | None = None, memory: str | None = None,
-       watch: bool = False, explain: bool = False) -> None:
+       watch: bool = False, explain: bool = False, page: bool = False) -> None:
     """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
+    if page and not explain:  # first: the page shows this host's services as they come up
+        from .page import server
+
+        url = server.ensure_running()
+        print(f"portal page: {url}", flush=True)
+        if browser:
+            server.open_in_browser(url)
     _explain_or_run(_target(c, host, ssh_config), explain, _step("up"), env=env, jupyter=jupyter,
                     socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
                     memory=memory, watch=watch)

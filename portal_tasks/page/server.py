@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sys
 import threading
 import time
+import urllib.request
 import webbrowser
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +22,8 @@ from .. import config as config_mod
 from .. import state
 from ..errors import PortalError, UsageError
 from ..link import open_link
+from ..remote.layout import write_atomic
+from ..runner import start_detached
 from ..steps import browse, overview
 from ..target import Target
 from . import assets, guard
@@ -174,20 +179,79 @@ def open_in_browser(url: str) -> Path:
     return path
 
 
+#: The page that runs for this laptop user: {"pid", "url"} (0600 in the user cache dir), so `up --page` reuses it.
+RUNNING = "page.json"
+#: Seconds `up --page` waits for a page it started to answer.
+START_SECONDS = 10.0
+
+
 def serve(config: Config | Mapping[str, Any] | None, port: int = 0, browser: bool = True,
           wait: float = overview.DEFAULT_WAIT, ssh_config: str | None = None) -> None:
-    """Serve the page until Ctrl-C."""
+    """Serve the page until Ctrl-C (or SIGTERM)."""
     app = PageApp(config, wait=wait, ssh_config=ssh_config)
     httpd = PageServer(app, port)
     threading.Thread(target=app.reports, daemon=True).start()  # the first poll finds the hosts asked already
     print(f"portal page: {httpd.url}  (Ctrl-C ends it)", flush=True)
+    record = state.cache_dir() / RUNNING
+    write_atomic(str(record), json.dumps({"pid": os.getpid(), "url": httpd.url}).encode())
     launcher = open_in_browser(httpd.url) if browser else None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
         print("portal page: stopped.")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         httpd.server_close()
+        if _recorded(record).get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                record.unlink()
         if launcher is not None:
             with contextlib.suppress(OSError):
                 launcher.unlink()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _recorded(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _answers_as_page(url: str) -> bool:
+    """True when url serves portal's page (a dead page's port may hold anything now)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200 and b'<script src="page.js"' in resp.read(4096)
+    except (OSError, ValueError):
+        return False
+
+
+def running_url() -> str | None:
+    """The URL of the page that runs for this user, or None."""
+    url = _recorded(state.cache_dir() / RUNNING).get("url")
+    return url if isinstance(url, str) and _answers_as_page(url) else None
+
+
+def ensure_running(ssh_config: str | None = None) -> str:
+    """The running page's URL; a page is started in the background (it outlives `up`) when none runs."""
+    url = running_url()
+    if url:
+        return url
+    argv = [sys.executable, "-m", "portal_tasks", "page", "--no-browser"]
+    if ssh_config:
+        argv += ["--ssh-config", ssh_config]
+    pid = start_detached(argv, output=str(state.cache_dir() / "page.log"))
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        found = _recorded(state.cache_dir() / RUNNING)
+        if found.get("pid") == pid and _answers_as_page(str(found.get("url"))):
+            return str(found["url"])
+        time.sleep(0.1)
+    raise PortalError(f"the page did not start within {START_SECONDS:g}s.",
+                      hint=f"Look at {state.cache_dir() / 'page.log'}, or run `portal page` in a terminal.")

@@ -16,7 +16,9 @@ import pytest
 from portal_tasks.testing import browser
 from portal_tasks.testing.browser import artifacts, page_running, shown
 from portal_tasks.testing.flows import cancel_forward_by_hand, http_get, up
+from portal_tasks.testing.procs import kill_and_wait, pid_alive
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.waiting import retry_until
 
 pytestmark = pytest.mark.e2e
 
@@ -116,3 +118,27 @@ def test_page_starts_fast_and_small(portal_server, alice, run_portal):
         assert took < 2.0, f"the page took {took:.2f}s to answer"  # typically well under 1s; slack for a busy machine
         assert rss_kib < 120 * 1024
         assert json.loads(http_get(url + "api/status")[1]) == {"hosts": []}
+
+
+def test_up_with_page_starts_one_page_in_the_background_and_the_next_up_reuses_it(
+        portal_server, alice, run_portal, env):
+    host = portal_server.host
+    first = up(run_portal, alice, host, env, "--page")
+    (url,) = [line.split()[2] for line in first.stdout.splitlines() if line.startswith("portal page: ")]
+    record = alice.laptop / ".cache" / "portal" / "page.json"
+    pid = json.loads(record.read_text())["pid"]
+    try:
+        assert pid_alive(pid) and record.stat().st_mode & 0o077 == 0
+
+        def dashboard_ok() -> bool:
+            hosts = json.loads(http_get(url + "api/status")[1])["hosts"]
+            return any(s["kind"] == "dashboard" and s["health"] == "ok" for h in hosts if h["host"] == host
+                       for s in h["services"])
+
+        retry_until(dashboard_ok, 20, 0.5, what=f"{host}'s dashboard on the page")
+        again = up(run_portal, alice, host, env, "--page")
+        assert f"portal page: {url}" in again.stdout  # the same page, not a second one
+        assert json.loads(record.read_text())["pid"] == pid
+    finally:
+        kill_and_wait([pid])
+    assert not record.exists()  # the page forgets itself when it ends
