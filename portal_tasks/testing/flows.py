@@ -16,8 +16,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
+from portal_tasks import plan
 from portal_tasks.runner import Result, run
-from portal_tasks.testing.server import TestUser
+from portal_tasks.testing.server import TestServer, TestUser
 
 
 def up(run_portal: Callable[..., Result], user: TestUser, host: str, env: str, *extra: str,
@@ -99,3 +102,35 @@ def cancel_forward_by_hand(user: TestUser, host: str, local_port: int, remote: s
     control = next(a for a in argv if a.startswith("ControlPath="))
     return run(user.ssh_argv(host, options=["-o", control, "-O", "cancel", "-L", f"127.0.0.1:{local_port}:{remote}"])[:-1],
                timeout=15)
+
+
+# -- servers whose users are not reset between tests (ssh://): what the user runs there stays theirs --
+
+
+def via_login_host(server: TestServer) -> str:
+    """The alias reaching the host through its login node; skips where the server has none (ssh://)."""
+    if server.via_login_host is None:
+        pytest.skip(f"the {server.backend} test server has no login node")
+    return server.via_login_host
+
+
+def skip_unless_reset(server: TestServer, doing: str) -> None:
+    """Skip on a server that does not reset its users (ssh://): this test ``doing`` would break what they run."""
+    if server.reset_user is None:
+        pytest.skip(f"this test {doing}; the {server.backend} test server does not reset its users, "
+                    "so it runs only where it does (netns, docker)")
+
+
+def runs_cluster(run_portal: Callable[..., Result], server: TestServer, user: TestUser, env: str) -> bool:
+    """Whether user already runs a cluster for env on the server (`portal status --json`)."""
+    key = plan.env_key(env)
+    return any(c.get("env_key") == key for c in status(run_portal, user, server.host)["clusters"])
+
+
+def skip_if_running(run_portal: Callable[..., Result], server: TestServer, user: TestUser, env: str,
+                    doing: str) -> None:
+    """Skip when user already runs a cluster for env on a server that is not reset (ssh://): this test
+    ``doing`` needs none running, and stopping the user's own is not a test's business."""
+    if server.reset_user is None and runs_cluster(run_portal, server, user, env):
+        pytest.skip(f"{user.name} already runs a cluster for env {env} on {server.host}, and this test {doing}; "
+                    f"the {server.backend} test server does not reset its users")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,8 +11,18 @@ from portal_tasks.runner import run
 from portal_tasks.testing.server import TestServer, TestServerError, TestUser, close_masters
 
 
+def resolved_options(text: str) -> dict[str, str]:
+    """`ssh -G` output as {keyword: value}; for a keyword given more than once the first wins, as in ssh."""
+    resolved: dict[str, str] = {}
+    for line in text.splitlines():
+        keyword, _, value = line.partition(" ")
+        resolved.setdefault(keyword.lower(), value)
+    return resolved
+
+
 class SshHostServer:
-    """`ssh://[USER@]HOST`: alice is that login; there is no bob, no login node, no cleanup of the host."""
+    """`ssh://[USER@]HOST`: alice is that login (else the ssh config's User); there is no bob, no login node,
+    no cleanup of the host."""
 
     name = "ssh"
 
@@ -22,7 +31,7 @@ class SshHostServer:
         if url.scheme != "ssh" or not url.hostname:
             raise TestServerError(f"cannot read test server {spec!r}", hint="Write it as ssh://[USER@]HOST.")
         self.host = url.netloc.rsplit("@", 1)[-1]  # keeps :port and the alias exactly as written
-        self.login = url.username or getpass.getuser()
+        self.login: str | None = url.username  # None: the one the ssh config gives (ssh -G), as plain ssh does
         self.envs = {k: Path(v) for k, v in (envs or {}).items()}
         self.ssh_config = Path.home() / ".ssh" / "config"  # read now: tests later point HOME elsewhere
         self.laptop: Path | None = None
@@ -33,19 +42,22 @@ class SshHostServer:
         config = self.ssh_config if self.ssh_config.exists() else self.laptop / "ssh_config"
         if not config.exists():
             config.write_text("# no ~/.ssh/config on this machine\n")
-        target = f"{self.login}@{self.host}"
+        asked = f"{self.login}@{self.host}" if self.login else self.host
+        found = run(["ssh", "-F", str(config), "-G", asked], timeout=10)
+        if not found.ok:
+            raise TestServerError(f"ssh cannot read its config for {asked}: {found.tail()}", host=self.host,
+                                  hint=f"Check `ssh -F {config} -G {asked}`.")
+        resolved = resolved_options(found.stdout)
+        login = self.login or resolved["user"]  # ssh -G always says (the local name when no config does)
+        target = f"{login}@{self.host}"
         res = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", target, "--", 'id -u; printf "%s\\n" "$HOME"'],
                   timeout=60)
         if not res.ok:
-            raise TestServerError(f"cannot log in as {self.login}: {res.tail()}", host=self.host,
+            raise TestServerError(f"cannot log in as {login}: {res.tail()}", host=self.host,
                                   hint=f"Check `ssh {target} true` works without a password prompt.")
         uid, home = res.stdout.split("\n")[:2]
-        resolved: dict[str, str] = {}
-        for line in run(["ssh", "-F", str(config), "-G", target], timeout=10).stdout.splitlines():
-            keyword, _, value = line.partition(" ")
-            resolved.setdefault(keyword, value)  # the first value is the one ssh uses
         identity = resolved.get("identityfile", "")
-        alice = TestUser(role="alice", name=self.login, uid=int(uid), home=Path(home),
+        alice = TestUser(role="alice", name=login, uid=int(uid), home=Path(home),
                          key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop,
                          runtime=self.laptop / "run")
         return TestServer(backend="ssh", host=self.host, address=resolved.get("hostname", self.host), login_host=None, via_login_host=None,

@@ -2,6 +2,8 @@
 
 import pytest
 
+from portal_tasks.testing.flows import via_login_host
+
 pytestmark = pytest.mark.e2e
 
 
@@ -20,7 +22,7 @@ def test_check_passes_for_a_ready_host_and_env(portal_server, alice, run_portal)
 
 def test_check_goes_through_the_login_node(portal_server, alice, run_portal):
     env = str(portal_server.envs["a"])
-    res = run_portal(alice, "check", "--host", portal_server.via_login_host, "--env", env)
+    res = run_portal(alice, "check", "--host", via_login_host(portal_server), "--env", env)
     assert res.rc == 0, res.stdout + res.stderr
 
 

@@ -15,6 +15,7 @@ from portal_tasks.link.base import helper_path
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, client_command,
                                              client_env, dask_client, state_file, user_ports)
+from portal_tasks.testing.flows import runs_cluster, skip_if_running, skip_unless_reset
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
@@ -37,15 +38,21 @@ def python(env: str) -> str:
 
 @pytest.fixture
 def cluster(portal_server: TestServer, run_portal: Callable[..., Result], env: str) -> Iterator[Callable[..., Result]]:
-    """cluster(user, *options): `portal cluster` as user; every cluster made is stopped by key afterwards."""
-    used: list[TestUser] = []
+    """cluster(user, *options): `portal cluster` as user; every cluster made is stopped by key afterwards
+    (not one the user ran before the test, on a server that does not reset its users: ssh://)."""
+    used: dict[str, TestUser] = {}
+    kept: set[str] = set()
 
     def cluster_(user: TestUser, *options: str, timeout: float = 150) -> Result:
-        used.append(user)
+        if user.name not in used and runs_cluster(run_portal, portal_server, user, env):
+            kept.add(user.name)
+        used[user.name] = user
         return run_portal(user, "cluster", "--host", portal_server.host, "--env", env, *options, timeout=timeout)
 
     yield cluster_
-    for user in {u.name: u for u in used}.values():  # stop by recorded pids / marked processes, then the window
+    for user in used.values():  # stop by recorded pids / marked processes, then the window
+        if user.name in kept and portal_server.reset_user is None:
+            continue
         stop = json.dumps({"key": plan.env_key(env)})
         user.ssh(portal_server.host, f"echo {shlex.quote(stop)} | python3 ~/{helper_path()} cluster-stop; "
                                      f"tmux kill-window -t =portal:=cluster-{plan.env_key(env)}", timeout=60)
@@ -68,6 +75,7 @@ def schedulers_of(server: TestServer, user: TestUser) -> list[str]:
 
 def test_first_cluster_starts_one_and_clients_share_it(portal_server, alice, cluster, run_portal, env, python,
                                                        listening_sockets):
+    skip_if_running(run_portal, portal_server, alice, env, "starts the first one")
     first = cluster(alice)
     assert first.rc == 0, _out(first)
     assert "started Dask cluster" in first.stderr and "tls://127.0.0.1:" in first.stderr
@@ -146,6 +154,7 @@ def test_squatter_on_the_planned_port_is_avoided(portal_server, alice, bob, clus
 
 
 def test_killed_scheduler_is_replaced(portal_server, alice, cluster, env):
+    skip_unless_reset(portal_server, "kills the user's scheduler")
     assert cluster(alice).rc == 0
     old = state_of(portal_server, alice, env)["scheduler_pid"]
     assert alice.ssh(portal_server.host, f"kill -9 {old}").rc == 0
@@ -156,9 +165,10 @@ def test_killed_scheduler_is_replaced(portal_server, alice, cluster, env):
     assert len(schedulers_of(portal_server, alice)) == 1
 
 
-def test_ten_concurrent_calls_leave_one_scheduler(portal_server, alice, cluster, run_portal):
+def test_ten_concurrent_calls_leave_one_scheduler(portal_server, alice, cluster, run_portal, env):
     # the SSH master comes up first: racing masters are the link's business, one scheduler is the cluster's
     assert run_portal(alice, "ports", "--host", portal_server.host).rc == 0
+    started = 0 if runs_cluster(run_portal, portal_server, alice, env) else 1  # ssh://: the user's own may run
     results: list[Result] = []
     threads = [threading.Thread(target=lambda: results.append(cluster(alice, timeout=240))) for _ in range(10)]
     for t in threads:
@@ -166,12 +176,13 @@ def test_ten_concurrent_calls_leave_one_scheduler(portal_server, alice, cluster,
     for t in threads:
         t.join()
     assert all(r.rc == 0 for r in results), [_out(r) for r in results if r.rc]
-    assert sum("started Dask cluster" in r.stderr for r in results) == 1
-    assert sum("reusing your Dask cluster" in r.stderr for r in results) == 9
+    assert sum("started Dask cluster" in r.stderr for r in results) == started
+    assert sum("reusing your Dask cluster" in r.stderr for r in results) == 10 - started
     assert len(schedulers_of(portal_server, alice)) == 1
 
 
 def test_memory_budget_is_split_across_workers(portal_server, alice, cluster, run_portal, env, python):
+    skip_if_running(run_portal, portal_server, alice, env, "starts one with a budget of its own")
     res = cluster(alice, "--memory", "4GiB", "--workers", "2")
     assert res.rc == 0, _out(res)
     report = ports_of(run_portal, portal_server, alice)

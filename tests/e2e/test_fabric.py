@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from portal_tasks.testing.flows import skip_if_running
 from portal_tasks.testing.plugin import portal_env
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +23,7 @@ FABRIC = {"PORTAL_TRANSPORT": "fabric"}
 
 def test_up_status_down_over_fabric(portal_server, alice, run_portal, listening_sockets):
     host, env = portal_server.host, str(portal_server.envs["a"])
+    skip_if_running(run_portal, portal_server, alice, env, "ends with `down`")
     check = run_portal(alice, "check", "--host", host, "--env", env, env=FABRIC)
     assert check.rc == 0 and "over fabric" in check.stdout, check.stdout + check.stderr
 

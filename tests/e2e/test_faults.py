@@ -26,11 +26,19 @@ import pytest
 
 from portal_tasks import plan
 from portal_tasks.runner import Result
+from portal_tasks.testing.flows import (
+    http_get,
+    laptop_ssh_pids,
+    skip_if_running,
+    skip_unless_reset,
+    status,
+    up,
+    urls_in,
+)
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.procs import kill_and_wait
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.waiting import retry_until
-from portal_tasks.testing.flows import http_get, laptop_ssh_pids, status, up, urls_in
 
 pytestmark = pytest.mark.e2e
 SHELLS = {"bash", "sh", "zsh", "dash"}
@@ -81,6 +89,7 @@ def assert_one_healthy_cluster(server: TestServer, user: TestUser, report: dict[
 
 def test_link_killed_during_the_cluster_step_leaves_no_orphans_and_the_next_up_completes(
         portal_server, alice, run_portal, env):
+    skip_if_running(run_portal, portal_server, alice, env, "drops the link while the cluster starts")
     host = portal_server.host
     killed: list[int] = []
     stop = threading.Event()
@@ -122,6 +131,7 @@ def test_link_killed_during_the_cluster_step_leaves_no_orphans_and_the_next_up_c
 
 
 def test_tmux_server_killed_next_up_rebuilds_the_session_and_the_cluster(portal_server, alice, run_portal, env):
+    skip_unless_reset(portal_server, "kills the user's tmux server")
     host = portal_server.host
     up(run_portal, alice, host, env)
     assert alice.ssh(host, "tmux kill-server").rc == 0
@@ -141,6 +151,7 @@ def test_tmux_server_killed_next_up_rebuilds_the_session_and_the_cluster(portal_
                          ids=["scheduler", "workers", "both"])
 def test_cluster_killed_with_sigkill_is_replaced_and_the_dashboard_url_works(portal_server, alice, run_portal, env,
                                                                              victims):
+    skip_unless_reset(portal_server, "kills the user's cluster")
     host = portal_server.host
     first = up(run_portal, alice, host, env)
     before = assert_one_healthy_cluster(portal_server, alice, status(run_portal, alice, host))
@@ -225,6 +236,7 @@ def planned_dashboard_port(run_portal: Callable[..., Result], user: TestUser, ho
 
 
 def test_laptop_port_taken_before_the_first_up_moves_the_forward_and_says_so(portal_server, alice, run_portal, env):
+    skip_if_running(run_portal, portal_server, alice, env, "is about the first `up`")
     host = portal_server.host
     port = planned_dashboard_port(run_portal, alice, host)
     with squatter(port, speaks_http=False):

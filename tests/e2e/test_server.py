@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from portal_tasks.testing.flows import via_login_host
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import Listener, parse_ss
 
@@ -21,9 +22,7 @@ def test_alice_reaches_matagorda_directly(portal_server: TestServer, alice: Test
 
 
 def test_alice_reaches_matagorda_through_the_login_node(portal_server: TestServer, alice: TestUser) -> None:
-    if portal_server.via_login_host is None:
-        pytest.skip(f"the {portal_server.backend} test server has no login node")
-    res = alice.ssh(portal_server.via_login_host, "id -un")
+    res = alice.ssh(via_login_host(portal_server), "id -un")
     assert res.ok, res
     assert res.stdout.strip() == alice.name
 

@@ -12,7 +12,8 @@ import pytest
 
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import client_env, dask_client, user_ports
-from portal_tasks.testing.flows import followed, http_get, laptop_ssh_pids, recording_browser, status, up, urls_in
+from portal_tasks.testing.flows import (followed, http_get, laptop_ssh_pids, recording_browser, status, up, urls_in,
+                                       via_login_host)
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +41,7 @@ def browser(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def test_up_through_the_login_node_opens_working_urls(portal_server, alice, run_portal, env, browser):
-    host = portal_server.via_login_host
+    host = via_login_host(portal_server)
     browser_env, record = browser
     res = up(run_portal, alice, host, env, "--jupyter", env_vars=browser_env)
     handed = record.read_text().split()
