@@ -32,6 +32,16 @@ sys.stdin.read()
 c.close()
 """
 
+#: Run on the host by the env's python: try a plain Client() with the variables given, say whether it got in.
+REACH_SCRIPT = """
+from dask.distributed import Client
+try:
+    c = Client(timeout=5)
+    print('CONNECTED', c.scheduler_info()['id'])
+except Exception as e:
+    print('REFUSED', type(e).__name__)
+"""
+
 
 def state_file(server: TestServer, user: TestUser, *parts: str, host: str | None = None) -> str:
     """A path in the user's state directory of that server (``~/.portal/hosts/MACHINE/...``)."""
@@ -105,3 +115,9 @@ def assert_one_shared_cluster(server: TestServer, user: TestUser, python: str, e
     assert first["id"] == second["id"] and first["address"] == second["address"] == environment["DASK_SCHEDULER_ADDRESS"]
     assert during == before, f"clients opened listening ports: {sorted(during - before)}"
     return first
+
+
+def assert_refused(server: TestServer, user: TestUser, python: str, environment: Mapping[str, str], what: str) -> None:
+    """A plain ``Client()`` as ``user`` with these variables (another user's scheduler address) does not get in."""
+    res = user.ssh(server.host, client_command(python, environment, REACH_SCRIPT), timeout=60)
+    assert "REFUSED" in res.stdout and "CONNECTED" not in res.stdout, f"{what}: {res.stdout} {res.stderr[-500:]}"

@@ -42,13 +42,8 @@ class SshHostServer:
         config = self.ssh_config if self.ssh_config.exists() else self.laptop / "ssh_config"
         if not config.exists():
             config.write_text("# no ~/.ssh/config on this machine\n")
-        asked = f"{self.login}@{self.host}" if self.login else self.host
-        found = run(["ssh", "-F", str(config), "-G", asked], timeout=10)
-        if not found.ok:
-            raise TestServerError(f"ssh cannot read its config for {asked}: {found.tail()}", host=self.host,
-                                  hint=f"Check `ssh -F {config} -G {asked}`.")
-        resolved = resolved_options(found.stdout)
-        login = self.login or resolved["user"]  # ssh -G always says (the local name when no config does)
+        resolved = self.resolve(config)
+        login = resolved["user"]
         target = f"{login}@{self.host}"
         res = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", target, "--", 'id -u; printf "%s\\n" "$HOME"'],
                   timeout=60)
@@ -60,8 +55,18 @@ class SshHostServer:
         alice = TestUser(role="alice", name=login, uid=int(uid), home=Path(home),
                          key=Path(identity).expanduser(), ssh_config=config, laptop=self.laptop,
                          runtime=self.laptop / "run")
-        return TestServer(backend="ssh", host=self.host, address=resolved.get("hostname", self.host), login_host=None, via_login_host=None,
-                          envs=self.envs, users={"alice": alice}, run_id=self.laptop.name)
+        return TestServer(backend="ssh", host=self.host, address=resolved.get("hostname", self.host), login_host=None,
+                          via_login_host=None, envs=self.envs, users={"alice": alice}, run_id=self.laptop.name)
+
+    def resolve(self, config: Path) -> dict[str, str]:
+        """What ssh makes of the host with this config (`ssh -G`, nothing is connected): its `user` is the
+        URL's, else the config's User, else the local name, as for plain ssh."""
+        asked = f"{self.login}@{self.host}" if self.login else self.host
+        found = run(["ssh", "-F", str(config), "-G", asked], timeout=10)
+        if not found.ok:
+            raise TestServerError(f"ssh cannot read its config for {asked}: {found.tail()}", host=self.host,
+                                  hint=f"Check `ssh -F {config} -G {asked}`.")
+        return resolved_options(found.stdout)
 
     def close(self) -> None:
         """Only the local laptop dir goes: nothing on a real host is touched."""

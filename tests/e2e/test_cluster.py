@@ -13,7 +13,7 @@ import pytest
 from portal_tasks import plan
 from portal_tasks.link.base import helper_path
 from portal_tasks.runner import Result
-from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, client_command,
+from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, assert_refused,
                                              client_env, dask_client, state_file, user_ports)
 from portal_tasks.testing.flows import runs_cluster, skip_if_running, skip_unless_reset
 from portal_tasks.testing.server import TestServer, TestUser
@@ -44,14 +44,15 @@ def cluster(portal_server: TestServer, run_portal: Callable[..., Result], env: s
     kept: set[str] = set()
 
     def cluster_(user: TestUser, *options: str, timeout: float = 150) -> Result:
-        if user.name not in used and runs_cluster(run_portal, portal_server, user, env):
+        existing = portal_server.reset_user is None and user.name not in used
+        if existing and runs_cluster(run_portal, portal_server, user, env):
             kept.add(user.name)
         used[user.name] = user
         return run_portal(user, "cluster", "--host", portal_server.host, "--env", env, *options, timeout=timeout)
 
     yield cluster_
     for user in used.values():  # stop by recorded pids / marked processes, then the window
-        if user.name in kept and portal_server.reset_user is None:
+        if user.name in kept:
             continue
         stop = json.dumps({"key": plan.env_key(env)})
         user.ssh(portal_server.host, f"echo {shlex.quote(stop)} | python3 ~/{helper_path()} cluster-stop; "
@@ -114,12 +115,8 @@ def test_users_get_their_own_blocks_and_cannot_reach_each_other(portal_server, a
         "no certificate over tls://": {"DASK_SCHEDULER_ADDRESS": f"tls://127.0.0.1:{port}",
                                        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": bob_certs["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"]},
     }
-    script = ("from dask.distributed import Client\n"
-              "try:\n    c = Client(timeout=5)\n    print('CONNECTED', c.scheduler_info()['id'])\n"
-              "except Exception as e:\n    print('REFUSED', type(e).__name__)\n")
     for what, variables in attempts.items():
-        res = bob.ssh(portal_server.host, client_command(python, variables, script), timeout=60)
-        assert "REFUSED" in res.stdout and "CONNECTED" not in res.stdout, f"{what}: {res.stdout} {res.stderr[-500:]}"
+        assert_refused(portal_server, bob, python, variables, what)
 
     peek = bob.ssh(portal_server.host, f"ls {alice.home}/.portal; cat {alice.home}/.portal/tls/key.pem")
     assert peek.rc != 0 and "PRIVATE KEY" not in peek.stdout

@@ -12,6 +12,7 @@ import pytest
 
 from portal_tasks.runner import run, spawn
 from portal_tasks.testing import netns
+from portal_tasks.testing.flows import status, up
 from portal_tasks.testing.procs import pids_of_uid, pids_with_env
 from portal_tasks.testing.users import tagged_users
 from portal_tasks.testing.waiting import retry_until
@@ -209,3 +210,50 @@ def test_ssh_backend_uses_an_existing_server_and_the_users_ssh_config(
     )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*the ssh test server has no user 'bob'*"])
+
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "test_my_server.py"  # the README's "check your own server" file
+#: A representative part of the e2e suite: check, bad input, --explain, cluster, up, the server itself.
+ON_A_REAL_SERVER = ["test_check.py", "test_bad_input.py", "test_up_explain.py", "test_cluster.py", "test_up.py",
+                    "test_server.py"]
+
+
+def test_example_and_suite_pass_or_skip_with_a_reason_on_a_used_server_named_only_by_ssh_config(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, portal_server,
+    alice, run_portal,
+) -> None:
+    """`--portal-server ssh://HOST` with no user in it, on a second server where the user already runs their
+    setup, as a person checking their own server would: the user comes from their ssh config, nothing fails,
+    every skip says why, and the user's running cluster is the same process afterwards."""
+    if portal_server.backend != "netns" or portal_server.second_host is None:
+        pytest.skip("needs the netns server (its second host) as the existing server")
+    env = str(portal_server.envs["a"])
+    host = portal_server.second_host
+    up(run_portal, alice, host, env)  # what the user already runs there
+    before = status(run_portal, alice, host)["clusters"]
+    ssh_dir = pytester.path / "home" / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    (ssh_dir / "known_hosts").write_text((alice.laptop / ".ssh" / "known_hosts").read_text())
+    (ssh_dir / "config").write_text(  # the only place naming the user
+        f"Host shared\n    HostName {portal_server.second_address}\n    User {alice.name}\n"
+        f"    IdentityFile {alice.key}\n    IdentitiesOnly yes\n    UserKnownHostsFile {ssh_dir / 'known_hosts'}\n"
+        f"    BatchMode yes\n    ConnectTimeout 10\n")
+    monkeypatch.setenv("HOME", str(ssh_dir.parent))
+    monkeypatch.delenv("PORTAL_TEST_SERVER", raising=False)
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(request.config), "-p", "no:cacheprovider", "-rs", "--portal-server", "ssh://shared",
+        "--portal-env", f"a={env}", "--portal-env", f"bare={portal_server.envs['bare']}",
+        str(EXAMPLE), *(str(REPO / "tests" / "e2e" / name) for name in ON_A_REAL_SERVER),
+        timeout=900,
+    )
+    outcomes = result.parseoutcomes()
+    assert not outcomes.get("failed") and not outcomes.get("errors"), result.stdout.str()[-6000:]
+    assert outcomes.get("passed", 0) >= 20, outcomes
+    skips = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    vague = [line for line in skips if line.rstrip().endswith(("unconditional skip", ":"))]
+    assert not vague, vague
+    result.stdout.fnmatch_lines(["SKIPPED*test_my_server.py*the ssh test server has no user 'bob'*"])
+    result.stdout.fnmatch_lines(["SKIPPED*the ssh test server has no login node"])
+    after = status(run_portal, alice, host)["clusters"]
+    assert [(c["pid"], c["healthy"]) for c in after] == [(c["pid"], True) for c in before], (before, after)
