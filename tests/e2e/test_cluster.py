@@ -173,7 +173,8 @@ def test_ten_concurrent_calls_leave_one_scheduler(portal_server, alice, cluster,
     for t in threads:
         t.join()
     assert all(r.rc == 0 for r in results), [_out(r) for r in results if r.rc]
-    assert sum("started Dask cluster" in r.stderr for r in results) == started
+    assert sum("started Dask cluster" in r.stderr for r in results) == started, \
+        [_out(r) for r in results if "started Dask cluster" in r.stderr]
     assert sum("reusing your Dask cluster" in r.stderr for r in results) == 10 - started
     assert len(schedulers_of(portal_server, alice)) == 1
 
