@@ -22,14 +22,17 @@ class Service:
 
 
 def from_cluster(entry: dict[str, Any]) -> Service | None:
+    """The dashboard of a healthy cluster, only when the host-side helper confirmed its port is held
+    by the user's own scheduler."""
     port = entry.get("dashboard_port")
-    if not port or entry.get("healthy") is False:
+    if not port or entry.get("healthy") is False or not entry.get("dashboard_ok"):
         return None
     return Service(f"dashboard-{entry['env_key']}", entry["env"], "dashboard", f"127.0.0.1:{port}", int(port), "/status")
 
 
 def from_jupyter(entry: dict[str, Any]) -> Service | None:
-    if entry.get("healthy") is False:
+    """A Jupyter server that answered portal's token on a connection to the user's own listener."""
+    if not entry.get("healthy"):
         return None
     token = entry.get("token", "")
     path = f"/lab?token={token}" if token else "/lab"
@@ -39,10 +42,20 @@ def from_jupyter(entry: dict[str, Any]) -> Service | None:
     return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", f"127.0.0.1:{port}", port, path)
 
 
+def not_forwarded(clusters: list[dict[str, Any]], jupyters: list[dict[str, Any]]) -> list[str]:
+    """One line per service that runs but is not the user's own at its port (never forwarded)."""
+    lines = [f"dashboard of env {c['env']} not forwarded: {c['dashboard_unowned']}."
+             for c in clusters if c.get("healthy") and c.get("dashboard_unowned")]
+    lines += [f"JupyterLab of env {j['env']} not forwarded: {j['problem']}" for j in jupyters if j.get("problem")]
+    return lines
+
+
 def running(target: Target) -> list[Service]:
-    """Every healthy dashboard and Jupyter server of this user on the host."""
+    """Every healthy dashboard and Jupyter server of this user on the host (says why one is left out)."""
     from .steps import cluster, jupyter
 
-    found = [from_cluster(e) for e in cluster.describe(target)]
-    found += [from_jupyter(e) for e in jupyter.describe(target)]
+    clusters, jupyters = cluster.describe(target), jupyter.describe(target)
+    for line in not_forwarded(clusters, jupyters):
+        target.say(f"{target.host}: {line}")
+    found = [from_cluster(e) for e in clusters] + [from_jupyter(e) for e in jupyters]
     return [s for s in found if s is not None]

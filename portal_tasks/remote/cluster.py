@@ -17,6 +17,7 @@ from .common import (
     NotYours,
     cmdline,
     connect_owned,
+    holder_problem,
     listeners,
     pid_alive,
     pid_uid,
@@ -171,11 +172,27 @@ def own_listeners(found, lo, hi):
     return [e for e in found if e["uid"] == uid and lo <= e["port"] <= hi]
 
 
+def dashboard_owner(port, sched, found):
+    """(True, None) when the scheduler ``sched`` of the user holds the dashboard port, else (False, why)."""
+    if not port:
+        return False, "the scheduler serves no dashboard (is bokeh installed in the env?)"
+    if not any(e["port"] == port for e in found):
+        return False, f"nothing listens on dashboard port {port}"
+    problem = holder_problem(port, found, [int(sched)] if sched else None)
+    if problem:
+        return False, f"dashboard port {port} is held by {problem}, not by your scheduler"
+    return True, None
+
+
 def health(state):
-    """What is true of a recorded cluster right now (on another machine: nothing, as seen from here)."""
+    """What is true of a recorded cluster right now (on another machine: nothing, as seen from here).
+
+    ``healthy`` is about the cluster (scheduler, TLS, workers); ``dashboard_ok`` says the dashboard
+    port is held by this very scheduler, so it may be forwarded.
+    """
     if not this_host(state):
         return {"scheduler_alive": False, "tls": False, "workers_running": 0, "healthy": False,
-                "elsewhere": state.get("hostname")}
+                "dashboard_ok": False, "dashboard_unowned": None, "elsewhere": state.get("hostname")}
     found = listeners()
     sched = state.get("scheduler_pid")
     port = state.get("scheduler_port")
@@ -187,7 +204,26 @@ def health(state):
     tls_ok = alive and ours and (handshake(port, pid=sched) or handshake(port, 10.0, sched))
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
     healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
-    return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy}
+    dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
+    return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy,
+            "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem}
+
+
+def served_dashboard(path):
+    """The port the scheduler really serves its dashboard on, from its scheduler file (Dask's own
+    ``identity()``: ``services.dashboard``), or None."""
+    port = ((read_json(path, {}) or {}).get("services") or {}).get("dashboard")
+    return int(port) if isinstance(port, int) else None
+
+
+def moved_dashboard_note(planned, served, found, block):
+    """One line when Dask serves the dashboard elsewhere than planned (someone took the planned port)."""
+    if not served or served == planned:
+        return None
+    holder = holder_problem(planned, found) or "someone (gone now)"
+    where = "inside" if block and block["start"] <= served <= block["end"] else "outside"
+    return (f"dashboard port {planned} was taken by {holder} while the scheduler started; Dask serves the "
+            f"dashboard on {served} ({where} your block) and portal forwards that one.")
 
 
 def _scheduler_address(path):
@@ -268,7 +304,10 @@ def wait(payload):
         sched, workers_pid = read_pid(paths["scheduler_pid_file"]), read_pid(paths["workers_pid_file"])
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
-            raise Failure("the scheduler exited right after starting.", "ClusterError")
+            held = holder_problem(rec["scheduler_port"], listeners())
+            why = f": its port {rec['scheduler_port']} was taken by {held} meanwhile" if held else ""
+            raise Failure(f"the scheduler exited right after starting{why}.", "ClusterError",
+                          "Run portal again to move to another port of your block." if held else None)
         if workers_pid and not own(workers_pid):
             raise Failure("the workers exited right after starting.", "ClusterError")
         if sched and address and handshake(rec["scheduler_port"], 1.0, sched):
@@ -284,13 +323,18 @@ def wait(payload):
             raise Failure("the cluster did not come up within %ss (%s)." % (payload.get("seconds", 60), last),
                           "ClusterError")
         time.sleep(0.1)
+    found = listeners()
+    served = served_dashboard(paths["scheduler_file"])
+    note = moved_dashboard_note(rec["dashboard_port"], served, found, payload.get("block"))
     state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers_pid, address=address,
-                 started=time.time(), hostname=platform.node(), **{k: rec[k] for k in ("scheduler_port", "dashboard_port", "worker_ports",
-                                                             "nanny_ports")})
+                 started=time.time(), hostname=platform.node(),
+                 **{k: rec[k] for k in ("scheduler_port", "worker_ports", "nanny_ports")})
+    state["dashboard_port"] = served
+    state["planned_dashboard_port"] = rec["dashboard_port"]
     write_json(state_path("clusters", "%s.json" % payload["key"]), state)
     if payload.get("plan"):
         share.bind(payload["plan"], payload["key"], [sched, workers_pid])
-    return dict(state, **health(state))
+    return dict(state, notes=[note] if note else [], **health(state))
 
 
 def describe(_payload):

@@ -154,6 +154,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
                                                         "plan": payload["plan"],
+                                                        "block": prep.get("block"),
                                                         "workers": spec.workers, "seconds": WAIT_SECONDS,
                                                         "record": record},
                                        timeout=WAIT_SECONDS + 30)
@@ -161,6 +162,8 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
             window = _pane_tail(target, window_name(key))
             raise ClusterError(f"env {spec_text}: {exc.message} Window {window_name(key)} shows: {window or 'nothing'}",
                                host=target.host, hint=f"Attach with `tmux attach -t {target.settings.session}` to look.") from None
+    for note in state.get("notes", []):
+        target.say(f"{target.host}: {note}")
     target.say(f"{target.host}: started Dask cluster for env {spec_text}: {summary(state)}.")
     say_dashboard(target, state)
     return state
@@ -271,6 +274,7 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
         "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
         "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
         "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
+        "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
     }
 
 

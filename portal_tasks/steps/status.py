@@ -98,9 +98,13 @@ def service_lines(report: dict[str, Any]) -> list[str]:
                      f"pid {c.get('pid')} {health}")
         if c.get("dashboard_problem"):
             lines.append(f"    dashboard: {c['dashboard_problem']}")
+        if c.get("dashboard_unowned"):
+            lines.append(f"    dashboard not forwarded: {c['dashboard_unowned']}")
     for j in report["jupyter"]:
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")
+        if j.get("problem"):
+            lines.append(f"    not forwarded: {j['problem']}")
     for f in report["forwards"]:
         said = {True: "answers", False: "does NOT answer", None: "not checked in time"}[f["answers"]]
         lines.append(f"  forward {f['service']}: {f['url']} -> {f['remote']} {said}")

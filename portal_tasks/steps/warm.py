@@ -49,7 +49,7 @@ def decide(target: Target, spec: str, snap: dict[str, Any], jupyter: bool, socke
     key = plan.env_key(spec)
     cluster = next((c for c in snap.get("clusters") or [] if c.get("key") == key), None)
     lab = next((j for j in snap.get("jupyters") or [] if j.get("env_key") == env.key), None)
-    if not (env.has("IPython") and cluster and cluster.get("healthy")):
+    if not (env.has("IPython") and cluster and cluster.get("healthy") and cluster.get("dashboard_ok")):
         return None
     if (windows.get(f"env-{env.key}") or {}).get("marker") != f"env:{env.location}":
         return None

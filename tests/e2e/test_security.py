@@ -195,3 +195,140 @@ def test_two_users_each_running_up_three_times_at_once_do_not_collide(portal_ser
     a, b = (reports[r]["ports"]["block"] for r in ("alice", "bob"))
     assert a["end"] < b["start"] or b["end"] < a["start"]
     assert reports["alice"]["clusters"][0]["address"] != reports["bob"]["clusters"][0]["address"]
+
+
+# -- a co-user grabbing ports of the plan while `up` runs ------------------------------------------
+
+#: Run on the host as the co-user, for at most argv[4] seconds (or until stdin closes): hold the ports
+#: given in argv[3] (comma-separated) from the start, and watch the user's (uid argv[1]) command lines
+#: to grab, the moment a process names it, each Jupyter port (``--port=P``, at most argv[2] of them)
+#: and the scheduler's dashboard port (``--dashboard-address HOST:P``) before the service binds it.
+#: Prints a JSON line per port grabbed and per connection received, with every byte it brought.
+GRABBER = r'''
+import json, os, select, socket, sys, threading, time
+uid, max_lab, pre, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+held, counts, out = {}, {"jupyter": 0, "dashboard": 0}, threading.Lock()
+def say(**kw):
+    with out:
+        print(json.dumps(kw), flush=True)
+def serve(sock, port):
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        conn.settimeout(2)
+        data = b""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            pass
+        say(port=port, got=data.decode(errors="replace"))
+        conn.close()
+def grab(port, why):
+    if port in held or port <= 0:
+        return False
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port)); sock.listen(16)
+    except OSError as exc:
+        sock.close(); say(missed=port, why=why, error=str(exc)); return False
+    held[port] = sock
+    say(grabbed=port, why=why)
+    threading.Thread(target=serve, args=(sock, port), daemon=True).start()
+    return True
+for p in filter(None, pre.split(",")):
+    grab(int(p), "before up")
+say(ready=True)
+seen, deadline = set(), time.monotonic() + seconds
+while time.monotonic() < deadline:
+    if select.select([sys.stdin], [], [], 0.005)[0] and not sys.stdin.readline():
+        break
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid in seen:
+            continue
+        try:
+            if os.stat("/proc/" + pid).st_uid != uid:
+                continue
+            argv = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv[0]:
+            continue
+        seen.add(pid)
+        for i, arg in enumerate(argv):
+            if arg.startswith("--port=") and counts["jupyter"] < max_lab and grab(int(arg[7:]), "jupyter cmdline"):
+                counts["jupyter"] += 1
+            if arg == "--dashboard-address" and i + 1 < len(argv) and counts["dashboard"] < 1:
+                if grab(int(argv[i + 1].rpartition(":")[2] or 0), "dashboard cmdline"):
+                    counts["dashboard"] += 1
+say(done=True)
+'''
+
+
+@contextlib.contextmanager
+def grabber(server: TestServer, user: TestUser, victim: TestUser, pre: list[int], jupyter_grabs: int,
+            seconds: float = 300) -> Iterator[list[dict[str, Any]]]:
+    """The co-user's port grabber running on the host; yields the list its JSON lines are appended to
+    (complete once the block ends)."""
+    argv = ["python3", "-c", GRABBER, str(victim.uid), str(jupyter_grabs), ",".join(map(str, pre)), str(seconds)]
+    proc = subprocess.Popen(user.ssh_argv(server.host, shlex.join(argv)), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[dict[str, Any]] = []
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1].get("ready"):
+                break
+        assert lines and lines[-1].get("ready"), proc.stderr.read()[-800:] if proc.stderr else lines
+        reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in proc.stdout or ()))
+        reader.start()
+        yield lines
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(10) if "reader" in locals() else None
+
+
+def _forwarded_ports(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, int]:
+    """URL -> the host port its forward goes to, from `status --json`."""
+    return {f["url"]: int(f["remote"].rpartition(":")[2]) for f in status(run_portal, user, host)["forwards"]}
+
+
+def test_a_co_user_grabbing_ports_during_up_gets_no_request_and_every_url_is_mine(
+        portal_server, alice, bob, run_portal, env, listening_sockets):
+    host = portal_server.host
+    block = json.loads(run_portal(alice, "ports", "--host", host, "--json").stdout)["block"]
+    first_move = block["start"] + 3  # the free port of the slot, where a squatted Jupyter port goes first
+    with grabber(portal_server, bob, alice, [first_move], jupyter_grabs=2) as seen:
+        res = up(run_portal, alice, host, env, "--jupyter")
+    grabbed = [line for line in seen if "grabbed" in line]
+    assert {line["why"] for line in grabbed} == {"before up", "jupyter cmdline", "dashboard cmdline"}, seen
+    received = [line for line in seen if "got" in line]
+    assert not received, received  # not one connection: no request, no token, no client certificate
+    assert res.stderr.count("Moving to another port") == 2, res.stderr
+    assert "was taken by another user, bob" in res.stderr, res.stderr
+    urls = urls_in(res)
+    lab = [u for u in urls if "/lab?token=" in u]
+    assert len(urls) == 2 and len(lab) == 1, res.stdout
+    token = lab[0].rpartition("token=")[2]
+    assert all(token not in json.dumps(line) for line in seen)
+    forwards = _forwarded_ports(run_portal, alice, host)
+    mine = {s.port for s in listening_sockets(alice)}
+    bobs = {s.port for s in listening_sockets(bob)}
+    taken = {line["grabbed"] for line in grabbed}
+    for url in urls:
+        port = forwards[url]
+        assert port in mine and port not in bobs | taken, (url, port, sorted(mine), sorted(bobs))
+        assert http_get(url)[0] == 200, url
+    dashboard = next(u for u in urls if u not in lab)
+    scheduler = status(run_portal, alice, host)["clusters"][0]
+    base = dashboard.rpartition("/")[0]
+    identity = json.loads(http_get(base + "/json/identity.json")[1])
+    assert identity["address"] == scheduler["address"] and forwards[dashboard] == scheduler["dashboard_port"]

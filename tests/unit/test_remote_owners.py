@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portal_tasks.remote import common, jupyter, layout
+from portal_tasks.remote import cluster, common, jupyter, layout
 
 #: A listener of another uid: binds, prints its port, then prints every byte a connection brings.
 FOREIGN = r'''
@@ -126,3 +126,34 @@ def test_jupyter_token_never_goes_to_another_users_port(home, foreign_port):
     assert taken["taken"].startswith(f"port {port} is held by another user"), taken
     assert jupyter.status({"key": "a"})["healthy"] is False
     assert proc.stdout is not None and proc.stdout.readline().startswith("NOTHING")
+
+
+# -- the dashboard the scheduler really serves -------------------------------------------------
+
+
+def test_served_dashboard_is_read_from_the_scheduler_file(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text('{"address": "tls://127.0.0.1:23400", "services": {"dashboard": 41234}}')
+    assert cluster.served_dashboard(str(path)) == 41234
+    path.write_text('{"address": "tls://127.0.0.1:23400", "services": {}}')
+    assert cluster.served_dashboard(str(path)) is None
+    assert cluster.served_dashboard(str(tmp_path / "missing.json")) is None
+
+
+def test_dashboard_owner_wants_the_scheduler_itself():
+    me = os.getuid()
+    assert cluster.dashboard_owner(23401, 10, [entry(23401, me, [10])]) == (True, None)
+    ok, why = cluster.dashboard_owner(23401, 10, [entry(23401, me + 1)])
+    assert not ok and "held by another user" in why and "not by your scheduler" in why
+    ok, why = cluster.dashboard_owner(23401, 10, [entry(23401, me, [12])])
+    assert not ok and "another program of yours (pid 12" in why
+    assert cluster.dashboard_owner(23401, 10, [])[0] is False
+    assert "no dashboard" in cluster.dashboard_owner(None, 10, [])[1]
+
+
+def test_a_moved_dashboard_is_one_note_naming_who_took_the_port():
+    block = {"start": 23400, "end": 23499}
+    assert cluster.moved_dashboard_note(23401, 23401, [], block) is None
+    note = cluster.moved_dashboard_note(23401, 41234, [entry(23401, os.getuid() + 1)], block)
+    assert note.startswith("dashboard port 23401 was taken by another user, ")
+    assert "serves the dashboard on 41234 (outside your block)" in note
