@@ -6,10 +6,12 @@ test_cluster.py; alice's `down` leaving bob's cluster alone in test_up.py.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
