@@ -228,8 +228,9 @@ def serve(sock, port):
         say(port=port, got=data.decode(errors="replace"))
         conn.close()
 def grab(port, why):
-    if port in held or port <= 0:
+    if port in tried or port <= 0:
         return False
+    tried.add(port)
     sock = socket.socket()
     try:
         sock.bind(("127.0.0.1", port)); sock.listen(16)
@@ -239,25 +240,21 @@ def grab(port, why):
     say(grabbed=port, why=why)
     threading.Thread(target=serve, args=(sock, port), daemon=True).start()
     return True
+tried = set()
 for p in filter(None, pre.split(",")):
     grab(int(p), "before up")
 say(ready=True)
-seen, deadline = set(), time.monotonic() + seconds
+deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
     if select.select([sys.stdin], [], [], 0.005)[0] and not sys.stdin.readline():
         break
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or pid in seen:
-            continue
+    for pid in os.listdir("/proc"):  # read again each round: a forked shell becomes jupyter by exec
         try:
-            if os.stat("/proc/" + pid).st_uid != uid:
+            if not pid.isdigit() or os.stat("/proc/" + pid).st_uid != uid:
                 continue
             argv = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not argv[0]:
-            continue
-        seen.add(pid)
         for i, arg in enumerate(argv):
             if arg.startswith("--port=") and counts["jupyter"] < max_lab and grab(int(arg[7:]), "jupyter cmdline"):
                 counts["jupyter"] += 1
