@@ -184,7 +184,7 @@ def holders(port, found):
 
 def _describe(entry):
     if entry["uid"] != os.getuid():
-        return "another user (uid %d)" % entry["uid"]
+        return "another user, " + user_name(entry["uid"])
     return "another program of yours (%s)" % (" ".join(entry["cmdline"][:3]) or "pid %s" % entry["pid"])
 
 

@@ -312,7 +312,7 @@ def test_a_co_user_grabbing_ports_during_up_gets_no_request_and_every_url_is_min
     received = [line for line in seen if "got" in line]
     assert not received, received  # not one connection: no request, no token, no client certificate
     assert res.stderr.count("Moving to another port") == 2, res.stderr
-    assert "was taken by another user, bob" in res.stderr, res.stderr
+    assert f"was taken by another user, {bob.name} (uid {bob.uid})" in res.stderr, res.stderr
     urls = urls_in(res)
     lab = [u for u in urls if "/lab?token=" in u]
     assert len(urls) == 2 and len(lab) == 1, res.stdout
