@@ -126,7 +126,7 @@ def test_down_of_another_user_touches_nothing(portal_server, alice, bob, run_por
 
 @pytest.mark.parametrize("service", ["dashboard_port", "jupyter_port"])
 def test_another_users_web_server_on_a_planned_port_is_never_taken_for_mine(portal_server, alice, bob, run_portal,
-                                                                              env, service):
+                                                                              env, service, listening_sockets):
     host = portal_server.host
     ports = run_portal(alice, "ports", "--host", host, "--json")
     assert ports.rc == 0, ports.stderr
@@ -140,6 +140,12 @@ def test_another_users_web_server_on_a_planned_port_is_never_taken_for_mine(port
         for url in urls_in(res):
             code, body = http_get(url)
             assert code == 200 and "bob's page" not in body, (url, body[:200])
+        forwards = _forwarded_ports(run_portal, alice, host)
+        mine = {s.port for s in listening_sockets(alice)}
+        assert set(forwards) == set(urls_in(res)) and all(p in mine for p in forwards.values()), (forwards, mine)
+        dashboard = next(u for u in urls_in(res) if u.endswith("/status"))
+        identity = json.loads(http_get(dashboard.rpartition("/")[0] + "/json/identity.json")[1])
+        assert identity["address"] == report["clusters"][0]["address"]  # alice's own scheduler, through the forward
 
 
 # -- many at once --------------------------------------------------------------------------------
