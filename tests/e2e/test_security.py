@@ -238,6 +238,7 @@ def grab(port, why):
         return False
     tried.add(port)
     sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT does not stop it
     try:
         sock.bind(("127.0.0.1", port)); sock.listen(16)
     except OSError as exc:
