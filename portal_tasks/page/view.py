@@ -54,7 +54,7 @@ def services(report: dict[str, Any]) -> list[dict[str, Any]]:
         name = f"jupyter-{j['env_key']}"
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         rows.append(row("jupyter", j["env"], name, bool(j.get("healthy")), f"JupyterLab on {where}",
-                        forwards.pop(name, None), host))
+                        forwards.pop(name, None), host, j.get("problem")))
     for name, fwd in forwards.items():
         kind, _, key = name.partition("-")
         rows.append(row(kind, key, name, False, "forwarded, but no longer recorded on the host", fwd, host))

@@ -16,6 +16,7 @@ import webbrowser
 from pathlib import Path
 
 from .. import state
+from ..services import running
 from ..target import Explained, Target
 
 #: Query keys whose value opens something: such a URL is handed over through a redirect page.
@@ -62,11 +63,23 @@ def browser_url(url: str) -> str:
     return write_redirect(url, f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html").as_uri()
 
 
-def urls(target: Target) -> list[str]:
-    """The remembered forwarded URLs: dashboards first, then JupyterLab."""
+def remembered_urls(target: Target) -> list[str]:
+    """The remembered forwarded URLs: dashboards first, then JupyterLab (for --explain: asks nothing)."""
     forwards = state.load_forwards(target.host)
     ordered = sorted(forwards.items(), key=lambda item: (not item[0].startswith("dashboard"), item[0]))
     return [str(entry["url"]) for _, entry in ordered if entry.get("url")]
+
+
+def urls(target: Target) -> list[str]:
+    """The forwarded URLs of services the host confirms are the user's own, right now: dashboards first,
+    JupyterLab with the token of the server that runs now (a remembered one may be of an older start)."""
+    forwards = state.load_forwards(target.host)
+    found = []
+    for service in sorted(running(target), key=lambda s: (s.kind != "dashboard", s.name)):
+        entry = forwards.get(service.name)
+        if entry and entry.get("remote") == service.remote:
+            found.append(service.url(int(entry["local_port"])))
+    return found
 
 
 def open_urls(found: list[str]) -> None:
@@ -90,5 +103,5 @@ def run(target: Target, found: list[str] | None = None) -> list[str]:
 
 
 def explain(target: Target) -> Explained:
-    found = urls(target) or ["http://localhost:PORT/status"]
+    found = remembered_urls(target) or ["http://localhost:PORT/status"]
     return Explained(local=[shlex.join(["python3", "-m", "webbrowser", url]) for url in found])

@@ -1,13 +1,17 @@
-"""Who listens where on the test host (parsed from `ss -Htlnpe`), and a co-user's web server on a chosen port."""
+"""Who listens where on the test host (parsed from `ss -Htlnpe`), and co-users on ports: a web server on a
+chosen port, a grabber of the ports a user's services are about to bind."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shlex
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from portal_tasks.testing.server import TestServer, TestServerError, TestUser
 
@@ -87,10 +91,106 @@ def http_squatter(server: TestServer, user: TestUser, port: int, host: str | Non
         assert proc.stdout.readline().strip() == "listening", proc.stderr.read()[-800:]
         yield
     finally:
-        assert proc.stdin is not None
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    """Close the remote program's stdin (it ends on EOF), wait (bounded), kill the ssh if it hangs."""
+    if proc.stdin is not None:
         proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+#: Run on the host as the co-user, for at most argv[4] seconds (or until stdin closes): hold the ports
+#: given in argv[3] (comma-separated) from the start, and watch the user's (uid argv[1]) command lines
+#: to grab, the moment a process names it, each Jupyter port (``--port=P``, at most argv[2] of them)
+#: and the scheduler's dashboard port (``--dashboard-address HOST:P``) before the service binds it.
+#: Prints a JSON line per port grabbed and per connection received, with every byte it brought.
+GRABBER = r'''
+import json, os, select, socket, sys, threading, time
+uid, max_lab, pre, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+held, counts, out = {}, {"jupyter": 0, "dashboard": 0}, threading.Lock()
+def say(**kw):
+    with out:
+        print(json.dumps(kw), flush=True)
+def serve(sock, port):
+    while True:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        conn.settimeout(2)
+        data = b""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            pass
+        say(port=port, got=data.decode(errors="replace"))
+        conn.close()
+def grab(port, why):
+    if port in tried or port <= 0:
+        return False
+    tried.add(port)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT does not stop it
+    try:
+        sock.bind(("127.0.0.1", port)); sock.listen(16)
+    except OSError as exc:
+        sock.close(); say(missed=port, why=why, error=str(exc)); return False
+    held[port] = sock
+    say(grabbed=port, why=why)
+    threading.Thread(target=serve, args=(sock, port), daemon=True).start()
+    return True
+tried = set()
+for p in filter(None, pre.split(",")):
+    grab(int(p), "before up")
+say(ready=True)
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    if select.select([sys.stdin], [], [], 0.005)[0] and not sys.stdin.readline():
+        break
+    for pid in os.listdir("/proc"):  # read again each round: a forked shell becomes jupyter by exec
+        try:
+            if not pid.isdigit() or os.stat("/proc/" + pid).st_uid != uid:
+                continue
+            argv = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        for i, arg in enumerate(argv):
+            if arg.startswith("--port=") and counts["jupyter"] < max_lab and grab(int(arg[7:]), "jupyter cmdline"):
+                counts["jupyter"] += 1
+            if arg == "--dashboard-address" and i + 1 < len(argv) and counts["dashboard"] < 1:
+                if grab(int(argv[i + 1].rpartition(":")[2] or 0), "dashboard cmdline"):
+                    counts["dashboard"] += 1
+say(done=True)
+'''
+
+
+@contextlib.contextmanager
+def port_grabber(server: TestServer, user: TestUser, victim: TestUser, pre: list[int], jupyter_grabs: int,
+                 seconds: float = 300) -> Iterator[list[dict[str, Any]]]:
+    """user grabs ports of victim's services on the host the moment victim's command lines name them
+    (see GRABBER); yields the list its JSON lines are appended to (complete once the block ends)."""
+    argv = ["python3", "-c", GRABBER, str(victim.uid), str(jupyter_grabs), ",".join(map(str, pre)), str(seconds)]
+    proc = subprocess.Popen(user.ssh_argv(server.host, shlex.join(argv)), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[dict[str, Any]] = []
+    reader = None
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1].get("ready"):
+                break
+        assert lines and lines[-1].get("ready"), proc.stderr.read()[-800:] if proc.stderr else lines
+        reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in proc.stdout or ()))
+        reader.start()
+        yield lines
+    finally:
+        _end(proc)
+        if reader is not None:
+            reader.join(10)

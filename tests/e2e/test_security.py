@@ -6,12 +6,10 @@ test_cluster.py; alice's `down` leaving bob's cluster alone in test_up.py.)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
-import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from portal_tasks import plan
 from portal_tasks.runner import Result
 from portal_tasks.testing.flows import http_get, runs_cluster, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
-from portal_tasks.testing.sockets import http_squatter
+from portal_tasks.testing.sockets import http_squatter, port_grabber
 
 pytestmark = pytest.mark.e2e
 
@@ -92,6 +90,25 @@ def test_jupyter_refuses_another_user_without_the_token(portal_server, alice, bo
     assert probe(portal_server, bob, port, f"/api/status?token={'0' * 48}") == "HTTP 403"
     lab = [u for u in urls_in(res) if "/lab?token=" in u]
     assert lab and http_get(lab[0])[0] == 200  # alice, with her token, through her forward
+
+
+def test_each_jupyter_start_has_a_new_token_and_browse_opens_the_current_one(portal_server, alice, run_portal, env,
+                                                                               tmp_path):
+    host = portal_server.host
+    first = [u for u in urls_in(up(run_portal, alice, host, env, "--jupyter")) if "/lab?token=" in u]
+    pid = jupyter_entry(run_portal, alice, host)["pid"]
+    assert first and pid and alice.ssh(host, f"kill {int(pid)}").rc == 0
+    second = [u for u in urls_in(up(run_portal, alice, host, env, "--jupyter")) if "/lab?token=" in u]
+    old, new = first[0].rpartition("token=")[2], second[0].rpartition("token=")[2]
+    assert old != new and http_get(second[0])[0] == 200
+    assert http_get(second[0].split("/lab?")[0] + "/api/status?token=" + old)[0] == 403  # the old token opens nothing
+    record = tmp_path / "opened.txt"
+    (tmp_path / "browser").write_text(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    (tmp_path / "browser").chmod(0o755)
+    res = run_portal(alice, "browse", "--host", host, env={"BROWSER": str(tmp_path / "browser")})
+    assert res.rc == 0, res.stdout + res.stderr
+    opened = record.read_text().split()
+    assert [u for u in opened if "/lab?token=" in u] == second and len(opened) == 2, opened
 
 
 def test_jupyter_on_a_unix_socket_is_unreachable_for_another_user(portal_server, alice, bob, run_portal, env):
@@ -207,101 +224,6 @@ def test_two_users_each_running_up_three_times_at_once_do_not_collide(portal_ser
 
 # -- a co-user grabbing ports of the plan while `up` runs ------------------------------------------
 
-#: Run on the host as the co-user, for at most argv[4] seconds (or until stdin closes): hold the ports
-#: given in argv[3] (comma-separated) from the start, and watch the user's (uid argv[1]) command lines
-#: to grab, the moment a process names it, each Jupyter port (``--port=P``, at most argv[2] of them)
-#: and the scheduler's dashboard port (``--dashboard-address HOST:P``) before the service binds it.
-#: Prints a JSON line per port grabbed and per connection received, with every byte it brought.
-GRABBER = r'''
-import json, os, select, socket, sys, threading, time
-uid, max_lab, pre, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-held, counts, out = {}, {"jupyter": 0, "dashboard": 0}, threading.Lock()
-def say(**kw):
-    with out:
-        print(json.dumps(kw), flush=True)
-def serve(sock, port):
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except OSError:
-            return
-        conn.settimeout(2)
-        data = b""
-        try:
-            data = conn.recv(65536)
-        except OSError:
-            pass
-        say(port=port, got=data.decode(errors="replace"))
-        conn.close()
-def grab(port, why):
-    if port in tried or port <= 0:
-        return False
-    tried.add(port)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT does not stop it
-    try:
-        sock.bind(("127.0.0.1", port)); sock.listen(16)
-    except OSError as exc:
-        sock.close(); say(missed=port, why=why, error=str(exc)); return False
-    held[port] = sock
-    say(grabbed=port, why=why)
-    threading.Thread(target=serve, args=(sock, port), daemon=True).start()
-    return True
-tried = set()
-for p in filter(None, pre.split(",")):
-    grab(int(p), "before up")
-say(ready=True)
-deadline = time.monotonic() + seconds
-while time.monotonic() < deadline:
-    if select.select([sys.stdin], [], [], 0.005)[0] and not sys.stdin.readline():
-        break
-    for pid in os.listdir("/proc"):  # read again each round: a forked shell becomes jupyter by exec
-        try:
-            if not pid.isdigit() or os.stat("/proc/" + pid).st_uid != uid:
-                continue
-            argv = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        for i, arg in enumerate(argv):
-            if arg.startswith("--port=") and counts["jupyter"] < max_lab and grab(int(arg[7:]), "jupyter cmdline"):
-                counts["jupyter"] += 1
-            if arg == "--dashboard-address" and i + 1 < len(argv) and counts["dashboard"] < 1:
-                if grab(int(argv[i + 1].rpartition(":")[2] or 0), "dashboard cmdline"):
-                    counts["dashboard"] += 1
-say(done=True)
-'''
-
-
-@contextlib.contextmanager
-def grabber(server: TestServer, user: TestUser, victim: TestUser, pre: list[int], jupyter_grabs: int,
-            seconds: float = 300) -> Iterator[list[dict[str, Any]]]:
-    """The co-user's port grabber running on the host; yields the list its JSON lines are appended to
-    (complete once the block ends)."""
-    argv = ["python3", "-c", GRABBER, str(victim.uid), str(jupyter_grabs), ",".join(map(str, pre)), str(seconds)]
-    proc = subprocess.Popen(user.ssh_argv(server.host, shlex.join(argv)), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[dict[str, Any]] = []
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        for line in proc.stdout:
-            lines.append(json.loads(line))
-            if lines[-1].get("ready"):
-                break
-        assert lines and lines[-1].get("ready"), proc.stderr.read()[-800:] if proc.stderr else lines
-        reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in proc.stdout or ()))
-        reader.start()
-        yield lines
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(10) if "reader" in locals() else None
-
-
 def _forwarded_ports(run_portal: Callable[..., Result], user: TestUser, host: str) -> dict[str, int]:
     """URL -> the host port its forward goes to, from `status --json`."""
     return {f["url"]: int(f["remote"].rpartition(":")[2]) for f in status(run_portal, user, host)["forwards"]}
@@ -312,7 +234,7 @@ def test_a_co_user_grabbing_ports_during_up_gets_no_request_and_every_url_is_min
     host = portal_server.host
     block = json.loads(run_portal(alice, "ports", "--host", host, "--json").stdout)["block"]
     first_move = block["start"] + 3  # the free port of the slot, where a squatted Jupyter port goes first
-    with grabber(portal_server, bob, alice, [first_move], jupyter_grabs=2) as seen:
+    with port_grabber(portal_server, bob, alice, [first_move], jupyter_grabs=2) as seen:
         res = up(run_portal, alice, host, env, "--jupyter")
     grabbed = [line for line in seen if "grabbed" in line]
     assert {line["why"] for line in grabbed} == {"before up", "jupyter cmdline", "dashboard cmdline"}, seen
