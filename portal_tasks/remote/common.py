@@ -324,9 +324,9 @@ def _held(port, found):
 def connect_owned(port, pids=None, timeout=3.0, expected="your service"):
     """A socket connected to 127.0.0.1:port, only when the user's own listener (pid in ``pids``) holds it.
 
-    Check, connect, check: the listener seen before is still the one holding the port after the
-    connect (the same socket inodes), and the kernel's row for the other end of this very
-    connection belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
+    Check, connect, check: the listener seen before (if one was: a server may bind in between) is
+    still the one holding the port after the connect (the same socket inodes), and the kernel's row
+    for the other end of this very connection belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
     """
     before = listeners()
     problem = holder_problem(port, before, pids)
@@ -339,7 +339,7 @@ def connect_owned(port, pids=None, timeout=3.0, expected="your service"):
         problem = holder_problem(port, after, pids)
         mine = sock.getsockname()[1]
         peer = [r for r in rows if r["local"][1] == port and r["remote"][1] == mine and r["state"] != LISTEN]
-        if not problem and _held(port, before) != _held(port, after):
+        if not problem and _held(port, before) and _held(port, before) != _held(port, after):
             problem = "a listener that replaced yours while portal connected"
         if not problem and not (peer and all(r["uid"] == os.getuid() for r in peer)):
             problem = "a listener portal cannot confirm is yours"

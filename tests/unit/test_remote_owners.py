@@ -90,6 +90,22 @@ def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch)
             common.connect_owned(srv.getsockname()[1])
 
 
+def test_connect_owned_accepts_my_server_that_bound_between_check_and_connect(monkeypatch):
+    real = common.listeners
+    calls: list[int] = []
+
+    def late(rows=None):
+        calls.append(1)
+        return real(rows) if len(calls) > 1 else []  # nothing listened at the first look
+
+    monkeypatch.setattr(common, "listeners", late)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        with common.connect_owned(srv.getsockname()[1], [os.getpid()]) as conn:
+            assert conn.getpeername()[1] == srv.getsockname()[1]
+
+
 def test_connect_owned_never_connects_to_another_uid(foreign_port):
     port, proc = foreign_port
     with pytest.raises(common.NotYours, match=r"another user, .*uid 65534"):
