@@ -49,7 +49,7 @@ def services(report: dict[str, Any]) -> list[dict[str, Any]]:
         detail = (f"{c.get('workers_running')}/{c.get('workers')} workers, "
                   f"{format_bytes(c.get('memory_budget') or 0)}, scheduler {c.get('address')}")
         rows.append(row("dashboard", c["env"], name, bool(c.get("healthy")), detail, forwards.pop(name, None), host,
-                        c.get("dashboard_problem")))
+                        c.get("dashboard_unowned") or c.get("dashboard_problem")))
     for j in report["jupyter"]:
         name = f"jupyter-{j['env_key']}"
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"

@@ -3,7 +3,7 @@
 from portal_tasks.services import from_cluster, from_jupyter, not_forwarded
 
 CLUSTER = {"env": "a", "env_key": "a", "dashboard_port": 23401, "healthy": True, "dashboard_ok": True,
-           "dashboard_problem": None}
+           "dashboard_unowned": None}
 JUPYTER = {"env": "a", "env_key": "a", "port": 23402, "socket": None, "token": "t", "healthy": True, "problem": None}
 
 
@@ -16,7 +16,7 @@ def test_confirmed_services_are_forwarded():
 
 def test_a_port_held_by_someone_else_is_a_note_not_a_forward():
     why = "dashboard port 23401 is held by another user, bob (uid 1001), not by your scheduler"
-    cluster = dict(CLUSTER, dashboard_ok=False, dashboard_problem=why)
+    cluster = dict(CLUSTER, dashboard_ok=False, dashboard_unowned=why)
     taken = "port 23402 is held by another user, bob (uid 1001), not by your JupyterLab."
     lab = dict(JUPYTER, healthy=False, problem=taken)
     assert from_cluster(cluster) is None and from_jupyter(lab) is None
