@@ -37,7 +37,7 @@ RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_por
 
 # -- TLS ------------------------------------------------------------------------------------------
 
-def handshake(port, timeout=2.0, pid=None):
+def handshake(port, timeout=2.0, pid=None, found=None):
     """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert.
 
     The client certificate goes out only to the user's own listener (``pid``'s, when given).
@@ -48,7 +48,7 @@ def handshake(port, timeout=2.0, pid=None):
         ctx.check_hostname = False
         ctx.load_verify_locations(os.path.join(path, "ca.pem"))
         ctx.load_cert_chain(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem"))
-        with connect_owned(int(port), [int(pid)] if pid else None, timeout, "your Dask scheduler") as raw:
+        with connect_owned(int(port), [int(pid)] if pid else None, timeout, "your Dask scheduler", found) as raw:
             with ctx.wrap_socket(raw) as conn:
                 conn.do_handshake()
         return True
@@ -201,7 +201,7 @@ def health(state):
     alive = own(sched)
     # a scheduler busy with other clients (ten `up` at once) can miss 2 s; it is asked again, longer,
     # before a verdict that replaces it
-    tls_ok = alive and ours and (handshake(port, pid=sched) or handshake(port, 10.0, sched))
+    tls_ok = alive and ours and (handshake(port, pid=sched, found=found) or handshake(port, 10.0, sched))
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
     healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)

@@ -321,27 +321,30 @@ def _held(port, found):
     return sorted(e["inode"] for e in found if e["port"] == port)
 
 
-def connect_owned(port, pids=None, timeout=3.0, expected="your service"):
+def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=None):
     """A socket connected to 127.0.0.1:port, only when the user's own listener (pid in ``pids``) holds it.
 
-    Check, connect, check: the listener seen before (if one was: a server may bind in between) is
-    still the one holding the port after the connect (the same socket inodes), and the kernel's row
-    for the other end of this very connection belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
+    Check, connect, check: nothing is connected to unless the user's own listener holds the port
+    (``found``: the caller's fresh ``listeners()``, else read now); once connected, the listener
+    seen before (if one was: a server may bind in between) still holds the port (the same socket
+    inodes, so the same process), and the kernel's row for the other end of this very connection
+    belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
     """
-    before = listeners()
+    before = listeners() if found is None else found
     problem = holder_problem(port, before, pids)
     if problem:
         raise NotYours(port, problem, expected)
     sock = socket.create_connection(("127.0.0.1", int(port)), timeout=timeout)
     try:
         rows = tcp_rows()
-        after = listeners(rows)
-        problem = holder_problem(port, after, pids)
+        now = [r for r in rows if r["state"] == LISTEN and r["local"][1] == port]
+        if not _held(port, before):  # it bound after the first look: who is it, which process?
+            problem = holder_problem(port, listeners(rows), pids)
+        elif _held(port, before) != sorted(r["inode"] for r in now):
+            problem = "a listener that replaced yours while portal connected"
         mine = sock.getsockname()[1]
         peer = [r for r in rows if r["local"][1] == port and r["remote"][1] == mine and r["state"] != LISTEN]
-        if not problem and _held(port, before) and _held(port, before) != _held(port, after):
-            problem = "a listener that replaced yours while portal connected"
-        if not problem and not (peer and all(r["uid"] == os.getuid() for r in peer)):
+        if not problem and not (peer and all(r["uid"] == os.getuid() for r in peer + now)):
             problem = "a listener portal cannot confirm is yours"
         if problem:
             raise NotYours(port, problem, expected)

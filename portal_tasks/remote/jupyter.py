@@ -197,7 +197,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def _status(state, token, timeout=3.0):
+def _status(state, token, timeout=3.0, found=None):
     """HTTP status of GET /api/status with the token, or None when nothing answers.
 
     On a port the request goes out only on a connection to the user's own listener (the recorded
@@ -208,7 +208,7 @@ def _status(state, token, timeout=3.0):
     else:
         port = int(state["port"])
         try:
-            sock = connect_owned(port, [state["pid"]] if state.get("pid") else None, timeout, "your JupyterLab")
+            sock = connect_owned(port, [state["pid"]] if state.get("pid") else None, timeout, "your JupyterLab", found)
         except OSError:
             return None
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -222,12 +222,12 @@ def _status(state, token, timeout=3.0):
         conn.close()
 
 
-def _check(state, token, timeout=3.0):
+def _check(state, token, timeout=3.0, found=None):
     """(HTTP status or None, why the port is not the user's own server or None)."""
     if not token:
         return None, None
     try:
-        return _status(state, token, timeout), None
+        return _status(state, token, timeout, found), None
     except NotYours as exc:
         return None, exc.message
 
@@ -243,12 +243,13 @@ def _unix_socket_pid(path):
     return next((pids[i] for i in inodes if i in pids), None)
 
 
-def _pid(state):
+def _pid(state, found=None):
     """The user's process serving the recorded server (only the recorded pid, once recorded)."""
     if state.get("socket"):
         return _unix_socket_pid(state["socket"])
     uid = os.getuid()
-    pid = next((e["pid"] for e in listeners() if e["port"] == state.get("port") and e["uid"] == uid and e["pid"]), None)
+    found = listeners() if found is None else found
+    pid = next((e["pid"] for e in found if e["port"] == state.get("port") and e["uid"] == uid and e["pid"]), None)
     return pid if not state.get("pid") or pid == state["pid"] else None
 
 
@@ -264,11 +265,12 @@ def _describe(key, with_pid=True):
     if not state:  # none, or damaged: stale (the next start writes it whole again)
         return None
     token = _token(directory)
-    code, problem = _check(state, token)
+    found = None if state.get("socket") else listeners()
+    code, problem = _check(state, token, found=found)
     state = dict(state, token=token, status=code, healthy=code == 200, problem=problem)
     state["url"] = _url(state)
     if with_pid:
-        state["pid"] = _pid(state)
+        state["pid"] = _pid(state, found)
     return state
 
 

@@ -74,15 +74,15 @@ def test_connect_owned_reaches_my_listener_and_checks_its_pid():
 
 
 def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch):
-    real = common.listeners
-    seen: list[int] = []
+    real = common.tcp_rows
+    calls: list[int] = []
 
-    def swapped(rows=None):
-        found = real(rows)
-        seen.append(1)
-        return [dict(e, inode=e["inode"] + ("x" if len(seen) > 1 else "")) for e in found]
+    def swapped():
+        calls.append(1)  # the first look (before connecting) is true; afterwards another socket holds the port
+        return [dict(r, inode=r["inode"] + "0") if len(calls) > 1 and r["state"] == common.LISTEN else r
+                for r in real()]
 
-    monkeypatch.setattr(common, "listeners", swapped)
+    monkeypatch.setattr(common, "tcp_rows", swapped)
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
