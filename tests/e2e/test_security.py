@@ -7,9 +7,9 @@ test_cluster.py; alice's `down` leaving bob's cluster alone in test_up.py.)
 from __future__ import annotations
 
 import json
-import urllib.parse
 import shlex
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
