@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .. import state
-from ..errors import ForwardError, PortalError
+from ..errors import ForwardError, LinkError, PortalError
 from ..link.openssh import explain_ssh
 from ..services import Service, running
 from ..target import Explained, Target
@@ -100,8 +100,18 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | 
 
 def run(target: Target, watch: bool = False) -> list[Forward]:
     """Forward every running service, then stay to keep them alive with --watch (or when they end with us)."""
-    made = forward_all(target)
-    if watch or (made and not target.link.persistent_forwards):
+    if not watch:
+        made = forward_all(target)
+        if made and not target.link.persistent_forwards:
+            keep_alive(target)
+        return made
+    try:
+        made = forward_all(target)
+    except LinkError as exc:  # the link dropped under the first round: the watch makes them once it is back
+        target.say(f"{target.host}: {exc.message} The watch makes the forwards once the link is back.")
+        made = []
+        keep_alive(target, pending=True)
+    else:
         keep_alive(target)
     return made
 
@@ -135,17 +145,18 @@ def _print(made: list[Forward]) -> None:
         print(f"{fwd.service.name}: {fwd.url}")
 
 
-def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None) -> None:
+def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None, pending: bool = False) -> None:
     """Stay, and re-make the master and the forwards whenever the link drops (until interrupted, or `rounds`).
 
-    While the link is up a round costs one local check (``ssh -O check``: no traffic to the host).
+    While the link is up a round costs one local check (``ssh -O check``: no traffic to the host);
+    ``pending`` forwards (a round that failed) are made again even when the link is up.
     """
     done, lost_at, told = 0, 0.0, False
     while rounds is None or done < rounds:
         done += 1
         time.sleep(interval)
         link = target.link
-        if link.is_alive():
+        if link.is_alive() and not pending:
             continue
         if not lost_at:
             lost_at = time.monotonic()
@@ -157,7 +168,9 @@ def keep_alive(target: Target, interval: float = 1.0, rounds: int | None = None)
             if not told:  # once per outage; the watch goes on
                 target.say(f"{target.host}: not back yet ({exc.message}); trying every {interval:g}s, Ctrl-C ends.")
                 told = True
+            pending = True
             continue
+        pending = False
         target.say(f"{target.host}: link back after {time.monotonic() - lost_at:.1f}s; forwards re-made.")
         lost_at, told = 0.0, False
 
