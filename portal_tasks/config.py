@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "memory": "fair",  # budget of a cluster: fair (a fair share of the server), a size (16GiB) or a share of the host
     "connect_timeout": 10,  # seconds for an SSH connection to come up
     "fabric_accept_new_host_key": False,  # Fabric transport: learn an unknown host key (else refused, as OpenSSH asks)
+    "scheduler_interface": None,  # interface the scheduler listens on when workers run on other servers (TLS only)
     "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
@@ -89,6 +90,7 @@ class Settings:
     memory: str
     connect_timeout: float
     claims_dir: str | None = None
+    scheduler_interface: str | None = None
     fabric_accept_new_host_key: bool = False
 
     @property
@@ -106,7 +108,8 @@ def _lookup(config: Mapping[str, Any] | Config | None, key: str) -> Any:
         value = config[key]
     except (KeyError, AttributeError):
         return DEFAULTS.get(key)
-    return DEFAULTS.get(key) if value is None and key not in ("ssh_config", "transport", "env_manager", "claims_dir") else value
+    return DEFAULTS.get(key) if value is None and key not in ("ssh_config", "transport", "env_manager", "claims_dir",
+                                                              "scheduler_interface") else value
 
 
 def _as_int(name: str, value: Any, low: int, high: int, host: str) -> int:
@@ -139,6 +142,15 @@ def _as_bool(name: str, value: Any, host: str) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name} {value!r} is neither true nor false.", host=host, hint=f"Set {name} to true or false.")
+
+
+def _interface(value: Any, host: str) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value)):
+        raise ConfigError(f"scheduler_interface {value!r} is not a network interface name.", host=host,
+                          hint="Give one that `ip -4 addr` lists on the host, e.g. eth0 or ib0.")
+    return value
 
 
 def check_host(host: str) -> str:
@@ -229,6 +241,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         memory=str(merged["memory"]),
         connect_timeout=_as_seconds("connect_timeout", merged["connect_timeout"], 1, 600, host),
         claims_dir=claims_dir,
+        scheduler_interface=_interface(merged.get("scheduler_interface"), host),
         fabric_accept_new_host_key=_as_bool("fabric_accept_new_host_key", merged["fabric_accept_new_host_key"], host),
     )
 

@@ -1,6 +1,7 @@
 """Dask command lines (pure): scheduler and worker argv, the lines typed into the cluster window, client variables.
 
-Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate.
+Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate; with workers on other
+servers, the scheduler and workers listen on the address those servers reach (still TLS only).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ class ClusterSpec:
     workers: int
     threads: int
     memory_limit: int  # bytes per worker
+    #: where the scheduler and workers listen: loopback, or the host's address on scheduler_interface
+    listen: str = LOOPBACK
 
     @property
     def address(self) -> str:
-        return f"tls://{LOOPBACK}:{self.ports.scheduler_port}"
+        return f"tls://{self.listen}:{self.ports.scheduler_port}"
 
 
 def _tls_args(tls: TlsPaths) -> list[str]:
@@ -42,7 +45,7 @@ def _tls_args(tls: TlsPaths) -> list[str]:
 
 def scheduler_argv(spec: ClusterSpec) -> list[str]:
     return [
-        "dask", "scheduler", "--protocol", "tls", "--host", LOOPBACK, "--port", str(spec.ports.scheduler_port),
+        "dask", "scheduler", "--protocol", "tls", "--host", spec.listen, "--port", str(spec.ports.scheduler_port),
         "--dashboard-address", f"{LOOPBACK}:{spec.ports.dashboard_port}", *_tls_args(spec.tls),
         "--scheduler-file", spec.paths["scheduler_file"], "--pid-file", spec.paths["scheduler_pid_file"],
     ]
@@ -51,7 +54,7 @@ def scheduler_argv(spec: ClusterSpec) -> list[str]:
 def worker_argv(spec: ClusterSpec) -> list[str]:
     w, n = spec.ports.worker_ports, spec.ports.nanny_ports
     return [
-        "dask", "worker", "--scheduler-file", spec.paths["scheduler_file"], "--protocol", "tls", "--host", LOOPBACK,
+        "dask", "worker", "--scheduler-file", spec.paths["scheduler_file"], "--protocol", "tls", "--host", spec.listen,
         "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
         "--dashboard-address", f"{LOOPBACK}:0",  # each worker's small HTTP server (/health); else on 0.0.0.0
         "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
@@ -73,10 +76,11 @@ def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
     ]
 
 
-def client_environment(scheduler_port: int, dashboard_port: int, tls: TlsPaths) -> dict[str, str]:
+def client_environment(scheduler_port: int, dashboard_port: int, tls: TlsPaths,
+                       scheduler_host: str = LOOPBACK) -> dict[str, str]:
     """Variables that make a plain ``Client()`` connect to the user's cluster."""
     return {
-        "DASK_SCHEDULER_ADDRESS": f"tls://{LOOPBACK}:{scheduler_port}",
+        "DASK_SCHEDULER_ADDRESS": f"tls://{scheduler_host}:{scheduler_port}",
         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls.ca,
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls.cert,
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls.key,
@@ -100,4 +104,42 @@ def through_jupyter(variables: dict[str, str]) -> dict[str, str]:
 def record(spec: ClusterSpec, env: str, budget: int) -> dict[str, Any]:
     """What the host's state file says about the cluster besides pids (written once it is up)."""
     return {"key": spec.key, "env": env, "workers": spec.workers, "threads": spec.threads,
-            "memory_limit": spec.memory_limit, "memory_budget": budget, "paths": spec.paths, "tls_dir": spec.tls.dir}
+            "memory_limit": spec.memory_limit, "memory_budget": budget, "paths": spec.paths, "tls_dir": spec.tls.dir,
+            "scheduler_host": spec.listen}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Workers of a cluster on another server: they dial the scheduler and listen on the node's own address."""
+
+    mark: str  # value of PORTAL_CLUSTER for these processes on the node: layout.cluster_mark(KEY, NODE)
+    scheduler: str  # tls://HOST:PORT
+    listen: str  # the node's address that the scheduler's host reaches
+    worker_ports: tuple[int, int]
+    nanny_ports: tuple[int, int]
+    tls: TlsPaths
+    paths: dict[str, str]  # workers_pid_file, scratch (in the node's server directory)
+    workers: int
+    threads: int
+    memory_limit: int
+
+
+def node_worker_argv(spec: NodeSpec) -> list[str]:
+    w, n = spec.worker_ports, spec.nanny_ports
+    return [
+        "dask", "worker", spec.scheduler, "--protocol", "tls", "--host", spec.listen,
+        "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
+        "--dashboard-address", f"{LOOPBACK}:0",
+        "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
+        "--local-directory", spec.paths["scratch"], *_tls_args(spec.tls), "--pid-file", spec.paths["workers_pid_file"],
+    ]
+
+
+def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
+    """The lines typed into the workers window on the node (also what --explain prints)."""
+    return [
+        activation,
+        "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
+        f"mkdir -p -m 700 {shlex.quote(spec.paths['scratch'])}",
+        f"{CLUSTER_MARK}={shlex.quote(spec.mark)} {shlex.join(node_worker_argv(spec))}",
+    ]

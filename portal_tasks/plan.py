@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from .config import Settings
+from .config import Settings, check_host
 from .errors import UsageError
 
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
@@ -107,6 +107,22 @@ def parse_count(name: str, value: Any, low: int = 1, high: int = 1024) -> int:
     if not low <= number <= high:
         raise UsageError(f"--{name} {number} is out of range.", hint=f"Give --{name} between {low} and {high}.")
     return number
+
+
+def parse_hosts(name: str, value: Any, here: str) -> list[str]:
+    """``node1,node2`` given as --NAME: the hosts in order, each once, none of them ``here``; else UsageError."""
+    if not value:
+        return []
+    given = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    hosts = list(dict.fromkeys(str(h).strip() for h in given if str(h).strip()))
+    for host in hosts:
+        check_host(host)
+        if host == here:
+            raise UsageError(f"--{name} {host}: that is the scheduler's own host.",
+                             hint=f"Name other servers; the workers of {here} come with --workers.")
+    if not hosts:
+        raise UsageError(f"--{name} {value!r} names no host.", hint=f"Give e.g. --{name} node1,node2.")
+    return hosts
 
 
 def parse_memory(value: Any) -> tuple[str, float]:

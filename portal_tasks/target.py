@@ -36,6 +36,8 @@ class Target:
     _facts: dict[str, Any] | None = None
     #: answers of read-only helper calls that several steps of one run ask alike (e.g. env-check)
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: the configuration this target was made from (for other hosts of the same run, see :meth:`other`)
+    config: Config | None = None
 
     @property
     def host(self) -> str:
@@ -51,6 +53,10 @@ class Target:
         """This server's state directory on the host (``~/.portal/hosts/MACHINE``): what runs there."""
         facts = self.facts()
         return layout.server_dir(str(facts["home"]), str(facts["hostname"]))
+
+    def other(self, host: str) -> Target:
+        """Another host of the same run (same configuration and ssh config), e.g. a server for workers."""
+        return make_target(self.config, host, ssh_config=self.settings.ssh_config)
 
     def render(self, explained: Explained) -> str:
         """Explained commands as one pasteable script: the host's lines in a heredoc fed to
@@ -69,4 +75,4 @@ class Target:
 
 def make_target(config: Config | None, host: str | None, **overrides: Any) -> Target:
     settings = config_mod.resolve(config, host or "localhost", **overrides)
-    return Target(settings=settings, link=open_link(settings))
+    return Target(settings=settings, link=open_link(settings), config=config)

@@ -137,11 +137,12 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
     "browser": "open the browser (--no-browser skips it; URLs are printed anyway)",
     "watch": "stay and keep the forwards alive",
     "page": "also open the local page of all your hosts (`portal page`; started in the background if none runs)",
+    "workers-on": "also run workers on these servers (node1,node2; needs scheduler_interface for HOST in config)",
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
        jupyter: bool = False, socket: bool = False, attach: bool = True, browser: bool = True,
        workers: str | None = None, threads: str | None = None, memory: str | None = None,
-       watch: bool = False, explain: bool = False, page: bool = False) -> None:
+       watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False) -> None:
     """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
     if page and not explain:  # first: the page shows this host's services as they come up
         from .page import server
@@ -152,7 +153,7 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
             server.open_in_browser(url)
     _explain_or_run(_target(c, host, ssh_config), explain, _step("up"), env=env, jupyter=jupyter,
                     socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
-                    memory=memory, watch=watch)
+                    memory=memory, watch=watch, workers_on=workers_on)
 
 
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON",

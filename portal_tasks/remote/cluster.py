@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import layout, ports, share
+from . import layout, nodes, ports, share
 from .common import (
     Failure,
     NotYours,
@@ -37,8 +37,8 @@ RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_por
 
 # -- TLS ------------------------------------------------------------------------------------------
 
-def handshake(port, timeout=2.0, pid=None, found=None):
-    """True when a TLS server signed by the user's CA answers on 127.0.0.1:port with our client cert.
+def handshake(port, timeout=2.0, pid=None, found=None, host="127.0.0.1"):
+    """True when a TLS server signed by the user's CA answers on host:port (local) with our client cert.
 
     The client certificate goes out only to the user's own listener (``pid``'s, when given).
     """
@@ -48,7 +48,8 @@ def handshake(port, timeout=2.0, pid=None, found=None):
         ctx.check_hostname = False
         ctx.load_verify_locations(os.path.join(path, "ca.pem"))
         ctx.load_cert_chain(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem"))
-        with connect_owned(int(port), [int(pid)] if pid else None, timeout, "your Dask scheduler", found) as raw:
+        with connect_owned(int(port), [int(pid)] if pid else None, timeout, "your Dask scheduler", found,
+                           host) as raw:
             with ctx.wrap_socket(raw) as conn:
                 conn.do_handshake()
         return True
@@ -201,7 +202,9 @@ def health(state):
     alive = own(sched)
     # a scheduler busy with other clients (ten `up` at once) can miss 2 s; it is asked again, longer,
     # before a verdict that replaces it
-    tls_ok = alive and ours and (handshake(port, pid=sched, found=found) or handshake(port, 10.0, sched))
+    where = state.get("scheduler_host") or "127.0.0.1"
+    tls_ok = alive and ours and (handshake(port, pid=sched, found=found, host=where)
+                                 or handshake(port, 10.0, sched, host=where))
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
     healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
@@ -249,6 +252,7 @@ def prepare(payload):
     """
     key = payload["key"]
     kind = env_kind(payload["env"])
+    listen = nodes.interface_address(payload["interface"]) if payload.get("interface") else "127.0.0.1"
     state, problem = read_record(key)
     notes = []
     if problem:
@@ -292,7 +296,8 @@ def prepare(payload):
     budget = share.register(payload["plan"], key, asked.get("memory"), int(asked.get("cores", 0)),
                             int(asked.get("workers", 1)))
     planned["notes"] = notes + planned.get("notes", []) + budget.pop("notes")
-    return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind, share=budget)
+    return dict(planned, reused=False, cleaned=cleaned, was_recorded=bool(state), env_kind=kind, share=budget,
+                listen=listen)
 
 
 def wait(payload):
@@ -310,7 +315,7 @@ def wait(payload):
                           "Run portal again to move to another port of your block." if held else None)
         if workers_pid and not own(workers_pid):
             raise Failure("the workers exited right after starting.", "ClusterError")
-        if sched and address and handshake(rec["scheduler_port"], 1.0, sched):
+        if sched and address and handshake(rec["scheduler_port"], 1.0, sched, payload.get("listen") or "127.0.0.1"):
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))

@@ -321,8 +321,8 @@ def _held(port, found):
     return sorted(e["inode"] for e in found if e["port"] == port)
 
 
-def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=None):
-    """A socket connected to 127.0.0.1:port, only when the user's own listener (pid in ``pids``) holds it.
+def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=None, host="127.0.0.1"):
+    """A socket connected to host:port (a local address), only when the user's own listener (pid in ``pids``) holds it.
 
     Check, connect, check: nothing is connected to unless the user's own listener holds the port
     (``found``: the caller's fresh ``listeners()``, else read now); once connected, the listener
@@ -334,7 +334,7 @@ def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=N
     problem = holder_problem(port, before, pids)
     if problem:
         raise NotYours(port, problem, expected)
-    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=timeout)
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
     try:
         rows = tcp_rows()
         now = [r for r in rows if r["state"] == LISTEN and r["local"][1] == port]

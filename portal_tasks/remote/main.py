@@ -27,6 +27,8 @@ VERB_MODULES = {
     "jupyter-list": "jupyter", "jupyter-stop": "jupyter",
     "snapshot": "snapshot",
     "share-report": "share",
+    "nodes-prepare": "nodes", "nodes-wait": "nodes", "nodes-stop": "nodes", "tls-export": "nodes",
+    "nodes-tls": "nodes",
 }
 
 #: A helper archive marks itself used at most this often (its mtime); installs prune only old ones.

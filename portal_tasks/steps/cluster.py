@@ -19,15 +19,21 @@ from ..target import Explained, Target
 WAIT_SECONDS = 90
 
 
-def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None) -> dict[str, Any]:
+def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None,
+             workers_on: Any = None) -> dict[str, Any]:
     """Checked options (bad values raise UsageError before anything starts); settings fill the gaps."""
     s = target.settings
     asked = str(s.memory if memory in (None, "") else memory)
-    options = {
+    options: dict[str, Any] = {
         "workers": plan.parse_count("workers", s.workers if workers in (None, "") else workers, 1, plan.MAX_WORKERS),
         "threads": plan.parse_count("threads", s.threads if threads in (None, "") else threads, 1, 1024),
         "memory": None if asked == plan.FAIR else asked,  # None: the fair share the host gives
+        "workers_on": plan.parse_hosts("workers-on", workers_on, target.host),
     }
+    if options["workers_on"] and not s.scheduler_interface:
+        raise UsageError(f"--workers-on needs the scheduler to listen where {', '.join(options['workers_on'])} reach it.",
+                         host=target.host, hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
+                                                "e.g. the interface `ip -4 addr` shows on that network.")
     if options["memory"] is not None:
         plan.parse_memory(options["memory"])
     return options
@@ -75,13 +81,14 @@ def kill_window_script(session: str, name: str) -> str:
     return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
 
 
-def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int) -> daskcmd.ClusterSpec:
+def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int,
+          listen: str = daskcmd.LOOPBACK) -> daskcmd.ClusterSpec:
     facts = target.facts()
     limit = plan.split_memory(budget, options["workers"])
     spec = daskcmd.ClusterSpec(key=key, mark=layout.cluster_mark(key, facts["hostname"]), ports=ports,
                                tls=tls.paths(facts["home"]), paths=layout.cluster_paths(target.server_dir(), key),
                                workers=options["workers"],
-                               threads=options["threads"], memory_limit=limit)
+                               threads=options["threads"], memory_limit=limit, listen=listen)
     return spec
 
 
@@ -110,24 +117,26 @@ def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
 
 
 def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-          memory: Any = None) -> Generator[None, None, dict[str, Any]]:
+          memory: Any = None, workers_on: Any = None) -> Generator[None, None, dict[str, Any]]:
     """Set the cluster going (or find it healthy), yield, then wait for it and return its state.
 
     Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
     the host-side lock of the env's cluster is held throughout, so a concurrent `up` waits.
     """
-    options = validate(target, workers, threads, memory)
+    options = validate(target, workers, threads, memory, workers_on)
     spec_text = env_spec(target, env)
     facts = target.facts()
     asked = share_request(target, options)  # a bad budget stops us before anything runs
+    interface = target.settings.scheduler_interface if options["workers_on"] else None
     key = plan.env_key(spec_text)
     tls_paths = tls.ensure(target)
     paths = layout.cluster_paths(target.server_dir(), key)
     payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"]),
-               "share": asked}
+               "share": asked, "interface": interface}
     with target.link.lock(f"cluster-{key}"):
         prep = target.link.helper("cluster-prepare", payload)
-        target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else prep["ports"]
+        target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else dict(prep["ports"],
+                                                                                        scheduler_host=prep["listen"])
         for note in prep.get("notes", []):
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
@@ -142,18 +151,19 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
         if prep.get("was_recorded"):
             target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
         budget = int(prep["share"]["memory"])
-        spec = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options, budget)
+        spec = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options, budget, prep["listen"])
         assert spec.tls == tls_paths
         lines = daskcmd.window_lines(spec, activation(target, spec_text, prep.get("env_kind")))
         started = target.link.run_shell(window_script(target.settings.session, window_name(key), lines), timeout=30)
         if not started.ok:
             raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=target.host,
                                hint="Check that tmux works there (`tmux new-session -d`).")
-        record = dict(daskcmd.record(spec, spec_text, budget), dashboard_problem=_dashboard_problem(target, spec_text))
+        record = dict(daskcmd.record(spec, spec_text, budget), dashboard_problem=_dashboard_problem(target, spec_text),
+                      workers_on=options["workers_on"])
         yield
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
-                                                        "plan": payload["plan"],
+                                                        "plan": payload["plan"], "listen": prep["listen"],
                                                         "block": prep.get("block"),
                                                         "workers": spec.workers, "seconds": WAIT_SECONDS,
                                                         "record": record},
@@ -193,7 +203,7 @@ def _pane_tail(target: Target, name: str) -> str:
 
 
 def explain(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-            memory: Any = None) -> Explained:
+            memory: Any = None, workers_on: Any = None) -> Explained:
     """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers."""
     options = validate(target, workers, threads, memory)
     spec_text = env_spec(target, env)
@@ -257,7 +267,7 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
         if not ports:
             raise ClusterError(f"no ports planned for env {env}.", host=target.host, hint="Run `portal cluster` first.")
     return daskcmd.client_environment(int(ports["scheduler_port"]), int(ports["dashboard_port"]),
-                                      tls.paths(facts["home"]))
+                                      tls.paths(facts["home"]), ports.get("scheduler_host") or daskcmd.LOOPBACK)
 
 
 def describe(target: Target) -> list[dict[str, Any]]:
@@ -274,7 +284,8 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
         "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
         "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
         "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
-        "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
+                                                        "plan": payload["plan"], "listen": prep["listen"],
+                                                        "block": prep.get("block"),
     }
 
 

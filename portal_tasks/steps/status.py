@@ -95,7 +95,8 @@ def service_lines(report: dict[str, Any]) -> list[str]:
         health = "healthy" if c.get("healthy") else "NOT healthy"
         lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} "
                      f"workers {c.get('workers_running')}/{c.get('workers')} memory {format_bytes(c.get('memory_budget') or 0)} "
-                     f"pid {c.get('pid')} {health}")
+                     f"pid {c.get('pid')} {health}"
+                     + (f" + workers on {', '.join(c['workers_on'])}" if c.get("workers_on") else ""))
         if c.get("dashboard_problem"):
             lines.append(f"    dashboard: {c['dashboard_problem']}")
         if c.get("dashboard_unowned"):

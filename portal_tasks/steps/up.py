@@ -9,13 +9,14 @@ from typing import Any
 
 from .. import progress
 from ..target import Explained, Target
-from . import browse, cluster, forward, warm as warm_step
+from . import browse, cluster, forward, nodes, warm as warm_step
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
         browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-        watch: bool = False) -> None:
-    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)  # bad input: nothing started
+        watch: bool = False, workers_on: str | None = None) -> None:
+    options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
+                               workers_on=workers_on)  # bad input: nothing started
     warm = None
     with progress.step("connect", target.host):
         target.link.connect()
@@ -24,6 +25,8 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         else:  # one round trip says whether everything already runs (and brings the facts)
             spec = cluster.env_spec(target, env)
             warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
+            if options["workers_on"]:  # the other servers are asked on the full path
+                warm = None
             if warm is not None:
                 cluster.share_request(target, options)  # as the full path checks
     if warm is not None:
@@ -83,14 +86,17 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
             with progress.step("jupyter"):
                 jupyter_step.run(target, env=env, socket=socket)
         with progress.step("cluster", "ready"):
-            cluster.finish(booting)
+            state = cluster.finish(booting)
     finally:
         booting.close()  # releases the host-side lock if a step in between failed
+    if options["workers_on"]:
+        with progress.step("workers", ", ".join(options["workers_on"])):
+            nodes.start(target, state, cluster.env_spec(target, env), options)
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
             browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-            watch: bool = False) -> Explained:
+            watch: bool = False, workers_on: str | None = None) -> Explained:
     from . import env as env_step, ipython, jupyter as jupyter_step, tmux
 
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory)

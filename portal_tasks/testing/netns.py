@@ -10,6 +10,7 @@ Addresses are 10.231.X.0/24 nets:
     root (laptop) 10.231.X+1.1 <-> login      10.231.X+1.2
     login         10.231.X+2.1 <-> matagorda  10.231.X+2.2   (the laptop has no way in)
     root (laptop) 10.231.X+3.1 <-> matagorda2 10.231.X+3.2   (a second server sharing the homes)
+    matagorda     10.231.X+4.1 <-> matagorda2 10.231.X+4.2   (the servers' own net: workers on matagorda2)
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class Nets:
     def second(self) -> str:  # matagorda2
         return self.addr(3, 2)
 
+    @property
+    def between(self) -> tuple[str, str]:  # matagorda and matagorda2 on their own net
+        return self.addr(4, 1), self.addr(4, 2)
+
 
 def _must(argv: list[str], what: str | None = None, timeout: float = 60) -> Result:
     res = run(argv, timeout=timeout)
@@ -144,12 +149,12 @@ def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
 
 
 def _pick_nets() -> Nets:
-    """Four free 10.231.X.0/24 nets: no address or route of this machine in them."""
+    """Five free 10.231.X.0/24 nets: no address or route of this machine in them."""
     used = run(["ip", "-o", "-4", "addr"], timeout=10).stdout + run(["ip", "-4", "route"], timeout=10).stdout
-    start = secrets.randbelow(63)
-    for i in range(63):
-        x = 4 * ((start + i) % 63)
-        if not any(f"10.231.{x + n}." in used for n in range(4)):
+    start = secrets.randbelow(31)
+    for i in range(31):
+        x = 8 * ((start + i) % 31)
+        if not any(f"10.231.{x + n}." in used for n in range(5)):
             return Nets(x)
     raise TestServerError("no free 10.231.X.0/24 nets left for the test server", hint="Remove stale veths.")
 
@@ -219,6 +224,8 @@ class NetnsServer:
         self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
         self.ns_login = f"{PREFIX}{self.run_id}-login"
         self.ns_second = f"{PREFIX}{self.run_id}-matagorda2"
+        #: matagorda's interface on the net it shares with matagorda2 (its scheduler_interface for workers there)
+        self.between_interface = f"pt{self.token}n0"
         self._netns: list[str] = []
         self._users: list[str] = []
         self._sshd: list[subprocess.Popen[bytes]] = []
@@ -257,6 +264,7 @@ class NetnsServer:
             via_login_address=nets.inner,
             second_host="matagorda2",
             second_address=nets.second,
+            between=(self.between_interface, *nets.between),
             envs=envs,
             users=users,
             run_id=self.run_id,
@@ -282,6 +290,7 @@ class NetnsServer:
             (None, f"pt{t}l0", nets.addr(1, 1), self.ns_login, f"pt{t}l1", nets.login),
             (self.ns_login, f"pt{t}j0", nets.addr(2, 1), self.ns_host, f"pt{t}j1", nets.inner),
             (None, f"pt{t}s0", nets.addr(3, 1), self.ns_second, f"pt{t}s1", nets.second),
+            (self.ns_host, self.between_interface, nets.between[0], self.ns_second, f"pt{t}n1", nets.between[1]),
         ]
         for ns0, name0, addr0, ns1, name1, addr1 in pairs:
             n0 = ["-n", ns0] if ns0 else []

@@ -69,6 +69,8 @@ class TestServer:
     #: ssh alias of a second server sharing the homes (NFS-like) with its own network, /tmp and hostname
     second_host: str | None = None
     second_address: str | None = None
+    #: the servers' own net: (host's interface on it, host's address, second host's address), or None
+    between: tuple[str, str, str] | None = None
     envs: dict[str, Path] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)  # by role
     run_id: str = ""

@@ -1,0 +1,158 @@
+"""Host-side pieces of workers on other servers (``up --workers-on``).
+
+On the scheduler's host: the address of ``scheduler_interface`` (the scheduler listens there, TLS
+only), and the TLS files for a node whose home is not shared. On a node: ports from the user's block
+there (a slot of its own, ``KEY.from-ORIGIN``), a fair share of the node, the address the node
+reaches the scheduler from, the bounded wait for the workers, and their stop. Their processes carry
+``PORTAL_CLUSTER=KEY.from-ORIGIN@NODE``.
+"""
+
+import fcntl
+import os
+import platform
+import shutil
+import socket
+import struct
+import time
+
+from . import cluster, layout, ports, share
+from .common import Failure, listeners, private_dirs, read_json, server_path, state_path, write_json
+from .tls import TLS_FILES, tls_dir, tls_status
+
+SIOCGIFADDR = 0x8915
+
+
+def interface_address(name):
+    """The IPv4 address of network interface ``name`` on this host (Failure naming it when there is none)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        packed = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name[:15].encode()))
+        return socket.inet_ntoa(packed[20:24])
+    except OSError:
+        raise Failure(f"scheduler_interface {name!r} is not an interface with an IPv4 address on this host.",
+                      "ConfigError", hint="Set scheduler_interface for this host in portal.yaml to one `ip -4 addr` "
+                                          "lists, the one the other servers reach it by.") from None
+    finally:
+        sock.close()
+
+
+def route_source(address):
+    """This host's address on the way to ``address`` (no packet is sent: a UDP socket only picks its route)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((address, 9))
+        return sock.getsockname()[0]
+    except OSError as exc:
+        raise Failure(f"this server has no route to the scheduler's host {address} ({exc.strerror}).", "ClusterError",
+                      hint="Pick a scheduler_interface the workers' servers reach.") from None
+    finally:
+        sock.close()
+
+
+def node_key(key, origin):
+    return f"{key}.from-{layout.machine(origin)}"
+
+
+def record_path(nkey):
+    return server_path("nodes", f"{nkey}.json")
+
+
+def node_paths(nkey):
+    return {"workers_pid_file": server_path("nodes", f"{nkey}.workers.pid"), "scratch": server_path("scratch", nkey)}
+
+
+def _healthy(record, found):
+    if not isinstance(record, dict) or not cluster.own(record.get("workers_pid")):
+        return False
+    return bool(cluster.own_listeners(found, *record.get("worker_ports", [0, -1])))
+
+
+def prepare(payload):
+    """Verb ``nodes-prepare`` (on a node): reuse workers that run for the same scheduler, else stop stale ones,
+    plan ports, register a share; returns what the worker command line needs."""
+    nkey = node_key(payload["key"], payload["origin"])
+    kind = cluster.env_kind(payload["env"])
+    record = read_json(record_path(nkey), None)
+    if _healthy(record, listeners()) and record.get("scheduler") == payload["scheduler"]:
+        return {"reused": True, "record": record}
+    survivors = cluster.terminate(cluster.marked_pids(nkey))
+    if survivors:
+        raise Failure(f"stale workers {survivors} of env {payload['env']} did not end.", "ClusterError",
+                      hint=f"Look at them with `ps -fp {','.join(map(str, survivors))}`.")
+    share.release(payload["plan"], nkey)
+    host = payload["scheduler"].split("://", 1)[-1].rsplit(":", 1)[0]
+    listen = route_source(host)
+    planned = ports.assign({"plan": payload["plan"], "key": nkey, "env": payload["env"], "check": []})
+    asked = payload.get("share") or {}
+    budget = share.register(payload["plan"], nkey, asked.get("memory"), int(asked.get("cores", 0)),
+                            int(asked.get("workers", 1)))
+    paths = node_paths(nkey)
+    state_path("nodes", "x")
+    tls = tls_status({})
+    return {"reused": False, "ports": planned["ports"], "notes": planned["notes"] + budget.pop("notes"),
+            "share": budget, "listen": listen, "env_kind": kind, "paths": paths,
+            "mark": layout.cluster_mark(nkey, platform.node()), "tls_cert": tls.get("cert"), "tls_dir": tls["dir"]}
+
+
+def wait(payload):
+    """Verb ``nodes-wait`` (on a node): bounded wait until the workers and their nannies listen; records them."""
+    nkey = node_key(payload["key"], payload["origin"])
+    rec, n = payload["ports"], int(payload["workers"])
+    deadline = time.monotonic() + float(payload.get("seconds", 60))
+    while True:
+        pid = cluster.read_pid(node_paths(nkey)["workers_pid_file"])
+        if pid and not cluster.own(pid):
+            raise Failure("the workers exited right after starting.", "ClusterError")
+        found = listeners()
+        got = len(cluster.own_listeners(found, *rec["worker_ports"]))
+        if pid and got >= n and len(cluster.own_listeners(found, *rec["nanny_ports"])) >= n:
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"the workers did not come up within {payload.get('seconds', 60)}s ({got} of {n} listening).",
+                          "ClusterError")
+        time.sleep(0.1)
+    record = {"key": payload["key"], "origin": payload["origin"], "scheduler": payload["scheduler"], "workers_pid": pid,
+              "workers": n, "worker_ports": rec["worker_ports"], "nanny_ports": rec["nanny_ports"],
+              "memory_limit": payload.get("memory_limit"), "hostname": platform.node(), "started": time.time()}
+    write_json(state_path("nodes", f"{nkey}.json"), record)
+    share.bind(payload["plan"], nkey, [pid])
+    return record
+
+
+def stop(payload):
+    """Verb ``nodes-stop`` (on a node): end the user's workers of that cluster here and forget them."""
+    nkey = node_key(payload["key"], payload["origin"])
+    pids = cluster.marked_pids(nkey)
+    survivors = cluster.terminate(pids)
+    if not survivors:
+        share.release(payload["plan"], nkey)
+        for path in (record_path(nkey), node_paths(nkey)["workers_pid_file"]):
+            if os.path.isfile(path):
+                os.unlink(path)
+        shutil.rmtree(server_path("nodes", nkey + ".tls"), ignore_errors=True)
+    return {"stopped": pids, "survivors": survivors}
+
+
+def tls_export(_payload):
+    """Verb ``tls-export`` (on the scheduler's host): the user's TLS files, for a node that does not share
+    them. They travel in the reply over the user's ssh connection, never in an argv."""
+    found = {}
+    for name in TLS_FILES:
+        with open(os.path.join(tls_dir(), name)) as fh:
+            found[name] = fh.read()
+    return {"files": found}
+
+
+def tls_for_workers(payload):
+    """Verb ``nodes-tls`` (on a node) {key, origin, files}: the scheduler host's TLS set for these workers
+    only, in a 0700 directory of files 0600 beside their record; the node's own set is left alone."""
+    directory = server_path("nodes", node_key(payload["key"], payload["origin"]) + ".tls")
+    private_dirs(directory)
+    os.chmod(directory, 0o700)
+    for name in TLS_FILES:
+        layout.write_atomic(os.path.join(directory, name), payload["files"][name].encode())
+    return {"dir": directory}
+
+
+VERBS = {"nodes-prepare": prepare, "nodes-wait": wait, "nodes-stop": stop, "tls-export": tls_export,
+         "nodes-tls": tls_for_workers}

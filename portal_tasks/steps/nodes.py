@@ -1,0 +1,94 @@
+"""Workers of the user's cluster on other servers (`up --workers-on node1,node2`).
+
+Each node is reached through its own link (the same ssh config); in the user's tmux session there a
+window ``workers-KEY`` runs ``dask worker`` that dials the scheduler over TLS, on ports of the user's
+block on that node, with a fair share of that node's memory. ``down`` stops them there too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import daskcmd, plan
+from ..errors import ClusterError
+from ..target import Target
+from ..tls import TlsPaths
+from . import cluster
+
+WAIT_SECONDS = 90
+
+
+def window_name(key: str) -> str:
+    return f"workers-{key}"
+
+
+def _origin(target: Target) -> str:
+    return str(target.facts()["hostname"])
+
+
+def start(target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start (or keep) the workers on each of ``options["workers_on"]``; their records."""
+    hosts = options.get("workers_on") or []
+    if not hosts:
+        return []
+    if (state.get("scheduler_host") or daskcmd.LOOPBACK) == daskcmd.LOOPBACK:
+        raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so {', '.join(hosts)} cannot "
+                           "reach it.", host=target.host,
+                           hint=f"`portal down --env {spec_text}`, then up again with --workers-on.")
+    return [_start_on(target, target.other(host), state, spec_text, options) for host in hosts]
+
+
+def _start_on(target: Target, node: Target, state: dict[str, Any], spec_text: str,
+              options: dict[str, Any]) -> dict[str, Any]:
+    key, origin = state["key"], _origin(target)
+    facts = node.facts()
+    payload = {"key": key, "origin": origin, "env": spec_text, "scheduler": state["address"],
+               "plan": plan.plan_payload(node.settings, facts["uid"]), "share": cluster.share_request(node, options)}
+    with node.link.lock(f"nodes-{key}"):
+        prep = node.link.helper("nodes-prepare", payload)
+        for note in prep.get("notes", []):
+            target.say(f"{node.host}: {note}")
+        if prep["reused"]:
+            target.say(f"{node.host}: keeping your {prep['record']['workers']} workers for {state['address']}.")
+            return dict(prep["record"])
+        tls_dir = prep["tls_dir"]
+        if prep.get("tls_cert") != target.link.helper("tls-status", {}).get("cert"):
+            # a home this node does not share: the scheduler host's set for these workers only (0600, over stdin)
+            files = target.link.helper("tls-export", {})["files"]
+            tls_dir = node.link.helper("nodes-tls", {"key": key, "origin": origin, "files": files})["dir"]
+        limit = plan.split_memory(int(prep["share"]["memory"]), options["workers"])
+        spec = daskcmd.NodeSpec(mark=prep["mark"], scheduler=state["address"], listen=prep["listen"],
+                                worker_ports=tuple(prep["ports"]["worker_ports"]),  # type: ignore[arg-type]
+                                nanny_ports=tuple(prep["ports"]["nanny_ports"]),  # type: ignore[arg-type]
+                                tls=TlsPaths(tls_dir), paths=prep["paths"], workers=options["workers"],
+                                threads=options["threads"], memory_limit=limit)
+        lines = daskcmd.node_window_lines(spec, cluster.activation(node, spec_text, prep.get("env_kind")))
+        started = node.link.run_shell(cluster.window_script(node.settings.session, window_name(key), lines), timeout=30)
+        if not started.ok:
+            raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=node.host,
+                               hint="Check that tmux works there (`tmux new-session -d`).")
+        record = node.link.helper("nodes-wait", {"key": key, "origin": origin, "ports": prep["ports"],
+                                                 "workers": spec.workers, "seconds": WAIT_SECONDS,
+                                                 "scheduler": state["address"], "memory_limit": limit,
+                                                 "plan": payload["plan"]}, timeout=WAIT_SECONDS + 30)
+    target.say(f"{node.host}: {spec.workers} workers x {spec.threads} threads, {plan.format_bytes(limit)} each, "
+               f"joined your cluster {state['address']} (listening on {prep['listen']}).")
+    return dict(record)
+
+
+def stop(target: Target, entry: dict[str, Any]) -> list[str]:
+    """End the workers of a cluster (a ``cluster.describe`` entry) on every server it has them on."""
+    stopped = []
+    for host in entry.get("workers_on") or []:
+        node = target.other(host)
+        payload = {"key": entry["env_key"], "origin": _origin(target),
+                   "plan": plan.plan_payload(node.settings, node.facts()["uid"])}
+        with node.link.lock(f"nodes-{entry['env_key']}"):
+            result = node.link.helper("nodes-stop", payload)
+            node.link.run_shell(cluster.kill_window_script(node.settings.session, window_name(entry["env_key"])),
+                                timeout=15)
+        if result["survivors"]:
+            raise ClusterError(f"workers {result['survivors']} of env {entry['env']} did not end.", host=node.host,
+                               hint="Look at them with ps, and kill them by pid.")
+        stopped.append(f"workers {entry['env']} on {host}")
+    return stopped
