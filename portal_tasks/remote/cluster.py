@@ -315,7 +315,8 @@ def wait(payload):
                           "Run portal again to move to another port of your block." if held else None)
         if workers_pid and not own(workers_pid):
             raise Failure("the workers exited right after starting.", "ClusterError")
-        if sched and address and handshake(rec["scheduler_port"], 1.0, sched, payload.get("listen") or "127.0.0.1"):
+        if sched and address and handshake(rec["scheduler_port"], 1.0, sched,
+                                               host=payload.get("listen") or "127.0.0.1"):
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))

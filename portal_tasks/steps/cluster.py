@@ -284,8 +284,8 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
         "memory_budget": state["memory_budget"], "memory_limit": state["memory_limit"],
         "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
         "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
-                                                        "plan": payload["plan"], "listen": prep["listen"],
-                                                        "block": prep.get("block"),
+        "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
+        "scheduler_host": state.get("scheduler_host") or daskcmd.LOOPBACK, "workers_on": state.get("workers_on") or [],
     }
 
 
