@@ -15,6 +15,8 @@ import urllib.parse
 import webbrowser
 from pathlib import Path
 
+import platformdirs
+
 from .. import state
 from ..services import running
 from ..target import Explained, Target
@@ -55,12 +57,29 @@ def write_redirect(url: str, name: str) -> Path:
     return page
 
 
+def redirect_name(url: str) -> str:
+    """The redirect page's file name for ``url`` (one per service: the same page is rewritten)."""
+    base = urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
+    return f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html"
+
+
 def browser_url(url: str) -> str:
     """What the browser's argv gets for ``url``: the URL itself, or a file:// redirect page for a URL with a token."""
     if not carries_secret(url):
         return url
-    base = urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
-    return write_redirect(url, f"open-{hashlib.sha256(base.encode()).hexdigest()[:12]}.html").as_uri()
+    return write_redirect(url, redirect_name(url)).as_uri()
+
+
+def explain_open(url: str, directory: Path) -> str:
+    """The pasteable line that opens ``url`` as :func:`open_urls` does (pure): a URL with a token goes
+    through a private redirect page written by the shell's builtin printf, never through an argv."""
+    if not carries_secret(url):
+        return shlex.join(["python3", "-m", "webbrowser", url])
+    page = directory / redirect_name(url)
+    q = shlex.quote
+    return (f"mkdir -p {q(str(directory))} && chmod 700 {q(str(directory))} && "
+            f"(umask 077 && printf '%s' {q(redirect_page(url))} > {q(str(page))}) && "
+            f"python3 -m webbrowser {q(page.as_uri())}")
 
 
 def remembered_urls(target: Target) -> list[str]:
@@ -104,4 +123,5 @@ def run(target: Target, found: list[str] | None = None) -> list[str]:
 
 def explain(target: Target) -> Explained:
     found = remembered_urls(target) or ["http://localhost:PORT/status"]
-    return Explained(local=[shlex.join(["python3", "-m", "webbrowser", url]) for url in found])
+    directory = Path(platformdirs.user_cache_dir("portal")) / "open"  # pages_dir() would make it: explain changes nothing
+    return Explained(local=[explain_open(url, directory) for url in found])

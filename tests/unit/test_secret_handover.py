@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -53,3 +54,17 @@ def test_browse_hands_the_browser_no_token(tmp_path: Path, monkeypatch: pytest.M
 ])
 def test_debug_logs_are_redacted(text, secret):
     assert secret not in redact(text)
+
+
+def test_explain_opens_a_token_url_through_a_private_page_not_an_argv(tmp_path: Path) -> None:
+    url = "http://localhost:21302/lab?token=s3cr3t"
+    line = browse.explain_open(url, tmp_path / "open")
+    webbrowser_argv = line.rsplit("&& ", 1)[1]
+    assert "s3cr3t" not in webbrowser_argv and webbrowser_argv.startswith("python3 -m webbrowser file://")
+    # pasted into a shell (webbrowser swapped for printing what it was given), the page redirects to the URL
+    out = subprocess.run(["bash", "-c", line.replace("python3 -m webbrowser", "echo")], capture_output=True, text=True)
+    page = Path(urllib.parse.urlsplit(out.stdout.strip()).path)
+    assert oct(page.stat().st_mode & 0o777) == "0o600" and oct(page.parent.stat().st_mode & 0o777) == "0o700"
+    assert page.read_text() == browse.redirect_page(url)
+    assert browse.explain_open("http://localhost:21301/status", tmp_path) == \
+        "python3 -m webbrowser http://localhost:21301/status"
