@@ -150,7 +150,8 @@ def open_window(
         if mark is not None:
             set_marker(window, mark)
         pane = window.active_pane
-        assert pane is not None
+        if pane is None:  # libtmux found no pane: the link dropped under it (a LinkError), or tmux failed
+            raise tmux_exc.LibTmuxException(f"window {name} has no pane")
         for line in lines:
             pane.send_keys(line, enter=True)
     return WindowResult(window, started=True)
