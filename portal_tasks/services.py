@@ -20,6 +20,19 @@ class Service:
     def url(self, local_port: int) -> str:
         return f"http://localhost:{local_port}{self.path}"
 
+    def probe_url(self, local_port: int) -> str:
+        """What to ask to see that a forward of it carries traffic (see :func:`probe_url`)."""
+        return probe_url(self.name, self.url(local_port))
+
+
+def probe_url(name: str, url: str) -> str:
+    """The URL that tells cheaply whether the service ``name`` answers at ``url``: a dashboard's
+    ``/health`` (its ``/status`` page makes a new Bokeh session per request), else the URL itself."""
+    if name.startswith("dashboard-") and "://" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}/health"
+    return url
+
 
 def from_cluster(entry: dict[str, Any]) -> Service | None:
     """The dashboard of a healthy cluster, only when the host-side helper confirmed its port is held

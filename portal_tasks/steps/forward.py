@@ -81,7 +81,7 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | 
     link = target.link
     if remembered and remembered.get("remote") == service.remote:
         port = int(remembered["local_port"])
-        if answers(service.url(port), timeout=2.0):
+        if answers(service.probe_url(port), timeout=2.0):
             try:
                 link.forward(port, service.remote)  # idempotent for an identical forward in the master
                 return Forward(service, port, answered=True)
@@ -134,7 +134,7 @@ def forward_all(target: Target, services: list[Service] | None = None) -> list[F
             f.service.name: {"local_port": f.local_port, "remote": f.service.remote, "url": f.url} for f in made
         })
     for fwd in made:
-        if not fwd.answered and not wait_answers(fwd.url, 10.0):
+        if not fwd.answered and not wait_answers(fwd.service.probe_url(fwd.local_port), 10.0):
             target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
     _print(made)
     return made

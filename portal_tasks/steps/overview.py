@@ -21,6 +21,7 @@ from .. import config as config_mod
 from .. import state
 from ..errors import PortalError, UsageError
 from ..link import open_link
+from ..services import probe_url
 from . import cluster as cluster_step
 from . import forward as forward_step
 from .status import service_lines
@@ -120,16 +121,6 @@ def forward_rows(host: str) -> list[dict[str, Any]]:
             for name, entry in sorted(state.load_forwards(host).items())]
 
 
-def probe_url(row: dict[str, Any]) -> str:
-    """What to ask through a forward to see it carries traffic: a dashboard's cheap ``/health``, not its
-    ``/status`` page (which makes a new Bokeh session on each request), a Jupyter server's own URL."""
-    url = str(row["url"])
-    if str(row["service"]).startswith("dashboard-") and "://" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://{rest.split('/', 1)[0]}/health"
-    return url
-
-
 def ask_all(config: Config | Mapping[str, Any] | None, hosts: list[str] | None = None, wait: float = DEFAULT_WAIT,
             ssh_config: str | None = None) -> list[dict[str, Any]]:
     """One report per host, in the order of ``hosts`` (default: every known host), within about ``wait`` seconds."""
@@ -143,7 +134,8 @@ def ask_all(config: Config | Mapping[str, Any] | None, hosts: list[str] | None =
             asked.append((host, "", exc.message, []))
             continue
         snap = Job(functools.partial(snapshot, settings, wait)).start()
-        checks = [(row, Job(functools.partial(forward_step.answers, probe_url(row), timeout=wait)).start())
+        checks = [(row, Job(functools.partial(forward_step.answers, probe_url(row["service"], row["url"]),
+                                              timeout=wait)).start())
                   for row in forward_rows(host) if row["url"]]
         asked.append((host, settings.session, snap, checks))
     reports = []

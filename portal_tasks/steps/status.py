@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import state
 from ..plan import format_bytes
+from ..services import probe_url
 from ..target import Target
 from . import forward as forward_step
 
@@ -38,7 +39,7 @@ def forwards(target: Target) -> list[dict[str, Any]]:
     for name, entry in sorted(state.load_forwards(target.host).items()):
         url = str(entry.get("url", ""))
         rows.append({"service": name, "local_port": entry.get("local_port"), "remote": entry.get("remote"),
-                     "url": url, "answers": bool(url) and forward_step.answers(url, timeout=2.0)})
+                     "url": url, "answers": bool(url) and forward_step.answers(probe_url(name, url), timeout=2.0)})
     return rows
 
 

@@ -86,7 +86,7 @@ def test_unknown_host_answers_as_unreachable_within_the_wait(cache, tmp_path):
 
 
 def test_a_dashboard_forward_is_probed_at_health_a_jupyter_one_at_its_url():
-    assert overview.probe_url({"service": "dashboard-a", "url": "http://localhost:20101/status"}) == \
-        "http://localhost:20101/health"
-    assert overview.probe_url({"service": "jupyter-a", "url": "http://localhost:20102/lab?token=t"}) == \
-        "http://localhost:20102/lab?token=t"
+    from portal_tasks.services import probe_url
+
+    assert probe_url("dashboard-a", "http://localhost:20101/status") == "http://localhost:20101/health"
+    assert probe_url("jupyter-a", "http://localhost:20102/lab?token=t") == "http://localhost:20102/lab?token=t"
