@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import layout, nodes, ports, share
+from . import layout, ports, share
 from .common import (
     Failure,
     NotYours,
@@ -27,6 +27,7 @@ from .common import (
     state_path,
     write_json,
 )
+from .interfaces import interface_address
 from .tls import tls_dir
 
 MARK = layout.CLUSTER_MARK
@@ -252,7 +253,7 @@ def prepare(payload):
     """
     key = payload["key"]
     kind = env_kind(payload["env"])
-    listen = nodes.interface_address(payload["interface"]) if payload.get("interface") else "127.0.0.1"
+    listen = interface_address(payload["interface"]) if payload.get("interface") else "127.0.0.1"
     state, problem = read_record(key)
     notes = []
     if problem:

@@ -6,7 +6,7 @@ import pytest
 
 from portal_tasks import config, daskcmd, plan
 from portal_tasks.errors import ConfigError, UsageError
-from portal_tasks.remote import nodes
+from portal_tasks.remote import interfaces, nodes
 from portal_tasks.remote.common import Failure
 from portal_tasks.tls import TlsPaths
 
@@ -60,10 +60,10 @@ def test_a_node_worker_dials_the_scheduler_and_listens_on_the_nodes_address():
 
 
 def test_interface_address_and_route_source():
-    assert nodes.interface_address("lo") == "127.0.0.1"
-    assert nodes.route_source("127.0.0.1") == "127.0.0.1"
+    assert interfaces.interface_address("lo") == "127.0.0.1"
+    assert interfaces.route_source("127.0.0.1") == "127.0.0.1"
     with pytest.raises(Failure) as info:
-        nodes.interface_address("nosuch0")
+        interfaces.interface_address("nosuch0")
     assert info.value.kind == "ConfigError" and "nosuch0" in info.value.message
 
 
