@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -19,8 +20,15 @@ USERS = 20
 
 @pytest.fixture(scope="module")
 def crowded(request: pytest.FixtureRequest) -> Iterator[TestServer]:
-    """A netns server of its own with twenty users who can run `up` (alice, bob and 18 more)."""
+    """A netns server of its own with twenty users who can run `up` (alice, bob and 18 more), set up by its
+    admin for that many (README, "For admins"): a claims directory root made, and a fair share for 20 users.
+
+    Without them the default shares (a quarter of the cap each) leave the fifth user no memory: refused in one line.
+    """
     with own_netns_server(request, "twenty users", extra_users=USERS - 2) as server:
+        assert server.host_path is not None and server.admin_run is not None
+        assert server.admin_run(["mkdir", "-m", "1777", "/tmp/portal-claims"], timeout=10).ok
+        server.host_path("/etc/portal/portal.yaml").write_text(f"claims_dir: /tmp/portal-claims\nfair_users: {USERS}\n")
         yield server
 
 
@@ -46,5 +54,10 @@ def test_twenty_users_up_at_once_without_collisions(crowded, run_portal):
     listening = [s for s in parse_ss(crowded.admin_run(["ss", "-Htlnpe"], timeout=30).stdout) if s.uid in blocks]
     assert all(s.addr in ("127.0.0.1", "::1") for s in listening)
     assert len({s.port for s in listening}) == len(listening), "two listeners share a port"
+    shares = run_portal(users[0], "status", "--host", crowded.host, "--json")
+    assert shares.rc == 0, shares.stderr
+    share = json.loads(shares.stdout)["share"]
+    assert share["trusted"] and len(share["users"]) == USERS, share
+    assert share["held_memory"] <= share["caps"]["memory_total"], share
     intruders = [s for s in listening for uid, b in blocks.items() if uid != s.uid and b["start"] <= s.port <= b["end"]]
     assert intruders == [], f"listening in another user's block: {intruders}"
