@@ -48,6 +48,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    from portal_tasks.testing.flows import admin_set_up_for
     from portal_tasks.testing.netns import NetnsServer
 
     signal.signal(signal.SIGTERM, _sigterm)  # teardown runs on kill as on Ctrl-C
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
         server = backend.start()
+        admin_set_up_for(server, args.users)  # the users benchmark: a server set up for that many
         bench = Bench(server, quick=args.quick)
         for name, fn in chosen.items():
             if args.only and name not in args.only:

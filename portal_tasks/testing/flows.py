@@ -134,3 +134,12 @@ def skip_if_running(run_portal: Callable[..., Result], server: TestServer, user:
     if server.reset_user is None and runs_cluster(run_portal, server, user, env):
         pytest.skip(f"{user.name} already runs a cluster for env {env} on {server.host}, and this test {doing}; "
                     f"the {server.backend} test server does not reset its users")
+
+
+def admin_set_up_for(server: TestServer, users: int) -> None:
+    """What the admin of a server for ``users`` portal users does (README, "For admins"): a claims directory
+    root made, and a fair share for that many (the default shares, a quarter each, would leave the fifth none)."""
+    assert server.host_path is not None and server.admin_run is not None, "needs the netns test server"
+    made = server.admin_run(["mkdir", "-p", "-m", "1777", "/tmp/portal-claims"], timeout=10)
+    assert made.ok, made.tail()
+    server.host_path("/etc/portal/portal.yaml").write_text(f"claims_dir: /tmp/portal-claims\nfair_users: {users}\n")

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from portal_tasks.testing.assertions import user_ports
-from portal_tasks.testing.flows import http_get, up, urls_in
+from portal_tasks.testing.flows import admin_set_up_for, http_get, up, urls_in
 from portal_tasks.testing.plugin import own_netns_server
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import parse_ss
@@ -21,14 +21,9 @@ USERS = 20
 @pytest.fixture(scope="module")
 def crowded(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     """A netns server of its own with twenty users who can run `up` (alice, bob and 18 more), set up by its
-    admin for that many (README, "For admins"): a claims directory root made, and a fair share for 20 users.
-
-    Without them the default shares (a quarter of the cap each) leave the fifth user no memory: refused in one line.
-    """
+    admin for that many (a claims directory root made, a fair share for 20 users)."""
     with own_netns_server(request, "twenty users", extra_users=USERS - 2) as server:
-        assert server.host_path is not None and server.admin_run is not None
-        assert server.admin_run(["mkdir", "-m", "1777", "/tmp/portal-claims"], timeout=10).ok
-        server.host_path("/etc/portal/portal.yaml").write_text(f"claims_dir: /tmp/portal-claims\nfair_users: {USERS}\n")
+        admin_set_up_for(server, USERS)
         yield server
 
 
