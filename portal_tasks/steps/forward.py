@@ -107,7 +107,7 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
         return made
     try:
         made = forward_all(target)
-    except LinkError as exc:  # the link dropped under the first round: the watch makes them once it is back
+    except (LinkError, ForwardError) as exc:  # the link dropped under the first round: made once it is back
         target.say(f"{target.host}: {exc.message} The watch makes the forwards once the link is back.")
         made = []
         keep_alive(target, pending=True)

@@ -293,4 +293,5 @@ def test_forward_watch_brings_the_url_back_within_5s_after_the_link_drops(portal
         except subprocess.TimeoutExpired:
             kill_and_wait([watcher.pid])
             out, _ = watcher.communicate()
+        print(f"forward --watch said:\n{out}")  # shown when the test fails
     assert "Traceback" not in out, out

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from portal_tasks.errors import LinkError
+from portal_tasks.errors import ForwardError, LinkError
 from portal_tasks.steps import forward
 
 
@@ -50,3 +50,19 @@ def test_pending_forwards_are_made_once_the_link_answers(monkeypatch: pytest.Mon
 
 def test_a_failed_round_is_tried_again_until_it_works(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watch(monkeypatch, failures=2, pending=True) == ["reconnect", "forward"] * 3
+
+
+def test_the_first_round_failing_does_not_end_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def forward_all(target: Any) -> list[Any]:
+        calls.append("forward")
+        if len(calls) == 1:  # the master died under the first round's `ssh -O forward`
+            raise ForwardError("could not forward laptop port 20101: Control socket connect: Connection refused", host="h")
+        return []
+
+    monkeypatch.setattr(forward, "forward_all", forward_all)
+    monkeypatch.setattr(forward, "keep_alive", lambda target, **kw: calls.append(f"watch pending={kw.get('pending')}"))
+    target = SimpleNamespace(link=UpLink(calls), host="h", say=lambda line: None)
+    assert forward.run(target, watch=True) == []  # type: ignore[arg-type]
+    assert calls == ["forward", "watch pending=True"]
