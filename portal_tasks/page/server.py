@@ -232,10 +232,21 @@ def _answers_as_page(url: str) -> bool:
         return False
 
 
+def _ours_alive(pid: Any) -> bool:
+    """True while ``pid`` runs as this user: then the port it serves cannot be anyone else's."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):  # gone, or another user's (PermissionError)
+        return False
+    return True
+
+
 def running_url() -> str | None:
-    """The URL of the page that runs for this user, or None."""
-    url = _recorded(state.cache_dir() / RUNNING).get("url")
-    return url if isinstance(url, str) and _answers_as_page(url) else None
+    """The URL of the page that runs for this user, or None. The URL (with its secret) is asked only while
+    the recorded page process runs: a dead page's port may be held by anyone now."""
+    found = _recorded(state.cache_dir() / RUNNING)
+    url = found.get("url")
+    return url if isinstance(url, str) and _ours_alive(found.get("pid")) and _answers_as_page(url) else None
 
 
 def ensure_running(ssh_config: str | None = None) -> str:
