@@ -35,11 +35,12 @@ def start(target: Target, state: dict[str, Any], spec_text: str, options: dict[s
         raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so {', '.join(hosts)} cannot "
                            "reach it.", host=target.host,
                            hint=f"`portal down --env {spec_text}`, then up again with --workers-on.")
-    return [_start_on(target, target.other(host), state, spec_text, options) for host in hosts]
+    cert = target.link.helper("tls-status", {}).get("cert")  # the scheduler host's set: asked once for all nodes
+    return [_start_on(target, target.other(host), state, spec_text, options, cert) for host in hosts]
 
 
 def _start_on(target: Target, node: Target, state: dict[str, Any], spec_text: str,
-              options: dict[str, Any]) -> dict[str, Any]:
+              options: dict[str, Any], cert: str | None) -> dict[str, Any]:
     key, origin = state["key"], _origin(target)
     facts = node.facts()
     payload = {"key": key, "origin": origin, "env": spec_text, "scheduler": state["address"],
@@ -52,7 +53,7 @@ def _start_on(target: Target, node: Target, state: dict[str, Any], spec_text: st
             target.say(f"{node.host}: keeping your {prep['record']['workers']} workers for {state['address']}.")
             return dict(prep["record"])
         tls_dir = prep["tls_dir"]
-        if prep.get("tls_cert") != target.link.helper("tls-status", {}).get("cert"):
+        if prep.get("tls_cert") != cert:
             # a home this node does not share: the scheduler host's set for these workers only (0600, over stdin)
             files = target.link.helper("tls-export", {})["files"]
             tls_dir = node.link.helper("nodes-tls", {"key": key, "origin": origin, "files": files})["dir"]
