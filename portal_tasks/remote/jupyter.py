@@ -151,10 +151,7 @@ def write_proxy_config(directory):
     os.chmod(config_dir, 0o700)
     text = proxy_config(os.path.dirname(state_file("x")), config_dir)
     path = os.path.join(config_dir, "jupyter_server_config.py")
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, text.encode())
     return config_dir
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from .. import state
+from ..remote.layout import write_atomic
 from ..services import running
 from ..target import Explained, Target
 
@@ -49,11 +50,7 @@ def pages_dir() -> Path:
 def write_redirect(url: str, name: str) -> Path:
     """A private page (0600, in a 0700 directory) named ``name`` that sends the browser on to ``url``."""
     page = pages_dir() / name
-    tmp = page.with_name(f".{name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(redirect_page(url))
-    tmp.replace(page)
+    write_atomic(str(page), redirect_page(url).encode())
     return page
 
 
