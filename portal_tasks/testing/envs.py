@@ -14,12 +14,13 @@ from portal_tasks.errors import EnvError
 from portal_tasks.runner import run
 
 #: env name -> pip requirements; `bare` is for "env lacks dask" tests, `nobokeh` for "dashboard needs bokeh",
-#: `lab` for the dashboard inside JupyterLab.
+#: `lab` for the dashboard inside JupyterLab, `hpc` for workers on a batch system (dask-jobqueue).
 ENV_REQUIREMENTS: dict[str, list[str]] = {
     "a": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab"],
     "bare": [],
     "nobokeh": ["dask[distributed]", "ipython"],
     "lab": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab", "jupyter-server-proxy", "dask-labextension"],
+    "hpc": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "dask-jobqueue"],
 }
 ENVS_ROOT = Path(os.environ.get("PORTAL_TEST_ENVS_ROOT", "/opt/portal-testing/envs"))
 SYSTEM_PYTHON = "/usr/bin/python3"
