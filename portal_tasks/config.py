@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from invoke import Config
@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,  # seconds for an SSH connection to come up
     "fabric_accept_new_host_key": False,  # Fabric transport: learn an unknown host key (else refused, as OpenSSH asks)
     "scheduler_interface": None,  # interface the scheduler listens on when workers run on other servers (TLS only)
+    "jobqueue": {},  # worker jobs on a batch system: system (slurm|pbs|sge|lsf) and dask-jobqueue's job settings
+    "jobs_wait": 60,  # seconds `up --jobs` waits for the jobs' workers to join before it returns
     "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
@@ -92,6 +94,9 @@ class Settings:
     claims_dir: str | None = None
     scheduler_interface: str | None = None
     fabric_accept_new_host_key: bool = False
+    #: the batch system's name and dask-jobqueue's job settings (queue, account, walltime, cores, memory, ...)
+    jobqueue: Mapping[str, Any] = field(default_factory=dict)
+    jobs_wait: float = 60
 
     @property
     def is_local(self) -> bool:
@@ -151,6 +156,30 @@ def _interface(value: Any, host: str) -> str | None:
         raise ConfigError(f"scheduler_interface {value!r} is not a network interface name.", host=host,
                           hint="Give one that `ip -4 addr` lists on the host, e.g. eth0 or ib0.")
     return value
+
+
+#: batch systems whose dask-jobqueue job class portal submits with (SLURM is the one tested)
+JOB_SYSTEMS = ("slurm", "pbs", "sge", "lsf")
+#: dask-jobqueue job settings portal passes on as given (its own names; see dask-jobqueue's docs)
+JOB_SETTINGS = ("queue", "account", "walltime", "cores", "memory", "processes", "job_extra_directives",
+                "job_script_prologue", "job_directives_skip", "interface", "job_cpu", "job_mem", "local_directory",
+                "log_directory", "death_timeout", "resource_spec", "project", "shebang")
+
+
+def _jobqueue(value: Any, host: str) -> dict[str, Any]:
+    value = _plain(value) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"jobqueue {value!r} is not a mapping of job settings.", host=host,
+                          hint="e.g. jobqueue: {system: slurm, queue: debug, walltime: '01:00:00'}.")
+    unknown = sorted(set(value) - set(JOB_SETTINGS) - {"system"})
+    if unknown:
+        raise ConfigError(f"unknown jobqueue setting(s) {', '.join(map(str, unknown))}.", host=host,
+                          hint=f"Known: system, {', '.join(JOB_SETTINGS)}.")
+    system = value.get("system", "slurm")
+    if system not in JOB_SYSTEMS:
+        raise ConfigError(f"jobqueue system {system!r} is not one portal submits to.", host=host,
+                          hint=f"Use one of {', '.join(JOB_SYSTEMS)}.")
+    return {**value, "system": system}
 
 
 def check_host(host: str) -> str:
@@ -243,5 +272,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         claims_dir=claims_dir,
         scheduler_interface=_interface(merged.get("scheduler_interface"), host),
         fabric_accept_new_host_key=_as_bool("fabric_accept_new_host_key", merged["fabric_accept_new_host_key"], host),
+        jobqueue=_jobqueue(merged.get("jobqueue"), host),
+        jobs_wait=_as_seconds("jobs_wait", merged["jobs_wait"], 0, 3600, host),
     )
 

@@ -143,3 +143,44 @@ def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scratch'])}",
         f"{CLUSTER_MARK}={shlex.quote(spec.mark)} {shlex.join(node_worker_argv(spec))}",
     ]
+
+
+#: Run by the env's python at a worker job's start on the compute node (argv: scheduler host, first and last
+#: port of the range): "ADDRESS PORT", this node's address on the way to the scheduler (no packet is sent) and
+#: the highest free port of the range for the worker's HTTP server (Dask's own HTTP server takes no range).
+JOB_NET_PROBE = """import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 9)); here = s.getsockname()[0]
+for port in range(int(sys.argv[3]), int(sys.argv[2]) - 1, -1):
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        t.close()
+    print(here, port); break
+else:
+    print(here, 0)"""
+#: stands for the env's python in job_prologue lines (the env program puts its sys.executable there)
+PYTHON_MARK = "{python}"
+
+
+def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int], listen: bool = True) -> list[str]:
+    """A worker job's ``dask worker`` arguments besides dask-jobqueue's: the env's block ports, the HTTP server
+    on loopback (``$PORTAL_HTTP``) and, unless the job settings name an interface, ``--host $PORTAL_LISTEN``
+    (both set by :func:`job_prologue`; dask-jobqueue joins these into the script unquoted)."""
+    w, n = worker_ports, nanny_ports
+    args = ["--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}",
+            "--dashboard-address", f"{LOOPBACK}:$PORTAL_HTTP"]
+    return args + (["--host", "$PORTAL_LISTEN"] if listen else [])
+
+
+def job_prologue(scheduler: str | None, worker_ports: tuple[int, int]) -> list[str]:
+    """Lines a worker job runs before ``dask worker``: TLS required, and PORTAL_LISTEN / PORTAL_HTTP."""
+    host = (scheduler or "").split("://", 1)[-1].rsplit(":", 1)[0] or "SCHEDULER_HOST"
+    probe = shlex.join(["-c", JOB_NET_PROBE, host, str(worker_ports[0]), str(worker_ports[1])])
+    return [
+        "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
+        f"PORTAL_NET=$({PYTHON_MARK} {probe})",
+        'PORTAL_LISTEN="${PORTAL_NET% *}"; PORTAL_HTTP="${PORTAL_NET#* }"',
+    ]

@@ -106,6 +106,19 @@ CLUSTER_HELP = {
     "threads": "threads per worker (default 2)",
     "memory": "memory budget for all workers: a size (16GiB) or a share of the host (25%)",
 }
+JOBS_HELP = {
+    "jobs": "also submit N worker jobs to the host's batch system (SLURM; needs scheduler_interface for HOST)",
+    "queue": "batch jobs: partition/queue (else jobqueue.yaml on the host, or jobqueue: in portal.yaml)",
+    "account": "batch jobs: account to charge",
+    "walltime": "batch jobs: wall time per job (HH:MM:SS)",
+    "job-cores": "batch jobs: cores per job (default --threads)",
+    "job-memory": "batch jobs: memory per job (default 2GiB)",
+}
+
+
+def _job(queue: str | None, account: str | None, walltime: str | None, job_cores: str | None,
+         job_memory: str | None) -> dict[str, str | None]:
+    return {"queue": queue, "account": account, "walltime": walltime, "job_cores": job_cores, "job_memory": job_memory}
 
 
 @portal_task(help={**COMMON, "env": ENV, **CLUSTER_HELP})
@@ -138,11 +151,14 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
     "watch": "stay and keep the forwards alive",
     "page": "also open the local page of all your hosts (`portal page`; started in the background if none runs)",
     "workers-on": "also run workers on these servers (node1,node2; needs scheduler_interface for HOST in config)",
+    **JOBS_HELP,
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
        jupyter: bool = False, socket: bool = False, attach: bool = True, browser: bool = True,
        workers: str | None = None, threads: str | None = None, memory: str | None = None,
-       watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False) -> None:
+       watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False,
+       jobs: str | None = None, queue: str | None = None, account: str | None = None, walltime: str | None = None,
+       job_cores: str | None = None, job_memory: str | None = None) -> None:
     """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
     if page and not explain:  # first: the page shows this host's services as they come up
         from .page import server
@@ -153,7 +169,18 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
             server.open_in_browser(url)
     _explain_or_run(_target(c, host, ssh_config), explain, _step("up"), env=env, jupyter=jupyter,
                     socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
-                    memory=memory, watch=watch, workers_on=workers_on)
+                    memory=memory, watch=watch, workers_on=workers_on, jobs=jobs,
+                    job=_job(queue, account, walltime, job_cores, job_memory))
+
+
+@portal_task(help={**COMMON, "env": ENV, **JOBS_HELP, "jobs": "the number of worker jobs the env's cluster should have"})
+def scale(c: Context, env: str | None = None, jobs: str | None = None, host: str | None = None,
+          ssh_config: str | None = None, queue: str | None = None, account: str | None = None,
+          walltime: str | None = None, job_cores: str | None = None, job_memory: str | None = None,
+          explain: bool = False) -> None:
+    """Give the env's running cluster N worker jobs on the batch system: submit the missing, cancel the extra."""
+    _explain_or_run(_target(c, host, ssh_config), explain, _step("scale"), env=env, jobs=jobs,
+                    job=_job(queue, account, walltime, job_cores, job_memory))
 
 
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON",
@@ -211,5 +238,6 @@ def tls_(c: Context, host: str | None = None, ssh_config: str | None = None, rot
     _explain_or_run(_target(c, host, ssh_config), explain, _step("tls"), rotate=rotate)
 
 
-ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, status, page, ports, down, check, tls_)
+ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, scale, status, page, ports, down, check,
+                tls_)
 ns.configure({k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()})

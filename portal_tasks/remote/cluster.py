@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import layout, ports, share
+from . import jobs, layout, ports, share
 from .common import (
     Failure,
     NotYours,
@@ -350,7 +350,10 @@ def describe(_payload):
     for path in sorted(glob.glob(server_path("clusters", "*.json"))):
         state, _ = read_state(path, _record_problem)
         if state and path == state_file(state["key"]):  # a damaged record is listed by nobody: prepare/stop say it
-            found.append(dict(state, **health(state)))
+            now = dict(state, **health(state))
+            if jobs.read_record(state["key"]):  # its worker jobs: queue state, workers joined
+                now["jobs"] = jobs.describe(state["key"], now.get("dashboard_port"), now.get("scheduler_pid"))["jobs"]
+            found.append(now)
     return found
 
 

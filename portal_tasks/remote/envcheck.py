@@ -8,7 +8,7 @@ import subprocess
 from .common import Failure
 
 MANAGERS = ("micromamba", "mamba", "conda")
-MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension")
+MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension", "dask_jobqueue")
 #: Run by the env's own python (argv: the modules to look for). Besides which modules it has, it says
 #: whether Dask's dashboard can work there: the bokeh its distributed asks for (read from
 #: distributed/versions.py, not imported: that takes seconds) and the bokeh installed.
@@ -117,23 +117,34 @@ def _resolve_path(spec):
     return kind, prefix, None
 
 
+def resolve(spec, manager=None):
+    """(kind, prefix, manager, python) of env ``spec`` (Failure with what to do when it is not usable)."""
+    if not spec:
+        raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
+    if _is_path(spec):
+        kind, prefix, manager = _resolve_path(spec)
+    else:
+        kind, prefix, manager = _resolve_named(spec, manager)
+    python = next((os.path.join(prefix, "bin", exe) for exe in ("python", "python3")
+                   if os.access(os.path.join(prefix, "bin", exe), os.X_OK)), None)
+    if python is None:
+        raise Failure("env %s has no python (nothing at %s/bin/python)." % (spec, prefix), "EnvError",
+                      "Install python into it, e.g. conda install -p %s python." % prefix)
+    return kind, prefix, manager, python
+
+
+def env_python(spec, manager=None):
+    """The python of env ``spec``."""
+    return resolve(str(spec or "").strip(), manager)[3]
+
+
 def env_check(payload):
     """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules", "dashboard"}.
 
     ``dashboard``: {"need": "bokeh>=3.1.0", "have": version or None, "ok"} when the env has distributed.
     """
     spec = str(payload.get("env") or "").strip()
-    if not spec:
-        raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
-    if _is_path(spec):
-        kind, prefix, manager = _resolve_path(spec)
-    else:
-        kind, prefix, manager = _resolve_named(spec, payload.get("manager"))
-    python = next((os.path.join(prefix, "bin", exe) for exe in ("python", "python3")
-                   if os.access(os.path.join(prefix, "bin", exe), os.X_OK)), None)
-    if python is None:
-        raise Failure("env %s has no python (nothing at %s/bin/python)." % (spec, prefix), "EnvError",
-                      "Install python into it, e.g. conda install -p %s python." % prefix)
+    kind, prefix, manager, python = resolve(spec, payload.get("manager"))
     try:
         out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
         info = json.loads(out.stdout.strip().splitlines()[-1])

@@ -34,3 +34,11 @@ def route_source(address):
                       hint="Pick a scheduler_interface the workers' servers reach.") from None
     finally:
         sock.close()
+
+
+def address_verb(payload):
+    """Verb ``interface-address`` {name}: the IPv4 address of that interface here (read-only, for --explain)."""
+    return {"address": interface_address(payload["name"])}
+
+
+VERBS = {"interface-address": address_verb}

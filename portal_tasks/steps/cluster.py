@@ -20,8 +20,12 @@ WAIT_SECONDS = 90
 
 
 def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None,
-             workers_on: Any = None) -> dict[str, Any]:
-    """Checked options (bad values raise UsageError before anything starts); settings fill the gaps."""
+             workers_on: Any = None, jobs: Any = None, job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Checked options (bad values raise UsageError before anything starts); settings fill the gaps.
+
+    ``job``: the per-job options of ``--jobs`` (queue, account, walltime, job_cores, job_memory)."""
+    from . import jobs as jobs_step
+
     s = target.settings
     asked = str(s.memory if memory in (None, "") else memory)
     options: dict[str, Any] = {
@@ -30,13 +34,23 @@ def validate(target: Target, workers: Any = None, threads: Any = None, memory: A
         "memory": None if asked == plan.FAIR else asked,  # None: the fair share the host gives
         "workers_on": plan.parse_hosts("workers-on", workers_on, target.host),
     }
+    options.update(jobs_step.validate(target, jobs, **(job or {})))
     if options["workers_on"] and not s.scheduler_interface:
         raise UsageError(f"--workers-on needs the scheduler to listen where {', '.join(options['workers_on'])} reach it.",
                          host=target.host, hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
                                                 "e.g. the interface `ip -4 addr` shows on that network.")
+    if options["jobs"] and not s.scheduler_interface:
+        raise UsageError("--jobs needs the scheduler to listen where the compute nodes reach it.", host=target.host,
+                         hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
+                              "e.g. the interface `ip -4 addr` shows on the compute nodes' network.")
     if options["memory"] is not None:
         plan.parse_memory(options["memory"])
     return options
+
+
+def beyond_host(options: dict[str, Any]) -> bool:
+    """Workers beyond this host (other servers, batch jobs): the scheduler listens on scheduler_interface."""
+    return bool(options.get("workers_on") or options.get("jobs"))
 
 
 def share_request(target: Target, options: dict[str, Any]) -> dict[str, Any]:
@@ -117,17 +131,18 @@ def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
 
 
 def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-          memory: Any = None, workers_on: Any = None) -> Generator[None, None, dict[str, Any]]:
+          memory: Any = None, workers_on: Any = None, jobs: Any = None,
+          job: dict[str, Any] | None = None) -> Generator[None, None, dict[str, Any]]:
     """Set the cluster going (or find it healthy), yield, then wait for it and return its state.
 
     Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
     the host-side lock of the env's cluster is held throughout, so a concurrent `up` waits.
     """
-    options = validate(target, workers, threads, memory, workers_on)
+    options = validate(target, workers, threads, memory, workers_on, jobs, job)
     spec_text = env_spec(target, env)
     facts = target.facts()
     asked = share_request(target, options)  # a bad budget stops us before anything runs
-    interface = target.settings.scheduler_interface if options["workers_on"] else None
+    interface = target.settings.scheduler_interface if beyond_host(options) else None
     key = plan.env_key(spec_text)
     tls_paths = tls.ensure(target)
     paths = layout.cluster_paths(target.server_dir(), key)
@@ -203,9 +218,13 @@ def _pane_tail(target: Target, name: str) -> str:
 
 
 def explain(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-            memory: Any = None, workers_on: Any = None) -> Explained:
-    """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers."""
-    options = validate(target, workers, threads, memory)
+            memory: Any = None, workers_on: Any = None, jobs: Any = None,
+            job: dict[str, Any] | None = None) -> Explained:
+    """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers
+    (and with --jobs, the worker jobs dask-jobqueue writes, each given to ``sbatch``)."""
+    from . import jobs as jobs_step
+
+    options = validate(target, workers, threads, memory, workers_on, jobs, job)
     spec_text = env_spec(target, env)
     facts = target.facts()
     key = plan.env_key(spec_text)
@@ -213,13 +232,16 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     if not ports:
         raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
     asked = share_request(target, options)["memory"]
+    listen = daskcmd.LOOPBACK
+    if beyond_host(options):  # where the scheduler will listen (read-only)
+        listen = target.link.helper("interface-address", {"name": target.settings.scheduler_interface})["address"]
     spec = _spec(target, key, EnvPorts.from_dict(ports), options,
-                 asked if asked is not None else share_report(target, key)["default_memory"])
+                 asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
     lines.append(tmux_commands.ensure_session_line(target.settings.session))
     lines += tmux_commands.window_lines(target.settings.session, window_name(key), None,
                                         daskcmd.window_lines(spec, activation(target, spec_text)))
-    return Explained(remote=lines)
+    return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options)
 
 
 def planned_ports(target: Target, key: str) -> dict[str, Any]:
@@ -286,6 +308,7 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
         "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
         "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
         "scheduler_host": state.get("scheduler_host") or daskcmd.LOOPBACK, "workers_on": state.get("workers_on") or [],
+        "jobs": state.get("jobs") or [],
     }
 
 

@@ -30,7 +30,7 @@ def _step_windows(windows: list[dict[str, Any]], key: str | None, keep_cluster: 
 
 
 def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> None:
-    from . import cluster, jupyter, nodes
+    from . import cluster, jobs, jupyter, nodes
 
     key = env_key(env) if env else None
     stopped: list[str] = []
@@ -41,6 +41,7 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
     if not keep_cluster:
         for entry in cluster.describe(target):
             if key is None or entry["env_key"] == key:
+                stopped += jobs.stop(target, entry)
                 stopped += nodes.stop(target, entry)
                 cluster.stop(target, entry["env"])
                 stopped.append(f"cluster {entry['env']}")

@@ -98,6 +98,10 @@ def service_lines(report: dict[str, Any]) -> list[str]:
                      f"workers {c.get('workers_running')}/{c.get('workers')} memory {format_bytes(c.get('memory_budget') or 0)} "
                      f"pid {c.get('pid')} {health}"
                      + (f" + workers on {', '.join(c['workers_on'])}" if c.get("workers_on") else ""))
+        for job in c.get("jobs") or []:
+            why = f" ({job['reason']})" if job.get("reason") else ""
+            joined = ", ".join(job["workers"]) or "no workers joined"
+            lines.append(f"    job {job['id']} {job['name']}: {job['state']}{why}, {joined}")
         if c.get("dashboard_problem"):
             lines.append(f"    dashboard: {c['dashboard_problem']}")
         if c.get("dashboard_unowned"):

@@ -9,14 +9,15 @@ from typing import Any
 
 from .. import progress
 from ..target import Explained, Target
-from . import browse, cluster, forward, nodes, warm as warm_step
+from . import browse, cluster, forward, jobs, nodes, warm as warm_step
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
         browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-        watch: bool = False, workers_on: str | None = None) -> None:
+        watch: bool = False, workers_on: str | None = None, jobs: str | None = None,
+        job: dict[str, Any] | None = None) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
-                               workers_on=workers_on)  # bad input: nothing started
+                               workers_on=workers_on, jobs=jobs, job=job)  # bad input: nothing started
     warm = None
     with progress.step("connect", target.host):
         target.link.connect()
@@ -25,7 +26,7 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         else:  # one round trip says whether everything already runs (and brings the facts)
             spec = cluster.env_spec(target, env)
             warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
-            if options["workers_on"]:  # the other servers are asked on the full path
+            if cluster.beyond_host(options):  # the other servers and the queue are asked on the full path
                 warm = None
             if warm is not None:
                 cluster.share_request(target, options)  # as the full path checks
@@ -92,14 +93,19 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     if options["workers_on"]:
         with progress.step("workers", ", ".join(options["workers_on"])):
             nodes.start(target, state, cluster.env_spec(target, env), options)
+    if options["jobs"]:
+        with progress.step("jobs", f"{options['jobs']} on the batch system"):
+            jobs.scale(target, state, cluster.env_spec(target, env), options["jobs"], options)
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
             browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-            watch: bool = False, workers_on: str | None = None) -> Explained:
+            watch: bool = False, workers_on: str | None = None, jobs: str | None = None,
+            job: dict[str, Any] | None = None) -> Explained:
     from . import env as env_step, ipython, jupyter as jupyter_step, tmux
 
-    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)
+    options = cluster.validate(target, workers=workers, threads=threads, memory=memory, workers_on=workers_on,
+                               jobs=jobs, job=job)
     parts = tmux.explain(target) + env_step.explain(target, env=env) + cluster.explain(target, env=env, **options)
     parts = parts + ipython.explain(target, env=env)
     if jupyter:

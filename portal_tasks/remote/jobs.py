@@ -1,0 +1,232 @@
+"""Host-side verbs of workers on a batch system (``up --jobs N``, ``scale``): submit, wait, list, cancel.
+
+dask-jobqueue's job classes write the job scripts (``jobqueue_env``, run by the env's own python);
+this module submits them with the batch system's own command (``sbatch``), keeps their ids in the
+per-server state (``jobs/KEY.json``), asks the queue for their state and the scheduler which of
+their workers joined, and cancels them. Each job is one ``dask worker`` (one or more processes) that
+dials the user's TLS-only scheduler on ``scheduler_interface``.
+"""
+
+import http.client
+import json
+import os
+import pkgutil
+import re
+import shutil
+import subprocess
+import time
+
+from . import envcheck
+from .interfaces import interface_address
+from .common import Failure, NotYours, connect_owned, locked, private_dirs, read_json, server_path, write_json
+
+#: batch system -> argv that lists jobs ``{ids}`` as ``ID|STATE|REASON`` lines (SLURM is the one tested)
+QUEUE_COMMANDS = {"slurm": ["squeue", "-h", "-o", "%i|%T|%r", "-j", "{ids}"]}
+#: queue states of a job that is waiting to start
+PENDING = ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD")
+
+
+def record_path(key):
+    return server_path("jobs", key + ".json")
+
+
+def read_record(key):
+    record = read_json(record_path(key), None)
+    return record if isinstance(record, dict) and isinstance(record.get("jobs"), list) else None
+
+
+def job_name(key, number):
+    return "portal-%s-%d" % (key, number)
+
+
+def _run(argv, stdin=None, timeout=60):
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                              cwd=os.path.expanduser("~"))
+    except FileNotFoundError:
+        raise Failure("%s is not on the PATH here." % argv[0], "ClusterError",
+                      hint="Run portal on a host where the batch system's commands work (`which %s`)." % argv[0])
+    except subprocess.TimeoutExpired:
+        raise Failure("%s did not answer within %ds." % (argv[0], timeout), "ClusterError",
+                      hint="Is the batch system's controller up? Try `%s` by hand." % " ".join(argv))
+
+
+def _words(res):
+    """The batch system's own words for a refusal: its stderr (or stdout) on one line."""
+    text = (res.stderr.strip() or res.stdout.strip() or "exit code %d" % res.returncode)
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
+
+
+def scripts(payload, names):
+    """The job scripts dask-jobqueue writes in the env for workers ``names`` (nothing is submitted)."""
+    python = envcheck.env_python(payload["env"], payload.get("manager"))
+    program = pkgutil.get_data(__package__, "jobqueue_env.py").decode()
+    ask = {k: payload.get(k) for k in ("system", "scheduler", "tls", "worker_args", "prologue", "settings",
+                                       "defaults")}
+    ask["names"] = names
+    res = _run([python, "-c", program], json.dumps(ask) + "\n", timeout=120)
+    try:
+        reply = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise Failure("dask-jobqueue in env %s could not write the job script: %s" % (payload["env"], _words(res)),
+                      "EnvError", hint="Install it there: pip install dask-jobqueue.")
+    if not reply.get("ok"):
+        hint = ("Install it there: pip install dask-jobqueue." if reply.get("kind") == "EnvError" else
+                "Check the job settings (~/.config/dask/jobqueue.yaml on the host, jobqueue: in portal.yaml, options).")
+        raise Failure("env %s: %s" % (payload["env"], reply.get("error")), reply.get("kind") or "ClusterError", hint)
+    return reply
+
+
+def script_verb(payload):
+    """Verb ``jobs-script`` (read-only, for --explain): the scripts that ``jobs-submit`` would submit."""
+    record = read_record(payload["key"]) or {}
+    first = int(record.get("next", 0))
+    if payload.get("interface"):  # where the scheduler would listen (cluster-prepare says the same)
+        payload = dict(payload, scheduler="tls://%s:%d" % (interface_address(payload["interface"]),
+                                                          int(payload["scheduler_port"])))
+    names = [job_name(payload["key"], first + i) for i in range(int(payload["count"]))]
+    reply = scripts(payload, names)
+    return {"scripts": reply["scripts"], "submit": reply["submit"], "names": names}
+
+
+def submit(payload):
+    """Verb ``jobs-submit``: ``count`` more worker jobs for the env's cluster; their ids are kept.
+
+    A refusal of the batch system is one line with its own words; jobs of this call already
+    submitted are cancelled again, so a failed call leaves nothing queued.
+    """
+    key, count = payload["key"], int(payload["count"])
+    with locked("jobs-" + key):
+        record = read_record(key) or {"jobs": [], "next": 0}
+        first = int(record.get("next", 0))
+        names = [job_name(key, first + i) for i in range(count)]
+        reply = scripts(payload, names)
+        if not shutil.which(reply["submit"]):
+            raise Failure("%s is not on the PATH here: no batch system to submit to." % reply["submit"],
+                          "ClusterError", hint="Use --jobs on a host with %s, or --workers-on for other servers."
+                          % reply["submit"])
+        private_dirs(server_path("jobs"))
+        made = []
+        for name, text in zip(names, reply["scripts"]):
+            path = server_path("jobs", name + ".sh")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+                fh.write(text)
+            res = _run([reply["submit"], path])
+            found = re.search(reply["job_id_regexp"], res.stdout) if res.returncode == 0 else None
+            if not found:
+                _cancel(reply["cancel"], [j["id"] for j in made])
+                raise Failure("%s refused the job: %s" % (reply["submit"], _words(res)), "ClusterError",
+                              hint="Change the job settings (queue, account, walltime, cores, memory) and up again; "
+                                   "the script is %s." % path)
+            made.append({"id": found.group("job_id"), "name": name, "script": path, "submitted": time.time()})
+        record.update({"system": payload["system"], "scheduler": payload["scheduler"], "cancel": reply["cancel"],
+                       "next": first + count, "jobs": record["jobs"] + made})
+        write_json(record_path(key), record)
+    return {"submitted": made, "record": record}
+
+
+def queue_states(system, ids):
+    """id -> {"state", "reason"} for the jobs the queue still lists; None when this system is not asked."""
+    argv = QUEUE_COMMANDS.get(system)
+    if not argv or not ids:
+        return {} if argv else None
+    res = _run([part.replace("{ids}", ",".join(ids)) for part in argv], timeout=30)
+    states = {}
+    for line in res.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0] in ids:
+            states[parts[0]] = {"state": parts[1], "reason": "" if parts[2] in ("None", "(null)") else parts[2]}
+    return states
+
+
+def joined_workers(port, scheduler_pid, timeout=3.0):
+    """name -> address of the workers the user's scheduler knows (its dashboard's identity.json), or None
+    when the scheduler's HTTP port is not the user's own (nothing is asked then)."""
+    try:
+        sock = connect_owned(int(port), [int(scheduler_pid)] if scheduler_pid else None, timeout, "your scheduler")
+    except (OSError, NotYours, TypeError, ValueError):
+        return None
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request("GET", "/json/identity.json")
+        identity = json.loads(conn.getresponse().read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    return {str(w.get("name")): addr for addr, w in (identity.get("workers") or {}).items()}
+
+
+def _of_job(name, workers):
+    """The workers of job ``name`` (dask-jobqueue names them NAME, or NAME-0, NAME-1 with processes > 1)."""
+    return sorted(addr for wname, addr in workers.items() if wname == name or wname.startswith(name + "-"))
+
+
+def describe(key, dashboard_port=None, scheduler_pid=None):
+    """The env's jobs now: each with its queue state (or ``ended``) and the workers of it that joined."""
+    record = read_record(key)
+    if not record:
+        return {"jobs": [], "system": None}
+    ids = [j["id"] for j in record["jobs"]]
+    states = queue_states(record.get("system"), ids)
+    workers = joined_workers(dashboard_port, scheduler_pid) if dashboard_port else None
+    jobs = []
+    for job in record["jobs"]:
+        seen = None if states is None else states.get(job["id"], {"state": "ended", "reason": ""})
+        jobs.append({"id": job["id"], "name": job["name"], "state": (seen or {}).get("state", "unknown"),
+                     "reason": (seen or {}).get("reason", ""),
+                     "workers": _of_job(job["name"], workers) if workers is not None else []})
+    return {"jobs": jobs, "system": record.get("system"), "scheduler": record.get("scheduler"),
+            "workers_known": workers is not None}
+
+
+def list_verb(payload):
+    """Verb ``jobs-list``: :func:`describe` of env ``key``."""
+    return describe(payload["key"], payload.get("dashboard_port"), payload.get("scheduler_pid"))
+
+
+def wait(payload):
+    """Verb ``jobs-wait``: until every job's workers joined, or ``seconds`` passed (jobs still pending
+    then are no reason to wait longer: the reply says which and why)."""
+    deadline = time.monotonic() + float(payload.get("seconds", 60))
+    while True:
+        now = describe(payload["key"], payload.get("dashboard_port"), payload.get("scheduler_pid"))
+        live = [j for j in now["jobs"] if j["state"] != "ended"]
+        if all(j["workers"] for j in live) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.25)
+
+
+def _cancel(command, ids):
+    if ids:
+        _run([command, *ids], timeout=60)
+
+
+def cancel(payload):
+    """Verb ``jobs-cancel``: cancel the env's jobs (the newest ``count`` of them, or all) and forget them."""
+    key = payload["key"]
+    with locked("jobs-" + key):
+        record = read_record(key)
+        if not record:
+            return {"cancelled": []}
+        states = queue_states(record.get("system"), [j["id"] for j in record["jobs"]]) or {}
+        live = [j for j in record["jobs"] if j["id"] in states] if states or record.get("system") in QUEUE_COMMANDS \
+            else list(record["jobs"])
+        count = payload.get("count")
+        gone = live if count is None else live[len(live) - int(count):] if int(count) > 0 else []
+        _cancel(record.get("cancel") or "scancel", [j["id"] for j in gone])
+        keep = [j for j in live if j not in gone]
+        for job in record["jobs"]:
+            if job not in keep and os.path.isfile(job.get("script", "")):
+                os.unlink(job["script"])
+        if keep:
+            record["jobs"] = keep
+            write_json(record_path(key), record)
+        elif os.path.isfile(record_path(key)):
+            os.unlink(record_path(key))
+    return {"cancelled": [j["id"] for j in gone], "kept": [j["id"] for j in keep]}
+
+
+VERBS = {"jobs-script": script_verb, "jobs-submit": submit, "jobs-list": list_verb, "jobs-wait": wait,
+         "jobs-cancel": cancel}

@@ -1,0 +1,147 @@
+"""Workers of the user's cluster as batch jobs (`up --jobs N`, `scale --jobs N`).
+
+The scheduler stays in the user's cluster window on the host, TLS-only on ``scheduler_interface``;
+each job is written by dask-jobqueue's job class in the env (the user's own jobqueue.yaml applies,
+then ``jobqueue:`` in portal.yaml, then the options), submitted with the batch system's own command
+(``sbatch``), kept by id in the per-server state, and cancelled by ``down``. A job's workers listen
+on the user's block ports of the env (on the compute node) and its HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .. import daskcmd, plan, tls
+from ..errors import ClusterError, UsageError
+from ..target import Explained, Target
+
+#: option name -> dask-jobqueue setting (what `up`/`scale` may say about one job)
+JOB_OPTIONS = {"queue": "queue", "account": "account", "walltime": "walltime", "job_cores": "cores",
+               "job_memory": "memory"}
+#: memory of one job when neither jobqueue.yaml nor portal.yaml nor an option says (cores: --threads;
+#: one worker process per job, so its HTTP server gets the one in-block port the job's start picks)
+DEFAULT_JOB_MEMORY = "2GiB"
+
+
+def job_settings(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+    """portal.yaml's ``jobqueue:`` of the host, then the options given (None: not given)."""
+    settings = {k: v for k, v in target.settings.jobqueue.items() if k != "system"}
+    settings.update({JOB_OPTIONS[k]: v for k, v in (options.get("job") or {}).items() if v not in (None, "")})
+    if "cores" in settings:
+        settings["cores"] = plan.parse_count("job-cores", settings["cores"], 1, 1024)
+    return settings
+
+
+def validate(target: Target, jobs: Any = None, **job: Any) -> dict[str, Any]:
+    """``jobs`` (0: none) and the per-job options, checked before anything starts."""
+    count = 0 if jobs in (None, "") else plan.parse_count("jobs", jobs, 0, 1000)
+    given = {k: job.get(k) for k in JOB_OPTIONS if job.get(k) not in (None, "")}
+    if given and not count:
+        raise UsageError(f"--{next(iter(given)).replace('_', '-')} is a setting of batch jobs, but no --jobs is asked.",
+                         host=target.host, hint="Add --jobs N, or leave the job settings out.")
+    if given.get("job_memory"):
+        plan.parse_memory(given["job_memory"])
+    return {"jobs": count, "job": given}
+
+
+def defaults(target: Target) -> dict[str, Any]:
+    """portal's cores and memory of one job, used only where the user's jobqueue.yaml gives none."""
+    return {"cores": target.settings.threads, "memory": DEFAULT_JOB_MEMORY, "processes": 1}
+
+
+def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The helper's payload for ``jobs-script`` / ``jobs-submit``: everything dask-jobqueue is told."""
+    paths = tls.paths(target.facts()["home"])
+    named = bool(target.settings.jobqueue.get("interface"))  # the user's interface: dask-jobqueue's --interface
+    ports = tuple(state["worker_ports"]), tuple(state["nanny_ports"])
+    return {"key": state["key"], "env": spec_text, "manager": target.settings.env_manager,
+            "system": target.settings.jobqueue.get("system", "slurm"), "scheduler": state["address"],
+            "count": count, "tls": {"ca": paths.ca, "cert": paths.cert, "key": paths.key},
+            "worker_args": daskcmd.job_worker_args(*ports, listen=not named),  # type: ignore[arg-type]
+            "prologue": daskcmd.job_prologue(state["address"], ports[0]),  # type: ignore[arg-type]
+            "settings": job_settings(target, options), "defaults": defaults(target)}
+
+
+def _needs_interface(target: Target, state: dict[str, Any], spec_text: str) -> None:
+    if (state.get("scheduler_host") or daskcmd.LOOPBACK) == daskcmd.LOOPBACK:
+        raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so batch jobs cannot reach it.",
+                           host=target.host,
+                           hint=f"`portal down --env {spec_text}`, then up again with --jobs (scheduler_interface set).")
+
+
+def submit(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``count`` more worker jobs, then wait (bounded) for their workers; what the queue says then."""
+    _needs_interface(target, state, spec_text)
+    made = target.link.helper("jobs-submit", payload(target, state, spec_text, count, options), timeout=300)
+    ids = ", ".join(j["id"] for j in made["submitted"])
+    target.say(f"{target.host}: submitted {count} worker job{'s' if count != 1 else ''} ({ids}) for env {spec_text}.")
+    return wait(target, state, spec_text)
+
+
+def wait(target: Target, state: dict[str, Any], spec_text: str) -> dict[str, Any]:
+    seconds = target.settings.jobs_wait
+    now = target.link.helper("jobs-wait", {"key": state["key"], "seconds": seconds,
+                                           "dashboard_port": state.get("dashboard_port"),
+                                           "scheduler_pid": state.get("scheduler_pid")}, timeout=seconds + 60)
+    target.say(f"{target.host}: {summary(now['jobs'])}.")
+    return dict(now)
+
+
+def summary(jobs: list[dict[str, Any]]) -> str:
+    """``2 jobs running, 2 workers joined; 1 job pending (reason: Resources)``."""
+    live = [j for j in jobs if j["state"] != "ended"]
+    if not live:
+        return "no worker jobs queued"
+    parts = []
+    for state in dict.fromkeys(j["state"] for j in live):
+        these = [j for j in live if j["state"] == state]
+        reasons = sorted({j["reason"] for j in these if j["reason"]})
+        joined = sum(len(j["workers"]) for j in these)
+        text = f"{len(these)} job{'s' if len(these) != 1 else ''} {state.lower()}"
+        if state == "RUNNING":
+            text += f", {joined} worker{'s' if joined != 1 else ''} joined"
+        if reasons:
+            text += f" (reason: {', '.join(reasons)})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Make the env's live jobs ``count``: submit the missing ones, cancel the newest extra ones."""
+    _needs_interface(target, state, spec_text)
+    now = target.link.helper("jobs-list", {"key": state["key"]})
+    live = [j for j in now["jobs"] if j["state"] != "ended"]
+    if count > len(live):
+        return submit(target, state, spec_text, count - len(live), options)
+    if count < len(live):
+        done = target.link.helper("jobs-cancel", {"key": state["key"], "count": len(live) - count})
+        target.say(f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}.")
+    else:
+        target.say(f"{target.host}: env {spec_text} has {count} worker jobs already.")
+    return wait(target, state, spec_text)
+
+
+def describe(target: Target, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The jobs of a cluster (a ``cluster.describe`` entry): id, name, queue state, reason, workers joined."""
+    now = target.link.helper("jobs-list", {"key": entry["env_key"], "dashboard_port": entry.get("dashboard_port"),
+                                           "scheduler_pid": entry.get("pid")})
+    return list(now["jobs"])
+
+
+def stop(target: Target, entry: dict[str, Any]) -> list[str]:
+    """Cancel every job of a cluster (a ``cluster.describe`` entry)."""
+    done = target.link.helper("jobs-cancel", {"key": entry["env_key"]})
+    return [f"jobs {', '.join(done['cancelled'])} of {entry['env']}"] if done["cancelled"] else []
+
+
+def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], count: int,
+            options: dict[str, Any]) -> Explained:
+    """The job scripts dask-jobqueue writes in the env (asked read-only), each submitted with ``sbatch <<'JOB'``."""
+    if not count:
+        return Explained()
+    state = {"key": key, "address": None, "worker_ports": ports["worker_ports"], "nanny_ports": ports["nanny_ports"]}
+    asked = dict(payload(target, state, spec_text, count, options), interface=target.settings.scheduler_interface,
+                 scheduler_port=ports["scheduler_port"])
+    made = target.link.helper("jobs-script", asked, timeout=180)
+    return Explained(remote=[f"{shlex.quote(made['submit'])} <<'JOB'\n{text.rstrip()}\nJOB" for text in made["scripts"]])
