@@ -26,6 +26,16 @@ QUEUE_COMMANDS = {"slurm": ["squeue", "-h", "-o", "%i|%T|%r", "-j", "{ids}"]}
 PENDING = ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD")
 
 
+#: batch system -> its submit command (what dask-jobqueue's job class names; asked without the env)
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub"}
+
+
+def check(payload):
+    """Verb ``jobs-check`` {system}: where this host's submit command is (None when it has none)."""
+    command = SUBMIT_COMMANDS.get(payload.get("system") or "slurm", "sbatch")
+    return {"command": command, "path": shutil.which(command)}
+
+
 def record_path(key):
     return server_path("jobs", key + ".json")
 
@@ -228,5 +238,5 @@ def cancel(payload):
     return {"cancelled": [j["id"] for j in gone], "kept": [j["id"] for j in keep]}
 
 
-VERBS = {"jobs-script": script_verb, "jobs-submit": submit, "jobs-list": list_verb, "jobs-wait": wait,
+VERBS = {"jobs-check": check, "jobs-script": script_verb, "jobs-submit": submit, "jobs-list": list_verb, "jobs-wait": wait,
          "jobs-cancel": cancel}

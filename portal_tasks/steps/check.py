@@ -84,6 +84,33 @@ def _env(target: Target, env: str | None) -> list[Line]:
             lines.append(Line(True, f"{target.host}: env {info['name']!r} has {module}"))
     if modules.get("jupyterlab") and modules.get("distributed"):
         lines += [Line(ok, f"{target.host}: {text}") for ok, text in in_jupyter(info["name"], modules)]
+    if modules.get("dask_jobqueue"):
+        lines.append(Line(True, f"{target.host}: env {info['name']!r} has dask-jobqueue (for --jobs)"))
+    else:
+        lines.append(Line(None, f"{target.host}: env {info['name']!r} lacks dask-jobqueue (needed for --jobs); "
+                                "`pip install dask-jobqueue`"))
+    return lines
+
+
+def _beyond(target: Target) -> list[Line]:
+    """Workers beyond this host: the scheduler's interface, and the batch system's submit command."""
+    host, name = target.host, target.settings.scheduler_interface
+    if not name:
+        lines = [Line(None, f"{host}: no scheduler_interface set, so workers on other servers or batch jobs "
+                            "(--workers-on, --jobs) cannot reach the scheduler; set it for this host in portal.yaml")]
+    else:
+        try:
+            address = target.link.helper("interface-address", {"name": name})["address"]
+            lines = [Line(True, f"{host}: scheduler_interface {name} is {address} (the scheduler listens there, "
+                                "TLS only, for --workers-on and --jobs)")]
+        except PortalError as exc:
+            lines = [Line(False, exc.line())]
+    system = target.settings.jobqueue.get("system", "slurm")
+    found = target.link.helper("jobs-check", {"system": system})
+    if found["path"]:
+        lines.append(Line(True, f"{host}: {found['command']} at {found['path']} ({system} batch jobs: --jobs)"))
+    else:
+        lines.append(Line(None, f"{host}: no {found['command']} on the PATH, so no {system} batch jobs (--jobs) here"))
     return lines
 
 
@@ -101,6 +128,7 @@ def run(target: Target, env: str | None = None) -> bool:
         lambda: [_tmux(target)],
         lambda: _env(target, env),
         lambda: _ports(target),
+        lambda: _beyond(target),
     ]
     for i, check in enumerate(checks):
         try:
