@@ -11,6 +11,11 @@ Addresses are 10.231.X.0/24 nets:
     login         10.231.X+2.1 <-> matagorda  10.231.X+2.2   (the laptop has no way in)
     root (laptop) 10.231.X+3.1 <-> matagorda2 10.231.X+3.2   (a second server sharing the homes)
     matagorda     10.231.X+4.1 <-> matagorda2 10.231.X+4.2   (the servers' own net: workers on matagorda2)
+    matagorda     10.231.X+5.1 <-> node1      10.231.X+5.2   (the batch system's net: SLURM's compute node)
+
+The SLURM part (slurm.py) is made only when a test asks (`start_slurm`, the `portal_slurm` fixture): the
+compute node `node1` is a namespace like the hosts (own /tmp, hostname; shared homes; no sshd), running
+slurmd; matagorda runs munged and slurmctld, and both see the run's config as /etc/slurm/slurm.conf.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,28 +34,31 @@ from typing import Any
 
 from portal_tasks.runner import Result, run, spawn
 from portal_tasks.testing import users as users_mod
+from portal_tasks.testing import slurm as slurm_mod
 from portal_tasks.testing.envs import ensure_envs
 from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
 from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser, close_masters
 from portal_tasks.testing.waiting import retry_until
 
+NETS = 6  # /24 nets a run uses (of the 8 from each 10.231.X it picks)
 PREFIX = "portal-t-"  # every namespace and run dir made here starts with it
 NETNS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-([a-z0-9]+)$")
 SSHD = "/usr/sbin/sshd"
 ROLES = ("alice", "bob", "notmux")
 HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "login": "login",
                  "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
-#: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 sshd, $3 config, $4 log):
+#: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 log, then the command):
 #: its own /tmp, hostname, /etc/hosts line and machine-id, an empty /etc/portal in place of this machine's
-#: admin settings, then exec sshd (so the pid stays sshd's)
+#: admin settings, then exec the command (sshd, or a sleep holding a node's namespaces: the pid stays its)
 HOST_SETUP = """set -e
-exec 2>>"$4"
+exec 2>>"$2"
 mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
 printf '%s\\n' "$0" > /proc/sys/kernel/hostname
 mount --bind "$1/hosts" /etc/hosts
 if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
 mount --bind "$1/etc-portal" /etc/portal
-exec "$2" -D -f "$3" -E "$4"
+shift 2
+exec "$@"
 """
 HOST_ETC_PORTAL = "/etc/portal"
 LAPTOP_MARK = "PORTAL_TEST_LAPTOP"  # env var naming the laptop dir of processes the fixtures start
@@ -59,7 +68,7 @@ RUNTIME_ROOT = Path("/run")
 
 @dataclass(frozen=True)
 class Nets:
-    """The four /24 nets of one run."""
+    """The /24 nets of one run (NETS of them from 10.231.X)."""
 
     x: int
 
@@ -85,6 +94,10 @@ class Nets:
     @property
     def between(self) -> tuple[str, str]:  # matagorda and matagorda2 on their own net
         return self.addr(4, 1), self.addr(4, 2)
+
+    @property
+    def node(self) -> tuple[str, str]:  # matagorda and the SLURM compute node node1 on the batch system's net
+        return self.addr(5, 1), self.addr(5, 2)
 
 
 def _must(argv: list[str], what: str | None = None, timeout: float = 60) -> Result:
@@ -149,14 +162,26 @@ def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
 
 
 def _pick_nets() -> Nets:
-    """Five free 10.231.X.0/24 nets: no address or route of this machine in them."""
+    """NETS free 10.231.X.0/24 nets: no address or route of this machine in them."""
     used = run(["ip", "-o", "-4", "addr"], timeout=10).stdout + run(["ip", "-4", "route"], timeout=10).stdout
     start = secrets.randbelow(31)
     for i in range(31):
         x = 8 * ((start + i) % 31)
-        if not any(f"10.231.{x + n}." in used for n in range(5)):
+        if not any(f"10.231.{x + n}." in used for n in range(NETS)):
             return Nets(x)
     raise TestServerError("no free 10.231.X.0/24 nets left for the test server", hint="Remove stale veths.")
+
+
+def _host_files(d: Path, label: str) -> None:
+    """The files HOST_SETUP binds into host `label`'s namespaces, in its dir d."""
+    (d / "hosts").write_text(Path("/etc/hosts").read_text() + f"127.0.1.1\t{label}\n")
+    (d / "machine-id").write_text(secrets.token_hex(16) + "\n")
+    for name in ("hosts", "machine-id"):
+        (d / name).chmod(0o644)
+    (d / "etc-portal").mkdir(mode=0o755)
+    # the mount point of each host's own admin settings; made once, empty, and left (a run of another
+    # process may have it mounted: removing it would detach their hosts' settings)
+    Path(HOST_ETC_PORTAL).mkdir(mode=0o755, exist_ok=True)
 
 
 def _ssh_config(user: str, key: Path, known_hosts: Path, nets: Nets) -> str:
@@ -226,6 +251,14 @@ class NetnsServer:
         self.ns_second = f"{PREFIX}{self.run_id}-matagorda2"
         #: matagorda's interface on the net it shares with matagorda2 (its scheduler_interface for workers there)
         self.between_interface = f"pt{self.token}n0"
+        #: matagorda's interface on the batch system's net (its scheduler_interface for SLURM jobs on node1)
+        self.node_interface = f"pt{self.token}c0"
+        self.nets: Nets | None = None
+        self._slurm: slurm_mod.SlurmDaemons | None = None
+        self._slurm_cluster: slurm_mod.SlurmCluster | None = None
+        self._etc_slurm_bound = False
+        #: compute node label -> (its namespace's anchor process, the namespace)
+        self._nodes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         self._netns: list[str] = []
         self._users: list[str] = []
         self._sshd: list[subprocess.Popen[bytes]] = []
@@ -245,7 +278,7 @@ class NetnsServer:
         self.base.mkdir(mode=0o755, parents=True)
         self.base.chmod(0o755)
         self.runtime.mkdir(mode=0o700)
-        nets = self._network()
+        nets = self.nets = self._network()
         notmux_bin = self._notmux_bin()
         users = {role: self._user(role, nets, notmux_bin) for role in self.roles}
         names = [u.name for u in users.values()]
@@ -271,17 +304,32 @@ class NetnsServer:
             admin_run=self.admin_run,
             host_path=self.host_path,
             reset_user=self.reset_user,
+            start_slurm=self.start_slurm,
+            stop_slurm=self.stop_slurm,
         )
         return self.server
 
+    def _add_netns(self, ns: str) -> None:
+        res = run(["ip", "netns", "add", ns], timeout=30)
+        if not res.ok:
+            raise TestServerUnavailable(f"cannot create network namespaces here ({res.tail(1)})",
+                                        hint="A container needs CAP_SYS_ADMIN; or use --portal-server ssh://HOST.")
+        self._netns.append(ns)
+        _must(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    @staticmethod
+    def _veth(ns0: str | None, name0: str, addr0: str, ns1: str, name1: str, addr1: str) -> None:
+        """A veth pair: name0 (in ns0, or the root namespace) with addr0 <-> name1 in ns1 with addr1, /24s."""
+        n0 = ["-n", ns0] if ns0 else []
+        _must(["ip", *n0, "link", "add", name0, "type", "veth", "peer", "name", name1, "netns", ns1])
+        _must(["ip", *n0, "addr", "add", f"{addr0}/24", "dev", name0])
+        _must(["ip", *n0, "link", "set", name0, "up"])
+        _must(["ip", "-n", ns1, "addr", "add", f"{addr1}/24", "dev", name1])
+        _must(["ip", "-n", ns1, "link", "set", name1, "up"])
+
     def _network(self) -> Nets:
         for ns in (self.ns_host, self.ns_login, self.ns_second):
-            res = run(["ip", "netns", "add", ns], timeout=30)
-            if not res.ok:
-                raise TestServerUnavailable(f"cannot create network namespaces here ({res.tail(1)})",
-                                            hint="A container needs CAP_SYS_ADMIN; or use --portal-server ssh://HOST.")
-            self._netns.append(ns)
-            _must(["ip", "-n", ns, "link", "set", "lo", "up"])
+            self._add_netns(ns)
         nets = _pick_nets()
         t = self.token
         # (namespace of end 0 or None for root, name 0, addr 0, namespace of end 1, name 1, addr 1)
@@ -292,13 +340,8 @@ class NetnsServer:
             (None, f"pt{t}s0", nets.addr(3, 1), self.ns_second, f"pt{t}s1", nets.second),
             (self.ns_host, self.between_interface, nets.between[0], self.ns_second, f"pt{t}n1", nets.between[1]),
         ]
-        for ns0, name0, addr0, ns1, name1, addr1 in pairs:
-            n0 = ["-n", ns0] if ns0 else []
-            _must(["ip", *n0, "link", "add", name0, "type", "veth", "peer", "name", name1, "netns", ns1])
-            _must(["ip", *n0, "addr", "add", f"{addr0}/24", "dev", name0])
-            _must(["ip", *n0, "link", "set", name0, "up"])
-            _must(["ip", "-n", ns1, "addr", "add", f"{addr1}/24", "dev", name1])
-            _must(["ip", "-n", ns1, "link", "set", name1, "up"])
+        for pair in pairs:
+            self._veth(*pair)
         # Packets from the laptop to the inner net go to the login node, which does not forward
         # them: "No route to host", and nothing leaves through the machine's default route.
         # The route lives on the veth and goes away with it.
@@ -361,20 +404,13 @@ class NetnsServer:
         _must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", label, "-f", str(d / "ssh_host_ed25519_key")])
         cfg = d / "sshd_config"
         cfg.write_text(_sshd_config(d, listen, allow, extra))
-        (d / "hosts").write_text(Path("/etc/hosts").read_text() + f"127.0.1.1\t{label}\n")
-        (d / "machine-id").write_text(secrets.token_hex(16) + "\n")
-        for name in ("hosts", "machine-id"):
-            (d / name).chmod(0o644)
-        (d / "etc-portal").mkdir(mode=0o755)
-        # the mount point of each host's own admin settings; made once, empty, and left (a run of another
-        # process may have it mounted: removing it would detach their hosts' settings)
-        Path(HOST_ETC_PORTAL).mkdir(mode=0o755, exist_ok=True)
+        _host_files(d, label)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
         log = d / "sshd.log"
         # unshare and sh exec, so the Popen pid ends up being sshd, inside the host's namespaces
         proc = spawn(["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private",
-                      "sh", "-c", HOST_SETUP, label, str(d), SSHD, str(cfg), str(log)])
+                      "sh", "-c", HOST_SETUP, label, str(d), str(log), SSHD, "-D", "-f", str(cfg), "-E", str(log)])
         self._sshd.append(proc)
 
         def listening() -> bool:
@@ -393,6 +429,107 @@ class NetnsServer:
                     f.write(f"{','.join(listen)} {' '.join(pub)}\n")
 
         return wait
+
+    # -- SLURM (on demand) --------------------------------------------------------------
+    def start_slurm(self) -> slurm_mod.SlurmCluster:
+        """Start the run's SLURM (compute node node1, munged, slurmctld on matagorda, slurmd); once."""
+        if self._slurm_cluster is not None:
+            return self._slurm_cluster
+        reason = slurm_mod.unavailable()
+        if reason:
+            raise TestServerUnavailable(reason)
+        if self.nets is None or "matagorda" not in self._anchor:
+            raise TestServerError("start the netns test server before its SLURM")
+        try:
+            return self._start_slurm(self.nets)
+        except BaseException:
+            self.stop_slurm()
+            raise
+
+    def _start_slurm(self, nets: Nets) -> slurm_mod.SlurmCluster:
+        started = time.monotonic()
+        node = "node1"
+        host_addr, node_addr = nets.node
+        self._node_host(node, nets)
+        layout = slurm_mod.SlurmLayout(self.base / "slurm")
+        name = f"portal{self.token}"
+        slurm_mod.write_layout(layout, slurm_mod.slurm_conf(layout, name, ("matagorda", host_addr),
+                                                            [(node, node_addr)]))
+        Path(slurm_mod.ETC_SLURM).mkdir(mode=0o755, exist_ok=True)  # the mount point; left, as /etc/portal
+        self._etc_slurm_bound = True  # before: a half-made bind is undone too
+        for label in ("matagorda", node):
+            _must(["nsenter", f"--target={self._anchor[label]}", "--mount", "--", "mount", "--bind",
+                   str(layout.etc), slurm_mod.ETC_SLURM], f"binding {layout.etc} over /etc/slurm on {label}")
+        self._slurm = slurm_mod.SlurmDaemons(layout, self._enter("matagorda"), {node: self._enter(node)})
+        self._slurm.start()
+        self._slurm_cluster = slurm_mod.SlurmCluster(
+            cluster_name=name, partition=slurm_mod.PARTITION, nodes=(node,), node_addresses=(node_addr,),
+            scheduler_interface=self.node_interface, scheduler_address=host_addr, conf=layout.conf,
+            pids=self._slurm.pids(), start_seconds=time.monotonic() - started)
+        return self._slurm_cluster
+
+    def _enter(self, label: str) -> list[str]:
+        return ["nsenter", f"--target={self._anchor[label]}", "--net", "--mount", "--uts", "--"]
+
+    def _node_host(self, label: str, nets: Nets) -> None:
+        """Compute node `label`: a namespace on the batch system's net with matagorda, its own /tmp and
+        hostname (HOST_SETUP), held by a sleep (its anchor); no sshd."""
+        ns = f"{PREFIX}{self.run_id}-{label}"
+        self._add_netns(ns)
+        host_addr, node_addr = nets.node
+        self._veth(self.ns_host, self.node_interface, host_addr, ns, f"pt{self.token}c1", node_addr)
+        d = self.base / "nodes" / label
+        d.mkdir(mode=0o755, parents=True)
+        _host_files(d, label)
+        with open(d / "hosts", "a") as f:
+            f.write(f"{host_addr}\tmatagorda\n")
+        with open(self.base / "sshd" / "matagorda" / "hosts", "a") as f:  # in place: matagorda has it bound
+            f.write(f"{node_addr}\t{label}\n")
+        log = d / "setup.log"
+        # nsenter --net, not `ip netns exec`: that one mounts a sysfs without /sys/fs/cgroup, and slurmd
+        # exits without it
+        anchor = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts", "--propagation", "private",
+             "sh", "-c", HOST_SETUP, label, str(d), str(log), "sleep", "infinity"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._nodes[label] = (anchor, ns)
+
+        def ready() -> bool:
+            if anchor.poll() is not None:
+                raise TestServerError(f"setting up node {label} failed (rc {anchor.returncode}): "
+                                      f"{log.read_text()[-500:] if log.exists() else ''}")
+            return Path(f"/proc/{anchor.pid}/comm").read_text().strip() == "sleep"
+
+        retry_until(ready, 20, 0.02, what=f"node {label}'s namespaces", retry_on=(OSError,))
+        self._anchor[label] = anchor.pid
+
+    def stop_slurm(self) -> None:
+        """Stop the run's SLURM and remove its node namespaces (idempotent; the server itself stays)."""
+        errors: list[str] = []
+        if self._slurm is not None:
+            try:
+                self._slurm.stop()
+            except Exception as exc:  # noqa: BLE001 - the nodes go anyway
+                errors.append(f"stopping SLURM: {exc}")
+            self._slurm = None
+        self._slurm_cluster = None
+        for label, (anchor, ns) in list(self._nodes.items()):
+            self._anchor.pop(label, None)
+            try:
+                _delete_netns(ns)  # ends the anchor, slurmd's job steps and what jobs left running
+                anchor.wait(5)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"removing node {label}: {exc}")
+                continue
+            self._netns.remove(ns)
+            del self._nodes[label]
+        if self._etc_slurm_bound and "matagorda" in self._anchor:  # so a later start_slurm binds afresh
+            run(["nsenter", f"--target={self._anchor['matagorda']}", "--mount", "--", "umount", "-q",
+                 slurm_mod.ETC_SLURM], timeout=10)
+        self._etc_slurm_bound = False
+        slurm_mod.remove_layout(slurm_mod.SlurmLayout(self.base / "slurm"))
+        if errors:
+            raise TestServerError("SLURM teardown: " + "; ".join(errors))
 
     # -- use ----------------------------------------------------------------------------
     def _pid_of(self, host: str | None) -> int:
@@ -455,6 +592,7 @@ class NetnsServer:
 
         for laptop in self._laptops:
             attempt(f"closing laptop {laptop}", self._close_laptop, laptop, self.runtime / laptop.name)
+        attempt("stopping SLURM", self.stop_slurm)
         for proc in self._sshd:
             attempt("stopping sshd", kill_and_wait, [proc.pid])
             attempt("reaping sshd", proc.wait, 5)

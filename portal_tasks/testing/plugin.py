@@ -26,12 +26,13 @@ from portal_tasks.testing.envs import ENVS_ROOT, envs_ready
 from portal_tasks.testing.netns import LAPTOP_MARK
 from portal_tasks.testing.procs import pid_alive
 from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser, close_masters
+from portal_tasks.testing.slurm import SlurmCluster
 from portal_tasks.testing.sockets import Listener
 from portal_tasks.testing.sockets import listening_sockets as _listening_sockets
 
 #: Tests using any of these get the isolated environment (HOME, tmux, DASK_*) automatically.
 PORTAL_FIXTURES = frozenset(
-    {"portal_server", "alice", "bob", "notmux", "run_portal", "testinfra_host", "listening_sockets"}
+    {"portal_server", "alice", "bob", "notmux", "run_portal", "testinfra_host", "listening_sockets", "portal_slurm"}
 )
 
 
@@ -126,6 +127,30 @@ def own_netns_server(request: pytest.FixtureRequest, why: str, extra_users: int 
         yield backend.start()
     finally:
         backend.close()
+
+
+@contextlib.contextmanager
+def slurm_on(server: TestServer) -> Iterator[SlurmCluster]:
+    """The server's SLURM while the block runs (started, then stopped also when the block fails); skips
+    with the reason where the server has none (not the netns backend, not root, no SLURM installed)."""
+    if server.start_slurm is None or server.stop_slurm is None:
+        pytest.skip(f"the {server.backend} test server has no SLURM of its own (the netns server has)")
+    try:
+        cluster = server.start_slurm()
+    except TestServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        server.stop_slurm()
+
+
+@pytest.fixture(scope="session")
+def portal_slurm(portal_server: TestServer) -> Iterator[SlurmCluster]:
+    """A real SLURM on the test server (once per session): slurmctld on portal_server.host, compute
+    node(s) sharing the homes; users submit with plain sbatch there. Skips with the reason where none."""
+    with slurm_on(portal_server) as cluster:
+        yield cluster
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portal_tasks.errors import PortalError
 from portal_tasks.runner import Result, run
+
+if TYPE_CHECKING:
+    from portal_tasks.testing.slurm import SlurmCluster
 
 
 class TestServerError(PortalError):
@@ -81,6 +85,10 @@ class TestServer:
     host_path: Callable[..., Path] | None = field(default=None, repr=False)
     #: kills a user's processes on the host and resets their state between tests; None: not allowed
     reset_user: Callable[[TestUser], None] | None = field(default=None, repr=False)
+    #: start_slurm() -> SlurmCluster: starts the host's SLURM (once; compute nodes, controller on host);
+    #: stop_slurm() stops it and removes the nodes; None: this backend has no SLURM of its own
+    start_slurm: Callable[[], SlurmCluster] | None = field(default=None, repr=False)
+    stop_slurm: Callable[[], None] | None = field(default=None, repr=False)
 
     def user(self, role: str) -> TestUser:
         try:
