@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from portal_tasks.runner import Result, run, spawn
-from portal_tasks.testing import users as users_mod
 from portal_tasks.testing import slurm as slurm_mod
+from portal_tasks.testing import users as users_mod
 from portal_tasks.testing.envs import ensure_envs
 from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
 from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser, close_masters
@@ -561,8 +561,12 @@ class NetnsServer:
     def reset_user(self, user: TestUser) -> None:
         """Between tests: end the user's processes (host and laptop) and drop what they wrote."""
         self._close_laptop(user.laptop, user.runtime)
+        if self._slurm is not None:  # a job left pending would start in the next test
+            self._slurm.cancel_jobs_of(user.name)
         entry = users_mod.pwd.getpwnam(user.name)
         users_mod.kill_uid(entry.pw_uid, entry.pw_gid)
+        if self._slurm is not None:
+            self._slurm.wait_no_jobs_of(user.name)
         users_mod.remove_files_of_uid(entry.pw_uid)
         for label in self._anchor:  # each host's own /tmp, and the user's claims in it
             tmp = self.host_path("/tmp", label)
