@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from portal_tasks.runner import Result, run, spawn
-from portal_tasks.testing import users as users_mod
 from portal_tasks.testing import slurm as slurm_mod
+from portal_tasks.testing import users as users_mod
 from portal_tasks.testing.envs import ensure_envs
 from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
 from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser, close_masters
@@ -257,8 +257,8 @@ class NetnsServer:
         self._slurm: slurm_mod.SlurmDaemons | None = None
         self._slurm_cluster: slurm_mod.SlurmCluster | None = None
         self._etc_slurm_bound = False
-        #: compute node label -> (its namespace's anchor process, the namespace)
-        self._nodes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        #: compute node label -> (its namespace, the process holding its namespaces once started)
+        self._nodes: dict[str, tuple[str, subprocess.Popen[bytes] | None]] = {}
         self._netns: list[str] = []
         self._users: list[str] = []
         self._sshd: list[subprocess.Popen[bytes]] = []
@@ -476,6 +476,7 @@ class NetnsServer:
         hostname (HOST_SETUP), held by a sleep (its anchor); no sshd."""
         ns = f"{PREFIX}{self.run_id}-{label}"
         self._add_netns(ns)
+        self._nodes[label] = (ns, None)
         host_addr, node_addr = nets.node
         self._veth(self.ns_host, self.node_interface, host_addr, ns, f"pt{self.token}c1", node_addr)
         d = self.base / "nodes" / label
@@ -483,8 +484,10 @@ class NetnsServer:
         _host_files(d, label)
         with open(d / "hosts", "a") as f:
             f.write(f"{host_addr}\tmatagorda\n")
-        with open(self.base / "sshd" / "matagorda" / "hosts", "a") as f:  # in place: matagorda has it bound
-            f.write(f"{node_addr}\t{label}\n")
+        host_hosts, line = self.base / "sshd" / "matagorda" / "hosts", f"{node_addr}\t{label}\n"
+        if line not in host_hosts.read_text():
+            with open(host_hosts, "a") as f:  # in place: matagorda has this very file bound as /etc/hosts
+                f.write(line)
         log = d / "setup.log"
         # nsenter --net, not `ip netns exec`: that one mounts a sysfs without /sys/fs/cgroup, and slurmd
         # exits without it
@@ -492,7 +495,7 @@ class NetnsServer:
             ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts", "--propagation", "private",
              "sh", "-c", HOST_SETUP, label, str(d), str(log), "sleep", "infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._nodes[label] = (anchor, ns)
+        self._nodes[label] = (ns, anchor)
 
         def ready() -> bool:
             if anchor.poll() is not None:
@@ -513,16 +516,18 @@ class NetnsServer:
                 errors.append(f"stopping SLURM: {exc}")
             self._slurm = None
         self._slurm_cluster = None
-        for label, (anchor, ns) in list(self._nodes.items()):
+        for label, (ns, anchor) in list(self._nodes.items()):
             self._anchor.pop(label, None)
             try:
                 _delete_netns(ns)  # ends the anchor, slurmd's job steps and what jobs left running
-                anchor.wait(5)
+                if anchor is not None:
+                    anchor.wait(5)
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"removing node {label}: {exc}")
                 continue
             self._netns.remove(ns)
             del self._nodes[label]
+            shutil.rmtree(self.base / "nodes" / label, ignore_errors=True)
         if self._etc_slurm_bound and "matagorda" in self._anchor:  # so a later start_slurm binds afresh
             run(["nsenter", f"--target={self._anchor['matagorda']}", "--mount", "--", "umount", "-q",
                  slurm_mod.ETC_SLURM], timeout=10)
@@ -561,8 +566,12 @@ class NetnsServer:
     def reset_user(self, user: TestUser) -> None:
         """Between tests: end the user's processes (host and laptop) and drop what they wrote."""
         self._close_laptop(user.laptop, user.runtime)
+        if self._slurm is not None:  # a job left pending would start in the next test
+            self._slurm.cancel_jobs_of(user.name)
         entry = users_mod.pwd.getpwnam(user.name)
         users_mod.kill_uid(entry.pw_uid, entry.pw_gid)
+        if self._slurm is not None:
+            self._slurm.wait_no_jobs_of(user.name)
         users_mod.remove_files_of_uid(entry.pw_uid)
         for label in self._anchor:  # each host's own /tmp, and the user's claims in it
             tmp = self.host_path("/tmp", label)

@@ -2,7 +2,7 @@
 
 The pure part builds the per-run files (`SlurmLayout`, `slurm_conf`); `SlurmDaemons` starts and stops
 the daemons, each inside the namespaces of its host (given as an `nsenter` prefix by netns.py), with
-pids it owns: nothing of the machine's own SLURM or munge (if any) is used or touched. Users on the
+pids it owns: of the machine's own SLURM and munge (if any) only the munge key is used. Users on the
 hosts see this run's config as /etc/slurm/slurm.conf (a bind mount in the hosts' mount namespaces),
 so plain `sbatch`, `squeue` and `scancel` work in an ssh session.
 """
@@ -31,7 +31,7 @@ PARTITION = "debug"
 CTLD_PORT = 6817  # ports are per network namespace: runs side by side do not collide
 SLURMD_PORT = 6818
 NODE_CPUS = 2
-NODE_MEMORY_MB = 2048  # what a node offers; memory is not a consumable (CR_Core), so jobs share it
+NODE_MEMORY_MB = 4096  # what a node offers; memory is not a consumable (CR_Core), so jobs share it
 
 
 def unavailable() -> str | None:
@@ -63,6 +63,8 @@ class SlurmCluster:
     scheduler_interface: str
     scheduler_address: str
     conf: Path  # the slurm.conf as this process reaches it (inside the run dir)
+    node_cpus: int = NODE_CPUS  # each node's
+    node_memory_mb: int = NODE_MEMORY_MB  # each node's RealMemory: a job's --mem may not exceed it
     #: daemon name ("munged", "slurmctld", "slurmd:NODE") -> pid, as seen from the root namespace
     pids: dict[str, int] = field(default_factory=dict, compare=False)
     start_seconds: float = field(default=0.0, compare=False)  # how long starting it took
@@ -154,6 +156,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
@@ -262,20 +265,34 @@ class SlurmDaemons:
         except AssertionError as exc:
             raise TestServerError(f"{exc}; slurmctld log: {_log_tail(self.layout.logs / 'slurmctld.log')}") from None
 
+    def _running(self) -> bool:
+        ctld = self.procs.get("slurmctld")
+        return ctld is not None and ctld.poll() is None
+
+    def cancel_jobs_of(self, user: str) -> None:
+        """scancel every job of user (their processes may be killed meanwhile: see wait_no_jobs_of)."""
+        if self._running():
+            self.ctl("scancel", f"--user={user}", timeout=15)
+
+    def wait_no_jobs_of(self, user: str, seconds: float = 20) -> None:
+        """Wait (bounded) until squeue shows no job of user (none pending, running or completing)."""
+        if self._running():
+            retry_until(lambda: not self.ctl("squeue", "-h", f"--user={user}", "-o", "%i").stdout.strip(),
+                        seconds, 0.1, what=f"the jobs of {user} to leave squeue")
+
     def stop(self, seconds: float = 15) -> None:
         """`scontrol shutdown` (slurmctld and every slurmd), then end by pid whatever is left; munged last."""
-        slurm = [p for name, p in self.procs.items() if name != "munged"]
-        if any(p.poll() is None for p in slurm) and self.procs.get("slurmctld", None) is not None:
+        slurm = [proc for name, proc in self.procs.items() if name != "munged"]
+        if self._running():
             self.ctl("scontrol", "shutdown", timeout=10)
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and any(p.poll() is None for p in slurm):
-                time.sleep(0.1)
-        for name in [n for n in self.procs if n != "munged"] + (["munged"] if "munged" in self.procs else []):
-            proc = self.procs[name]
+            while time.monotonic() < deadline and any(proc.poll() is None for proc in slurm):
+                time.sleep(0.05)
+        for name in sorted(self.procs, key=lambda n: n == "munged"):  # munged last: shutdown needs it
+            proc = self.procs.pop(name)
             if pid_alive(proc.pid):
                 kill_and_wait([proc.pid])
             proc.wait(5)
-        self.procs.clear()
 
 
 def remove_layout(layout: SlurmLayout) -> None:

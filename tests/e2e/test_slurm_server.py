@@ -107,6 +107,17 @@ def _sleeps_of(user: TestUser) -> list[int]:
     return found
 
 
+def test_resetting_a_user_cancels_their_jobs(portal_server: TestServer, portal_slurm: SlurmCluster,
+                                             alice: TestUser) -> None:
+    assert portal_server.reset_user is not None
+    waiting = _sbatch(portal_server, alice, "--begin=now+3600", f"--output={alice.home}/later.out", "--wrap", "true")
+    running = _sbatch(portal_server, alice, f"--output={alice.home}/now.out", "--wrap", "sleep 300")
+    _wait_state(portal_server, running, "RUNNING", seconds=30)
+    assert _state(portal_server, waiting) == "PENDING"
+    portal_server.reset_user(alice)  # as between tests: the next test finds no job of hers
+    assert _on_host(portal_server, alice, "squeue -h -u $USER -o %i").stdout.strip() == ""
+
+
 def test_a_wrong_partition_fails_with_slurms_own_words(portal_server: TestServer, portal_slurm: SlurmCluster,
                                                        alice: TestUser) -> None:
     res = _on_host(portal_server, alice, "sbatch -p nosuch --wrap true")
@@ -122,8 +133,10 @@ def test_the_node_is_a_host_of_the_test_server(portal_server: TestServer, portal
     assert f"{portal_slurm.node_address}:6818" in ss or "*:6818" in ss or "0.0.0.0:6818" in ss, ss
     iface = portal_server.admin_run(["ip", "-4", "-o", "addr", "show", "dev", portal_slurm.scheduler_interface])
     assert f"inet {portal_slurm.scheduler_address}/24" in iface.stdout, iface
-    ping = portal_server.admin_run(["ping", "-c", "1", "-W", "2", portal_slurm.scheduler_address], host=node)
-    assert ping.ok or ping.rc == 127, ping  # the node reaches the scheduler's address (where ping exists)
+    # the node reaches matagorda on that address (as workers reach their scheduler): slurmctld's port here
+    connect = f"import socket; socket.create_connection(({portal_slurm.scheduler_address!r}, 6817), 5).close()"
+    res = portal_server.admin_run(["python3", "-c", connect], host=node, timeout=20)
+    assert res.ok, res
 
 
 def test_teardown_leaves_no_daemon_and_no_node(request: pytest.FixtureRequest) -> None:
