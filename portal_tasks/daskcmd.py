@@ -146,11 +146,15 @@ def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
 
 
 #: Run by the env's python at a worker job's start on the compute node (argv: scheduler host, first and last
-#: port of the range): "ADDRESS PORT", this node's address on the way to the scheduler (no packet is sent) and
-#: the highest free port of the range for the worker's HTTP server (Dask's own HTTP server takes no range).
+#: port of the range, the job's number): "ADDRESS PORT", this node's address on the way to the scheduler (no
+#: packet is sent) and a free port of the range for the worker's HTTP server (Dask's own HTTP server takes no
+#: range), looked for downwards from the job's own place in it, so jobs starting side by side differ.
 JOB_NET_PROBE = """import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 9)); here = s.getsockname()[0]
-for port in range(int(sys.argv[3]), int(sys.argv[2]) - 1, -1):
+lo, hi, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+size = hi - lo + 1
+for i in range(size):
+    port = hi - (n + i) % size
     t = socket.socket()
     try:
         t.bind(("127.0.0.1", port))
@@ -161,8 +165,9 @@ for port in range(int(sys.argv[3]), int(sys.argv[2]) - 1, -1):
     print(here, port); break
 else:
     print(here, 0)"""
-#: stands for the env's python in job_prologue lines (the env program puts its sys.executable there)
+#: stand for the env's python and the job's number in job_prologue lines (the env program fills them in)
 PYTHON_MARK = "{python}"
+NUMBER_MARK = "{number}"
 
 
 def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int], listen: bool = True) -> list[str]:
@@ -178,7 +183,7 @@ def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int],
 def job_prologue(scheduler: str | None, worker_ports: tuple[int, int]) -> list[str]:
     """Lines a worker job runs before ``dask worker``: TLS required, and PORTAL_LISTEN / PORTAL_HTTP."""
     host = (scheduler or "").split("://", 1)[-1].rsplit(":", 1)[0] or "SCHEDULER_HOST"
-    probe = shlex.join(["-c", JOB_NET_PROBE, host, str(worker_ports[0]), str(worker_ports[1])])
+    probe = shlex.join(["-c", JOB_NET_PROBE, host, str(worker_ports[0]), str(worker_ports[1])]) + f" {NUMBER_MARK}"
     return [
         "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
         f"PORTAL_NET=$({PYTHON_MARK} {probe})",

@@ -34,11 +34,13 @@ def job_scripts(payload):
         if settings.get(key) is None and dask.config.get("jobqueue.%s.%s" % (system, key), None) is None:
             settings[key] = value
     python = shlex.quote(sys.executable)
-    ours = [line.replace("{python}", python) for line in payload.get("prologue") or []]
-    prologue = list(settings.pop("job_script_prologue", None) or []) + ours
+    theirs = list(settings.pop("job_script_prologue", None) or [])
     scripts = []
     try:
         for name in payload["names"]:
+            number = name.rsplit("-", 1)[-1]
+            prologue = theirs + [line.replace("{python}", python).replace("{number}", number)
+                                 for line in payload.get("prologue") or []]
             job = job_class(scheduler=payload["scheduler"], name=name, job_name=name, security=security, protocol="tls://",
                             python=sys.executable, worker_extra_args=list(payload.get("worker_args") or []),
                             job_script_prologue=prologue, **settings)

@@ -17,7 +17,6 @@ import subprocess
 import time
 
 from . import envcheck
-from .interfaces import interface_address
 from .common import Failure, NotYours, connect_owned, locked, private_dirs, read_json, server_path, write_json
 
 #: batch system -> argv that lists jobs ``{ids}`` as ``ID|STATE|REASON`` lines (SLURM is the one tested)
@@ -91,9 +90,7 @@ def script_verb(payload):
     """Verb ``jobs-script`` (read-only, for --explain): the scripts that ``jobs-submit`` would submit."""
     record = read_record(payload["key"]) or {}
     first = int(record.get("next", 0))
-    if payload.get("interface"):  # where the scheduler would listen (cluster-prepare says the same)
-        payload = dict(payload, scheduler="tls://%s:%d" % (interface_address(payload["interface"]),
-                                                          int(payload["scheduler_port"])))
+
     names = [job_name(payload["key"], first + i) for i in range(int(payload["count"]))]
     reply = scripts(payload, names)
     return {"scripts": reply["scripts"], "submit": reply["submit"], "names": names}

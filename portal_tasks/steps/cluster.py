@@ -241,7 +241,8 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     lines.append(tmux_commands.ensure_session_line(target.settings.session))
     lines += tmux_commands.window_lines(target.settings.session, window_name(key), None,
                                         daskcmd.window_lines(spec, activation(target, spec_text)))
-    return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options)
+    return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
+                                                       spec.address)
 
 
 def planned_ports(target: Target, key: str) -> dict[str, Any]:

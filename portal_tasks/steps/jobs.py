@@ -136,12 +136,11 @@ def stop(target: Target, entry: dict[str, Any]) -> list[str]:
 
 
 def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], count: int,
-            options: dict[str, Any]) -> Explained:
-    """The job scripts dask-jobqueue writes in the env (asked read-only), each submitted with ``sbatch <<'JOB'``."""
+            options: dict[str, Any], address: str) -> Explained:
+    """The job scripts dask-jobqueue writes in the env (asked read-only), each given to ``sbatch <<'JOB'``;
+    ``address``: where the scheduler listens (tls://HOST:PORT)."""
     if not count:
         return Explained()
-    state = {"key": key, "address": None, "worker_ports": ports["worker_ports"], "nanny_ports": ports["nanny_ports"]}
-    asked = dict(payload(target, state, spec_text, count, options), interface=target.settings.scheduler_interface,
-                 scheduler_port=ports["scheduler_port"])
-    made = target.link.helper("jobs-script", asked, timeout=180)
+    state = {"key": key, "address": address, "worker_ports": ports["worker_ports"], "nanny_ports": ports["nanny_ports"]}
+    made = target.link.helper("jobs-script", payload(target, state, spec_text, count, options), timeout=180)
     return Explained(remote=[f"{shlex.quote(made['submit'])} <<'JOB'\n{text.rstrip()}\nJOB" for text in made["scripts"]])

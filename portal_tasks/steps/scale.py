@@ -37,4 +37,4 @@ def explain(target: Target, env: str | None = None, jobs: Any = None, job: dict[
     options = _options(target, jobs, job)
     spec_text = cluster.env_spec(target, env)
     state = _running(target, spec_text)
-    return jobs_step.explain(target, spec_text, state["key"], state, options["jobs"], options)
+    return jobs_step.explain(target, spec_text, state["key"], state, options["jobs"], options, state["address"])

@@ -14,22 +14,26 @@ import pytest
 
 from portal_tasks import daskcmd, tls
 from portal_tasks.testing.assertions import dask_client
+from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.flows import status, up
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import listening_sockets
 from portal_tasks.testing.waiting import retry_until
 
-from .test_workers_on import INTRUDER, own_bundle
-
 pytestmark = pytest.mark.e2e
 
 #: As the user on the scheduler's host: a plain Client(); where tasks pinned to the job workers ran.
 ON_JOBS = """
-import json, socket, sys
+import json, socket, sys, time
 from dask.distributed import Client
 c = Client(timeout=20)
-info = c.scheduler_info()["workers"]
-jobs = sorted(a for a, w in info.items() if str(w.get("name", "")).startswith("portal-"))
+deadline = time.monotonic() + 90
+while True:  # the workers of JOBS_WANTED jobs, within a bounded wait
+    info = c.scheduler_info(n_workers=-1)["workers"]
+    jobs = sorted(a for a, w in info.items() if str(w.get("name", "")).startswith("portal-"))
+    if len(jobs) >= JOBS_WANTED or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
 where = sorted(set(c.gather([c.submit(socket.gethostname, workers=[a], pure=False) for a in jobs])))
 total = c.submit(sum, list(range(100)), workers=jobs, pure=False).result()
 print(json.dumps({"workers": sorted(info), "jobs": jobs, "where": where, "total": total}), flush=True)
@@ -82,7 +86,8 @@ def test_up_jobs_run_join_compute_and_down_empties_the_queue(portal_server: Test
 
     variables = daskcmd.client_environment(cluster["scheduler_port"], cluster["dashboard_port"],
                                            tls.paths(str(alice.home)), portal_slurm.scheduler_address)
-    with dask_client(portal_server, alice, f"{env}/bin/python", variables, script=ON_JOBS) as seen:
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables,
+                     script=ON_JOBS.replace("JOBS_WANTED", "2")) as seen:
         print("workers:", seen["workers"])
         assert len(seen["workers"]) == 3 and len(seen["jobs"]) == 2
         assert seen["where"] == [node] and seen["total"] == 4950
@@ -180,5 +185,8 @@ def test_pasting_up_jobs_explain_submits_jobs_whose_workers_join(portal_server: 
     port = int(re.search(r"--port (\d+)", scheduler).group(1))  # type: ignore[union-attr]
     dashboard = int(re.search(r"--dashboard-address 127\.0\.0\.1:(\d+)", scheduler).group(1))  # type: ignore[union-attr]
     variables = daskcmd.client_environment(port, dashboard, tls.paths(str(alice.home)), portal_slurm.scheduler_address)
-    with dask_client(portal_server, alice, f"{env}/bin/python", variables, script=ON_JOBS) as seen:
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables,
+                     script=ON_JOBS.replace("JOBS_WANTED", "1")) as seen:
+        outputs = sorted(alice.home.glob("slurm-*.out"))
+        print("job output:", "\n".join(p.read_text()[-1500:] for p in outputs))
         assert len(seen["jobs"]) == 1 and seen["where"] == [portal_slurm.node], seen

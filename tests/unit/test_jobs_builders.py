@@ -28,13 +28,17 @@ def test_job_worker_args_stay_in_the_block_and_off_other_interfaces() -> None:
 def test_job_prologue_asks_the_route_to_the_scheduler_and_a_free_port_of_the_range() -> None:
     lines = daskcmd.job_prologue("tls://10.1.2.3:20010", (20020, 20049))
     assert lines[0] == "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
-    assert lines[1].startswith("PORTAL_NET=$({python} -c ") and lines[1].endswith(" 10.1.2.3 20020 20049)")
+    assert lines[1].startswith("PORTAL_NET=$({python} -c ") and lines[1].endswith(" 10.1.2.3 20020 20049 {number})")
 
 
 def test_the_probe_finds_this_machines_address_towards_a_peer_and_a_free_port() -> None:
-    out = subprocess.run([sys.executable, "-c", daskcmd.JOB_NET_PROBE, "127.0.0.1", "20020", "20049"],
-                         capture_output=True, text=True, timeout=30).stdout.split()
-    assert out[0] == "127.0.0.1" and 20020 <= int(out[1]) <= 20049
+    def probe(number: int) -> list[str]:
+        return subprocess.run([sys.executable, "-c", daskcmd.JOB_NET_PROBE, "127.0.0.1", "20020", "20049", str(number)],
+                              capture_output=True, text=True, timeout=30).stdout.split()
+
+    first, second = probe(0), probe(1)
+    assert first[0] == "127.0.0.1" and 20020 <= int(first[1]) <= 20049
+    assert int(first[1]) != int(second[1])  # jobs starting side by side look in different places
 
 
 def _script(settings: dict, defaults: dict | None = None, home: Path | None = None) -> dict:
@@ -62,6 +66,7 @@ def test_dask_jobqueue_writes_a_tls_job_with_portal_defaults() -> None:
                  "--worker-port 20020:20049", "--host $PORTAL_LISTEN"):
         assert part in worker
     assert "{python}" not in first and "PORTAL_NET=$(" + sys.executable in first
+    assert first.split("PORTAL_NET=$(")[1].split(")")[-2].endswith(" 0") or " 20049 0)" in first
     assert "--name portal-a-1" in reply["scripts"][1]
     bash = subprocess.run(["bash", "-n"], input=first, capture_output=True, text=True, timeout=30)
     assert bash.returncode == 0, bash.stderr
