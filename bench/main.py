@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import clients, forwards, many_users, up_cold, up_warm
+from bench import clients, forwards, jobs, many_users, up_cold, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -28,6 +28,7 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "clients": clients.many,
         "cold": up_cold.run,
         "users": lambda b: many_users.run(b, workers=users_workers),
+        "jobs": jobs.run,
     }
 
 
@@ -36,7 +37,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, users")
+                   "forward, warm, attach, clients, cold, users, jobs")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)

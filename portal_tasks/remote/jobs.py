@@ -97,14 +97,25 @@ def script_verb(payload):
 
 
 def submit(payload):
-    """Verb ``jobs-submit``: ``count`` more worker jobs for the env's cluster; their ids are kept.
+    """Verb ``jobs-submit``: ``count`` more worker jobs for the env's cluster (or, with ``want``, as many as
+    make that many live); their ids are kept.
 
     A refusal of the batch system is one line with its own words; jobs of this call already
     submitted are cancelled again, so a failed call leaves nothing queued.
     """
-    key, count = payload["key"], int(payload["count"])
+    key = payload["key"]
     with locked("jobs-" + key):
         record = read_record(key) or {"jobs": [], "next": 0}
+        if record["jobs"] and record.get("scheduler") != payload["scheduler"]:  # jobs of a replaced cluster
+            _cancel(record.get("cancel") or "scancel", [j["id"] for j in record["jobs"]])
+            record["jobs"] = []
+        count = int(payload["count"])
+        if payload.get("want") is not None:  # as many as make ``want`` live ones
+            states = queue_states(record.get("system") or payload["system"], [j["id"] for j in record["jobs"]])
+            live = [j for j in record["jobs"] if states is None or j["id"] in states]
+            count = max(0, int(payload["want"]) - len(live))
+            if not count:
+                return {"submitted": [], "record": record}
         first = int(record.get("next", 0))
         names = [job_name(key, first + i) for i in range(count)]
         reply = scripts(payload, names)

@@ -121,7 +121,7 @@ def run(target: Target, env: str | None = None, workers: Any = None, threads: An
     return finish(steps)
 
 
-def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
+def finish(steps: Generator[dict[str, Any], None, dict[str, Any]]) -> dict[str, Any]:
     """Wait for a cluster :func:`start` set going; its state."""
     try:
         next(steps)
@@ -132,8 +132,9 @@ def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
 
 def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
           memory: Any = None, workers_on: Any = None, jobs: Any = None,
-          job: dict[str, Any] | None = None) -> Generator[None, None, dict[str, Any]]:
-    """Set the cluster going (or find it healthy), yield, then wait for it and return its state.
+          job: dict[str, Any] | None = None) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """Set the cluster going (or find it healthy), yield where it listens (key, address, ports), then wait
+    for it and return its state.
 
     Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
     the host-side lock of the env's cluster is held throughout, so a concurrent `up` waits.
@@ -161,7 +162,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
             if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
                 target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                            f"`portal down --env {spec_text}` first to change that.)")
-            yield
+            yield {"key": key, **state}
             return state
         if prep.get("was_recorded"):
             target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
@@ -175,7 +176,7 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
                                hint="Check that tmux works there (`tmux new-session -d`).")
         record = dict(daskcmd.record(spec, spec_text, budget), dashboard_problem=_dashboard_problem(target, spec_text),
                       workers_on=options["workers_on"])
-        yield
+        yield {"key": key, "address": spec.address, "scheduler_host": spec.listen, **prep["ports"]}
         try:
             state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
                                                         "plan": payload["plan"], "listen": prep["listen"],

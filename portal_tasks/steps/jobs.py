@@ -10,6 +10,7 @@ on the user's block ports of the env (on the compute node) and its HTTP server o
 from __future__ import annotations
 
 import shlex
+import threading
 from typing import Any
 
 from .. import daskcmd, plan, tls
@@ -70,13 +71,42 @@ def _needs_interface(target: Target, state: dict[str, Any], spec_text: str) -> N
                            hint=f"`portal down --env {spec_text}`, then up again with --jobs (scheduler_interface set).")
 
 
-def submit(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Submit ``count`` more worker jobs, then wait (bounded) for their workers; what the queue says then."""
+def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> None:
+    """At least ``count`` live worker jobs for the env's cluster (``state``: where it listens): the missing
+    ones are submitted, in one helper call; nothing is waited for."""
     _needs_interface(target, state, spec_text)
-    made = target.link.helper("jobs-submit", payload(target, state, spec_text, count, options), timeout=300)
-    ids = ", ".join(j["id"] for j in made["submitted"])
-    target.say(f"{target.host}: submitted {count} worker job{'s' if count != 1 else ''} ({ids}) for env {spec_text}.")
-    return wait(target, state, spec_text)
+    made = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, options), want=count),
+                              timeout=300)
+    if made["submitted"]:
+        ids = ", ".join(j["id"] for j in made["submitted"])
+        n = len(made["submitted"])
+        target.say(f"{target.host}: submitted {n} worker job{'s' if n != 1 else ''} ({ids}) for env {spec_text}.")
+    else:
+        target.say(f"{target.host}: keeping the {count} worker jobs of env {spec_text}.")
+
+
+class Background:
+    """:func:`ensure` in a thread of its own, while `up` goes on (the link carries calls side by side)."""
+
+    def __init__(self, target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(target, state, spec_text, options), daemon=True)
+        self._thread.start()
+
+    def _run(self, target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> None:
+        try:
+            ensure(target, state, spec_text, options["jobs"], options)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        """Wait for it; its error, if it failed, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def wait(target: Target, state: dict[str, Any], spec_text: str) -> dict[str, Any]:
@@ -112,13 +142,11 @@ def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, opt
     _needs_interface(target, state, spec_text)
     now = target.link.helper("jobs-list", {"key": state["key"]})
     live = [j for j in now["jobs"] if j["state"] != "ended"]
-    if count > len(live):
-        return submit(target, state, spec_text, count - len(live), options)
-    if count < len(live):
+    if count >= len(live):
+        ensure(target, state, spec_text, count, options)
+    else:
         done = target.link.helper("jobs-cancel", {"key": state["key"], "count": len(live) - count})
         target.say(f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}.")
-    else:
-        target.say(f"{target.host}: env {spec_text} has {count} worker jobs already.")
     return wait(target, state, spec_text)
 
 

@@ -78,9 +78,12 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     with progress.step("env", env or ""):
         env_step.run(target, env=env)
     booting = cluster.start(target, env=env, **options)
+    queueing: jobs.Background | None = None
     try:
         with progress.step("cluster", "starting"):
-            next(booting)
+            planned = next(booting)
+        if options["jobs"]:  # the jobs wait in the queue while Dask boots; their workers dial until it answers
+            queueing = jobs.Background(target, planned, cluster.env_spec(target, env), options)
         with progress.step("ipython"):
             ipython.run(target, env=env)
         if jupyter:
@@ -90,12 +93,15 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
             state = cluster.finish(booting)
     finally:
         booting.close()  # releases the host-side lock if a step in between failed
+        if queueing is not None:
+            queueing.join()
     if options["workers_on"]:
         with progress.step("workers", ", ".join(options["workers_on"])):
             nodes.start(target, state, cluster.env_spec(target, env), options)
-    if options["jobs"]:
+    if queueing is not None:
         with progress.step("jobs", f"{options['jobs']} on the batch system"):
-            jobs.scale(target, state, cluster.env_spec(target, env), options["jobs"], options)
+            queueing.result()
+            jobs.wait(target, state, cluster.env_spec(target, env))
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
