@@ -14,6 +14,8 @@ from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import layout
+from ..replies import PortsReport
+from ..runcache import SchedulerPorts
 from ..target import Explained, Target
 
 WAIT_SECONDS = 90
@@ -135,8 +137,8 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
                "share": asked, "interface": interface}
     with target.link.lock(f"cluster-{key}"):
         prep = target.link.helper("cluster-prepare", payload)
-        target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else dict(prep["ports"],
-                                                                                        scheduler_host=prep["listen"])
+        target.cache.cluster_ports[key] = SchedulerPorts.of(prep["state"] if prep["reused"] else dict(prep["ports"],
+                                                                                 scheduler_host=prep["listen"]))
         for note in prep.get("notes", []):
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
@@ -225,12 +227,11 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
 def planned_ports(target: Target, key: str) -> dict[str, Any]:
     """The env's recorded ports, else the ones it would get ({} when its block is full); read-only,
     asked once per run."""
-    memo = ("ports-report", key)
-    if memo not in target.memo:
+    if key not in target.cache.planned_ports:
         payload = {"plan": plan.plan_payload(target.settings, target.facts()["uid"]), "key": key}
-        report = target.link.helper("ports-report", payload)
-        target.memo[memo] = report["envs"].get(key) or report.get("would_be") or {}
-    return dict(target.memo[memo])
+        report: PortsReport = target.link.helper("ports-report", payload)
+        target.cache.planned_ports[key] = report["envs"].get(key) or report.get("would_be") or {}
+    return dict(target.cache.planned_ports[key])
 
 
 def share_report(target: Target, key: str | None = None) -> dict[str, Any]:
@@ -256,18 +257,19 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
     """Variables for a window of ``env`` so a plain ``Client()`` reaches the user's cluster of that env."""
     facts = target.facts()
     key = plan.env_key(env_spec(target, env))
-    known = target.memo.get(("cluster-ports", key))  # this run's `cluster` step already knows them
+    known = target.cache.cluster_ports.get(key)  # this run's `cluster` step already knows them
     running = {} if known else {c["env_key"]: c for c in describe(target)}
     if known:
         ports = known
     elif key in running:
-        ports = running[key]
+        ports = SchedulerPorts.of(running[key])
     else:
-        ports = planned_ports(target, key)
-        if not ports:
+        planned = planned_ports(target, key)
+        if not planned:
             raise ClusterError(f"no ports planned for env {env}.", host=target.host, hint="Run `portal cluster` first.")
-    return daskcmd.client_environment(int(ports["scheduler_port"]), int(ports["dashboard_port"]),
-                                      tls.paths(facts["home"]), ports.get("scheduler_host") or daskcmd.LOOPBACK)
+        ports = SchedulerPorts.of(planned)
+    return daskcmd.client_environment(ports.scheduler_port, ports.dashboard_port,
+                                      tls.paths(facts["home"]), ports.scheduler_host or daskcmd.LOOPBACK)
 
 
 def describe(target: Target) -> list[dict[str, Any]]:

@@ -81,10 +81,10 @@ def cluster_environment(target: Target, env: Env) -> dict[str, str]:
 def inspect(target: Target, env: str | None) -> dict[str, Any]:
     """What `check` prints about the env: name, kind, prefix, python, modules."""
     spec = choose(target, env)
-    key = ("env-check", spec)
-    if key not in target.memo:  # env, cluster, ipython and jupyter of one `up` ask the same
-        target.memo[key] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
-    return {"name": spec, **target.memo[key]}
+    checks = target.cache.env_checks
+    if spec not in checks:  # env, cluster, ipython and jupyter of one `up` ask the same
+        checks[spec] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
+    return {"name": spec, **checks[spec]}
 
 
 def window_name(env: Env) -> str:

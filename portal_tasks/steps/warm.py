@@ -32,7 +32,7 @@ def snapshot(target: Target, spec: str) -> dict[str, Any]:
     """The host's answer to ``snapshot``; also fills the target's facts (so no separate probe)."""
     snap: dict[str, Any] = target.link.helper("snapshot", {"session": target.settings.session, "env": spec,
                                                            "manager": target.settings.env_manager})
-    target._facts = snap["facts"]
+    target.cache.facts = snap["facts"]
     return snap
 
 
