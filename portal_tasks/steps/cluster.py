@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Generator
 
-from .. import daskcmd, envs, plan, tls, tmux_commands
+from .. import daskcmd, envs, hostenv, plan, tls, tmux_commands
 from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
@@ -50,9 +50,7 @@ def share_request(target: Target, options: dict[str, Any]) -> dict[str, Any]:
 
 def env_spec(target: Target, env: str | None) -> str:
     """The env as given; on localhost with none given, the env portal itself runs in."""
-    from .env import choose
-
-    return choose(target, env)
+    return hostenv.choose(target, env)
 
 
 def activation(target: Target, spec: str, kind: str | None = None) -> str:
@@ -184,10 +182,8 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
 def _dashboard_problem(target: Target, spec_text: str) -> str | None:
     """What keeps the dashboard of a cluster started now from working (the env's bokeh); recorded with it,
     since the scheduler decides at its start whether it serves the dashboard."""
-    from .env import inspect
-
     try:
-        return envs.dashboard_problem(spec_text, inspect(target, spec_text).get("dashboard"))
+        return envs.dashboard_problem(spec_text, hostenv.inspect(target, spec_text).get("dashboard"))
     except PortalError:  # the env check itself failed: the cluster's own start says what is wrong
         return None
 

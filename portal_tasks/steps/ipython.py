@@ -10,7 +10,8 @@ from ..envs import Env
 from ..errors import EnvError
 from ..target import Explained, Target
 from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
-from . import env as env_step
+from .. import hostenv
+from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
 #: address (no LocalCluster otherwise); a cluster that is down gives one line, not a traceback.
@@ -41,9 +42,9 @@ def launch_line(env: Env) -> str:
 
 def run(target: Target, env: str | None = None) -> Env:
     """Start IPython in the env's window, or keep the one that runs there."""
-    resolved = env_step.resolve(target, env)
-    env_step.require(target, resolved, "IPython", "ipython")
-    variables = env_step.cluster_environment(target, resolved)
+    resolved = hostenv.resolve(target, env)
+    hostenv.require(target, resolved, "IPython", "ipython")
+    variables = cluster_step.client_environment(target, resolved.spec)
     name = window_name(resolved)
     with window_lock(target, name):
         result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
@@ -62,8 +63,8 @@ def run(target: Target, env: str | None = None) -> Env:
 
 
 def explain(target: Target, env: str | None = None) -> Explained:
-    resolved = env_step.resolve_for_explain(target, env)
+    resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
-    variables = env_step.cluster_environment(target, resolved)
+    variables = cluster_step.client_environment(target, resolved.spec)
     return Explained(remote=[cmds.ensure_session_line(session),
                              *cmds.window_lines(session, window_name(resolved), variables, [launch_line(resolved)])])

@@ -18,7 +18,8 @@ from ..errors import JupyterError, PortalError
 from ..remote import layout
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
-from . import env as env_step
+from .. import hostenv
+from . import cluster as cluster_step
 
 START_SECONDS = 90.0
 #: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
@@ -105,7 +106,7 @@ def _wait(target: Target, env: Env) -> dict[str, Any]:
 
 def run(target: Target, env: str | None = None, socket: bool = False) -> dict[str, Any]:
     """Start JupyterLab for the env, or keep the healthy one; returns its describe() entry."""
-    resolved = env_step.resolve(target, env)
+    resolved = hostenv.resolve(target, env)
     with window_lock(target, window_name(resolved)):  # a server another portal is starting is not replaced
         return _start(target, resolved, socket)
 
@@ -115,8 +116,8 @@ def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     if _healthy(entry) and bool(entry.get("socket")) == socket:
         target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} already running, kept: {entry['url']}")
         return dict(entry)
-    env_step.require(target, resolved, "jupyterlab", "jupyter")
-    variables = env_step.cluster_environment(target, resolved)
+    hostenv.require(target, resolved, "jupyterlab", "jupyter")
+    variables = cluster_step.client_environment(target, resolved.spec)
     proxy = resolved.has("jupyter_server_proxy")
     if proxy:  # kernels' dashboard link: through Jupyter's own port (only to the user's own dashboard)
         variables = through_jupyter(variables)
@@ -158,7 +159,7 @@ def stop(target: Target, env: str) -> bool:
 
 
 def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:
-    resolved = env_step.resolve_for_explain(target, env)
+    resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
     directory = layout.jupyter_dir(target.server_dir(), resolved.key)
     q = shlex.quote
@@ -176,7 +177,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
         command = jupyter_command(port, root=_root(target))
         url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
     window = window_name(resolved)
-    new_window = shlex.join(cmds.new_window(session, window, env_step.cluster_environment(target, resolved)))
+    new_window = shlex.join(cmds.new_window(session, window, cluster_step.client_environment(target, resolved.spec)))
     new_window += f" -e {q(f'JUPYTER_TOKEN_FILE={directory}/token')}"
     return Explained(remote=[
         cmds.ensure_session_line(session),

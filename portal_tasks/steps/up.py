@@ -7,7 +7,7 @@ import sys
 
 from typing import Any
 
-from .. import progress
+from .. import hostenv, progress
 from ..target import Explained, Target
 from . import browse, cluster, forward, nodes, warm as warm_step
 
@@ -71,7 +71,7 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     """
     from . import env as env_step, ipython, jupyter as jupyter_step, tmux  # libtmux only when needed
 
-    env_step.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
+    hostenv.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
     with progress.step("tmux", f"session {target.settings.session}"):
         tmux.run(target)
     with progress.step("env", env or ""):

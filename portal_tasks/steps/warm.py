@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import plan
+from .. import hostenv, plan
 from ..envs import Env
 from ..services import Service, from_cluster, from_jupyter
 from ..target import Target
 from ..tmux_commands import SHELLS
 from . import cluster as cluster_step
-from .env import from_info
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,10 @@ def _busy(window: dict[str, str] | None) -> bool:
 
 def decide(target: Target, spec: str, snap: dict[str, Any], jupyter: bool, socket: bool) -> Warm | None:
     """A Warm when the session, the env window, a healthy cluster, IPython (and Jupyter) all run; else None."""
-    windows = snap.get("windows")
-    if not snap.get("env") or windows is None or not snap["facts"].get("tmux"):
+    windows, checked = snap.get("windows"), snap.get("env")
+    if not checked or windows is None or not snap["facts"].get("tmux"):
         return None
-    env = from_info(target, {"name": spec, **snap["env"]})
+    env = hostenv.from_info(target, {"name": spec, **checked})  # type: ignore[typeddict-item]
     key = plan.env_key(spec)
     cluster = next((c for c in snap.get("clusters") or [] if c.get("key") == key), None)
     lab = next((j for j in snap.get("jupyters") or [] if j.get("env_key") == env.key), None)
