@@ -63,7 +63,7 @@ class ClusterState(TypedDict, total=False):
 
     key: str
     env: str
-    address: str | None
+    address: str
     scheduler_host: str | None
     scheduler_pid: int | None
     workers_pid: int | None
@@ -78,7 +78,7 @@ class ClusterState(TypedDict, total=False):
     memory_budget: int
     workers_running: int
     healthy: bool
-    dashboard_ok: bool | None
+    dashboard_ok: bool
     dashboard_unowned: str | None
     dashboard_problem: str | None
     workers_on: list[str]

@@ -14,8 +14,9 @@ from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import layout
-from ..replies import PortsReport
+from ..replies import ClusterEntry, ClusterPrepare, ClusterState, ClusterStop, PortsReport
 from ..runcache import SchedulerPorts
+from ..seen import Seen
 from ..target import Explained, Target
 
 WAIT_SECONDS = 90
@@ -92,7 +93,7 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], bu
     return spec
 
 
-def summary(state: dict[str, Any]) -> str:
+def summary(state: ClusterState) -> str:
     """One line about a cluster's state: address, dashboard port, workers, memory, pid."""
     return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
             f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
@@ -100,14 +101,14 @@ def summary(state: dict[str, Any]) -> str:
 
 
 def run(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-        memory: Any = None) -> dict[str, Any]:
+        memory: Any = None) -> ClusterState:
     """Start the env's cluster, or reuse the healthy one; returns its state (address, ports, pids)."""
     steps = start(target, env, workers, threads, memory)
     next(steps)
     return finish(steps)
 
 
-def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
+def finish(steps: Generator[None, None, ClusterState]) -> ClusterState:
     """Wait for a cluster :func:`start` set going; its state."""
     try:
         next(steps)
@@ -117,7 +118,7 @@ def finish(steps: Generator[None, None, dict[str, Any]]) -> dict[str, Any]:
 
 
 def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-          memory: Any = None, workers_on: Any = None) -> Generator[None, None, dict[str, Any]]:
+          memory: Any = None, workers_on: Any = None) -> Generator[None, None, ClusterState]:
     """Set the cluster going (or find it healthy), yield, then wait for it and return its state.
 
     Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
@@ -134,18 +135,15 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"]),
                "share": asked, "interface": interface}
     with target.link.lock(f"cluster-{key}"):
-        prep = target.link.helper("cluster-prepare", payload)
+        prep: ClusterPrepare = target.link.helper("cluster-prepare", payload)
         target.cache.cluster_ports[key] = SchedulerPorts.of(prep["state"] if prep["reused"] else dict(prep["ports"],
                                                                                  scheduler_host=prep["listen"]))
         for note in prep.get("notes", []):
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
             state = prep["state"]
-            target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.")
-            say_dashboard(target, state)
-            if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
-                target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
-                           f"`portal down --env {spec_text}` first to change that.)")
+            for line in _reused(target, spec_text, state, options):
+                target.say(line)
             yield
             return state
         if prep.get("was_recorded"):
@@ -179,6 +177,25 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     return state
 
 
+def _reused(target: Target, spec_text: str, state: ClusterState, options: dict[str, Any]) -> list[str]:
+    """What `cluster` says when it keeps the env's healthy cluster."""
+    lines = [f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.",
+             *_dashboard_lines(target, state)]
+    if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
+        lines.append(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
+                     f"`portal down --env {spec_text}` first to change that.)")
+    return lines
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `cluster` says when the snapshot shows the env's cluster healthy, its dashboard the
+    scheduler's own; None when it is not."""
+    state = seen.cluster()
+    if not (state and state.get("healthy") and state.get("dashboard_ok")):
+        return None
+    return _reused(target, seen.env.spec, state, seen.options)
+
+
 def _dashboard_problem(target: Target, spec_text: str) -> str | None:
     """What keeps the dashboard of a cluster started now from working (the env's bokeh); recorded with it,
     since the scheduler decides at its start whether it serves the dashboard."""
@@ -188,10 +205,16 @@ def _dashboard_problem(target: Target, spec_text: str) -> str | None:
         return None
 
 
-def say_dashboard(target: Target, state: dict[str, Any]) -> None:
+def say_dashboard(target: Target, state: ClusterState) -> None:
     """One line when the cluster's dashboard cannot work (recorded at its start), with what to install."""
+    for line in _dashboard_lines(target, state):
+        target.say(line)
+
+
+def _dashboard_lines(target: Target, state: ClusterState) -> list[str]:
     if state.get("dashboard_problem"):
-        target.say(f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again.")
+        return [f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again."]
+    return []
 
 
 def _pane_tail(target: Target, name: str) -> str:
@@ -268,12 +291,12 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
                                       tls.paths(facts["home"]), ports.scheduler_host or daskcmd.LOOPBACK)
 
 
-def describe(target: Target) -> list[dict[str, Any]]:
+def describe(target: Target) -> list[ClusterEntry]:
     """Each recorded cluster of the user: env, address, dashboard port, workers, memory, pid, healthy."""
     return [describe_entry(state) for state in target.link.helper("cluster-list", {})]
 
 
-def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
+def describe_entry(state: ClusterState) -> ClusterEntry:
     """One ``cluster-list`` state as :func:`describe` shows it."""
     return {
         "env": state["env"], "env_key": state["key"], "address": state.get("address"),
@@ -287,11 +310,11 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stop(target: Target, env: str | None) -> dict[str, Any]:
+def stop(target: Target, env: str | None) -> ClusterStop:
     """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
     key = plan.env_key(env_spec(target, env))
     with target.link.lock(f"cluster-{key}"):
-        result = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
+        result: ClusterStop = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
                                                                                               target.facts()["uid"])})
         target.link.run_shell(kill_window_script(target.settings.session, window_name(key)), timeout=15)
     if result["survivors"]:

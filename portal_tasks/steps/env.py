@@ -8,6 +8,7 @@ from __future__ import annotations
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..hostenv import resolve, resolve_for_explain
+from ..seen import Seen
 from ..target import Explained, Target
 from ..tmuxctl import marker, open_window, window_lock
 
@@ -17,20 +18,38 @@ def window_name(env: Env) -> str:
     return f"env-{env.key}"
 
 
+def window_mark(env: Env) -> str:
+    """portal's marker on the env's window once it activated the env there."""
+    return f"env:{env.location}"
+
+
+def _said(target: Target, env: Env, state: str) -> list[str]:
+    lines = [f"{target.host}: env {env.spec!r} ({env.kind}, {env.prefix}) {state} "
+             f"in window {window_name(env)} of session {target.settings.session!r}."]
+    missing = [m for m in ("IPython", "distributed") if not env.has(m)]
+    if missing:
+        lines.append(f"{target.host}: note: env {env.spec!r} lacks {', '.join(missing)}.")
+    return lines
+
+
 def run(target: Target, env: str | None = None) -> Env:
     """Activate the env in its window; a window that already has it active is left alone."""
     resolved = resolve(target, env)
-    mark = f"env:{resolved.location}"
+    mark = window_mark(resolved)
     with window_lock(target, window_name(resolved)):
         result = open_window(target, window_name(resolved), lines=[resolved.activation()],
                              keep=lambda window: marker(window) == mark, mark=mark)
-    state = "activated" if result.started else "already active, kept"
-    target.say(f"{target.host}: env {resolved.spec!r} ({resolved.kind}, {resolved.prefix}) {state} "
-               f"in window {window_name(resolved)} of session {target.settings.session!r}.")
-    missing = [m for m in ("IPython", "distributed") if not resolved.has(m)]
-    if missing:
-        target.say(f"{target.host}: note: env {resolved.spec!r} lacks {', '.join(missing)}.")
+    for line in _said(target, resolved, "activated" if result.started else "already active, kept"):
+        target.say(line)
     return resolved
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows the env active in its window; None when it is not."""
+    window = seen.window(window_name(seen.env))
+    if window is None or window.get("marker") != window_mark(seen.env):
+        return None
+    return _said(target, seen.env, "already active, kept")
 
 
 def explain(target: Target, env: str | None = None) -> Explained:

@@ -8,7 +8,9 @@ import shlex
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..errors import EnvError
+from ..seen import Seen
 from ..target import Explained, Target
+from ..tmux_commands import runs_program
 from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
 from .. import hostenv
 from . import cluster as cluster_step
@@ -56,10 +58,21 @@ def run(target: Target, env: str | None = None) -> Env:
             raise EnvError(f"IPython did not start in window {name} ({why}).", host=target.host,
                            hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
                                 f"{name}.")
-    state = "started" if result.started else "already running, kept"
-    cluster = "with the cluster's address" if variables else "(no cluster known yet)"
-    target.say(f"{target.host}: IPython in env {resolved.spec!r} {state} in window {name} {cluster}.")
+    target.say(_said(target, resolved, "started" if result.started else "already running, kept", bool(variables)))
     return resolved
+
+
+def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:
+    cluster = "with the cluster's address" if with_cluster else "(no cluster known yet)"
+    return f"{target.host}: IPython in env {env.spec!r} {state} in window {window_name(env)} {cluster}."
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows IPython running in the env's window; None when it does not."""
+    window = seen.window(window_name(seen.env))
+    if not (seen.env.has("IPython") and window and runs_program(window.get("command", ""))):
+        return None
+    return [_said(target, seen.env, "already running, kept", with_cluster=True)]
 
 
 def explain(target: Target, env: str | None = None) -> Explained:

@@ -16,6 +16,8 @@ from ..daskcmd import through_jupyter
 from ..envs import Env, env_key
 from ..errors import JupyterError, PortalError
 from ..remote import layout
+from ..replies import JupyterState
+from ..seen import Seen
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
 from .. import hostenv
@@ -76,7 +78,7 @@ def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
     return int(reply["ports"]["jupyter_port"])
 
 
-def _healthy(entry: dict[str, Any] | None) -> bool:
+def _healthy(entry: JupyterState | None) -> bool:
     return bool(entry and entry.get("healthy"))
 
 
@@ -114,7 +116,7 @@ def run(target: Target, env: str | None = None, socket: bool = False) -> dict[st
 def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     entry = target.link.helper("jupyter-status", {"key": resolved.key})
     if _healthy(entry) and bool(entry.get("socket")) == socket:
-        target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} already running, kept: {entry['url']}")
+        target.say(_kept_line(target, resolved, entry))
         return dict(entry)
     hostenv.require(target, resolved, "jupyterlab", "jupyter")
     variables = cluster_step.client_environment(target, resolved.spec)
@@ -144,7 +146,22 @@ def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     return entry
 
 
-def describe(target: Target) -> list[dict[str, Any]]:
+def _kept_line(target: Target, env: Env, entry: JupyterState) -> str:
+    return f"{target.host}: JupyterLab for env {env.spec!r} already running, kept: {entry['url']}"
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows the env's JupyterLab healthy, on a socket as asked
+    (or on a port); None when it does not run. Nothing to say when `up` did not ask for it."""
+    if not seen.jupyter:
+        return []
+    lab = seen.lab()
+    if not (lab and _healthy(lab) and bool(lab.get("socket")) == seen.socket):
+        return None
+    return [_kept_line(target, seen.env, lab)]
+
+
+def describe(target: Target) -> list[JupyterState]:
     """Every Jupyter server portal recorded for this user on the host.
 
     Each entry: env, env_key, port (or None), socket (or None), token, url_path, url (on the

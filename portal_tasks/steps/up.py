@@ -17,22 +17,24 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         watch: bool = False, workers_on: str | None = None) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
                                workers_on=workers_on)  # bad input: nothing started
-    warm = None
+    warm, steps = None, _steps(target, env, jupyter)
     with progress.step("connect", target.host):
         target.link.connect()
         if target.settings.is_local:
             target.facts()
         else:  # one round trip says whether everything already runs (and brings the facts)
             spec = cluster.env_spec(target, env)
-            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
+            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), [name for name, _ in steps],
+                                    jupyter=jupyter, socket=socket, options=options)
             if options["workers_on"]:  # the other servers are asked on the full path
                 warm = None
             if warm is not None:
                 cluster.share_request(target, options)  # as the full path checks
     if warm is not None:
-        for name, label in _steps(target, env, jupyter):
+        for name, label in steps:
             with progress.step(name, label):
-                warm_step.say_kept(target, warm, name, options)
+                for line in warm.kept[name]:
+                    target.say(line)
         services = warm.services
     else:
         _start(target, env, jupyter, socket, options)
