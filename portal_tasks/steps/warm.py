@@ -40,14 +40,14 @@ def snapshot(target: Target, spec: str) -> Snapshot:
     return snap
 
 
-def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, jupyter: bool = False,
-           socket: bool = False, options: dict[str, Any] | None = None) -> Warm | None:
+def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, options: dict[str, Any],
+           jupyter: bool = False, socket: bool = False) -> Warm | None:
     """A Warm when each of ``steps`` finds its part running in the snapshot; else None (the full path)."""
     checked = snap.get("env")
     if not checked:
         return None
     seen = Seen(snap, hostenv.from_info(target, {"name": spec, **checked}), jupyter=jupyter, socket=socket,
-                options=dict(options or {}))
+                options=options)
     kept: dict[str, list[str]] = {}
     for name in steps:
         lines: list[str] | None = STEPS[name].kept(target, seen)
