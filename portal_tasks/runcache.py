@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .replies import EnvCheck, Facts
+
 
 @dataclass(frozen=True)
 class SchedulerPorts:

@@ -3,8 +3,8 @@ what the host-side helper said of them)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .replies import ClusterEntry, JupyterState
 

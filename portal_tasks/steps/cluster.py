@@ -314,7 +314,7 @@ def stop(target: Target, env: str | None) -> ClusterStop:
     """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
     key = plan.env_key(env_spec(target, env))
     with target.link.lock(f"cluster-{key}"):
-        result: ClusterStop = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
+        result = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
                                                                                               target.facts()["uid"])})
         target.link.run_shell(kill_window_script(target.settings.session, window_name(key)), timeout=15)
     if result["survivors"]:

@@ -13,7 +13,6 @@ from ..target import Explained, Target
 from ..tmuxctl import marker, open_window, window_lock
 
 
-
 def window_name(env: Env) -> str:
     return f"env-{env.key}"
 
@@ -24,8 +23,8 @@ def window_mark(env: Env) -> str:
 
 
 def _said(target: Target, env: Env, state: str) -> list[str]:
-    lines = [f"{target.host}: env {env.spec!r} ({env.kind}, {env.prefix}) {state} "
-             f"in window {window_name(env)} of session {target.settings.session!r}."]
+    lines = [(f"{target.host}: env {env.spec!r} ({env.kind}, {env.prefix}) {state} "
+              f"in window {window_name(env)} of session {target.settings.session!r}.")]
     missing = [m for m in ("IPython", "distributed") if not env.has(m)]
     if missing:
         lines.append(f"{target.host}: note: env {env.spec!r} lacks {', '.join(missing)}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..errors import EnvError
@@ -12,7 +13,6 @@ from ..seen import Seen
 from ..target import Explained, Target
 from ..tmux_commands import runs_program
 from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
-from .. import hostenv
 from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its

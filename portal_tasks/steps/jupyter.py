@@ -11,6 +11,7 @@ import shlex
 import time
 from typing import Any
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..daskcmd import through_jupyter
 from ..envs import Env, env_key
@@ -20,7 +21,6 @@ from ..replies import JupyterState
 from ..seen import Seen
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
-from .. import hostenv
 from . import cluster as cluster_step
 
 START_SECONDS = 90.0

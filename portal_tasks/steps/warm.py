@@ -7,9 +7,10 @@ browse and attach; when any part is missing or unhealthy, `up` takes the full pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 from .. import hostenv
 from ..envs import Env

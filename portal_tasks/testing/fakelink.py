@@ -9,7 +9,8 @@ so a test of a task's orchestration can assert what went to the host, in which o
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from ..config import Settings
 from ..link.base import Link

@@ -10,7 +10,8 @@ import pytest
 from portal_tasks import state
 from portal_tasks.config import resolve
 from portal_tasks.runner import Result
-from portal_tasks.steps import down, env as env_step, forward, ipython, tmux, up, warm
+from portal_tasks.steps import down, forward, ipython, tmux, up, warm
+from portal_tasks.steps import env as env_step
 from portal_tasks.target import Target
 from portal_tasks.testing.fakelink import FakeLink
 
@@ -60,8 +61,8 @@ def test_warm_up_is_one_snapshot_and_no_other_host_call(capsys: pytest.CaptureFi
         f"{HOST}: tmux session 'portal' already running, reused.",
         "attach: tmux attach -t =portal",  # the fake link's: Link.attach_hint
         f"{HOST}: env 'a' (named, /opt/conda/envs/a) already active, kept in window env-a of session 'portal'.",
-        f"{HOST}: reusing your Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001, 2 workers x 2 "
-        "threads, 2 GiB each (scheduler pid 11).",
+        (f"{HOST}: reusing your Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001, 2 workers x 2 "
+         "threads, 2 GiB each (scheduler pid 11)."),
         f"{HOST}: IPython in env 'a' already running, kept in window ipython-a with the cluster's address.",
     ]
     assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
@@ -143,7 +144,8 @@ def test_forward_forwards_only_what_the_host_confirmed_and_remembers_it(capsys: 
                           ("forward", 20001, "127.0.0.1:20001"), ("forward", 20002, "127.0.0.1:20002")]
     assert said == [f"{HOST}: dashboard of env b not forwarded: {unowned['dashboard_unowned']}."]
     out = capsys.readouterr().out
-    assert "dashboard-a: http://localhost:20001/status" in out and "jupyter-a: http://localhost:20002/lab?token=t0k" in out
+    assert "dashboard-a: http://localhost:20001/status" in out
+    assert "jupyter-a: http://localhost:20002/lab?token=t0k" in out
     assert state.load_forwards(HOST)["jupyter-a"] == {"local_port": 20002, "remote": "127.0.0.1:20002",
                                                       "url": "http://localhost:20002/lab?token=t0k"}
 
