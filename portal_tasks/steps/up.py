@@ -71,7 +71,7 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     The cluster is set going before IPython (and Jupyter) and waited for after them, so Dask boots
     while their windows open; their clients connect once the scheduler answers.
     """
-    from . import env as env_step, ipython, jupyter as jupyter_step, tmux  # libtmux only when needed
+    from . import env as env_step, ipython, jupyter as jupyter_step, tmux
 
     hostenv.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
     with progress.step("tmux", f"session {target.settings.session}"):
