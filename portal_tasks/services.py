@@ -1,11 +1,12 @@
-"""The user's services on a host that a browser wants: Dask dashboards and Jupyter servers."""
+"""The user's services on a host that a browser wants: Dask dashboards and Jupyter servers (pure: from
+what the host-side helper said of them)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from .target import Target
+from .replies import ClusterEntry, JupyterState
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def probe_url(name: str, url: str) -> str:
     return url
 
 
-def from_cluster(entry: dict[str, Any]) -> Service | None:
+def from_cluster(entry: ClusterEntry) -> Service | None:
     """The dashboard of a healthy cluster, only when the host-side helper confirmed its port is held
     by the user's own scheduler."""
     port = entry.get("dashboard_port")
@@ -43,32 +44,30 @@ def from_cluster(entry: dict[str, Any]) -> Service | None:
     return Service(f"dashboard-{entry['env_key']}", entry["env"], "dashboard", f"127.0.0.1:{port}", int(port), "/status")
 
 
-def from_jupyter(entry: dict[str, Any]) -> Service | None:
+def from_jupyter(entry: JupyterState) -> Service | None:
     """A Jupyter server that answered portal's token on a connection to the user's own listener."""
     if not entry.get("healthy"):
         return None
     token = entry.get("token", "")
     path = f"/lab?token={token}" if token else "/lab"
-    if entry.get("socket"):
-        return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", entry["socket"], None, path)
-    port = int(entry["port"])
-    return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", f"127.0.0.1:{port}", port, path)
+    socket, port = entry.get("socket"), entry.get("port")
+    if socket:
+        return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", socket, None, path)
+    if not port:  # a record names a port or a socket; neither is nothing to forward
+        return None
+    return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", f"127.0.0.1:{port}", int(port), path)
 
 
-def not_forwarded(clusters: list[dict[str, Any]], jupyters: list[dict[str, Any]]) -> list[str]:
+def collect(clusters: Iterable[ClusterEntry], jupyters: Iterable[JupyterState]) -> list[Service]:
+    """The services to forward among the clusters and Jupyter servers the host listed."""
+    found = [from_cluster(c) for c in clusters] + [from_jupyter(j) for j in jupyters]
+    return [s for s in found if s is not None]
+
+
+def not_forwarded(clusters: list[ClusterEntry], jupyters: list[JupyterState]) -> list[str]:
     """One line per service that runs but is not the user's own at its port (never forwarded)."""
     lines = [f"dashboard of env {c['env']} not forwarded: {c['dashboard_unowned']}."
              for c in clusters if c.get("healthy") and c.get("dashboard_unowned")]
     lines += [f"JupyterLab of env {j['env']} not forwarded: {j['problem']}" for j in jupyters if j.get("problem")]
     return lines
 
-
-def running(target: Target) -> list[Service]:
-    """Every healthy dashboard and Jupyter server of this user on the host (says why one is left out)."""
-    from .steps import cluster, jupyter
-
-    clusters, jupyters = cluster.describe(target), jupyter.describe(target)
-    for line in not_forwarded(clusters, jupyters):
-        target.say(f"{target.host}: {line}")
-    found = [from_cluster(e) for e in clusters] + [from_jupyter(e) for e in jupyters]
-    return [s for s in found if s is not None]

@@ -12,6 +12,8 @@ from . import config as config_mod
 from .config import Settings
 from .link import Link, open_link
 from .remote import layout
+from .replies import Facts
+from .runcache import RunCache
 
 
 HEREDOC = "ON_HOST"
@@ -33,9 +35,8 @@ class Target:
     settings: Settings
     link: Link
     say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
-    _facts: dict[str, Any] | None = None
-    #: answers of read-only helper calls that several steps of one run ask alike (e.g. env-check)
-    memo: dict[Any, Any] = field(default_factory=dict)
+    #: what this run has learnt from the host (facts, env checks, cluster ports), asked once
+    cache: RunCache = field(default_factory=RunCache)
     #: the configuration this target was made from (for other hosts of the same run, see :meth:`other`)
     config: Config | None = None
 
@@ -43,11 +44,11 @@ class Target:
     def host(self) -> str:
         return self.settings.host
 
-    def facts(self) -> dict[str, Any]:
+    def facts(self) -> Facts:
         """The host's probe (uid, user, home, tmux, managers, memory), fetched once."""
-        if self._facts is None:
-            self._facts = self.link.helper("probe", {})
-        return self._facts
+        if self.cache.facts is None:
+            self.cache.facts = self.link.helper("probe", {})
+        return self.cache.facts
 
     def server_dir(self) -> str:
         """This server's state directory on the host (``~/.portal/hosts/MACHINE``): what runs there."""

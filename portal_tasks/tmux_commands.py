@@ -18,6 +18,11 @@ SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", 
 MARKER = "@portal"
 
 
+def runs_program(command: str) -> bool:
+    """True when a pane's foreground command is a program, not a shell at its prompt (busy)."""
+    return bool(command) and command not in SHELLS
+
+
 def session_target(session: str) -> str:
     return f"={session}"
 

@@ -8,6 +8,8 @@ Steps put each service in a window of its own (``ipython-a``, ``jupyter-a``, ``c
 
 A window whose pane runs something other than a shell is kept as it is; a window
 whose pane sits idle at a shell prompt is replaced, so variables are fresh.
+
+libtmux is imported when tmux is first driven, not with this module: warm `up` never drives it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Mapping, Sequence
-
-import libtmux
-from libtmux import exc as tmux_exc
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterator, Mapping, Sequence
 
 from .errors import LinkError, TmuxError
 from .target import Target
-from .tmux_commands import FIRST_WINDOW, MARKER, SHELLS
+from .tmux_commands import FIRST_WINDOW, MARKER, runs_program
+
+if TYPE_CHECKING:
+    import libtmux
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,16 @@ def server(target: Target) -> libtmux.Server:
     if not target.settings.is_local and not target.facts().get("tmux"):
         raise TmuxError("tmux is not installed (or not on the PATH).", host=target.host,
                         hint="Ask the admins for tmux, or install it in ~/.local/bin.")
+    import libtmux
+
     return libtmux.Server(tmux_bin=target.link.tmux_bin())
 
 
 @contextlib.contextmanager
 def tmux_errors(target: Target) -> Iterator[None]:
     """libtmux's exceptions as portal's errors: a link that dropped under a tmux call is a LinkError."""
+    from libtmux import exc as tmux_exc
+
     try:
         yield
     except tmux_exc.LibTmuxException as exc:
@@ -63,6 +69,8 @@ def find_session(target: Target) -> libtmux.Session | None:
 
 def ensure_session(target: Target) -> tuple[libtmux.Session, bool]:
     """The user's session, created detached when missing; (session, created)."""
+    from libtmux import exc as tmux_exc
+
     found = find_session(target)
     if found is not None:
         return found, False
@@ -102,8 +110,7 @@ def foreground(window: libtmux.Window) -> str:
 
 def is_busy(window: libtmux.Window) -> bool:
     """True when the pane runs something other than a shell at its prompt."""
-    command = foreground(window)
-    return bool(command) and command not in SHELLS
+    return runs_program(foreground(window))
 
 
 def pane_pid(window: libtmux.Window) -> int:
@@ -139,6 +146,8 @@ def open_window(
     An existing window for which ``keep(window)`` is true is left alone; otherwise it is
     replaced by a new window carrying ``environment`` (tmux ``new-window -e``).
     """
+    from libtmux import exc as tmux_exc
+
     session, _ = ensure_session(target)
     with tmux_errors(target):
         window = find_window(session, name)

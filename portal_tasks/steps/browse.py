@@ -19,8 +19,8 @@ import platformdirs
 
 from .. import state
 from ..remote.layout import write_atomic
-from ..services import running
 from ..target import Explained, Target
+from .forward import running
 
 #: Query keys whose value opens something: such a URL is handed over through a redirect page.
 SECRET_KEYS = ("token",)

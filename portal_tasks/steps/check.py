@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import hostenv
 from ..envs import dashboard_problem
 from ..errors import PortalError
 from ..target import Target
@@ -58,11 +59,9 @@ def _tmux(target: Target) -> Line:
 
 
 def _env(target: Target, env: str | None) -> list[Line]:
-    from . import env as env_step
-
     if env is None and not target.settings.is_local:
         return [Line(None, f"{target.host}: no --env given, so no env was checked")]
-    info = env_step.inspect(target, env)
+    info = hostenv.inspect(target, env)
     lines = [Line(True, f"{target.host}: env {info['name']!r} ({info['kind']}) at {info['prefix']}, python {info['python']}")]
     modules = info.get("modules", {})
     for module, label in REQUIRED_MODULES.items():
@@ -75,7 +74,8 @@ def _env(target: Target, env: str | None) -> list[Line]:
         if problem:
             lines.append(Line(False, f"{target.host}: {problem}"))
         elif info.get("dashboard"):
-            lines.append(Line(True, f"{target.host}: env {info['name']!r} has bokeh {info['dashboard']['have']} "
+            have = (info.get("dashboard") or {}).get("have")
+            lines.append(Line(True, f"{target.host}: env {info['name']!r} has bokeh {have} "
                                     "for the Dask dashboard"))
     for module, label in OPTIONAL_MODULES.items():
         if not modules.get(module):

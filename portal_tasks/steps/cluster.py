@@ -9,12 +9,16 @@ from __future__ import annotations
 import shlex
 from typing import Any, Generator
 
-from .. import daskcmd, envs, plan, tls, tmux_commands
+from .. import daskcmd, envs, hostenv, plan, tls, tmux_commands
 from ..errors import ClusterError, PortalError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import layout
+from ..replies import ClusterEntry, ClusterPrepare, ClusterState, ClusterStop, PortsReport
+from ..runcache import SchedulerPorts
+from ..seen import Seen
 from ..target import Explained, Target
+from . import jobs as jobs_step
 
 WAIT_SECONDS = 90
 
@@ -24,8 +28,6 @@ def validate(target: Target, workers: Any = None, threads: Any = None, memory: A
     """Checked options (bad values raise UsageError before anything starts); settings fill the gaps.
 
     ``job``: the per-job options of ``--jobs`` (queue, account, walltime, job_cores, job_memory)."""
-    from . import jobs as jobs_step
-
     s = target.settings
     asked = str(s.memory if memory in (None, "") else memory)
     options: dict[str, Any] = {
@@ -62,9 +64,7 @@ def share_request(target: Target, options: dict[str, Any]) -> dict[str, Any]:
 
 def env_spec(target: Target, env: str | None) -> str:
     """The env as given; on localhost with none given, the env portal itself runs in."""
-    from .env import choose
-
-    return choose(target, env)
+    return hostenv.choose(target, env)
 
 
 def activation(target: Target, spec: str, kind: str | None = None) -> str:
@@ -106,7 +106,7 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], bu
     return spec
 
 
-def summary(state: dict[str, Any]) -> str:
+def summary(state: ClusterState) -> str:
     """One line about a cluster's state: address, dashboard port, workers, memory, pid."""
     return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
             f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
@@ -114,14 +114,14 @@ def summary(state: dict[str, Any]) -> str:
 
 
 def run(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-        memory: Any = None) -> dict[str, Any]:
+        memory: Any = None) -> ClusterState:
     """Start the env's cluster, or reuse the healthy one; returns its state (address, ports, pids)."""
     steps = start(target, env, workers, threads, memory)
     next(steps)
     return finish(steps)
 
 
-def finish(steps: Generator[dict[str, Any], None, dict[str, Any]]) -> dict[str, Any]:
+def finish(steps: Generator[dict[str, Any], None, ClusterState]) -> ClusterState:
     """Wait for a cluster :func:`start` set going; its state."""
     try:
         next(steps)
@@ -132,7 +132,7 @@ def finish(steps: Generator[dict[str, Any], None, dict[str, Any]]) -> dict[str, 
 
 def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
           memory: Any = None, workers_on: Any = None, jobs: Any = None,
-          job: dict[str, Any] | None = None) -> Generator[dict[str, Any], None, dict[str, Any]]:
+          job: dict[str, Any] | None = None) -> Generator[dict[str, Any], None, ClusterState]:
     """Set the cluster going (or find it healthy), yield where it listens (key, address, ports), then wait
     for it and return its state.
 
@@ -150,18 +150,15 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"]),
                "share": asked, "interface": interface}
     with target.link.lock(f"cluster-{key}"):
-        prep = target.link.helper("cluster-prepare", payload)
-        target.memo[("cluster-ports", key)] = prep["state"] if prep["reused"] else dict(prep["ports"],
-                                                                                        scheduler_host=prep["listen"])
+        prep: ClusterPrepare = target.link.helper("cluster-prepare", payload)
+        target.cache.cluster_ports[key] = SchedulerPorts.of(prep["state"] if prep["reused"] else dict(prep["ports"],
+                                                                                 scheduler_host=prep["listen"]))
         for note in prep.get("notes", []):
             target.say(f"{target.host}: {note}")
         if prep["reused"]:
             state = prep["state"]
-            target.say(f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.")
-            say_dashboard(target, state)
-            if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
-                target.say(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
-                           f"`portal down --env {spec_text}` first to change that.)")
+            for line in _reused(target, spec_text, state, options):
+                target.say(line)
             yield {"key": key, **state}
             return state
         if prep.get("was_recorded"):
@@ -195,21 +192,44 @@ def start(target: Target, env: str | None = None, workers: Any = None, threads: 
     return state
 
 
+def _reused(target: Target, spec_text: str, state: ClusterState, options: dict[str, Any]) -> list[str]:
+    """What `cluster` says when it keeps the env's healthy cluster."""
+    lines = [f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.",
+             *_dashboard_lines(target, state)]
+    if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
+        lines.append(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
+                     f"`portal down --env {spec_text}` first to change that.)")
+    return lines
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `cluster` says when the snapshot shows the env's cluster healthy, its dashboard the
+    scheduler's own; None when it is not."""
+    state = seen.cluster()
+    if not (state and state.get("healthy") and state.get("dashboard_ok")):
+        return None
+    return _reused(target, seen.env.spec, state, seen.options)
+
+
 def _dashboard_problem(target: Target, spec_text: str) -> str | None:
     """What keeps the dashboard of a cluster started now from working (the env's bokeh); recorded with it,
     since the scheduler decides at its start whether it serves the dashboard."""
-    from .env import inspect
-
     try:
-        return envs.dashboard_problem(spec_text, inspect(target, spec_text).get("dashboard"))
+        return envs.dashboard_problem(spec_text, hostenv.inspect(target, spec_text).get("dashboard"))
     except PortalError:  # the env check itself failed: the cluster's own start says what is wrong
         return None
 
 
-def say_dashboard(target: Target, state: dict[str, Any]) -> None:
+def say_dashboard(target: Target, state: ClusterState) -> None:
     """One line when the cluster's dashboard cannot work (recorded at its start), with what to install."""
+    for line in _dashboard_lines(target, state):
+        target.say(line)
+
+
+def _dashboard_lines(target: Target, state: ClusterState) -> list[str]:
     if state.get("dashboard_problem"):
-        target.say(f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again.")
+        return [f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again."]
+    return []
 
 
 def _pane_tail(target: Target, name: str) -> str:
@@ -223,8 +243,6 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
             job: dict[str, Any] | None = None) -> Explained:
     """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers
     (and with --jobs, the worker jobs dask-jobqueue writes, each given to ``sbatch``)."""
-    from . import jobs as jobs_step
-
     options = validate(target, workers, threads, memory, workers_on, jobs, job)
     spec_text = env_spec(target, env)
     facts = target.facts()
@@ -249,12 +267,11 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
 def planned_ports(target: Target, key: str) -> dict[str, Any]:
     """The env's recorded ports, else the ones it would get ({} when its block is full); read-only,
     asked once per run."""
-    memo = ("ports-report", key)
-    if memo not in target.memo:
+    if key not in target.cache.planned_ports:
         payload = {"plan": plan.plan_payload(target.settings, target.facts()["uid"]), "key": key}
-        report = target.link.helper("ports-report", payload)
-        target.memo[memo] = report["envs"].get(key) or report.get("would_be") or {}
-    return dict(target.memo[memo])
+        report: PortsReport = target.link.helper("ports-report", payload)
+        target.cache.planned_ports[key] = report["envs"].get(key) or report.get("would_be") or {}
+    return dict(target.cache.planned_ports[key])
 
 
 def share_report(target: Target, key: str | None = None) -> dict[str, Any]:
@@ -280,26 +297,27 @@ def client_environment(target: Target, env: str | None) -> dict[str, str]:
     """Variables for a window of ``env`` so a plain ``Client()`` reaches the user's cluster of that env."""
     facts = target.facts()
     key = plan.env_key(env_spec(target, env))
-    known = target.memo.get(("cluster-ports", key))  # this run's `cluster` step already knows them
+    known = target.cache.cluster_ports.get(key)  # this run's `cluster` step already knows them
     running = {} if known else {c["env_key"]: c for c in describe(target)}
     if known:
         ports = known
     elif key in running:
-        ports = running[key]
+        ports = SchedulerPorts.of(running[key])
     else:
-        ports = planned_ports(target, key)
-        if not ports:
+        planned = planned_ports(target, key)
+        if not planned:
             raise ClusterError(f"no ports planned for env {env}.", host=target.host, hint="Run `portal cluster` first.")
-    return daskcmd.client_environment(int(ports["scheduler_port"]), int(ports["dashboard_port"]),
-                                      tls.paths(facts["home"]), ports.get("scheduler_host") or daskcmd.LOOPBACK)
+        ports = SchedulerPorts.of(planned)
+    return daskcmd.client_environment(ports.scheduler_port, ports.dashboard_port,
+                                      tls.paths(facts["home"]), ports.scheduler_host or daskcmd.LOOPBACK)
 
 
-def describe(target: Target) -> list[dict[str, Any]]:
+def describe(target: Target) -> list[ClusterEntry]:
     """Each recorded cluster of the user: env, address, dashboard port, workers, memory, pid, healthy."""
     return [describe_entry(state) for state in target.link.helper("cluster-list", {})]
 
 
-def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
+def describe_entry(state: ClusterState) -> ClusterEntry:
     """One ``cluster-list`` state as :func:`describe` shows it."""
     return {
         "env": state["env"], "env_key": state["key"], "address": state.get("address"),
@@ -314,7 +332,7 @@ def describe_entry(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stop(target: Target, env: str | None) -> dict[str, Any]:
+def stop(target: Target, env: str | None) -> ClusterStop:
     """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
     key = plan.env_key(env_spec(target, env))
     with target.link.lock(f"cluster-{key}"):

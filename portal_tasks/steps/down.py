@@ -34,10 +34,10 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
 
     key = env_key(env) if env else None
     stopped: list[str] = []
-    for entry in jupyter.describe(target):
-        if key is None or entry["env_key"] == key:
-            jupyter.stop(target, entry["env"])
-            stopped.append(f"jupyter {entry['env']}")
+    for lab in jupyter.describe(target):
+        if key is None or lab["env_key"] == key:
+            jupyter.stop(target, lab["env"])
+            stopped.append(f"jupyter {lab['env']}")
     if not keep_cluster:
         for entry in cluster.describe(target):
             if key is None or entry["env_key"] == key:
@@ -58,12 +58,12 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
         stopped.append(f"session {target.settings.session}")
     with state.laptop_lock(target.host):
         forwards = state.load_forwards(target.host)
-        for name, entry in list(forwards.items()):
+        for name, remembered in list(forwards.items()):
             ours = key is None or name.endswith(f"-{key}")
             kept = keep_cluster and name.startswith("dashboard")  # the cluster runs on: keep its dashboard
             if ours and not kept:
                 with contextlib.suppress(PortalError):
-                    target.link.cancel_forward(int(entry["local_port"]), str(entry["remote"]))
+                    target.link.cancel_forward(int(remembered["local_port"]), str(remembered["remote"]))
                 del forwards[name]
                 stopped.append(f"forward {name}")
         state.save_forwards(target.host, forwards)

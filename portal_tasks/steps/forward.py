@@ -14,8 +14,9 @@ from typing import Any, Callable, Iterable
 from .. import state
 from ..errors import ForwardError, LinkError, PortalError
 from ..link.openssh import explain_ssh
-from ..services import Service, running
+from ..services import Service, collect, not_forwarded
 from ..target import Explained, Target
+from . import cluster, jupyter
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,14 @@ def wait_answers(url: str, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def running(target: Target) -> list[Service]:
+    """Every healthy dashboard and Jupyter server of this user on the host (says why one is left out)."""
+    clusters, jupyters = cluster.describe(target), jupyter.describe(target)
+    for line in not_forwarded(clusters, jupyters):
+        target.say(f"{target.host}: {line}")
+    return collect(clusters, jupyters)
 
 
 def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | None) -> Forward:

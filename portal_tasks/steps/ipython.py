@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shlex
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..errors import EnvError
+from ..seen import Seen
 from ..target import Explained, Target
+from ..tmux_commands import runs_program
 from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
-from . import env as env_step
+from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
 #: address (no LocalCluster otherwise); a cluster that is down gives one line, not a traceback.
@@ -41,9 +44,9 @@ def launch_line(env: Env) -> str:
 
 def run(target: Target, env: str | None = None) -> Env:
     """Start IPython in the env's window, or keep the one that runs there."""
-    resolved = env_step.resolve(target, env)
-    env_step.require(target, resolved, "IPython", "ipython")
-    variables = env_step.cluster_environment(target, resolved)
+    resolved = hostenv.resolve(target, env)
+    hostenv.require(target, resolved, "IPython", "ipython")
+    variables = cluster_step.client_environment(target, resolved.spec)
     name = window_name(resolved)
     with window_lock(target, name):
         result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
@@ -55,15 +58,26 @@ def run(target: Target, env: str | None = None) -> Env:
             raise EnvError(f"IPython did not start in window {name} ({why}).", host=target.host,
                            hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
                                 f"{name}.")
-    state = "started" if result.started else "already running, kept"
-    cluster = "with the cluster's address" if variables else "(no cluster known yet)"
-    target.say(f"{target.host}: IPython in env {resolved.spec!r} {state} in window {name} {cluster}.")
+    target.say(_said(target, resolved, "started" if result.started else "already running, kept", bool(variables)))
     return resolved
 
 
+def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:
+    cluster = "with the cluster's address" if with_cluster else "(no cluster known yet)"
+    return f"{target.host}: IPython in env {env.spec!r} {state} in window {window_name(env)} {cluster}."
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows IPython running in the env's window; None when it does not."""
+    window = seen.window(window_name(seen.env))
+    if not (seen.env.has("IPython") and window and runs_program(window.get("command", ""))):
+        return None
+    return [_said(target, seen.env, "already running, kept", with_cluster=True)]
+
+
 def explain(target: Target, env: str | None = None) -> Explained:
-    resolved = env_step.resolve_for_explain(target, env)
+    resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
-    variables = env_step.cluster_environment(target, resolved)
+    variables = cluster_step.client_environment(target, resolved.spec)
     return Explained(remote=[cmds.ensure_session_line(session),
                              *cmds.window_lines(session, window_name(resolved), variables, [launch_line(resolved)])])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 from .. import daskcmd, plan, tls
 from ..errors import ClusterError, UsageError
@@ -109,7 +109,7 @@ class Background:
             raise self._error
 
 
-def wait(target: Target, state: dict[str, Any], spec_text: str) -> dict[str, Any]:
+def wait(target: Target, state: Mapping[str, Any], spec_text: str) -> dict[str, Any]:
     seconds = target.settings.jobs_wait
     now = target.link.helper("jobs-wait", {"key": state["key"], "seconds": seconds,
                                            "dashboard_port": state.get("dashboard_port"),
@@ -150,15 +150,17 @@ def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, opt
     return wait(target, state, spec_text)
 
 
-def describe(target: Target, entry: dict[str, Any]) -> list[dict[str, Any]]:
+def describe(target: Target, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The jobs of a cluster (a ``cluster.describe`` entry): id, name, queue state, reason, workers joined."""
     now = target.link.helper("jobs-list", {"key": entry["env_key"], "dashboard_port": entry.get("dashboard_port"),
                                            "scheduler_pid": entry.get("pid")})
     return list(now["jobs"])
 
 
-def stop(target: Target, entry: dict[str, Any]) -> list[str]:
-    """Cancel every job of a cluster (a ``cluster.describe`` entry)."""
+def stop(target: Target, entry: Mapping[str, Any]) -> list[str]:
+    """Cancel every job of a cluster (a ``cluster.describe`` entry, which lists its jobs: none, no call)."""
+    if not entry.get("jobs"):
+        return []
     done = target.link.helper("jobs-cancel", {"key": entry["env_key"]})
     return [f"jobs {', '.join(done['cancelled'])} of {entry['env']}"] if done["cancelled"] else []
 

@@ -11,14 +11,17 @@ import shlex
 import time
 from typing import Any
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..daskcmd import through_jupyter
 from ..envs import Env, env_key
 from ..errors import JupyterError, PortalError
 from ..remote import layout
+from ..replies import JupyterState
+from ..seen import Seen
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
-from . import env as env_step
+from . import cluster as cluster_step
 
 START_SECONDS = 90.0
 #: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
@@ -75,7 +78,7 @@ def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
     return int(reply["ports"]["jupyter_port"])
 
 
-def _healthy(entry: dict[str, Any] | None) -> bool:
+def _healthy(entry: JupyterState | None) -> bool:
     return bool(entry and entry.get("healthy"))
 
 
@@ -105,7 +108,7 @@ def _wait(target: Target, env: Env) -> dict[str, Any]:
 
 def run(target: Target, env: str | None = None, socket: bool = False) -> dict[str, Any]:
     """Start JupyterLab for the env, or keep the healthy one; returns its describe() entry."""
-    resolved = env_step.resolve(target, env)
+    resolved = hostenv.resolve(target, env)
     with window_lock(target, window_name(resolved)):  # a server another portal is starting is not replaced
         return _start(target, resolved, socket)
 
@@ -113,10 +116,10 @@ def run(target: Target, env: str | None = None, socket: bool = False) -> dict[st
 def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     entry = target.link.helper("jupyter-status", {"key": resolved.key})
     if _healthy(entry) and bool(entry.get("socket")) == socket:
-        target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} already running, kept: {entry['url']}")
+        target.say(_kept_line(target, resolved, entry))
         return dict(entry)
-    env_step.require(target, resolved, "jupyterlab", "jupyter")
-    variables = env_step.cluster_environment(target, resolved)
+    hostenv.require(target, resolved, "jupyterlab", "jupyter")
+    variables = cluster_step.client_environment(target, resolved.spec)
     proxy = resolved.has("jupyter_server_proxy")
     if proxy:  # kernels' dashboard link: through Jupyter's own port (only to the user's own dashboard)
         variables = through_jupyter(variables)
@@ -143,7 +146,22 @@ def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
     return entry
 
 
-def describe(target: Target) -> list[dict[str, Any]]:
+def _kept_line(target: Target, env: Env, entry: JupyterState) -> str:
+    return f"{target.host}: JupyterLab for env {env.spec!r} already running, kept: {entry['url']}"
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows the env's JupyterLab healthy, on a socket as asked
+    (or on a port); None when it does not run. Nothing to say when `up` did not ask for it."""
+    if not seen.jupyter:
+        return []
+    lab = seen.lab()
+    if not (lab and _healthy(lab) and bool(lab.get("socket")) == seen.socket):
+        return None
+    return [_kept_line(target, seen.env, lab)]
+
+
+def describe(target: Target) -> list[JupyterState]:
     """Every Jupyter server portal recorded for this user on the host.
 
     Each entry: env, env_key, port (or None), socket (or None), token, url_path, url (on the
@@ -158,7 +176,7 @@ def stop(target: Target, env: str) -> bool:
 
 
 def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:
-    resolved = env_step.resolve_for_explain(target, env)
+    resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
     directory = layout.jupyter_dir(target.server_dir(), resolved.key)
     q = shlex.quote
@@ -176,7 +194,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
         command = jupyter_command(port, root=_root(target))
         url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
     window = window_name(resolved)
-    new_window = shlex.join(cmds.new_window(session, window, env_step.cluster_environment(target, resolved)))
+    new_window = shlex.join(cmds.new_window(session, window, cluster_step.client_environment(target, resolved.spec)))
     new_window += f" -e {q(f'JUPYTER_TOKEN_FILE={directory}/token')}"
     return Explained(remote=[
         cmds.ensure_session_line(session),

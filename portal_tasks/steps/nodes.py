@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import daskcmd, plan
 from ..errors import ClusterError
+from ..replies import ClusterEntry, ClusterState
 from ..target import Target
 from ..tls import TlsPaths
 from . import cluster
@@ -26,7 +27,7 @@ def _origin(target: Target) -> str:
     return str(target.facts()["hostname"])
 
 
-def start(target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+def start(target: Target, state: ClusterState, spec_text: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Start (or keep) the workers on each of ``options["workers_on"]``; their records."""
     hosts = options.get("workers_on") or []
     if not hosts:
@@ -39,7 +40,7 @@ def start(target: Target, state: dict[str, Any], spec_text: str, options: dict[s
     return [_start_on(target, target.other(host), state, spec_text, options, cert) for host in hosts]
 
 
-def _start_on(target: Target, node: Target, state: dict[str, Any], spec_text: str,
+def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
               options: dict[str, Any], cert: str | None) -> dict[str, Any]:
     key, origin = state["key"], _origin(target)
     facts = node.facts()
@@ -77,7 +78,7 @@ def _start_on(target: Target, node: Target, state: dict[str, Any], spec_text: st
     return dict(record)
 
 
-def stop(target: Target, entry: dict[str, Any]) -> list[str]:
+def stop(target: Target, entry: ClusterEntry) -> list[str]:
     """End the workers of a cluster (a ``cluster.describe`` entry) on every server it has them on."""
     stopped = []
     for host in entry.get("workers_on") or []:

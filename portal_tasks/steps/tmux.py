@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from .. import tmux_commands as cmds
+from ..seen import Seen
 from ..target import Explained, Target
 from ..tmuxctl import ensure_session
+
+
+def _said(target: Target, created: bool) -> list[str]:
+    name = target.settings.session
+    return [f"{target.host}: tmux session {name!r} {'created' if created else 'already running, reused'}.",
+            f"attach: {target.link.attach_hint(name)}"]
 
 
 def run(target: Target) -> bool:
     """Ensure the session; True when it was created now, False when an existing one was reused."""
     _, created = ensure_session(target)
-    name = target.settings.session
-    target.say(f"{target.host}: tmux session {name!r} {'created' if created else 'already running, reused'}.")
-    target.say(f"attach: {target.link.attach_hint(name)}")
+    for line in _said(target, created):
+        target.say(line)
     return created
+
+
+def kept(target: Target, seen: Seen) -> list[str] | None:
+    """What `run` says when the snapshot shows the session; None when it does not run."""
+    return _said(target, created=False) if seen.session else None
 
 
 def explain(target: Target) -> Explained:

@@ -7,9 +7,9 @@ import sys
 
 from typing import Any
 
-from .. import progress
+from .. import hostenv, progress
 from ..target import Explained, Target
-from . import browse, cluster, forward, jobs, nodes, warm as warm_step
+from . import browse, cluster, forward, jobs as jobs_step, nodes, warm as warm_step
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
@@ -18,22 +18,24 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         job: dict[str, Any] | None = None) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
                                workers_on=workers_on, jobs=jobs, job=job)  # bad input: nothing started
-    warm = None
+    warm, steps = None, _steps(target, env, jupyter)
     with progress.step("connect", target.host):
         target.link.connect()
         if target.settings.is_local:
             target.facts()
         else:  # one round trip says whether everything already runs (and brings the facts)
             spec = cluster.env_spec(target, env)
-            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), jupyter, socket)
+            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), [name for name, _ in steps],
+                                    jupyter=jupyter, socket=socket, options=options)
             if cluster.beyond_host(options):  # the other servers and the queue are asked on the full path
                 warm = None
             if warm is not None:
                 cluster.share_request(target, options)  # as the full path checks
     if warm is not None:
-        for name, label in _steps(target, env, jupyter):
+        for name, label in steps:
             with progress.step(name, label):
-                warm_step.say_kept(target, warm, name, options)
+                for line in warm.kept[name]:
+                    target.say(line)
         services = warm.services
     else:
         _start(target, env, jupyter, socket, options)
@@ -70,20 +72,20 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     The cluster is set going before IPython (and Jupyter) and waited for after them, so Dask boots
     while their windows open; their clients connect once the scheduler answers.
     """
-    from . import env as env_step, ipython, jupyter as jupyter_step, tmux  # libtmux only when needed
+    from . import env as env_step, ipython, jupyter as jupyter_step, tmux
 
-    env_step.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
+    hostenv.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
     with progress.step("tmux", f"session {target.settings.session}"):
         tmux.run(target)
     with progress.step("env", env or ""):
         env_step.run(target, env=env)
     booting = cluster.start(target, env=env, **options)
-    queueing: jobs.Background | None = None
+    queueing: jobs_step.Background | None = None
     try:
         with progress.step("cluster", "starting"):
             planned = next(booting)
         if options["jobs"]:  # the jobs wait in the queue while Dask boots; their workers dial until it answers
-            queueing = jobs.Background(target, planned, cluster.env_spec(target, env), options)
+            queueing = jobs_step.Background(target, planned, cluster.env_spec(target, env), options)
         with progress.step("ipython"):
             ipython.run(target, env=env)
         if jupyter:
@@ -101,7 +103,7 @@ def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options
     if queueing is not None:
         with progress.step("jobs", f"{options['jobs']} on the batch system"):
             queueing.result()
-            jobs.wait(target, state, cluster.env_spec(target, env))
+            jobs_step.wait(target, state, cluster.env_spec(target, env))
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,

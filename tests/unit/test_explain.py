@@ -9,7 +9,7 @@ import pytest
 
 from portal_tasks.config import resolve
 from portal_tasks.link.base import Link
-from portal_tasks.steps import env as env_step, ipython, jupyter, tmux
+from portal_tasks.steps import cluster, env as env_step, ipython, jupyter, tmux
 from portal_tasks.target import Target
 
 READ_ONLY = {"probe", "env-check", "ports-report"}
@@ -48,7 +48,7 @@ class FakeLink(Link):
 
 @pytest.fixture
 def target(monkeypatch: pytest.MonkeyPatch) -> Target:
-    monkeypatch.setattr(env_step, "cluster_environment",
+    monkeypatch.setattr(cluster, "client_environment",
                         lambda target, env: {"DASK_SCHEDULER_ADDRESS": "tls://127.0.0.1:20000"})
     # config refuses such a name; the builders quote it all the same (defence in depth)
     settings = resolve(None, "matagorda").with_(session="my session;rm -rf ~")

@@ -19,12 +19,15 @@ NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
 @pytest.fixture
-def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
+def said() -> list[str]:
+    """What the steps told the user."""
+    return []
+
+
+@pytest.fixture
+def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: list[str]) -> Target:
     monkeypatch.setenv("HOME", str(tmp_path))
-    said: list[str] = []
-    found = Target(settings=resolve(None, "localhost"), link=LocalLink(resolve(None, "localhost")), say=said.append)
-    found.memo["said"] = said
-    return found
+    return Target(settings=resolve(None, "localhost"), link=LocalLink(resolve(None, "localhost")), say=said.append)
 
 
 def test_a_new_set_is_valid_for_a_year():
@@ -89,7 +92,7 @@ def expired_bundle() -> dict[str, str]:
     return tls.make_bundle("alice", "h", start=NOW - datetime.timedelta(days=tls.VALID_DAYS + 5))
 
 
-def test_an_expired_set_is_replaced_by_the_next_up(target, tmp_path):
+def test_an_expired_set_is_replaced_by_the_next_up(target, tmp_path, said):
     link = tmp_path / ".portal"
     link.mkdir(mode=0o700)
     (link / "tls").mkdir(mode=0o700)
@@ -98,7 +101,7 @@ def test_an_expired_set_is_replaced_by_the_next_up(target, tmp_path):
     assert tls.days_left(target.link.helper("tls-status", {})) < 0
     tls.ensure(target)
     assert tls.days_left(target.link.helper("tls-status", {})) > tls.VALID_DAYS - 2
-    assert any("had expired" in line for line in target.memo["said"])
+    assert any("had expired" in line for line in said)
 
 
 def test_explain_rotate_names_the_new_set_and_the_swap():

@@ -1,0 +1,73 @@
+"""The env of a run as the host knows it: which env (``choose``), what the host's ``env-check`` says
+of it (``inspect``, ``resolve``), and what a step needs of it (``require``). Steps share it."""
+
+from __future__ import annotations
+
+import sys
+
+from .envs import Env, guess_env, is_path, pick_manager
+from .errors import EnvError, PortalError, UsageError
+from .replies import EnvInfo
+from .target import Target
+
+#: Modules a step needs, with the package that provides each.
+PACKAGES = {"IPython": "ipython", "jupyterlab": "jupyterlab", "distributed": "dask[distributed]"}
+
+
+def choose(target: Target, env: str | None) -> str:
+    """The env spec: as given, or on localhost the env portal itself runs in."""
+    if env:
+        return env
+    if target.settings.is_local:
+        return sys.prefix
+    raise UsageError("no env given.", host=target.host, hint="Pass --env NAME (conda/mamba/micromamba) or --env PATH.")
+
+
+def manager(target: Target, spec: str) -> str | None:
+    """The env manager for a named env: config env_manager, else what the host has."""
+    if target.settings.env_manager or is_path(spec):
+        return target.settings.env_manager
+    return pick_manager(None, target.facts().get("managers") or {})
+
+
+def inspect(target: Target, env: str | None) -> EnvInfo:
+    """What `check` prints about the env: name, kind, prefix, python, modules (asked once per run)."""
+    spec = choose(target, env)
+    checks = target.cache.env_checks
+    if spec not in checks:  # env, cluster, ipython and jupyter of one `up` ask the same
+        checks[spec] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
+    return {"name": spec, **checks[spec]}
+
+
+def from_info(target: Target, info: EnvInfo) -> Env:
+    """The Env for what the host's ``env-check`` said (``info["name"]`` is the spec)."""
+    spec = info["name"]
+    location = spec if info["kind"] == "named" else info["prefix"]
+    return Env(spec=spec, kind=info["kind"], location=location, manager=info.get("manager") or manager(target, spec),
+               prefix=info["prefix"], modules=info["modules"])
+
+
+def resolve(target: Target, env: str | None) -> Env:
+    """The env as the host knows it (kind, prefix, python, modules); EnvError when it is missing."""
+    return from_info(target, inspect(target, env))
+
+
+def resolve_for_explain(target: Target, env: str | None) -> Env:
+    """Like resolve, but falls back to what the env's spelling tells when the host cannot say."""
+    spec = choose(target, env)
+    try:
+        return resolve(target, spec)
+    except PortalError:
+        try:
+            mgr = manager(target, spec)
+        except PortalError:
+            mgr = target.settings.env_manager or "conda"
+        return guess_env(spec, mgr or "conda")
+
+
+def require(target: Target, env: Env, module: str, step: str) -> None:
+    """EnvError naming the env and what to install when it lacks ``module``."""
+    if not env.has(module):
+        package = PACKAGES.get(module, module)
+        raise EnvError(f"env {env.spec!r} lacks {module}, which `{step}` needs.", host=target.host,
+                       hint=f"Install it into the env (pip install {package!r}, or conda install), or pass another --env.")

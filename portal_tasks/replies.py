@@ -1,0 +1,203 @@
+"""What the host-side helper answers, as the laptop reads it: one TypedDict per reply (JSON objects).
+
+The helper (``remote/``, stdlib only, the host's own Python) writes these; it does not import this
+module. Keys a reply may lack (older helpers, or only in some cases) are ``NotRequired``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class Facts(TypedDict):
+    """``probe`` (and a snapshot's ``facts``): who the user is on the host and which tools it has."""
+
+    uid: int
+    user: str
+    home: str
+    hostname: str
+    python: str
+    tmux: str | None
+    managers: dict[str, str | None]
+    cpus: int | None
+    memory: int | None
+    listeners: NotRequired[list[dict[str, Any]]]
+
+
+class Dashboard(TypedDict, total=False):
+    """The env's bokeh as Dask's dashboard needs it."""
+
+    need: str
+    have: str | None
+    ok: bool
+
+
+class EnvCheck(TypedDict):
+    """``env-check``: what an env is on the host."""
+
+    kind: str  # "named" | "venv" | "conda-prefix"
+    prefix: str
+    python: str
+    version: str
+    manager: str | None
+    modules: dict[str, bool]
+    dashboard: NotRequired[Dashboard | None]
+
+
+class EnvInfo(EnvCheck):
+    """An ``env-check`` reply with the spec it was asked for (``name``)."""
+
+    name: str
+
+
+class Window(TypedDict):
+    """A window of the session in a snapshot: its foreground command and portal's marker."""
+
+    command: str
+    marker: str
+
+
+class ClusterState(TypedDict, total=False):
+    """A recorded cluster with its health: a ``cluster-list`` entry, ``cluster-prepare``'s reused state,
+    ``cluster-wait``'s answer."""
+
+    key: str
+    env: str
+    address: str
+    scheduler_host: str | None
+    scheduler_pid: int | None
+    workers_pid: int | None
+    scheduler_port: int
+    dashboard_port: int
+    planned_dashboard_port: int
+    worker_ports: list[int]
+    nanny_ports: list[int]
+    workers: int
+    threads: int
+    memory_limit: int
+    memory_budget: int
+    workers_running: int
+    healthy: bool
+    dashboard_ok: bool
+    dashboard_unowned: str | None
+    dashboard_problem: str | None
+    workers_on: list[str]
+    hostname: str
+    notes: list[str]
+    jobs: list[dict[str, Any]]  # worker jobs on the batch system: id, name, state, reason, workers joined
+
+
+class Share(TypedDict, total=False):
+    """The budget the host registered for a new cluster."""
+
+    memory: int
+    cores: int
+    trusted: bool
+
+
+class Block(TypedDict):
+    """The user's port block on the host."""
+
+    index: int
+    start: int
+    end: int
+
+
+class ClusterPrepare(TypedDict, total=False):
+    """``cluster-prepare``: a healthy cluster to reuse (``state``), else the ports and budget of a new one."""
+
+    reused: bool
+    state: ClusterState
+    ports: dict[str, Any]  # plan.EnvPorts as a dict (plus env, slot)
+    block: Block
+    listen: str
+    share: Share
+    notes: list[str]
+    was_recorded: bool
+    env_kind: str
+    cleaned: list[int]
+
+
+class ClusterStop(TypedDict):
+    """``cluster-stop``."""
+
+    stopped: list[int]
+    survivors: list[int]
+    had_state: bool
+
+
+class ClusterEntry(TypedDict):
+    """A cluster as `status --json` shows it (made on the laptop from a :class:`ClusterState`)."""
+
+    env: str
+    env_key: str
+    address: str | None
+    scheduler_port: int
+    dashboard_port: int
+    workers: int
+    workers_running: int
+    threads: int
+    memory_budget: int
+    memory_limit: int
+    pid: int | None
+    workers_pid: int | None
+    healthy: bool
+    window: str
+    dashboard_problem: str | None
+    dashboard_ok: bool
+    dashboard_unowned: str | None
+    scheduler_host: str
+    workers_on: list[str]
+    jobs: list[dict[str, Any]]
+
+
+class JupyterState(TypedDict, total=False):
+    """A recorded Jupyter server: ``jupyter-status``, ``jupyter-wait``, ``jupyter-list`` entries,
+    ``jupyter-prepare``; ``taken`` (and no health) when another program holds its port."""
+
+    env: str
+    env_key: str
+    port: int | None
+    socket: str | None
+    token: str
+    token_file: str
+    url_path: str
+    url: str
+    dir: str
+    config_dir: str | None
+    status: int | None
+    healthy: bool
+    problem: str | None
+    pid: int | None
+    taken: str
+
+
+class PortsReport(TypedDict):
+    """``ports-report``: the recorded plan (``envs``: env key -> its ports) and the user's listeners."""
+
+    uid: int
+    block: Block
+    claimed: bool
+    envs: dict[str, dict[str, Any]]
+    listening: list[dict[str, Any]]
+    would_be: NotRequired[dict[str, Any] | None]
+
+
+class PortsAssign(TypedDict):
+    """``ports-assign``: the env's ports, checked; notes when one moved."""
+
+    block: Block
+    ports: dict[str, Any]
+    notes: list[str]
+
+
+class Snapshot(TypedDict):
+    """``snapshot``: everything warm `up` needs in one answer. ``windows`` is None without the session;
+    ``env`` None (with ``env_error``) when the env check failed."""
+
+    facts: Facts
+    env: EnvCheck | None
+    env_error: NotRequired[str]
+    windows: dict[str, Window] | None
+    clusters: list[ClusterState]
+    jupyters: list[JupyterState]

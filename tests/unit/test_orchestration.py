@@ -1,0 +1,205 @@
+"""The orchestration of `up`, warm `up`, `forward` and `down` against a fake link: which calls reach
+the host, in which order, and what the user reads. Nothing runs on a host; tmux steps are stubs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from portal_tasks import state
+from portal_tasks.config import resolve
+from portal_tasks.runner import Result
+from portal_tasks.steps import down, forward, ipython, tmux, up, warm
+from portal_tasks.steps import env as env_step
+from portal_tasks.target import Target
+from portal_tasks.testing.fakelink import FakeLink
+
+HOST = "matagorda"
+GiB = 1 << 30
+FACTS = {"uid": 1000, "user": "alice", "home": "/home/alice", "hostname": HOST, "python": "3.11.4",
+         "tmux": "tmux 3.3a", "managers": {"conda": "/opt/conda/bin/conda"}, "cpus": 8, "memory": 16 * GiB}
+ENV = {"kind": "named", "prefix": "/opt/conda/envs/a", "python": "/opt/conda/envs/a/bin/python", "version": "3.11",
+       "manager": "conda", "modules": {"IPython": True, "distributed": True, "jupyterlab": True},
+       "dashboard": {"need": "bokeh>=3.1.0", "have": "3.4.0", "ok": True}}
+PORTS = {"scheduler_port": 20000, "dashboard_port": 20001, "jupyter_port": 20002, "worker_ports": [20010, 20019],
+         "nanny_ports": [20020, 20029]}
+CLUSTER = {"key": "a", "env": "a", "address": "tls://127.0.0.1:20000", "scheduler_port": 20000, "dashboard_port": 20001,
+           "worker_ports": [20010, 20019], "nanny_ports": [20020, 20029], "workers": 2, "workers_running": 2,
+           "threads": 2, "memory_limit": 2 * GiB, "memory_budget": 4 * GiB, "scheduler_pid": 11, "workers_pid": 12,
+           "healthy": True, "dashboard_ok": True, "dashboard_unowned": None}
+LAB = {"env": "a", "env_key": "a", "port": 20002, "socket": None, "token": "t0k", "healthy": True, "problem": None,
+       "url": "http://127.0.0.1:20002/lab?token=t0k", "pid": 13}
+WINDOWS = {"shell": {"command": "bash", "marker": ""}, "env-a": {"command": "bash", "marker": "env:a"},
+           "cluster-a": {"command": "dask", "marker": ""}, "ipython-a": {"command": "python3", "marker": "ipython:a"}}
+OPTIONS = {"workers": 2, "threads": 2, "memory": None, "workers_on": []}
+WARM = {"facts": FACTS, "env": ENV, "windows": WINDOWS, "clusters": [CLUSTER], "jupyters": []}
+
+
+@pytest.fixture(autouse=True)
+def laptop(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop of its own (cache dir), every port free, every forward answering at once."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(forward, "local_port_free", lambda port: True)
+    monkeypatch.setattr(forward, "wait_answers", lambda url, seconds=10.0: True)
+    monkeypatch.setattr(forward, "answers", lambda url, timeout=3.0: True)
+
+
+def make(replies: dict[str, Any], shell: Any = None) -> tuple[Target, FakeLink, list[str]]:
+    settings = resolve(None, HOST)
+    link = FakeLink(settings, replies, shell)
+    said: list[str] = []
+    return Target(settings=settings, link=link, say=said.append), link, said
+
+
+def test_warm_up_is_one_snapshot_and_no_other_host_call(capsys: pytest.CaptureFixture[str]) -> None:
+    target, link, said = make({"snapshot": WARM})
+    up.run(target, env="a", attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot")]
+    assert ("forward", 20001, "127.0.0.1:20001") in link.calls
+    assert said == [
+        f"{HOST}: tmux session 'portal' already running, reused.",
+        "attach: tmux attach -t =portal",  # the fake link's: Link.attach_hint
+        f"{HOST}: env 'a' (named, /opt/conda/envs/a) already active, kept in window env-a of session 'portal'.",
+        (f"{HOST}: reusing your Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001, 2 workers x 2 "
+         "threads, 2 GiB each (scheduler pid 11)."),
+        f"{HOST}: IPython in env 'a' already running, kept in window ipython-a with the cluster's address.",
+    ]
+    assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
+
+
+def test_warm_up_says_what_the_kept_cluster_runs_when_asked_for_other_sizes() -> None:
+    target, link, said = make({"snapshot": WARM})
+    up.run(target, env="a", attach=False, browser=False, workers="3")
+    assert link.host_calls() == [("helper", "snapshot")]
+    assert f"{HOST}: (it runs 2 workers x 2 threads; `portal down --env a` first to change that.)" in said
+
+
+def test_warm_up_with_jupyter_keeps_the_running_lab(capsys: pytest.CaptureFixture[str]) -> None:
+    target, link, said = make({"snapshot": dict(WARM, jupyters=[LAB])})
+    up.run(target, env="a", jupyter=True, attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot")]
+    assert said[-1] == f"{HOST}: JupyterLab for env 'a' already running, kept: {LAB['url']}"
+    assert [c for c in link.calls if c[0] == "forward"] == [("forward", 20001, "127.0.0.1:20001"),
+                                                           ("forward", 20002, "127.0.0.1:20002")]
+    assert "jupyter-a: http://localhost:20002/lab?token=t0k" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change", [
+    {"windows": None},  # no session
+    {"env": None, "env_error": "env 'a' not found"},
+    {"clusters": [dict(CLUSTER, healthy=False)]},
+    {"clusters": [dict(CLUSTER, dashboard_ok=False)]},  # its dashboard port is not the scheduler's own
+    {"windows": dict(WINDOWS, **{"ipython-a": {"command": "bash", "marker": ""}})},  # IPython ended
+    {"windows": dict(WINDOWS, **{"env-a": {"command": "bash", "marker": "env:b"}})},
+], ids=["no-session", "no-env", "cluster-unhealthy", "dashboard-unowned", "ipython-ended", "env-window-other"])
+def test_anything_missing_takes_the_full_path(change: dict[str, Any]) -> None:
+    target, _, _ = make({})
+    snap: Any = dict(WARM, **change)
+    assert warm.decide(target, "a", snap, ["tmux", "env", "cluster", "ipython"], options=OPTIONS) is None
+
+
+def test_a_lab_on_a_port_is_not_kept_when_a_socket_is_asked() -> None:
+    target, _, _ = make({})
+    snap: Any = dict(WARM, jupyters=[LAB])
+    steps = ["tmux", "env", "cluster", "ipython", "jupyter"]
+    assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=False) is not None
+    assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=True) is None
+
+
+def test_cold_up_runs_the_steps_in_order_and_asks_the_host_once_each(monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    wait_state = dict(CLUSTER, notes=[])
+    target, link, said = make({
+        "snapshot": dict(WARM, windows=None, clusters=[]), "env-check": ENV,
+        "tls-status": {"exists": True, "dir": "/home/alice/.portal/tls"},
+        "cluster-prepare": {"reused": False, "ports": PORTS, "listen": "127.0.0.1", "share": {"memory": 4 * GiB},
+                            "notes": [], "was_recorded": False, "env_kind": "named",
+                            "block": {"index": 0, "start": 20000, "end": 20099}},
+        "cluster-wait": wait_state, "cluster-list": [CLUSTER], "jupyter-list": [],
+    })
+    for name, module in (("tmux", tmux), ("env", env_step), ("ipython", ipython)):  # the libtmux steps
+        monkeypatch.setattr(module, "run", lambda target, *a, _n=name, **kw: link.calls.append(("step", _n)))
+    up.run(target, env="a", attach=False, browser=False)
+    calls = [c if c[0] != "run" else ("run", "cluster window") for c in link.calls if c[0] != "connect"]
+    assert calls == [
+        ("helper", "snapshot"), ("helper", "env-check"), ("step", "tmux"), ("step", "env"), ("helper", "tls-status"),
+        ("lock", "cluster-a"), ("helper", "cluster-prepare"), ("run", "cluster window"), ("step", "ipython"),
+        ("helper", "cluster-wait"), ("helper", "cluster-list"), ("helper", "jupyter-list"),
+        ("forward", 20001, "127.0.0.1:20001"),
+    ]
+    window = next(c[1] for c in link.calls if c[0] == "run")
+    assert "-n cluster-a" in window and "conda activate a" in window
+    assert said[-1].startswith(f"{HOST}: started Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001")
+    assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
+
+
+def test_forward_forwards_only_what_the_host_confirmed_and_remembers_it(capsys: pytest.CaptureFixture[str]) -> None:
+    unowned = dict(CLUSTER, key="b", env="b", dashboard_port=20101, dashboard_ok=False,
+                   dashboard_unowned="dashboard port 20101 is held by another user, bob (uid 1001)")
+    replies = {"cluster-list": [CLUSTER, unowned], "jupyter-list": [LAB]}
+    target, link, said = make(replies)
+    forward.run(target)
+    assert link.calls == [("helper", "cluster-list"), ("helper", "jupyter-list"), ("connect",),
+                          ("forward", 20001, "127.0.0.1:20001"), ("forward", 20002, "127.0.0.1:20002")]
+    assert said == [f"{HOST}: dashboard of env b not forwarded: {unowned['dashboard_unowned']}."]
+    out = capsys.readouterr().out
+    assert "dashboard-a: http://localhost:20001/status" in out
+    assert "jupyter-a: http://localhost:20002/lab?token=t0k" in out
+    assert state.load_forwards(HOST)["jupyter-a"] == {"local_port": 20002, "remote": "127.0.0.1:20002",
+                                                      "url": "http://localhost:20002/lab?token=t0k"}
+
+
+def test_forward_keeps_a_remembered_forward_that_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    state.save_forwards(HOST, {"dashboard-a": {"local_port": 31001, "remote": "127.0.0.1:20001",
+                                               "url": "http://localhost:31001/status"}})
+    target, link, said = make({"cluster-list": [CLUSTER], "jupyter-list": []})
+    made = forward.run(target)
+    assert [(f.local_port, f.answered) for f in made] == [(31001, True)]
+    assert [c for c in link.calls if c[0] in ("forward", "cancel")] == [("forward", 31001, "127.0.0.1:20001")]
+    assert said == []
+
+
+def test_a_remembered_port_taken_by_another_program_moves_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forward, "local_port_free", lambda port: port != 20001)
+    monkeypatch.setattr(forward, "free_local_port", lambda: 40000)
+    target, link, said = make({"cluster-list": [CLUSTER], "jupyter-list": []})
+    forward.run(target)
+    assert [c for c in link.calls if c[0] == "forward"] == [("forward", 40000, "127.0.0.1:20001")]
+    assert said == [f"{HOST}: laptop port 20001 is taken by another program; dashboard-a is on 40000 instead."]
+
+
+LIST_WINDOWS = "portal\tshell\tbash\t100\nportal\tenv-a\tbash\t101\nportal\tcluster-a\tbash\t102\n" \
+               "portal\tipython-a\tpython3\t103\nportal\tjupyter-a\tbash\t104\n"
+
+
+def shell(command: str) -> Result:
+    out = LIST_WINDOWS if "list-windows" in command else ""
+    return Result(("bash", "-c", command), 0, out, "")
+
+
+def test_down_stops_services_then_windows_then_the_session_then_forwards(capsys: pytest.CaptureFixture[str]) -> None:
+    state.save_forwards(HOST, {"dashboard-a": {"local_port": 20001, "remote": "127.0.0.1:20001", "url": "u"}})
+    target, link, _ = make({"probe": FACTS, "jupyter-list": [LAB], "jupyter-stop": {"stopped": True, "pid": 13},
+                            "cluster-list": [CLUSTER], "cluster-stop": {"stopped": [11, 12], "survivors": [],
+                                                                        "had_state": True}}, shell)
+    down.run(target)
+    assert [c[:2] if c[0] != "run" else ("run", c[1].split()[0:2]) for c in link.calls] == [
+        ("helper", "jupyter-list"), ("helper", "jupyter-stop"), ("helper", "cluster-list"), ("lock", "cluster-a"),
+        ("helper", "probe"),
+        ("helper", "cluster-stop"), ("run", ["tmux", "kill-window"]), ("run", ["LC_ALL=C.UTF-8", "tmux"]),
+        ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-window"]),
+        ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-session"]), ("cancel", 20001), ("close",),
+    ]
+    assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, cluster a, window env-a, window cluster-a, "
+                                       "window ipython-a, window jupyter-a, session portal, forward dashboard-a\n")
+    assert state.load_forwards(HOST) == {}
+
+
+def test_down_of_one_env_keeping_its_cluster_leaves_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    target, link, _ = make({"jupyter-list": [LAB, dict(LAB, env="b", env_key="b")],
+                            "jupyter-stop": {"stopped": True, "pid": 13}}, shell)
+    down.run(target, env="a", keep_cluster=True)
+    assert ("helper", "cluster-list") not in link.calls and ("close",) not in link.calls
+    assert [p for v, p in link.payloads if v == "jupyter-stop"] == [{"key": "a"}]
+    assert capsys.readouterr().out == f"{HOST}: stopped jupyter a, window env-a, window ipython-a, window jupyter-a\n"
