@@ -1,4 +1,4 @@
-"""`python -m bench`: start the netns test server, run the six benchmarks, print and write the table."""
+"""`python -m bench`: start the netns test server, run the eight benchmarks, print and write the table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import clients, forwards, many_users, up_cold, up_warm
+from bench import clients, forwards, latency, many_users, up_cold, up_jupyter, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -27,6 +27,8 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "attach": clients.attach,
         "clients": clients.many,
         "cold": up_cold.run,
+        "jupyter": up_jupyter.run,
+        "latency": latency.run,
         "users": lambda b: many_users.run(b, workers=users_workers),
     }
 
@@ -36,7 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, users")
+                   "forward, warm, attach, clients, cold, jupyter, latency, users")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)
@@ -49,7 +51,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from portal_tasks.testing.flows import admin_set_up_for
-    from portal_tasks.testing.netns import NetnsServer
+    from portal_tasks.testing.trips import TripCountingServer, sshd_log
 
     signal.signal(signal.SIGTERM, _sigterm)  # teardown runs on kill as on Ctrl-C
     chosen = benchmarks(args.users_workers)
@@ -58,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     start = time.monotonic()
-    backend = NetnsServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
+    backend = TripCountingServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
     rows: list[Row] = []
     failed: list[str] = []
     try:
         print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
         server = backend.start()
         admin_set_up_for(server, args.users)  # the users benchmark: a server set up for that many
-        bench = Bench(server, quick=args.quick)
+        bench = Bench(server, quick=args.quick, sshd_log=sshd_log(server.run_id, base_root=backend.base.parent))
         for name, fn in chosen.items():
             if args.only and name not in args.only:
                 continue

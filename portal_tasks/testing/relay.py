@@ -15,8 +15,12 @@ daemon thread, so synchronous code (benchmarks, tests) can use it. Stdlib only.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 CHUNK = 64 * 1024
@@ -179,3 +183,25 @@ class DelayRelay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def alias_block(alias: str, port: int, host_key_alias: str, address: str = "127.0.0.1") -> str:
+    """An ssh config block: `alias` reaches the relay at address:port, checked against the host's known key."""
+    return (f"\n# through a delaying relay (portal_tasks.testing.relay)\nHost {alias}\n    HostName {address}\n"
+            f"    Port {port}\n    HostKeyAlias {host_key_alias}\n")
+
+
+@contextmanager
+def relayed_alias(ssh_config: Path, alias: str, relay: DelayRelay, host_key_alias: str) -> Iterator[str]:
+    """With `alias` added to the laptop's ssh config (pointing at the relay); the file is restored after."""
+    before = ssh_config.read_text()
+    if re.search(rf"^Host\s+{re.escape(alias)}\s*$", before, re.M):
+        raise ValueError(f"{ssh_config} already has Host {alias}")
+    # before `Host *`, as a person would write it; ssh takes each option's first value anyway
+    head, star, tail = before.partition("\nHost *\n")
+    block = alias_block(alias, relay.port, host_key_alias, relay.listen_host)
+    ssh_config.write_text(head + block + star + tail if star else before + block)
+    try:
+        yield alias
+    finally:
+        ssh_config.write_text(before)
