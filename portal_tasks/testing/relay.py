@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -108,6 +109,10 @@ class DelayRelay:
         try:
             server_r, to_server = await asyncio.wait_for(asyncio.open_connection(*self.target), 10)
             server_w = to_server
+            for w in (client_w, to_server):  # no Nagle wait of the relay's own: bytes leave when they are due
+                sock = w.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._writers.update((client_w, to_server))
             pipes = [_Pipe(client_r, to_server, self.delay, self.max_buffer),
                      _Pipe(server_r, client_w, self.delay, self.max_buffer)]
@@ -121,6 +126,8 @@ class DelayRelay:
                     job.cancel()
                 await asyncio.gather(*jobs, return_exceptions=True)
         except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
+        except asyncio.CancelledError:  # close(): the connection ends with the relay
             pass
         finally:
             for w in (client_w, server_w):
