@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = TripCountingServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
     rows: list[Row] = []
     failed: list[str] = []
+    loads: list[str] = []  # the machine's 1-minute load average as each benchmark starts (the machine is shared)
     try:
         print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
         server = backend.start()
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and name not in args.only:
                 continue
             t0 = time.monotonic()
-            print(f"bench: {name} …", file=sys.stderr, flush=True)
+            loads.append(f"{name} {os.getloadavg()[0]:.1f}")
+            print(f"bench: {name} … (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             try:
                 got = fn(bench)
             except Exception:  # noqa: BLE001 - one failing benchmark does not hide the others
@@ -85,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("bench: tearing down the test server", file=sys.stderr, flush=True)
         backend.close()
-    text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv)
+    loads.append(f"end {os.getloadavg()[0]:.1f}")
+    text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv,
+                    load=f"1-minute load average of the machine as each benchmark started: {', '.join(loads)}")
     if failed:
         text += f"\nFailed: {', '.join(failed)} (see the run's stderr).\n"
     print(text)

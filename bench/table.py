@@ -57,10 +57,11 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def document(rows: list[Row], seconds: float, argv: list[str]) -> str:
+def document(rows: list[Row], seconds: float, argv: list[str], load: str = "") -> str:
     return "\n".join([
         "# portal benchmarks", "",
         f"Machine: {machine()}.", "",
+        *([f"{load} (2 cores: above 2, processes waited for a core).", ""] if load else []),
         f"Command: `python -m bench{' ' + ' '.join(argv) if argv else ''}` "
         f"(netns test server; whole run {seconds:.0f} s). Every baseline was measured in the same run.", "",
         render(rows), "",

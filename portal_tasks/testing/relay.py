@@ -109,8 +109,8 @@ class DelayRelay:
         try:
             server_r, to_server = await asyncio.wait_for(asyncio.open_connection(*self.target), 10)
             server_w = to_server
-            for w in (client_w, to_server):  # no Nagle wait of the relay's own: bytes leave when they are due
-                sock = w.get_extra_info("socket")
+            for sw in (client_w, to_server):  # no Nagle wait of the relay's own: bytes leave when they are due
+                sock = sw.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._writers.update((client_w, to_server))
