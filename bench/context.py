@@ -5,12 +5,15 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from portal_tasks.runner import Result, run
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.trips import LogWindow, Trips
 
 
 @dataclass
@@ -21,6 +24,8 @@ class Bench:
     quick: bool = False
     env_name: str = "a"
     notes: list[str] = field(default_factory=list)
+    #: the host's sshd log, where round trips are counted (None: they are not, e.g. a server of another backend)
+    sshd_log: Path | None = None
 
     @property
     def env(self) -> str:
@@ -47,19 +52,39 @@ class Bench:
         return run([sys.executable, "-m", "portal_tasks", *args], timeout=timeout, env=portal_env(user, env),
                    cwd=str(user.laptop))
 
-    def up(self, user: TestUser, *extra: str, timeout: float = 300) -> tuple[float, Result]:
+    def up(self, user: TestUser, *extra: str, timeout: float = 300, host: str | None = None) -> tuple[float, Result]:
         """Seconds of `portal up --no-attach --no-browser` and its result (raises when it failed)."""
         start = time.perf_counter()
-        res = self.portal(user, "up", "--host", self.host, "--env", self.env, "--no-attach", "--no-browser", *extra,
-                          timeout=timeout)
+        res = self.portal(user, "up", "--host", host or self.host, "--env", self.env, "--no-attach", "--no-browser",
+                          *extra, timeout=timeout)
         seconds = time.perf_counter() - start
         if not res.ok:
             raise RuntimeError(f"portal up as {user.name} failed (rc {res.rc}): {res.stderr[-1500:]}")
         return seconds, res
 
-    def ssh_true(self, user: TestUser) -> float:
+    @contextmanager
+    def trips(self, user: TestUser) -> Iterator[list[Trips]]:
+        """``with b.trips(user) as t: ...`` then ``t[0]``: the round trips user's block made to the host,
+        counted in its sshd log (``t`` stays empty without a log). Measure one user at a time."""
+        out: list[Trips] = []
+        if self.sshd_log is None:
+            yield out
+            return
+        window = LogWindow(self.sshd_log, user.name)
+        with window:
+            yield out
+        out.append(window.trips)
+
+    def counted_up(self, user: TestUser, *extra: str, timeout: float = 300,
+                   host: str | None = None) -> tuple[float, Trips | None, Result]:
+        """`up` as in up(), and its round trips to the host (None without an sshd log)."""
+        with self.trips(user) as trips:
+            seconds, res = self.up(user, *extra, timeout=timeout, host=host)
+        return seconds, (trips[0] if trips else None), res
+
+    def ssh_true(self, user: TestUser, host: str | None = None) -> float:
         """Seconds of one plain `ssh host true` over a fresh connection (no control master)."""
-        argv = user.ssh_argv(self.host, "true", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+        argv = user.ssh_argv(host or self.host, "true", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
         start = time.perf_counter()
         res = run(argv, timeout=30)
         seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""(7) `up --jobs 2` on the test server's SLURM until both jobs' workers joined, against dask-jobqueue by
+"""(9) `up --jobs 2` on the test server's SLURM until both jobs' workers joined, against dask-jobqueue by
 hand over one ssh: ``SLURMCluster`` (TLS with the same certificate) + ``scale(2)`` + ``wait_for_workers``."""
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def _queue_empty(b: Bench) -> None:
         time.sleep(0.5)
 
 
-def run(b: Bench, runs: int = 3) -> list[Row]:
+def run(b: Bench, runs: int = 3, keep_slurm: bool = False) -> list[Row]:
+    """``keep_slurm``: leave the server's SLURM running (someone else started it and stops it)."""
     if b.server.start_slurm is None or b.server.stop_slurm is None:
         b.notes.append("jobs: the test server has no SLURM of its own; skipped")
         return []
@@ -101,7 +102,8 @@ def run(b: Bench, runs: int = 3) -> list[Row]:
         b.env_name = env_name
         b.reset(alice)
         (alice.laptop / "portal.yaml").unlink(missing_ok=True)
-        b.server.stop_slurm()
-    return [Row("7", f"`up --jobs 2` until both jobs' workers joined (SLURM, 1 core each, median of {runs})",
+        if not keep_slurm:
+            b.server.stop_slurm()
+    return [Row("9", f"`up --jobs 2` until both jobs' workers joined (SLURM, 1 core each, median of {runs})",
                 median(ups), "s", "dask-jobqueue by hand: `SLURMCluster` + `scale(2)` + `wait_for_workers(2)`, "
                 "same TLS, over one ssh", median(hands), target=1.2)]

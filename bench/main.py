@@ -1,8 +1,9 @@
-"""`python -m bench`: start the netns test server, run the six benchmarks, print and write the table."""
+"""`python -m bench`: start the netns test server, run the eight benchmarks, print and write the table."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import clients, forwards, jobs, many_users, up_cold, up_warm
+from bench import clients, forwards, jobs, latency, many_users, up_cold, up_jupyter, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -27,6 +28,8 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "attach": clients.attach,
         "clients": clients.many,
         "cold": up_cold.run,
+        "jupyter": up_jupyter.run,
+        "latency": latency.run,
         "users": lambda b: many_users.run(b, workers=users_workers),
         "jobs": jobs.run,
     }
@@ -37,7 +40,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, users, jobs")
+                   "forward, warm, attach, clients, cold, jupyter, latency, users, jobs")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)
@@ -50,7 +53,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     from portal_tasks.testing.flows import admin_set_up_for
-    from portal_tasks.testing.netns import NetnsServer
+    from portal_tasks.testing.trips import TripCountingServer, sshd_log
 
     signal.signal(signal.SIGTERM, _sigterm)  # teardown runs on kill as on Ctrl-C
     chosen = benchmarks(args.users_workers)
@@ -59,19 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     start = time.monotonic()
-    backend = NetnsServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
+    backend = TripCountingServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
     rows: list[Row] = []
     failed: list[str] = []
+    loads: list[str] = []  # the machine's 1-minute load average as each benchmark starts (the machine is shared)
     try:
         print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
         server = backend.start()
         admin_set_up_for(server, args.users)  # the users benchmark: a server set up for that many
-        bench = Bench(server, quick=args.quick)
+        bench = Bench(server, quick=args.quick, sshd_log=sshd_log(server.run_id, base_root=backend.base.parent))
         for name, fn in chosen.items():
             if args.only and name not in args.only:
                 continue
             t0 = time.monotonic()
-            print(f"bench: {name} …", file=sys.stderr, flush=True)
+            loads.append(f"{name} {os.getloadavg()[0]:.1f}")
+            print(f"bench: {name} … (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             try:
                 got = fn(bench)
             except Exception:  # noqa: BLE001 - one failing benchmark does not hide the others
@@ -84,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("bench: tearing down the test server", file=sys.stderr, flush=True)
         backend.close()
-    text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv)
+    loads.append(f"end {os.getloadavg()[0]:.1f}")
+    text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv,
+                    load=f"1-minute load average of the machine as each benchmark started: {', '.join(loads)}")
     if failed:
         text += f"\nFailed: {', '.join(failed)} (see the run's stderr).\n"
     print(text)

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from portal_tasks.testing.trips import Trips
+
 T = TypeVar("T")
 
 
@@ -58,6 +60,15 @@ class Row:
     target: float | None = None  # on the ratio value / baseline (or on value alone when no baseline)
     higher_is_better: bool = False
     note: str = ""
+    #: round trips to the host the measured command made (counted in the host's sshd log), their target
+    trips: int | None = None
+    trips_target: int | None = None
+
+    @property
+    def trips_met(self) -> bool | None:
+        if self.trips is None or self.trips_target is None:
+            return None
+        return self.trips <= self.trips_target
 
     @property
     def ratio(self) -> float | None:
@@ -71,3 +82,14 @@ class Row:
         if self.target is None or measure is None:
             return None
         return measure >= self.target if self.higher_is_better else measure <= self.target
+
+
+def trips_summary(counted: list[Trips | None]) -> tuple[int | None, str]:
+    """The most round trips of several runs of one command, and a note ("5 = 1 connection + ...", or a range)."""
+    got = [t for t in counted if t is not None]
+    if not got:
+        return None, ""
+    most = max(got, key=lambda t: t.total)
+    totals = sorted({t.total for t in got})
+    spread = "" if len(totals) == 1 else f"; {totals[0]}-{totals[-1]} over {len(got)} runs"
+    return most.total, f"round trips {most.describe()}{spread}"

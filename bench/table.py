@@ -31,10 +31,18 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}, {when}")
 
 
+def _trips(r: Row) -> str:
+    if r.trips is None:
+        return "–"
+    if r.trips_target is None:
+        return str(r.trips)
+    return f"{r.trips} (≤ {r.trips_target}{'' if r.trips_met else ': **no**'})"
+
+
 def render(rows: list[Row]) -> str:
     """A markdown table: measured, baseline, ratio, target, met."""
-    lines = ["| # | measured | median | baseline (same run) | median | ratio | target | met |",
-             "|---|---|---:|---|---:|---:|---:|:-:|"]
+    lines = ["| # | measured | median | baseline (same run) | median | ratio | target | met | round trips (target) |",
+             "|---|---|---:|---|---:|---:|---:|:-:|---:|"]
     for r in rows:
         ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "–"
         if r.target is None:
@@ -45,14 +53,15 @@ def render(rows: list[Row]) -> str:
         met = {True: "yes", False: "**no**", None: "–"}[r.met]
         what = r.what + (f" ({r.note})" if r.note else "")
         lines.append(f"| {r.bench} | {what} | {_num(r.value, r.unit)} | {r.baseline_what or '–'} | "
-                     f"{_num(r.baseline, r.unit)} | {ratio} | {target} | {met} |")
+                     f"{_num(r.baseline, r.unit)} | {ratio} | {target} | {met} | {_trips(r)} |")
     return "\n".join(lines)
 
 
-def document(rows: list[Row], seconds: float, argv: list[str]) -> str:
+def document(rows: list[Row], seconds: float, argv: list[str], load: str = "") -> str:
     return "\n".join([
         "# portal benchmarks", "",
         f"Machine: {machine()}.", "",
+        *([f"{load} (2 cores: above 2, processes waited for a core).", ""] if load else []),
         f"Command: `python -m bench{' ' + ' '.join(argv) if argv else ''}` "
         f"(netns test server; whole run {seconds:.0f} s). Every baseline was measured in the same run.", "",
         render(rows), "",
