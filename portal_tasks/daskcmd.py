@@ -2,6 +2,8 @@
 
 Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate; with workers on other
 servers, the scheduler and workers listen on the address those servers reach (still TLS only).
+Each worker is a ``dask worker`` process of its own, so each one's worker, nanny and HTTP ports are
+its own ports of the env's slot (``--nworkers N`` would give all N HTTP servers one address).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import EnvPorts
+from .remote import layout
 from .remote.layout import CLUSTER_MARK
 from .tls import TlsPaths
 
@@ -51,16 +54,34 @@ def scheduler_argv(spec: ClusterSpec) -> list[str]:
     ]
 
 
-def worker_argv(spec: ClusterSpec) -> list[str]:
-    w, n = spec.ports.worker_ports, spec.ports.nanny_ports
+def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index: int, threads: int, memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str) -> list[str]:
+    """One worker's ``dask worker``: its own worker, nanny and HTTP ports (layout.per_worker)."""
+    own = layout.per_worker(ports, index)
+    w, n = own["worker_port"], own["nanny_port"]
     return [
-        "dask", "worker", "--scheduler-file", spec.paths["scheduler_file"], "--protocol", "tls", "--host", spec.listen,
+        "dask", "worker", *scheduler, "--protocol", "tls", "--host", listen,
         "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
-        "--dashboard-address", f"{LOOPBACK}:0",  # each worker's small HTTP server (/health); else on 0.0.0.0
-        "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
-        "--local-directory", spec.paths["scratch"], *_tls_args(spec.tls),
-        "--pid-file", spec.paths["workers_pid_file"],
+        "--dashboard-address", f"{LOOPBACK}:{own['http_port']}",  # its small HTTP server (/health); else on 0.0.0.0
+        "--nthreads", str(threads), "--memory-limit", str(memory_limit),
+        "--local-directory", scratch, *_tls_args(tls), "--pid-file", layout.worker_pid_file(pid_file, index),
     ]
+
+
+def worker_argv(spec: ClusterSpec, index: int = 0) -> list[str]:
+    """Worker ``index`` of the env's cluster (0 <= index < spec.workers)."""
+    return _worker_argv(["--scheduler-file", spec.paths["scheduler_file"]], spec.listen, spec.ports.as_dict(), index,
+                        spec.threads, spec.memory_limit, spec.paths["scratch"], spec.tls,
+                        spec.paths["workers_pid_file"])
+
+
+def workers_argv(spec: ClusterSpec) -> list[list[str]]:
+    """Every worker's ``dask worker``, one process each."""
+    return [worker_argv(spec, i) for i in range(spec.workers)]
+
+
+def _started(mark: str, argvs: list[list[str]]) -> list[str]:
+    """Lines that start ``argvs`` marked, each in the background but the last (the window shows its log)."""
+    return [f"{mark} {shlex.join(argv)}" + (" &" if i < len(argvs) - 1 else "") for i, argv in enumerate(argvs)]
 
 
 def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
@@ -72,7 +93,7 @@ def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
         f"{mark} {shlex.join(scheduler_argv(spec))} &",
-        f"{mark} {shlex.join(worker_argv(spec))}",
+        *_started(mark, workers_argv(spec)),
     ]
 
 
@@ -122,17 +143,17 @@ class NodeSpec:
     workers: int
     threads: int
     memory_limit: int
+    #: the workers' HTTP ports: the range of the node's slot, and the helper's choice around ports others hold
+    http_ports: tuple[int, int] = (0, -1)
+    http: tuple[int, ...] = ()
 
 
-def node_worker_argv(spec: NodeSpec) -> list[str]:
-    w, n = spec.worker_ports, spec.nanny_ports
-    return [
-        "dask", "worker", spec.scheduler, "--protocol", "tls", "--host", spec.listen,
-        "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
-        "--dashboard-address", f"{LOOPBACK}:0",
-        "--nworkers", str(spec.workers), "--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_limit),
-        "--local-directory", spec.paths["scratch"], *_tls_args(spec.tls), "--pid-file", spec.paths["workers_pid_file"],
-    ]
+def node_worker_argv(spec: NodeSpec, index: int = 0) -> list[str]:
+    """Worker ``index`` on the node: its own ports of the user's block there."""
+    ports = {"worker_ports": list(spec.worker_ports), "nanny_ports": list(spec.nanny_ports),
+             "http_ports": list(spec.http_ports), "http": list(spec.http)}
+    return _worker_argv([spec.scheduler], spec.listen, ports, index, spec.threads, spec.memory_limit,
+                        spec.paths["scratch"], spec.tls, spec.paths["workers_pid_file"])
 
 
 def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
@@ -141,7 +162,7 @@ def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
         activation,
         "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scratch'])}",
-        f"{CLUSTER_MARK}={shlex.quote(spec.mark)} {shlex.join(node_worker_argv(spec))}",
+        *_started(f"{CLUSTER_MARK}={shlex.quote(spec.mark)}", [node_worker_argv(spec, i) for i in range(spec.workers)]),
     ]
 
 

@@ -15,7 +15,7 @@ from .errors import UsageError
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
 from .remote import layout
 from .remote.layout import (  # the helper's own arithmetic
-    LAYOUT, SLOT_SIZE, block_index, format_bytes, parse_amount, slots_per_block,
+    LAYOUT, MAX_WORKERS, SLOT_SIZE, block_index, format_bytes, parse_amount, slots_per_block,
 )
 
 __all__ = [
@@ -24,8 +24,6 @@ __all__ = [
     "format_bytes", "env_key",
 ]
 
-#: Each worker needs a worker port and a nanny port of its slot.
-MAX_WORKERS = LAYOUT["worker_ports"][1] - LAYOUT["worker_ports"][0] + 1
 #: ``--memory fair`` (the default): the host gives the cluster its fair share of the server.
 FAIR = "fair"
 #: Never hand the whole machine to one user's workers.
@@ -46,29 +44,40 @@ class Block:
 
 @dataclass(frozen=True)
 class EnvPorts:
-    """The ports of one env's services; ranges are inclusive [first, last]."""
+    """The ports of one env's services; ranges are inclusive [first, last].
+
+    ``http_ports``: the workers' own HTTP servers, one each; ``(0, -1)`` (none) in a record an earlier
+    portal planned, whose workers' HTTP servers take a port the kernel picks. ``http``: the ones the
+    helper chose for a start, around ports others hold (worker i gets the i-th; empty: the range's first).
+    """
 
     scheduler_port: int
     dashboard_port: int
     jupyter_port: int
     worker_ports: tuple[int, int]
     nanny_ports: tuple[int, int]
+    http_ports: tuple[int, int] = (0, -1)
+    http: tuple[int, ...] = ()
 
     def all_ports(self) -> list[int]:
         singles = [self.scheduler_port, self.dashboard_port, self.jupyter_port]
-        return singles + list(range(self.worker_ports[0], self.worker_ports[1] + 1)) + list(
-            range(self.nanny_ports[0], self.nanny_ports[1] + 1))
+        return singles + [p for lo, hi in (self.worker_ports, self.nanny_ports, self.http_ports)
+                          for p in range(lo, hi + 1)]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["worker_ports"], data["nanny_ports"] = list(self.worker_ports), list(self.nanny_ports)
+        for name in layout.RANGES:
+            data[name] = list(getattr(self, name))
+        data["http"] = list(self.http)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EnvPorts":
+        lo, hi = data.get("http_ports") or (0, -1)
         return cls(int(data["scheduler_port"]), int(data["dashboard_port"]), int(data["jupyter_port"]),
                    (int(data["worker_ports"][0]), int(data["worker_ports"][1])),
-                   (int(data["nanny_ports"][0]), int(data["nanny_ports"][1])))
+                   (int(data["nanny_ports"][0]), int(data["nanny_ports"][1])), (int(lo), int(hi)),
+                   tuple(int(p) for p in data.get("http") or ()))
 
 
 def block_for(settings: Settings, index: int) -> Block:

@@ -31,7 +31,8 @@ from .interfaces import interface_address
 from .tls import tls_dir
 
 MARK = layout.CLUSTER_MARK
-#: What a cluster record must hold to be used (else it is damaged).
+#: What a cluster record must hold to be used (else it is damaged); a record of this version also has
+#: ``http_ports``, ``http`` (the workers' HTTP ports), ``workers_pids`` and ``block``.
 RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_port", "worker_ports", "nanny_ports",
                  "workers", "threads", "memory_limit", "memory_budget")
 
@@ -72,15 +73,40 @@ def _environ(pid):
         return []
 
 
+def _needles(key):
+    return {("%s=%s" % (MARK, mark)).encode() for mark in (layout.cluster_mark(key, platform.node()), key)}
+
+
 def marked_pids(key):
     """This user's processes started with PORTAL_CLUSTER=KEY@MACHINE (this machine), or =KEY (earlier versions)."""
-    needles = {("%s=%s" % (MARK, mark)).encode() for mark in (layout.cluster_mark(key, platform.node()), key)}
+    needles = _needles(key)
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) != os.getpid() and pid_uid(int(name)) == os.getuid():
             if needles & set(_environ(int(name))):
                 found.append(int(name))
     return found
+
+
+def outside_block(key, block, found):
+    """Listeners of the env's cluster processes (marked KEY) outside the user's block: a Dask HTTP server
+    whose port was taken falls back to a port the kernel picks (with only a warning in its log)."""
+    if not block:
+        return []
+    needles, uid = _needles(key), os.getuid()
+    return [e for e in found if e["uid"] == uid and e["pid"] and not block["start"] <= e["port"] <= block["end"]
+            and any(needles & set(_environ(pid)) for pid in (e.get("pids") or [e["pid"]]))]
+
+
+def workers_pids(state):
+    """The pids of a cluster's ``dask worker`` processes (one per worker; one for all in earlier records)."""
+    pids = (state or {}).get("workers_pids") or [(state or {}).get("workers_pid")]
+    return [int(p) for p in pids if p]
+
+
+def worker_pid_files(paths):
+    """Every pid file a cluster's workers may have written (one per ``dask worker`` process)."""
+    return [layout.worker_pid_file(paths["workers_pid_file"], i) for i in range(layout.MAX_WORKERS)]
 
 
 def read_pid(path):
@@ -94,7 +120,7 @@ def read_pid(path):
 def in_ranges(port, rec):
     if port in (rec.get("scheduler_port"), rec.get("dashboard_port")):
         return True
-    return any(lo <= port <= hi for lo, hi in (rec.get("worker_ports", [0, -1]), rec.get("nanny_ports", [0, -1])))
+    return any(lo <= port <= hi for lo, hi in (rec.get(name) or [0, -1] for name in layout.RANGES))
 
 
 def this_host(state):
@@ -108,8 +134,8 @@ def stale_pids(key, state, planned):
     Pids recorded on another machine mean nothing here and are never signalled.
     """
     pids = set(marked_pids(key))
-    for name in ("scheduler_pid", "workers_pid") if this_host(state) else ():
-        pid = (state or {}).get(name)
+    recorded = [(state or {}).get("scheduler_pid")] + workers_pids(state) if this_host(state) else []
+    for pid in recorded:
         if own(pid) and any("dask" in part or "distributed" in part for part in cmdline(int(pid))):
             pids.add(int(pid))
     for entry in listeners():
@@ -207,10 +233,24 @@ def health(state):
     tls_ok = alive and ours and (handshake(port, pid=sched, found=found, host=where)
                                  or handshake(port, 10.0, sched, host=where))
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
-    healthy = bool(tls_ok and own(state.get("workers_pid")) and workers > 0)
+    pids = workers_pids(state)
+    healthy = bool(tls_ok and pids and all(own(p) for p in pids) and workers > 0)
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
+    outside = outside_block(state.get("key"), state.get("block") or ports.recorded_block(), found) if alive else []
     return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy,
-            "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem}
+            "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem,
+            "outside_block": sorted({"%s:%d" % (e["addr"], e["port"]) for e in outside})}
+
+
+def outside_note(state):
+    """One line when listeners of a running cluster lie outside the user's block (None when all are inside)."""
+    if not state.get("outside_block"):
+        return None
+    why = ("it was started by an earlier portal, whose workers' HTTP servers took ports the kernel picks"
+           if not state.get("http_ports") else "ports it was given were taken by others while it started")
+    return ("your cluster of env %s listens outside your port block on %s: %s. They are on loopback and TLS or "
+            "read-only; `portal down --env %s` and up again moves them into the block."
+            % (state.get("env"), ", ".join(state["outside_block"]), why, state.get("env")))
 
 
 def served_dashboard(path):
@@ -270,16 +310,18 @@ def prepare(payload):
         if now["healthy"]:
             if payload.get("plan"):
                 share.adopt(payload["plan"], key, state)
-            return {"reused": True, "state": dict(state, **now)}
+            note = outside_note(dict(state, **now))
+            return {"reused": True, "state": dict(state, **now), "notes": notes + ([note] if note else [])}
     cleaned = stale_pids(key, state, recorded_ports(key))
     survivors = terminate(cleaned)
     if survivors:
         raise Failure("stale cluster processes %s of env %s did not end." % (survivors, payload["env"]), "ClusterError",
                       hint="Look at them with `ps -fp %s`." % ",".join(map(str, survivors)))
     paths = payload["paths"]
-    for name in ("scheduler_file", "scheduler_pid_file", "workers_pid_file"):
+    for path in [paths[name] for name in ("scheduler_file", "scheduler_pid_file", "workers_pid_file")] + \
+            worker_pid_files(paths):
         try:
-            os.unlink(paths[name])
+            os.unlink(path)
         except FileNotFoundError:
             pass
     state_path("clusters", "x")
@@ -291,8 +333,9 @@ def prepare(payload):
     finally:
         os.umask(old)
     share.release(payload["plan"], key)  # what the stale cluster held
-    planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"],
+    planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"], "replan": True,
                             "check": ["scheduler_port", "dashboard_port"]})
+    planned["ports"] = dict(planned["ports"], http=ports.choose_http(planned["ports"], listeners()))
     asked = payload.get("share") or {}
     budget = share.register(payload["plan"], key, asked.get("memory"), int(asked.get("cores", 0)),
                             int(asked.get("workers", 1)))
@@ -302,28 +345,38 @@ def prepare(payload):
 
 
 def wait(payload):
-    """Verb ``cluster-wait``: bounded wait until scheduler (TLS) and every worker listen; records state."""
+    """Verb ``cluster-wait``: bounded wait until scheduler (TLS) and every worker listen; records state.
+
+    Every worker (its ``dask worker`` process, its worker, nanny and HTTP servers) is counted; an HTTP
+    server Dask moved outside the block (its port was taken meanwhile) counts too, and a note says so.
+    """
     paths, rec, n = payload["paths"], payload["ports"], int(payload["workers"])
+    block = payload.get("block") or ports.recorded_block()
+    http = [layout.per_worker(rec, i)["http_port"] for i in range(n)]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     last = "nothing yet"
     while True:
-        sched, workers_pid = read_pid(paths["scheduler_pid_file"]), read_pid(paths["workers_pid_file"])
+        sched = read_pid(paths["scheduler_pid_file"])
+        workers = [read_pid(layout.worker_pid_file(paths["workers_pid_file"], i)) for i in range(n)]
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
             held = holder_problem(rec["scheduler_port"], listeners())
             why = f": its port {rec['scheduler_port']} was taken by {held} meanwhile" if held else ""
             raise Failure(f"the scheduler exited right after starting{why}.", "ClusterError",
                           "Run portal again to move to another port of your block." if held else None)
-        if workers_pid and not own(workers_pid):
-            raise Failure("the workers exited right after starting.", "ClusterError")
+        gone = [i for i, pid in enumerate(workers) if pid and not own(pid)]
+        if gone:
+            raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
         if sched and address and handshake(rec["scheduler_port"], 1.0, sched,
                                                host=payload.get("listen") or "127.0.0.1"):
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))
-            if workers_pid and got >= n and nannies >= n:
+            served = sum(1 for e in found if e["uid"] == os.getuid() and e["port"] in http)
+            strays = [e for e in outside_block(payload["key"], block, found) if e["pid"] != sched]
+            if all(workers) and got >= n and nannies >= n and served + len(strays) >= n:
                 break
-            last = "%d of %d workers listening" % (got, n)
+            last = "%d of %d workers listening, %d of their HTTP servers" % (got, n, served + len(strays))
         else:
             last = "scheduler not answering TLS on port %d yet" % rec["scheduler_port"]
         if time.monotonic() > deadline:
@@ -332,16 +385,36 @@ def wait(payload):
         time.sleep(0.1)
     found = listeners()
     served = served_dashboard(paths["scheduler_file"])
-    note = moved_dashboard_note(rec["dashboard_port"], served, found, payload.get("block"))
-    state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers_pid, address=address,
-                 started=time.time(), hostname=platform.node(),
+    notes = [moved_dashboard_note(rec["dashboard_port"], served, found, block),
+             moved_http_note(payload["record"].get("env"), http, outside_block(payload["key"], block, found),
+                             [sched], found, block)]
+    state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers[0], workers_pids=workers,
+                 address=address, started=time.time(), hostname=platform.node(), http=http, block=block,
                  **{k: rec[k] for k in ("scheduler_port", "worker_ports", "nanny_ports")})
+    if rec.get("http_ports"):
+        state["http_ports"] = rec["http_ports"]
     state["dashboard_port"] = served
     state["planned_dashboard_port"] = rec["dashboard_port"]
     write_json(state_path("clusters", "%s.json" % payload["key"]), state)
     if payload.get("plan"):
-        share.bind(payload["plan"], payload["key"], [sched, workers_pid])
-    return dict(state, notes=[note] if note else [], **health(state))
+        share.bind(payload["plan"], payload["key"], [sched] + workers)
+    return dict(state, notes=[note for note in notes if note], **health(state))
+
+
+def moved_http_note(env, http, outside, skip, found, block):
+    """One line when workers' HTTP servers listen outside the block: Dask took another port when theirs
+    was taken (by whom, where it still is). The workers themselves work; their HTTP servers are on loopback."""
+    moved = sorted(e["port"] for e in outside if e["pid"] not in skip)
+    if not moved:
+        return None
+    mine = {e["port"] for e in found if e["uid"] == os.getuid()}
+    lost = [port for port in http if port not in mine]
+    held = "; ".join("%d by %s" % (port, holder_problem(port, found) or "someone (gone now)") for port in lost)
+    span = "%d-%d" % (block["start"], block["end"]) if block else "?"
+    return ("the HTTP server (health, metrics) of %d worker(s) of env %s listens on 127.0.0.1:%s, outside your "
+            "block %s: Dask took another port when its own was taken (%s). On loopback only; `portal down --env %s` "
+            "and up again moves it back." % (len(moved), env, ", ".join(map(str, moved)), span,
+                                              held or "taken meanwhile", env))
 
 
 def describe(_payload):
@@ -365,7 +438,9 @@ def stop(payload):
     survivors = terminate(pids)
     if payload.get("plan") and not survivors:
         share.release(payload["plan"], key)
-    for path in [state_file(key)] + list((state or {}).get("paths", {}).values()):
+    recorded = (state or {}).get("paths", {})
+    extra = worker_pid_files(recorded) if "workers_pid_file" in recorded else []
+    for path in [state_file(key)] + list(recorded.values()) + extra:
         if path.endswith((".json", ".pid")) and os.path.isfile(path):
             os.unlink(path)
     return {"stopped": pids, "survivors": survivors, "had_state": bool(state)}

@@ -11,21 +11,28 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+#: The most workers one env's cluster has on one server: each takes a worker, a nanny and an HTTP port of the slot.
+MAX_WORKERS = 8
 #: Ports per env inside a user's block.
-SLOT_SIZE = 20
-#: Offsets inside an env's slot: single ports, then [first, last] ranges for workers and nannies.
+SLOT_SIZE = 30
+#: Offsets inside an env's slot: single ports, then [first, last] ranges for workers, nannies and the
+#: workers' own HTTP servers (/health, /metrics; one ``dask worker`` process per worker, so each gets its own).
 LAYOUT: dict[str, Any] = {
     "scheduler_port": 0,
     "dashboard_port": 1,
     "jupyter_port": 2,
-    "worker_ports": [4, 11],
-    "nanny_ports": [12, 19],
+    "worker_ports": [4, 4 + MAX_WORKERS - 1],
+    "nanny_ports": [12, 12 + MAX_WORKERS - 1],
+    "http_ports": [20, 20 + MAX_WORKERS - 1],
 }
 #: The highest TCP port.
 LAST_PORT = 65535
 #: Single ports and [first, last] ranges of an env's slot.
 SINGLES = ("scheduler_port", "dashboard_port", "jupyter_port")
-RANGES = ("worker_ports", "nanny_ports")
+RANGES = ("worker_ports", "nanny_ports", "http_ports")
+#: The ranges an env planned by an earlier portal has (20-port slots, no room for the workers' HTTP
+#: servers): such a record still works for what runs on it, and is planned again when its cluster starts.
+OLD_RANGES = ("worker_ports", "nanny_ports")
 
 #: portal's directory in the user's home on the host (0700). ``bin/`` (helpers) and ``tls/`` are
 #: shared by every server that mounts the home; what describes running things is per server.
@@ -99,6 +106,56 @@ def slot_ports(block_start: int, slot: int) -> dict[str, Any]:
     for name in RANGES:
         ports[name] = [base + LAYOUT[name][0], base + LAYOUT[name][1]]
     return ports
+
+
+def recorded_ports(rec: dict[str, Any]) -> set[int]:
+    """Every port an env's record (this layout or an earlier one) holds: its singles and ranges."""
+    used = {rec[name] for name in SINGLES if isinstance(rec.get(name), int)}
+    for name in RANGES:
+        lo, hi = rec.get(name) or [0, -1]
+        used.update(range(lo, hi + 1))
+    return used
+
+
+def is_current(rec: dict[str, Any]) -> bool:
+    """True for an env record of this layout (one with room for its workers' HTTP ports)."""
+    return all(isinstance(rec.get(name), list) and len(rec[name]) == 2 for name in RANGES)
+
+
+def free_slots(block_start: int, per_block: int, envs: dict[str, dict[str, Any]]) -> list[int]:
+    """Slots of the block no env holds: not the ``slot`` of a record of this layout, and none of
+    the ports of a record an earlier portal planned (its slots were of another size)."""
+    taken = {rec.get("slot") for rec in envs.values() if is_current(rec)}
+    old: set[int] = set()
+    for rec in envs.values():
+        if not is_current(rec):
+            old |= recorded_ports(rec)
+    return [s for s in range(per_block) if s not in taken
+            and not old & recorded_ports(slot_ports(block_start, s))]
+
+
+def per_worker(ports: dict[str, Any], index: int) -> dict[str, Any]:
+    """Worker ``index``'s own ports, for its one ``dask worker`` process.
+
+    Worker and nanny: ``[own, last]`` of their ranges (Dask binds the first free of them, so one
+    taken port moves it up inside the slot); HTTP: one port (``ports["http"][index]`` when the helper
+    chose them around ports others hold, else the range's ``index``-th), since Dask's HTTP server takes no
+    range and falls back to a random port outside the block when its port is taken. A record an
+    earlier portal planned has no HTTP range: 0, a port the kernel picks.
+    """
+    w, n = ports["worker_ports"], ports["nanny_ports"]
+    h, http = ports.get("http_ports") or [0, -1], ports.get("http") or []
+    if index < len(http):
+        port = http[index]
+    else:
+        port = h[0] + index if h[0] + index <= h[1] else 0
+    return {"worker_port": [w[0] + index, w[1]], "nanny_port": [n[0] + index, n[1]], "http_port": port}
+
+
+def worker_pid_file(workers_pid_file: str, index: int) -> str:
+    """Worker ``index``'s pid file beside ``workers_pid_file``: ``KEY.workers.pid`` -> ``KEY.workers-INDEX.pid``."""
+    base = workers_pid_file[:-4] if workers_pid_file.endswith(".pid") else workers_pid_file
+    return "%s-%d.pid" % (base, index)
 
 
 def next_free(preferred: int, start: int, end: int, taken: Iterable[int]) -> int | None:

@@ -31,7 +31,10 @@ def node_paths(nkey):
 
 
 def _healthy(record, found):
-    if not isinstance(record, dict) or not cluster.own(record.get("workers_pid")):
+    if not isinstance(record, dict):
+        return False
+    pids = cluster.workers_pids(record)
+    if not pids or not all(cluster.own(pid) for pid in pids):
         return False
     return bool(cluster.own_listeners(found, *record.get("worker_ports", [0, -1])))
 
@@ -51,41 +54,56 @@ def prepare(payload):
     share.release(payload["plan"], nkey)
     host = payload["scheduler"].split("://", 1)[-1].rsplit(":", 1)[0]
     listen = route_source(host)
-    planned = ports.assign({"plan": payload["plan"], "key": nkey, "env": payload["env"], "check": []})
+    planned = ports.assign({"plan": payload["plan"], "key": nkey, "env": payload["env"], "check": [], "replan": True})
     asked = payload.get("share") or {}
     budget = share.register(payload["plan"], nkey, asked.get("memory"), int(asked.get("cores", 0)),
                             int(asked.get("workers", 1)))
     paths = node_paths(nkey)
+    for path in [paths["workers_pid_file"]] + cluster.worker_pid_files(paths):
+        if os.path.isfile(path):
+            os.unlink(path)
     state_path("nodes", "x")
     tls = tls_status({})
-    return {"reused": False, "ports": planned["ports"], "notes": planned["notes"] + budget.pop("notes"),
+    planned_ports = dict(planned["ports"], http=ports.choose_http(planned["ports"], listeners()))
+    return {"reused": False, "ports": planned_ports, "notes": planned["notes"] + budget.pop("notes"),
             "share": budget, "listen": listen, "env_kind": kind, "paths": paths,
             "mark": layout.cluster_mark(nkey, platform.node()), "tls_cert": tls.get("cert"), "tls_dir": tls["dir"]}
 
 
 def wait(payload):
-    """Verb ``nodes-wait`` (on a node): bounded wait until the workers and their nannies listen; records them."""
+    """Verb ``nodes-wait`` (on a node): bounded wait until each worker, its nanny and its HTTP server listen
+    (one moved outside the block by Dask counts, with a note); records them."""
     nkey = node_key(payload["key"], payload["origin"])
     rec, n = payload["ports"], int(payload["workers"])
+    block = ports.recorded_block()
+    http = [layout.per_worker(rec, i)["http_port"] for i in range(n)]
+    pid_file = node_paths(nkey)["workers_pid_file"]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     while True:
-        pid = cluster.read_pid(node_paths(nkey)["workers_pid_file"])
-        if pid and not cluster.own(pid):
-            raise Failure("the workers exited right after starting.", "ClusterError")
+        pids = [cluster.read_pid(layout.worker_pid_file(pid_file, i)) for i in range(n)]
+        gone = [i for i, pid in enumerate(pids) if pid and not cluster.own(pid)]
+        if gone:
+            raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
         found = listeners()
         got = len(cluster.own_listeners(found, *rec["worker_ports"]))
-        if pid and got >= n and len(cluster.own_listeners(found, *rec["nanny_ports"])) >= n:
+        served = sum(1 for e in found if e["uid"] == os.getuid() and e["port"] in http)
+        strays = cluster.outside_block(nkey, block, found)
+        if all(pids) and got >= n and len(cluster.own_listeners(found, *rec["nanny_ports"])) >= n \
+                and served + len(strays) >= n:
             break
         if time.monotonic() > deadline:
-            raise Failure(f"the workers did not come up within {payload.get('seconds', 60)}s ({got} of {n} listening).",
-                          "ClusterError")
+            raise Failure(f"the workers did not come up within {payload.get('seconds', 60)}s ({got} of {n} listening, "
+                          f"{served + len(strays)} of their HTTP servers).", "ClusterError")
         time.sleep(0.1)
-    record = {"key": payload["key"], "origin": payload["origin"], "scheduler": payload["scheduler"], "workers_pid": pid,
-              "workers": n, "worker_ports": rec["worker_ports"], "nanny_ports": rec["nanny_ports"],
+    found = listeners()
+    note = cluster.moved_http_note(payload["key"], http, cluster.outside_block(nkey, block, found), [], found, block)
+    record = {"key": payload["key"], "origin": payload["origin"], "scheduler": payload["scheduler"],
+              "workers_pid": pids[0], "workers_pids": pids, "workers": n, "worker_ports": rec["worker_ports"],
+              "nanny_ports": rec["nanny_ports"], "http_ports": rec.get("http_ports"), "http": http, "block": block,
               "memory_limit": payload.get("memory_limit"), "hostname": platform.node(), "started": time.time()}
     write_json(state_path("nodes", f"{nkey}.json"), record)
-    share.bind(payload["plan"], nkey, [pid])
-    return record
+    share.bind(payload["plan"], nkey, pids)
+    return dict(record, notes=[note] if note else [])
 
 
 def stop(payload):
@@ -95,7 +113,8 @@ def stop(payload):
     survivors = cluster.terminate(pids)
     if not survivors:
         share.release(payload["plan"], nkey)
-        for path in (record_path(nkey), node_paths(nkey)["workers_pid_file"]):
+        paths = node_paths(nkey)
+        for path in [record_path(nkey), paths["workers_pid_file"]] + cluster.worker_pid_files(paths):
             if os.path.isfile(path):
                 os.unlink(path)
         shutil.rmtree(server_path("nodes", nkey + ".tls"), ignore_errors=True)

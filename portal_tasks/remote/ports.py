@@ -12,11 +12,15 @@ from .common import Failure, listeners, locked, read_state, server_path, state_p
 from .layout import (
     DEFAULT_CLAIMS_DIR,
     HOST_CONFIG,
+    OLD_RANGES,
     RANGES,
     SINGLES,
     block_range,
+    free_slots,
+    is_current,
     next_free,
     parse_host_config,
+    recorded_ports,
     slot_ports,
 )
 
@@ -154,28 +158,46 @@ def used_ports(envs, skip=None):
     """Every port recorded for the user's envs (except env ``skip``)."""
     used = set()
     for key, rec in envs.items():
-        if key == skip:
-            continue
-        used.update(rec.get(name) for name in SINGLES)
-        for name in RANGES:
-            lo, hi = rec.get(name, [0, -1])
-            used.update(range(lo, hi + 1))
+        if key != skip:
+            used |= recorded_ports(rec)
     return used
 
 
-def ensure_env(data, plan, key, env, block):
-    """The env's recorded ports, or a new slot (the first slot no env of the user has)."""
+def ensure_env(data, plan, key, env, block, replan=False, notes=None):
+    """The env's recorded ports, or a new slot (the first slot no env of the user holds).
+
+    A record an earlier portal planned (20-port slots, no room for the workers' HTTP servers) is
+    kept as it is, unless ``replan`` (its cluster is about to start, nothing of it runs): then the
+    env moves to a slot of this layout, and a note says so.
+    """
     envs = data.setdefault("envs", {})
-    if key in envs:
-        return envs[key]
-    taken = {rec.get("slot") for rec in envs.values()}
-    free = [s for s in range(plan["slots_per_block"]) if s not in taken]
+    old = envs.get(key)
+    if old is not None and (is_current(old) or not replan):
+        return old
+    others = {k: rec for k, rec in envs.items() if k != key}
+    free = free_slots(block["start"], plan["slots_per_block"], others)
     if not free:
         raise Failure("your port block %d-%d is full (envs: %s)." % (block["start"], block["end"], ", ".join(sorted(envs))),
                       "PortError", hint="Remove an env you no longer use from %s, or raise block_size." % server_path("ports.json"))
     rec = dict(slot_ports(block["start"], free[0]), env=env, slot=free[0])
+    if old is not None and notes is not None:
+        notes.append("env %s had ports an earlier portal planned, without room for its workers' HTTP servers; "
+                     "it now has slot %d: scheduler %d, dashboard %d, jupyter %d, workers %d-%d, nannies %d-%d, "
+                     "workers' HTTP %d-%d." % (env, free[0], rec["scheduler_port"], rec["dashboard_port"],
+                                               rec["jupyter_port"], *rec["worker_ports"], *rec["nanny_ports"],
+                                               *rec["http_ports"]))
     envs[key] = rec
     return rec
+
+
+def choose_http(rec, found):
+    """The workers' HTTP ports, worker i's the i-th: the ports of the env's HTTP range that nothing
+    listens on now (Dask's HTTP server takes one port, and goes outside the block when it is taken).
+    With fewer free ports than workers, the last workers get the range's own ports and Dask's fallback
+    (the start's wait says so)."""
+    lo, hi = rec.get("http_ports") or [0, -1]
+    held = {e["port"] for e in found}
+    return [port for port in range(lo, hi + 1) if port not in held]
 
 
 def holders(port, found):
@@ -207,11 +229,12 @@ def check_ports(data, rec, key, block, services, own_pids, notes):
         notes.append("port %d (planned %s for env %s) is held by %s; using %d instead."
                      % (port, name.replace("_port", ""), rec.get("env"), _describe(others[0]), new))
     for name in RANGES:
-        lo, hi = rec[name]
+        lo, hi = rec.get(name) or [0, -1]
         squat = [e for e in found if lo <= e["port"] <= hi and e["uid"] != os.getuid()]
         if squat:
-            notes.append("%d port(s) of your %s %d-%d are held by other users; Dask skips them."
-                         % (len(squat), name.replace("_", " "), lo, hi))
+            notes.append("%d port(s) of your %s %d-%d are held by other users; %s skips them."
+                         % (len(squat), name.replace("_", " ").replace("http", "workers' HTTP"), lo, hi,
+                            "portal" if name == "http_ports" else "Dask"))
 
 
 def _plan_problem(data):
@@ -222,10 +245,12 @@ def _plan_problem(data):
     envs = data.get("envs", {})
     if not isinstance(envs, dict) or not all(isinstance(rec, dict) for rec in envs.values()):
         return "has envs that are not a mapping of env to ports"
-    for key, rec in envs.items():
+    for key, rec in envs.items():  # http_ports: only in records of this layout (layout.is_current)
         if not all(isinstance(rec.get(name), int) for name in SINGLES) or not all(
-                isinstance(rec.get(name), list) and len(rec[name]) == 2 for name in RANGES):
+                isinstance(rec.get(name), list) and len(rec[name]) == 2 for name in OLD_RANGES):
             return "has env %s without its ports" % key
+        if "http_ports" in rec and not is_current(rec):
+            return "has env %s with damaged http_ports" % key
     return None
 
 
@@ -248,7 +273,7 @@ def assign(payload):
         path = state_path("ports.json")
         data = load_plan(path)
         block = ensure_block(data, plan, notes)
-        rec = ensure_env(data, plan, payload["key"], payload["env"], block)
+        rec = ensure_env(data, plan, payload["key"], payload["env"], block, payload.get("replan", False), notes)
         check_ports(data, rec, payload["key"], block, payload.get("check", ()), payload.get("own_pids"), notes)
         write_json(path, data)
     return {"block": block, "ports": rec, "notes": notes}
@@ -270,11 +295,19 @@ def report(payload):
         "listening": [{"addr": e["addr"], "port": e["port"], "pid": e["pid"],
                        "command": " ".join(e["cmdline"][:4])} for e in sorted(mine, key=lambda e: e["port"])],
     }
-    if payload.get("key") and payload["key"] not in envs:
-        taken = {rec.get("slot") for rec in envs.values()}
-        free = [s for s in range(plan["slots_per_block"]) if s not in taken]
+    key = payload.get("key")
+    if key and (key not in envs or not is_current(envs[key])):  # new, or planned again when its cluster starts
+        free = free_slots(result["block"]["start"], plan["slots_per_block"],
+                          {k: rec for k, rec in envs.items() if k != key})
         result["would_be"] = slot_ports(result["block"]["start"], free[0]) if free else None
     return result
+
+
+def recorded_block():
+    """The block this server's port plan records ({start, end, index}), or None."""
+    data, _ = read_state(server_path("ports.json"))
+    block = (data or {}).get("block")
+    return block if isinstance(block, dict) and isinstance(block.get("start"), int) else None
 
 
 VERBS = {"ports-assign": assign, "ports-report": report}

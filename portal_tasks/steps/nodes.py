@@ -62,6 +62,8 @@ def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
         spec = daskcmd.NodeSpec(mark=prep["mark"], scheduler=state["address"], listen=prep["listen"],
                                 worker_ports=tuple(prep["ports"]["worker_ports"]),  # type: ignore[arg-type]
                                 nanny_ports=tuple(prep["ports"]["nanny_ports"]),  # type: ignore[arg-type]
+                                http_ports=tuple(prep["ports"].get("http_ports") or (0, -1)),  # type: ignore[arg-type]
+                                http=tuple(prep["ports"].get("http") or ()),
                                 tls=TlsPaths(tls_dir), paths=prep["paths"], workers=options["workers"],
                                 threads=options["threads"], memory_limit=limit)
         lines = daskcmd.node_window_lines(spec, cluster.activation(node, spec_text, prep.get("env_kind")))
@@ -73,6 +75,8 @@ def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
                                                  "workers": spec.workers, "seconds": WAIT_SECONDS,
                                                  "scheduler": state["address"], "memory_limit": limit,
                                                  "plan": payload["plan"]}, timeout=WAIT_SECONDS + 30)
+    for note in record.get("notes", []):
+        target.say(f"{node.host}: {note}")
     target.say(f"{node.host}: {spec.workers} workers x {spec.threads} threads, {plan.format_bytes(limit)} each, "
                f"joined your cluster {state['address']} (listening on {prep['listen']}).")
     return dict(record)

@@ -117,7 +117,7 @@ def test_cli_refuses_in_one_line_before_connecting(tmp_path, laptop, args, extra
 
 
 @pytest.mark.parametrize("settings, needle", [
-    ({"block_size": 19}, "block_size 19 cannot hold one env's 20 ports"),
+    ({"block_size": 29}, "block_size 29 cannot hold one env's 30 ports"),
     ({"port_base": 60000}, "ends at 69999"),
     ({"port_base": 65000, "slots": 1, "block_size": 600}, "ends at 65599"),
     ({"connect_timeout": "soon"}, "connect_timeout 'soon'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import pytest
@@ -30,8 +31,8 @@ def test_scheduler_binds_loopback_with_tls(spec: daskcmd.ClusterSpec) -> None:
     argv = daskcmd.scheduler_argv(spec)
     assert argv[:2] == ["dask", "scheduler"]
     assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
-    assert _opt(argv, "--port") == "23420"
-    assert _opt(argv, "--dashboard-address") == "127.0.0.1:23421"
+    assert _opt(argv, "--port") == "23430"
+    assert _opt(argv, "--dashboard-address") == "127.0.0.1:23431"
     assert _opt(argv, "--tls-ca-file") == f"{HOME}/.portal/tls/ca.pem"
     assert _opt(argv, "--tls-cert") == f"{HOME}/.portal/tls/cert.pem"
     assert _opt(argv, "--tls-key") == f"{HOME}/.portal/tls/key.pem"
@@ -39,39 +40,67 @@ def test_scheduler_binds_loopback_with_tls(spec: daskcmd.ClusterSpec) -> None:
 
 
 def test_workers_loopback_ports_in_block_memory_split(spec: daskcmd.ClusterSpec) -> None:
-    argv = daskcmd.worker_argv(spec)
-    assert argv[:2] == ["dask", "worker"]
-    assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
-    assert "--no-dashboard" in argv
-    assert _opt(argv, "--memory-limit") == str(2 * GiB)
-    assert _opt(argv, "--nworkers") == "2" and _opt(argv, "--nthreads") == "3"
+    argvs = daskcmd.workers_argv(spec)
+    assert len(argvs) == spec.workers == 2 and argvs[0] == daskcmd.worker_argv(spec)
     block = plan.Block(34, 23400, 23499)
-    for flag in ("--worker-port", "--nanny-port"):
-        lo, hi = (int(x) for x in _opt(argv, flag).split(":"))
-        assert lo in block and hi in block and hi - lo + 1 >= spec.workers
-    assert _opt(argv, "--scheduler-file") == _opt(daskcmd.scheduler_argv(spec), "--scheduler-file")
-    assert "0.0.0.0" not in " ".join(argv + daskcmd.scheduler_argv(spec))
+    for i, argv in enumerate(argvs):  # one `dask worker` process per worker
+        assert argv[:2] == ["dask", "worker"]
+        assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
+        assert "--no-dashboard" in argv and "--nworkers" not in argv
+        assert _opt(argv, "--memory-limit") == str(2 * GiB) and _opt(argv, "--nthreads") == "3"
+        # its own worker and nanny port first (then the rest of the range), its own HTTP port
+        assert _opt(argv, "--worker-port") == f"{23434 + i}:23441" and _opt(argv, "--nanny-port") == f"{23442 + i}:23449"
+        assert _opt(argv, "--dashboard-address") == f"127.0.0.1:{23450 + i}"
+        assert _opt(argv, "--pid-file").endswith(f"/clusters/a.workers-{i}.pid")
+        assert _opt(argv, "--scheduler-file") == _opt(daskcmd.scheduler_argv(spec), "--scheduler-file")
+        assert "0.0.0.0" not in " ".join(argv + daskcmd.scheduler_argv(spec))
+        ports = [int(p) for flag in ("--worker-port", "--nanny-port") for p in _opt(argv, flag).split(":")]
+        assert all(p in block for p in ports + [int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1])])
+    http = {_opt(argv, "--dashboard-address") for argv in argvs}
+    assert len(http) == spec.workers  # never one address for several HTTP servers
+
+
+def test_workers_take_the_http_ports_the_helper_chose(spec: daskcmd.ClusterSpec) -> None:
+    chosen = dataclasses.replace(spec, ports=dataclasses.replace(spec.ports, http=(23450, 23452)))
+    assert [_opt(a, "--dashboard-address") for a in daskcmd.workers_argv(chosen)] == ["127.0.0.1:23450",
+                                                                                       "127.0.0.1:23452"]
+
+
+@pytest.mark.parametrize("workers", [1, 4, plan.MAX_WORKERS])
+def test_every_worker_port_of_the_largest_cluster_is_in_its_slot(spec: daskcmd.ClusterSpec, workers: int) -> None:
+    big = dataclasses.replace(spec, workers=workers)
+    slot = set(big.ports.all_ports())
+    http, firsts = set(), set()
+    for argv in daskcmd.workers_argv(big):
+        http.add(int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1]))
+        for flag in ("--worker-port", "--nanny-port"):
+            lo, hi = (int(x) for x in _opt(argv, flag).split(":"))
+            assert {lo, hi} <= slot and lo <= hi
+            firsts.add(lo)
+    assert http <= slot and len(http) == workers and len(firsts) == 2 * workers
 
 
 def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     lines = daskcmd.window_lines(spec, "source /opt/venv/bin/activate")
     assert lines[0] == "source /opt/venv/bin/activate"
     sched = [line for line in lines if " scheduler " in line][0]
-    work = [line for line in lines if " worker " in line][0]
-    assert sched.endswith(" &") and not work.endswith("&")
+    work = [line for line in lines if " worker " in line]
+    assert sched.endswith(" &") and work[0].endswith(" &") and not work[-1].endswith("&")  # the last one's log shows
     assert shlex.split(sched[:-2])[1:] == daskcmd.scheduler_argv(spec)
-    assert shlex.split(work)[0] == "PORTAL_CLUSTER=a@matagorda" and shlex.split(work)[1:] == daskcmd.worker_argv(spec)
+    for line, argv in zip(work, daskcmd.workers_argv(spec), strict=True):
+        words = shlex.split(line.removesuffix(" &"))
+        assert words[0] == "PORTAL_CLUSTER=a@matagorda" and words[1:] == argv
     assert "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True" in lines
 
 
 def test_client_environment(spec: daskcmd.ClusterSpec) -> None:
     env = daskcmd.client_environment(spec.ports.scheduler_port, spec.ports.dashboard_port, spec.tls)
-    assert env["DASK_SCHEDULER_ADDRESS"] == "tls://127.0.0.1:23420" == spec.address
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tls://127.0.0.1:23430" == spec.address
     assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"].endswith("/.portal/tls/ca.pem")
     assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"].endswith("/cert.pem")
     assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"].endswith("/key.pem")
     assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
-    assert env["DASK_DISTRIBUTED__DASHBOARD__LINK"] == "http://localhost:23421/status"
+    assert env["DASK_DISTRIBUTED__DASHBOARD__LINK"] == "http://localhost:23431/status"
 
 
 def test_window_script_targets_exact_names() -> None:

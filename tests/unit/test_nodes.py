@@ -48,15 +48,22 @@ def test_a_node_worker_dials_the_scheduler_and_listens_on_the_nodes_address():
     node = daskcmd.NodeSpec(mark="a.from-m@n", scheduler="tls://10.0.0.1:23000", listen="10.0.0.2",
                             worker_ports=(23604, 23611), nanny_ports=(23612, 23619), tls=TlsPaths("/h/.portal/tls"),
                             paths={"workers_pid_file": "/n.pid", "scratch": "/scr"}, workers=2, threads=3,
-                            memory_limit=2**30)
+                            memory_limit=2**30, http_ports=(23620, 23627), http=(23621, 23622))
     argv = daskcmd.node_worker_argv(node)
     assert argv[:3] == ["dask", "worker", "tls://10.0.0.1:23000"]
     assert argv[argv.index("--host") + 1] == "10.0.0.2" and argv[argv.index("--worker-port") + 1] == "23604:23611"
     assert argv[argv.index("--protocol") + 1] == "tls"
     assert argv[argv.index("--tls-key") + 1] == "/h/.portal/tls/key.pem" and "--no-dashboard" in argv
-    assert argv[argv.index("--memory-limit") + 1] == str(2**30) and argv[argv.index("--nworkers") + 1] == "2"
+    assert argv[argv.index("--memory-limit") + 1] == str(2**30) and "--nworkers" not in argv
+    # one process per worker: its own ports of the node's block, its HTTP server the one the helper chose
+    second = daskcmd.node_worker_argv(node, 1)
+    assert second[second.index("--worker-port") + 1] == "23605:23611"
+    assert second[second.index("--nanny-port") + 1] == "23613:23619"
+    assert second[second.index("--dashboard-address") + 1] == "127.0.0.1:23622"
+    assert second[second.index("--pid-file") + 1] == "/n-1.pid"
     lines = daskcmd.node_window_lines(node, "source /e/bin/activate")
-    assert lines[-1].startswith("PORTAL_CLUSTER=a.from-m@n dask worker ")
+    started = [line for line in lines if line.startswith("PORTAL_CLUSTER=a.from-m@n dask worker ")]
+    assert len(started) == 2 and started[0].endswith(" &") and not started[1].endswith("&")
 
 
 def test_interface_address_and_route_source():

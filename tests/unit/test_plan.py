@@ -25,9 +25,9 @@ def test_block_from_uid(settings: config.Settings) -> None:
 
 
 def test_block_base_configurable_per_host() -> None:
-    s = config.resolve({"hosts": {"matagorda": {"port_base": 10000, "block_size": 40, "slots": 10}}}, "matagorda")
-    assert plan.block_for(s, plan.block_index(1003, s.slots)) == plan.Block(3, 10120, 10159)
-    assert plan.slots_per_block(40) == 2
+    s = config.resolve({"hosts": {"matagorda": {"port_base": 10000, "block_size": 60, "slots": 10}}}, "matagorda")
+    assert plan.block_for(s, plan.block_index(1003, s.slots)) == plan.Block(3, 10180, 10239)
+    assert plan.slots_per_block(60) == 2 and plan.slots_per_block(59) == 1
 
 
 def test_env_slots_stay_inside_block(settings: config.Settings) -> None:
@@ -41,7 +41,9 @@ def test_env_slots_stay_inside_block(settings: config.Settings) -> None:
         seen |= set(every)
     first = plan.env_ports(block.start, 0)
     assert (first.scheduler_port, first.dashboard_port, first.jupyter_port) == (20700, 20701, 20702)
-    assert first.worker_ports[1] - first.worker_ports[0] + 1 == plan.MAX_WORKERS
+    for lo, hi in (first.worker_ports, first.nanny_ports, first.http_ports):  # each worker: worker, nanny, HTTP
+        assert hi - lo + 1 == plan.MAX_WORKERS == 8
+    assert len(set(first.all_ports())) == 3 + 3 * plan.MAX_WORKERS <= plan.SLOT_SIZE
     assert plan.EnvPorts.from_dict(first.as_dict()) == first
 
 
@@ -56,7 +58,7 @@ def test_next_free_skips_taken_and_wraps() -> None:
 def test_plan_payload_matches_layout(settings: config.Settings) -> None:
     payload = plan.plan_payload(settings, 1234)
     assert payload["first"] == 34 and payload["base"] == 20000 and payload["slot_size"] == plan.SLOT_SIZE
-    assert payload["slots_per_block"] == 5
+    assert payload["slots_per_block"] == 3 and payload["layout"]["http_ports"] == [20, 27]
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -41,7 +41,7 @@ def test_env_slots_and_squatted_port_moves(monkeypatch, payload):
     data: dict = {"block": block}
     a = ports.ensure_env(data, payload, "a", "a", block)
     b = ports.ensure_env(data, payload, "b", "/opt/b", block)
-    assert (a["slot"], b["slot"]) == (0, 1) and b["scheduler_port"] == 23420
+    assert (a["slot"], b["slot"]) == (0, 1) and b["scheduler_port"] == 23430 and b["http_ports"] == [23450, 23457]
     squat = {"addr": "127.0.0.1", "port": 23400, "uid": os.getuid() + 1, "pid": None, "cmdline": []}
     monkeypatch.setattr(ports, "listeners", lambda: [squat])
     notes: list[str] = []
