@@ -67,11 +67,16 @@ class ClusterState(TypedDict, total=False):
     scheduler_host: str | None
     scheduler_pid: int | None
     workers_pid: int | None
+    workers_pids: list[int]  # one `dask worker` process per worker (absent in records of earlier versions)
     scheduler_port: int
     dashboard_port: int
     planned_dashboard_port: int
     worker_ports: list[int]
     nanny_ports: list[int]
+    http_ports: list[int]  # the workers' HTTP range (absent: planned by an earlier portal)
+    http: list[int]  # each worker's HTTP port
+    block: Block
+    outside_block: list[str]  # ADDR:PORT its processes listen on outside the user's block
     workers: int
     threads: int
     memory_limit: int
@@ -149,6 +154,7 @@ class ClusterEntry(TypedDict):
     scheduler_host: str
     workers_on: list[str]
     jobs: list[dict[str, Any]]
+    outside_block: list[str]
 
 
 class JupyterState(TypedDict, total=False):

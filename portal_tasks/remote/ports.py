@@ -15,6 +15,7 @@ from .layout import (
     OLD_RANGES,
     RANGES,
     SINGLES,
+    SLOT_SIZE,
     block_range,
     free_slots,
     is_current,
@@ -168,7 +169,8 @@ def ensure_env(data, plan, key, env, block, replan=False, notes=None):
 
     A record an earlier portal planned (20-port slots, no room for the workers' HTTP servers) is
     kept as it is, unless ``replan`` (its cluster is about to start, nothing of it runs): then the
-    env moves to a slot of this layout, and a note says so.
+    env moves to a slot of this layout, and a note says so. Where no such slot is free (other envs'
+    old records hold the ports), it keeps its record, and its workers' HTTP servers the kernel's ports.
     """
     envs = data.setdefault("envs", {})
     old = envs.get(key)
@@ -176,6 +178,13 @@ def ensure_env(data, plan, key, env, block, replan=False, notes=None):
         return old
     others = {k: rec for k, rec in envs.items() if k != key}
     free = free_slots(block["start"], plan["slots_per_block"], others)
+    if not free and old is not None:
+        if notes is not None:
+            notes.append("env %s keeps the ports an earlier portal planned: your block %d-%d has no free slot of %d "
+                         "ports, so its workers' HTTP servers take ports outside the block. To move it in, remove "
+                         "envs you no longer use from %s." % (env, block["start"], block["end"], SLOT_SIZE,
+                                                               server_path("ports.json")))
+        return old
     if not free:
         raise Failure("your port block %d-%d is full (envs: %s)." % (block["start"], block["end"], ", ".join(sorted(envs))),
                       "PortError", hint="Remove an env you no longer use from %s, or raise block_size." % server_path("ports.json"))

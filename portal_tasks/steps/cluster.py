@@ -270,7 +270,9 @@ def planned_ports(target: Target, key: str) -> dict[str, Any]:
     if key not in target.cache.planned_ports:
         payload = {"plan": plan.plan_payload(target.settings, target.facts()["uid"]), "key": key}
         report: PortsReport = target.link.helper("ports-report", payload)
-        target.cache.planned_ports[key] = report["envs"].get(key) or report.get("would_be") or {}
+        recorded = report["envs"].get(key)  # one an earlier portal planned is planned again at the start: would_be
+        target.cache.planned_ports[key] = (recorded if recorded and layout.is_current(recorded) else None) or report.get(
+            "would_be") or recorded or {}
     return dict(target.cache.planned_ports[key])
 
 

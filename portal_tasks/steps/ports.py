@@ -19,7 +19,8 @@ def run(target: Target) -> dict[str, Any]:
     envs = {
         key: {"env": rec.get("env", key), "slot": rec.get("slot"), "scheduler_port": rec["scheduler_port"],
               "dashboard_port": rec["dashboard_port"], "jupyter_port": rec["jupyter_port"],
-              "worker_ports": rec["worker_ports"], "nanny_ports": rec["nanny_ports"]}
+              "worker_ports": rec["worker_ports"], "nanny_ports": rec["nanny_ports"],
+              "http_ports": rec.get("http_ports")}  # None: planned by an earlier portal, planned again at its start
         for key, rec in sorted(raw["envs"].items())
     }
     return {
@@ -42,7 +43,9 @@ def render(report: dict[str, Any]) -> str:
     for key, e in report["envs"].items():
         lines.append(f"  env {e['env']}: scheduler {e['scheduler_port']}, dashboard {e['dashboard_port']}, "
                      f"jupyter {e['jupyter_port']}, workers {e['worker_ports'][0]}-{e['worker_ports'][1]}, "
-                     f"nannies {e['nanny_ports'][0]}-{e['nanny_ports'][1]}")
+                     f"nannies {e['nanny_ports'][0]}-{e['nanny_ports'][1]}, "
+                     + (f"workers' HTTP {e['http_ports'][0]}-{e['http_ports'][1]}" if e.get("http_ports") else
+                        "workers' HTTP outside the block (planned by an earlier portal; moves in at the next start)"))
     if not report["envs"]:
         lines.append("  no env has ports yet (`portal cluster --env E` plans them)")
     lines.append(f"  listening now: {report['listening']} port(s), {report['listening_in_block']} in your block, "
