@@ -58,10 +58,7 @@ def user_ports(result: Result) -> dict[str, Any]:
 
 def assert_ports_in_block(listeners: Iterable[Listener], block: Mapping[str, int],
                           outside: int = 0) -> list[Listener]:
-    """Every listener is on loopback, and all but ``outside`` of them inside the user's block; returns them.
-
-    (Each Dask worker's own HTTP server takes a kernel-chosen loopback port: pass ``outside=workers``.)
-    """
+    """Every listener is on loopback, and all but ``outside`` of them inside the user's block; returns them."""
     found = list(listeners)
     public = [s for s in found if s.addr not in ("127.0.0.1", "::1")]
     assert not public, f"listeners not on loopback: {public}"

@@ -83,11 +83,11 @@ def test_first_cluster_starts_one_and_clients_share_it(portal_server, alice, clu
     report = ports_of(run_portal, portal_server, alice)
     rec = report["envs"][plan.env_key(env)]
     assert set(rec) >= {"scheduler_port", "dashboard_port", "jupyter_port"}
-    mine = assert_ports_in_block(listening_sockets(alice), report["block"], outside=2)
+    mine = assert_ports_in_block(listening_sockets(alice), report["block"])
     assert {rec["scheduler_port"], rec["dashboard_port"]} <= {s.port for s in mine}
-    # scheduler, dashboard, 2 workers + 2 nannies in the block; the 2 workers' HTTP servers on loopback
-    assert report["listening"] == len(mine) == 2 + 2 * 2 + 2
-    assert report["listening_in_block"] == 6 and report["listening_not_loopback"] == 0
+    # scheduler, dashboard, and for each of the 2 workers its worker, nanny and HTTP port: all in the block
+    assert report["listening"] == len(mine) == 2 + 2 * 3
+    assert report["listening_in_block"] == 8 and report["listening_not_loopback"] == 0
 
     environment = client_env(report, env, str(alice.home))
     seen = assert_one_shared_cluster(portal_server, alice, python, environment, listening_sockets)
@@ -200,3 +200,37 @@ def test_bad_values_are_one_line_and_touch_nothing(portal_server, alice, cluster
     assert len(lines) == 1 and value in lines[0] and option in lines[0], lines
     assert state_of(portal_server, alice, env)["scheduler_pid"] == before["scheduler_pid"]
     assert sorted(s.port for s in listening_sockets(alice)) == ports_before
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_up_puts_every_listening_socket_of_the_user_in_the_block(portal_server, alice, run_portal, env, python,
+                                                                  listening_sockets, workers):
+    """`up --workers N`: scheduler, dashboard and each worker's worker, nanny and HTTP server listen in the
+    user's block (as `ss` sees them on the host), `ports --json` lists every one inside it, and a plain
+    Client() sees the N workers."""
+    skip_if_running(run_portal, portal_server, alice, env, "starts one with the workers asked for")
+    res = run_portal(alice, "up", "--host", portal_server.host, "--env", env, "--workers", str(workers),
+                     "--no-attach", "--no-browser", timeout=240)
+    try:
+        assert res.rc == 0, _out(res)
+        assert "outside your" not in _out(res), _out(res)
+        report = ports_of(run_portal, portal_server, alice)
+        block, rec = report["block"], report["envs"][plan.env_key(env)]
+        on_host = assert_ports_in_block(listening_sockets(alice), block)  # none outside, all on loopback
+        assert len(on_host) == 2 + 3 * workers, on_host
+        http_lo, http_hi = rec["http_ports"]
+        assert len([s for s in on_host if http_lo <= s.port <= http_hi]) == workers  # each its own HTTP port
+        for name in ("worker_ports", "nanny_ports"):
+            lo, hi = rec[name]
+            assert len([s for s in on_host if lo <= s.port <= hi]) == workers, (name, on_host)
+        assert sorted(s["port"] for s in report["sockets"]) == sorted(s.port for s in on_host)
+        assert report["listening"] == report["listening_in_block"] == 2 + 3 * workers
+        assert all(block["start"] <= s["port"] <= block["end"] for s in report["sockets"])
+
+        seen = assert_one_shared_cluster(portal_server, alice, python, client_env(report, env, str(alice.home)),
+                                         listening_sockets)
+        assert seen["sum"] == 6 and len(seen["workers"]) == workers
+        state = state_of(portal_server, alice, env)
+        assert len(state["workers_pids"]) == workers and state["http_ports"] == rec["http_ports"]
+    finally:
+        run_portal(alice, "down", "--host", portal_server.host, "--env", env, timeout=120)
