@@ -17,6 +17,7 @@ from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_p
                                              client_env, dask_client, state_file, user_ports)
 from portal_tasks.testing.flows import runs_cluster, skip_if_running, skip_unless_reset
 from portal_tasks.testing.server import TestServer, TestUser
+from portal_tasks.testing.sockets import http_squatter
 
 pytestmark = pytest.mark.e2e
 GiB = 1024**3
@@ -234,3 +235,23 @@ def test_up_puts_every_listening_socket_of_the_user_in_the_block(portal_server, 
         assert len(state["workers_pids"]) == workers and state["http_ports"] == rec["http_ports"]
     finally:
         run_portal(alice, "down", "--host", portal_server.host, "--env", env, timeout=120)
+
+
+def test_a_workers_http_port_another_user_holds_is_skipped_inside_the_block(portal_server, alice, bob, run_portal,
+                                                                             env, listening_sockets):
+    """Dask's HTTP server would leave the block for a random port when its port is taken: portal gives the
+    worker the next free HTTP port of the slot instead."""
+    skip_if_running(run_portal, portal_server, alice, env, "starts one")
+    report = ports_of(run_portal, portal_server, alice)
+    squatted = report["block"]["start"] + plan.LAYOUT["http_ports"][0]
+    with http_squatter(portal_server, bob, squatted):
+        res = run_portal(alice, "up", "--host", portal_server.host, "--env", env, "--workers", "2",
+                         "--no-attach", "--no-browser", timeout=240)
+        try:
+            assert res.rc == 0, _out(res)
+            assert "workers' HTTP" in res.stderr and "held by other users" in res.stderr, _out(res)
+            mine = assert_ports_in_block(listening_sockets(alice), report["block"])
+            assert squatted not in {s.port for s in mine} and len(mine) == 2 + 3 * 2
+            assert state_of(portal_server, alice, env)["http"] == [squatted + 1, squatted + 2]
+        finally:
+            run_portal(alice, "down", "--host", portal_server.host, "--env", env, timeout=120)

@@ -11,7 +11,7 @@ import shlex
 import pytest
 
 from portal_tasks import daskcmd, tls
-from portal_tasks.testing.assertions import dask_client
+from portal_tasks.testing.assertions import dask_client, user_ports
 from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.flows import status, up
 from portal_tasks.testing.server import TestServer
@@ -54,6 +54,10 @@ def test_workers_on_the_second_server_join_compute_and_stop(portal_server: TestS
         assert seen["where"] == node and seen["total"] == 4950
     on_node = listening_sockets(portal_server, alice, node)
     assert on_node and all(s.addr in (node_ip, "127.0.0.1") for s in on_node), on_node
+    # the worker, its nanny and its own HTTP server (127.0.0.1): all in alice's block on the node
+    node_block = user_ports(run_portal(alice, "ports", "--host", node, "--json"))["block"]
+    assert len(on_node) == 3 and all(node_block["start"] <= s.port <= node_block["end"] for s in on_node), on_node
+    assert [s for s in on_node if s.addr == "127.0.0.1"], on_node
 
     ca, cert, key = own_bundle(bob)
     tried = bob.ssh(node, shlex.join([f"{env}/bin/python", "-c", INTRUDER, cluster["address"], ca, cert, key]),

@@ -145,3 +145,33 @@ def test_workers_pids_of_this_and_the_earlier_record():
     assert cluster.in_ranges(23425, layout.slot_ports(BLOCK["start"], 0))
     paths = layout.cluster_paths("/s", "a")
     assert layout.worker_pid_file(paths["workers_pid_file"], 0) in cluster.worker_pid_files(paths)
+
+
+def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home, monkeypatch):
+    """A co-user took a worker's HTTP port between planning and start: Dask serves it on a kernel port
+    (with only a warning in the window); the wait counts that worker, records and names the stray port."""
+    rec = dict(layout.slot_ports(BLOCK["start"], 0), http=[23420, 23421])
+    paths = layout.cluster_paths(common.server_path(), "a")
+    pids = {paths["scheduler_pid_file"]: 10, layout.worker_pid_file(paths["workers_pid_file"], 0): 11,
+            layout.worker_pid_file(paths["workers_pid_file"], 1): 12}
+    mark = f"{layout.CLUSTER_MARK}={layout.cluster_mark('a', platform.node())}".encode()
+    found = [listener(23400, 10), listener(23401, 10), listener(23404, 11), listener(23405, 12),
+             listener(23412, 13), listener(23413, 14), listener(23420, 11), listener(41234, 12),
+             listener(23421, uid=4242)]
+    monkeypatch.setattr(cluster, "read_pid", lambda path: pids.get(path, 0))
+    monkeypatch.setattr(cluster, "own", lambda pid: True)
+    monkeypatch.setattr(cluster, "handshake", lambda *a, **k: True)
+    monkeypatch.setattr(cluster, "_scheduler_address", lambda path: "tls://127.0.0.1:23400")
+    monkeypatch.setattr(cluster, "served_dashboard", lambda path: 23401)
+    monkeypatch.setattr(cluster, "listeners", lambda: found)
+    monkeypatch.setattr(cluster, "_environ", lambda pid: [mark] if pid in (10, 11, 12, 13, 14) else [])
+    monkeypatch.setattr(cluster.share, "bind", lambda *a: True)
+    monkeypatch.setattr(common, "user_name", lambda uid: f"bob (uid {uid})")
+    state = cluster.wait({"key": "a", "paths": paths, "ports": rec, "workers": 2, "seconds": 2, "block": BLOCK,
+                          "record": {"key": "a", "env": "a", "workers": 2, "threads": 1, "memory_limit": 1,
+                                     "memory_budget": 2, "paths": paths}})
+    assert state["workers_pids"] == [11, 12] and state["workers_pid"] == 11 and state["http"] == [23420, 23421]
+    assert state["http_ports"] == [23420, 23427] and state["block"] == BLOCK
+    assert state["outside_block"] == ["127.0.0.1:41234"]
+    assert len(state["notes"]) == 1 and "127.0.0.1:41234" in state["notes"][0] and "23421 by" in state["notes"][0]
+    assert "taken by others" in cluster.outside_note(state)
