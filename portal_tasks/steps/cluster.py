@@ -331,6 +331,7 @@ def describe_entry(state: ClusterState) -> ClusterEntry:
         "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
         "scheduler_host": state.get("scheduler_host") or daskcmd.LOOPBACK, "workers_on": state.get("workers_on") or [],
         "jobs": state.get("jobs") or [],
+        "outside_block": state.get("outside_block") or [],  # its listeners outside the user's port block
     }
 
 

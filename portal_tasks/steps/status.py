@@ -106,6 +106,9 @@ def service_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"    dashboard: {c['dashboard_problem']}")
         if c.get("dashboard_unowned"):
             lines.append(f"    dashboard not forwarded: {c['dashboard_unowned']}")
+        if c.get("outside_block"):
+            lines.append(f"    listening outside your port block: {', '.join(c['outside_block'])} "
+                         f"(`portal down --env {c['env']}` and up again moves them in)")
     for j in report["jupyter"]:
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         lines.append(f"  jupyter {j['env']}: {where} {'healthy' if j.get('healthy') else 'NOT healthy'}")
