@@ -255,3 +255,33 @@ def test_a_workers_http_port_another_user_holds_is_skipped_inside_the_block(port
             assert state_of(portal_server, alice, env)["http"] == [squatted + 1, squatted + 2]
         finally:
             run_portal(alice, "down", "--host", portal_server.host, "--env", env, timeout=120)
+
+
+def test_an_env_the_earlier_layout_planned_moves_to_a_slot_with_room_for_its_http_servers(
+        portal_server, alice, cluster, run_portal, env, listening_sockets):
+    """ports.json as the previous version wrote it (20-port slots, no HTTP range): the cluster's start plans
+    the env again, around the other env's old ports, says so, and every listener is in the block."""
+    skip_unless_reset(portal_server, "rewrites the user's port plan")
+    block = ports_of(run_portal, portal_server, alice)["block"]
+    start = block["start"]
+
+    def old(slot: int, name: str) -> dict[str, Any]:
+        base = start + 20 * slot
+        return {"scheduler_port": base, "dashboard_port": base + 1, "jupyter_port": base + 2, "env": name,
+                "worker_ports": [base + 4, base + 11], "nanny_ports": [base + 12, base + 19], "slot": slot}
+
+    key = plan.env_key(env)
+    recorded = {"block": {k: block[k] for k in ("index", "start", "end")},
+                "envs": {key: old(0, env), "other": old(1, "/opt/other")}}
+    path = state_file(portal_server, alice, "ports.json")
+    wrote = alice.ssh(portal_server.host, f"mkdir -p -m 700 {shlex.quote(path.rsplit('/', 1)[0])} && "
+                                          f"printf %s {shlex.quote(json.dumps(recorded))} > {shlex.quote(path)}")
+    assert wrote.rc == 0, wrote.stderr
+    res = cluster(alice, "--workers", "2")
+    assert res.rc == 0 and "earlier portal" in res.stderr and "slot 2" in res.stderr, _out(res)
+    report = ports_of(run_portal, portal_server, alice)
+    rec = report["envs"][key]
+    assert rec["scheduler_port"] == start + 60 and rec["http_ports"] == [start + 80, start + 87]
+    assert report["envs"]["other"]["http_ports"] is None  # kept as it was: nothing of it runs to move
+    mine = assert_ports_in_block(listening_sockets(alice), block)
+    assert len(mine) == 2 + 3 * 2 and rec["scheduler_port"] in {s.port for s in mine}
