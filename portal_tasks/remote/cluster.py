@@ -411,9 +411,9 @@ def moved_http_note(env, http, outside, skip, found, block):
     lost = [port for port in http if port not in mine]
     held = "; ".join("%d by %s" % (port, holder_problem(port, found) or "someone (gone now)") for port in lost)
     span = "%d-%d" % (block["start"], block["end"]) if block else "?"
-    return ("the HTTP server (health, metrics) of %d worker(s) of env %s listens on 127.0.0.1:%s, outside your "
+    return ("the HTTP server (health, metrics) of %d worker(s) of env %s listens on %s, outside your "
             "block %s: Dask took another port when its own was taken (%s). On loopback only; `portal down --env %s` "
-            "and up again moves it back." % (len(moved), env, ", ".join(map(str, moved)), span,
+            "and up again moves it back." % (len(moved), env, ", ".join("127.0.0.1:%d" % p for p in moved), span,
                                               held or "taken meanwhile", env))
 
 

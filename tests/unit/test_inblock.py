@@ -95,7 +95,7 @@ def test_an_env_of_the_earlier_layout_is_kept_until_its_cluster_starts_then_plan
 
 
 def test_a_port_plan_of_the_earlier_layout_is_read_not_damaged(home, payload, monkeypatch):
-    monkeypatch.setattr(ports, "listeners", lambda: [])
+    monkeypatch.setattr(ports, "listeners", list)
     path = Path(common.state_path("ports.json"))
     path.write_text(json.dumps({"block": BLOCK, "envs": {"a": old_record(0, "a"), "b": old_record(1, "b")}}))
     monkeypatch.setattr(ports, "ensure_block", lambda data, plan_, notes, claims=None: BLOCK)
