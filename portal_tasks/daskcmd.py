@@ -201,10 +201,11 @@ def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int],
     return args + (["--host", "$PORTAL_LISTEN"] if listen else [])
 
 
-def job_prologue(scheduler: str | None, worker_ports: tuple[int, int]) -> list[str]:
-    """Lines a worker job runs before ``dask worker``: TLS required, and PORTAL_LISTEN / PORTAL_HTTP."""
+def job_prologue(scheduler: str | None, http_ports: tuple[int, int]) -> list[str]:
+    """Lines a worker job runs before ``dask worker``: TLS required, and PORTAL_LISTEN / PORTAL_HTTP (a free
+    port of the env's workers' HTTP range)."""
     host = (scheduler or "").split("://", 1)[-1].rsplit(":", 1)[0] or "SCHEDULER_HOST"
-    probe = shlex.join(["-c", JOB_NET_PROBE, host, str(worker_ports[0]), str(worker_ports[1])]) + f" {NUMBER_MARK}"
+    probe = shlex.join(["-c", JOB_NET_PROBE, host, str(http_ports[0]), str(http_ports[1])]) + f" {NUMBER_MARK}"
     return [
         "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
         f"PORTAL_NET=$({PYTHON_MARK} {probe})",

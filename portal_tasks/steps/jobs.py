@@ -56,11 +56,12 @@ def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, o
     paths = tls.paths(target.facts()["home"])
     named = bool(target.settings.jobqueue.get("interface"))  # the user's interface: dask-jobqueue's --interface
     ports = tuple(state["worker_ports"]), tuple(state["nanny_ports"])
+    http = tuple(state.get("http_ports") or state["worker_ports"])  # a record of the 20-port layout has none
     return {"key": state["key"], "env": spec_text, "manager": target.settings.env_manager,
             "system": target.settings.jobqueue.get("system", "slurm"), "scheduler": state["address"],
             "count": count, "tls": {"ca": paths.ca, "cert": paths.cert, "key": paths.key},
             "worker_args": daskcmd.job_worker_args(*ports, listen=not named),  # type: ignore[arg-type]
-            "prologue": daskcmd.job_prologue(state["address"], ports[0]),  # type: ignore[arg-type]
+            "prologue": daskcmd.job_prologue(state["address"], http),  # type: ignore[arg-type]
             "settings": job_settings(target, options), "defaults": defaults(target)}
 
 
@@ -171,6 +172,7 @@ def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], cou
     ``address``: where the scheduler listens (tls://HOST:PORT)."""
     if not count:
         return Explained()
-    state = {"key": key, "address": address, "worker_ports": ports["worker_ports"], "nanny_ports": ports["nanny_ports"]}
+    state = {"key": key, "address": address, **{k: ports[k] for k in ("worker_ports", "nanny_ports", "http_ports")
+                                                 if k in ports}}
     made = target.link.helper("jobs-script", payload(target, state, spec_text, count, options), timeout=180)
     return Explained(remote=[f"{shlex.quote(made['submit'])} <<'JOB'\n{text.rstrip()}\nJOB" for text in made["scripts"]])
