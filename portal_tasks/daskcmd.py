@@ -161,7 +161,7 @@ def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
     return [
         activation,
         "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
-        f"mkdir -p -m 700 {shlex.quote(spec.paths['scratch'])}",
+        f"mkdir -p -m 700 {shlex.quote(spec.paths['workers_pid_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         *_started(f"{CLUSTER_MARK}={shlex.quote(spec.mark)}", [node_worker_argv(spec, i) for i in range(spec.workers)]),
     ]
 

@@ -41,4 +41,9 @@ def address_verb(payload):
     return {"address": interface_address(payload["name"])}
 
 
-VERBS = {"interface-address": address_verb}
+def route_verb(payload):
+    """Verb ``route-source`` {address}: this host's address on the way to that one (read-only, for --explain)."""
+    return {"address": route_source(payload["address"])}
+
+
+VERBS = {"interface-address": address_verb, "route-source": route_verb}

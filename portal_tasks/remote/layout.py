@@ -245,6 +245,16 @@ def cluster_record(server: str, key: str) -> str:
     return "%s/clusters/%s.json" % (server, key)
 
 
+def node_key(key: str, origin: str) -> str:
+    """The name of a cluster's workers on another server (whose scheduler runs on ``origin``)."""
+    return "%s.from-%s" % (key, machine(origin))
+
+
+def node_paths(server: str, nkey: str) -> dict[str, str]:
+    """Files of a cluster's workers on another server, in that server's directory."""
+    return {"workers_pid_file": "%s/nodes/%s.workers.pid" % (server, nkey), "scratch": "%s/scratch/%s" % (server, nkey)}
+
+
 def cluster_paths(server: str, key: str) -> dict[str, str]:
     """Files of the env's cluster in the server's directory (given to dask on its command line)."""
     return {

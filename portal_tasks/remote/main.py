@@ -29,7 +29,7 @@ VERB_MODULES = {
     "share-report": "share",
     "nodes-prepare": "nodes", "nodes-wait": "nodes", "nodes-stop": "nodes", "tls-export": "nodes",
     "nodes-tls": "nodes",
-    "interface-address": "interfaces",
+    "interface-address": "interfaces", "route-source": "interfaces",
     "jobs-check": "jobs", "jobs-script": "jobs", "jobs-submit": "jobs", "jobs-list": "jobs", "jobs-wait": "jobs", "jobs-cancel": "jobs",
 }
 

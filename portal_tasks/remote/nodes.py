@@ -19,7 +19,7 @@ from .tls import TLS_FILES, tls_dir, tls_status
 
 
 def node_key(key, origin):
-    return f"{key}.from-{layout.machine(origin)}"
+    return layout.node_key(key, origin)
 
 
 def record_path(nkey):
@@ -27,7 +27,7 @@ def record_path(nkey):
 
 
 def node_paths(nkey):
-    return {"workers_pid_file": server_path("nodes", f"{nkey}.workers.pid"), "scratch": server_path("scratch", nkey)}
+    return layout.node_paths(server_path(), nkey)
 
 
 def _healthy(record, found):

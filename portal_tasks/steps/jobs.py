@@ -172,7 +172,7 @@ def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], cou
     ``address``: where the scheduler listens (tls://HOST:PORT)."""
     if not count:
         return Explained()
-    state = {"key": key, "address": address, **{k: ports[k] for k in ("worker_ports", "nanny_ports", "http_ports")
-                                                 if k in ports}}
+    state: dict[str, Any] = {"key": key, "address": address}
+    state.update({k: ports[k] for k in ("worker_ports", "nanny_ports", "http_ports") if k in ports})
     made = target.link.helper("jobs-script", payload(target, state, spec_text, count, options), timeout=180)
     return Explained(remote=[f"{shlex.quote(made['submit'])} <<'JOB'\n{text.rstrip()}\nJOB" for text in made["scripts"]])

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import daskcmd, plan
+from .. import daskcmd, plan, tls, tmux_commands
 from ..errors import ClusterError
+from ..remote import layout
 from ..replies import ClusterEntry, ClusterState
-from ..target import Target
+from ..target import Explained, Target
 from ..tls import TlsPaths
 from . import cluster
 
@@ -98,3 +99,39 @@ def stop(target: Target, entry: ClusterEntry) -> list[str]:
                                hint="Look at them with ps, and kill them by pid.")
         stopped.append(f"workers {entry['env']} on {host}")
     return stopped
+
+
+def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explained:
+    """What a person types on each of ``options["workers_on"]`` (read-only questions only): the workers window
+    dialing the scheduler on scheduler_interface, on that node's block ports, each node in its own heredoc."""
+    hosts = options.get("workers_on") or []
+    if not hosts:
+        return Explained()
+    key = plan.env_key(spec_text)
+    listen = target.link.helper("interface-address", {"name": target.settings.scheduler_interface})["address"]
+    address = f"tls://{listen}:{cluster.planned_ports(target, key)['scheduler_port']}"
+    local = []
+    for host in hosts:
+        node = target.other(host)
+        facts = node.facts()
+        nkey = layout.node_key(key, _origin(target))
+        ports = cluster.planned_ports(node, nkey)
+        if not ports:
+            raise ClusterError(f"your port block has no free slot for the workers of env {spec_text}.", host=host)
+        asked = cluster.share_request(node, options)["memory"]
+        budget = asked if asked is not None else cluster.share_report(node, nkey)["default_memory"]
+        spec = daskcmd.NodeSpec(
+            mark=layout.cluster_mark(nkey, str(facts["hostname"])), scheduler=address,
+            listen=node.link.helper("route-source", {"address": listen})["address"],
+            worker_ports=tuple(ports["worker_ports"]), nanny_ports=tuple(ports["nanny_ports"]),  # type: ignore[arg-type]
+            http_ports=tuple(ports.get("http_ports") or (0, -1)),  # type: ignore[arg-type]
+            tls=tls.paths(str(facts["home"])), paths=layout.node_paths(node.server_dir(), nkey),
+            workers=options["workers"], threads=options["threads"],
+            memory_limit=plan.split_memory(int(budget), options["workers"]))
+        session = node.settings.session
+        lines = [tmux_commands.ensure_session_line(session),
+                 *tmux_commands.window_lines(session, window_name(key), None,
+                                             daskcmd.node_window_lines(spec, cluster.activation(node, spec_text)))]
+        local.append(f"# workers on {host} (its home must hold your ~/.portal/tls, as a shared home does)")
+        local.append(node.render(Explained(remote=lines)))
+    return Explained(local=local)

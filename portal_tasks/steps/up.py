@@ -119,6 +119,7 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
     if jupyter:
         parts = parts + jupyter_step.explain(target, env=env, socket=socket)
     parts.remote = _once(parts.remote, "tmux has-session")  # each step ensures the session; say it once
+    parts = parts + nodes.explain(target, cluster.env_spec(target, env), options)
     local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
     if attach:
         local.append(attach_line(target))

@@ -14,8 +14,8 @@ import pytest
 
 from portal_tasks import daskcmd, tls
 from portal_tasks.testing.assertions import dask_client
-from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import listening_sockets
 from portal_tasks.testing.waiting import retry_until

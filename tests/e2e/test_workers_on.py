@@ -6,16 +6,20 @@ with their own certificate)."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
 
 from portal_tasks import daskcmd, tls
+from portal_tasks.runner import run
 from portal_tasks.testing.assertions import dask_client, user_ports
-from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.intruders import INTRUDER, own_bundle
+from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer
 from portal_tasks.testing.sockets import listening_sockets
+from portal_tasks.testing.waiting import retry_until
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +75,32 @@ def test_workers_on_the_second_server_join_compute_and_stop(portal_server: TestS
     down = run_portal(alice, "down", "--host", host)
     assert down.rc == 0 and f"workers {env} on {node}" in down.stdout, down.stdout + down.stderr
     assert listening_sockets(portal_server, alice, node) == []
+
+
+def test_pasted_explain_of_up_with_workers_on_starts_the_workers_there(portal_server: TestServer, alice,
+                                                                       run_portal, tmp_path):
+    if not portal_server.between or not portal_server.second_host:
+        pytest.skip("the test server has no second server on a net of its own")
+    host, node = portal_server.host, portal_server.second_host
+    iface, host_ip, node_ip = portal_server.between
+    env = str(portal_server.envs["a"])
+    (alice.laptop / "portal.yaml").write_text(f"hosts:\n  {host}:\n    scheduler_interface: {iface}\n")
+    explained = run_portal(alice, "up", "--host", host, "--env", env, "--workers", "1", "--workers-on", node,
+                           "--no-attach", "--explain")
+    assert explained.rc == 0, explained.stderr
+    text = explained.stdout
+    print(text)
+    assert f"# workers on {node}" in text and f"{node} bash -s <<'ON_HOST'" in text
+    assert listening_sockets(portal_server, alice, node) == []  # --explain started nothing
+    laptop_lines = [line for line in text.splitlines() if " -f -N " in line]  # the forwards: not needed here
+    pasted = run(["bash"], input="\n".join(line for line in text.splitlines() if line not in laptop_lines) + "\n",
+                 env=portal_env(alice), cwd=str(alice.laptop), timeout=180)
+    assert pasted.rc == 0, pasted.stderr[-1500:]
+    port = int(re.search(r"dask scheduler .*--port (\d+)", text).group(1))  # type: ignore[union-attr]
+    dashboard = int(re.search(r"--dashboard-address 127.0.0.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+    variables = daskcmd.client_environment(port, dashboard, tls.paths(str(alice.home)), host_ip)
+    retry_until(lambda: bool(listening_sockets(portal_server, alice, node)), 60, 0.5, what="the node's workers")
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables,
+                     script=WHERE.replace("NODE_IP", node_ip).replace("c = Client(timeout=20)",
+                                                                      "c = Client(timeout=20); c.wait_for_workers(2, 90)")) as seen:
+        assert seen["where"] == node and seen["total"] == 4950, seen
