@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +112,31 @@ class Bench:
         if self.server.reset_user is None:
             raise RuntimeError("this test server cannot reset users")
         self.server.reset_user(user)
+
+
+def first_line(argv: list[str], stdin: str | None = None, timeout: float = 120) -> tuple[float, str, int | None, str]:
+    """Run argv (a fresh ssh), feed it ``stdin``; seconds until its first line of output, that line, its exit
+    code and the tail of its stderr (the rest of its output is read but not timed)."""
+    with tempfile.TemporaryFile("w+") as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else None, stdout=subprocess.PIPE,
+                                stderr=errors, text=True)
+        try:
+            assert proc.stdout is not None
+            if stdin is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            line = proc.stdout.readline()  # bounded by the script itself (its waits end), then by the kill below
+            seconds = time.perf_counter() - start
+            proc.stdout.read()
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errors.seek(0)
+        return seconds, line, proc.returncode, errors.read()[-1500:]
 
 
 def laptop_path(user: TestUser, *parts: str) -> Path:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import tempfile
 import time
 from typing import Any
 
-from bench.context import Bench
+from bench.context import Bench, first_line
 from bench.stats import Row, median
 
 #: Typed by a person on the host: dask-jobqueue's own cluster manager with the user's TLS set, two jobs of
@@ -46,23 +44,9 @@ def by_hand(b: Bench, interface: str) -> float:
     alice = b.user("alice")
     command = f"{b.python} -c {shlex.quote(BY_HAND)} {alice.home}/.portal/tls {interface}"
     argv = alice.ssh_argv(b.host, command, options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    with tempfile.TemporaryFile("w+") as errors:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, text=True)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()  # bounded: wait_for_workers gives up after 120 s
-            seconds = time.perf_counter() - start
-            proc.stdout.read()
-            proc.wait(120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        errors.seek(0)
-        err = errors.read()
+    seconds, line, rc, err = first_line(argv)  # wait_for_workers gives up after 120 s
     if line.strip() != "workers 2":
-        raise RuntimeError(f"dask-jobqueue by hand failed (rc {proc.returncode}): {line} {err[-1500:]}")
+        raise RuntimeError(f"dask-jobqueue by hand failed (rc {rc}): {line} {err}")
     return seconds
 
 

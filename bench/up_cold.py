@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
-import time
 
-from bench.context import Bench
+from bench.context import Bench, first_line
 from bench.stats import Row, median, trips_summary
 from portal_tasks.testing.server import TestUser
 
@@ -55,25 +52,9 @@ def by_hand(b: Bench, workers: int, threads: int, memory: int, user: TestUser | 
     alice = user or b.user("alice")
     script = BY_HAND.format(env=b.env, workers=workers, threads=threads, memory=memory)
     argv = alice.ssh_argv(host or b.host, "bash", "-s", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    with tempfile.TemporaryFile("w+") as errors:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
-        try:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(script)
-            proc.stdin.close()
-            line = proc.stdout.readline()  # bounded: the client waits at most 120 s, then the script ends
-            seconds = time.perf_counter() - start
-            proc.stdout.read()
-            proc.wait(120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        errors.seek(0)
-        err = errors.read()
-    if line.strip() != f"workers {workers}" or proc.returncode != 0:
-        raise RuntimeError(f"starting the cluster by hand failed (rc {proc.returncode}): {line} {err[-1500:]}")
+    seconds, line, rc, err = first_line(argv, script)  # the client waits at most 120 s, then the script ends
+    if line.strip() != f"workers {workers}" or rc != 0:
+        raise RuntimeError(f"starting the cluster by hand failed (rc {rc}): {line} {err}")
     return seconds
 
 

@@ -36,13 +36,20 @@ print(json.dumps({"workers": workers, "where": where, "total": total}), flush=Tr
 sys.stdin.read()
 """
 
-def test_workers_on_the_second_server_join_compute_and_stop(portal_server: TestServer, alice, bob, run_portal):
+@pytest.fixture
+def servers(portal_server: TestServer, alice) -> tuple[str, str, str, str, str]:
+    """(host, node, iface, host_ip, node_ip) of two servers on a net of their own; alice's portal.yaml
+    says the scheduler listens on that net (scheduler_interface)."""
     if not portal_server.between or not portal_server.second_host:
         pytest.skip("the test server has no second server on a net of its own")
-    host, node = portal_server.host, portal_server.second_host
     iface, host_ip, node_ip = portal_server.between
+    (alice.laptop / "portal.yaml").write_text(f"hosts:\n  {portal_server.host}:\n    scheduler_interface: {iface}\n")
+    return portal_server.host, portal_server.second_host, iface, host_ip, node_ip
+
+
+def test_workers_on_the_second_server_join_compute_and_stop(portal_server: TestServer, alice, bob, run_portal, servers):
+    host, node, iface, host_ip, node_ip = servers
     env = str(portal_server.envs["a"])
-    (alice.laptop / "portal.yaml").write_text(f"hosts:\n  {host}:\n    scheduler_interface: {iface}\n")
 
     res = up(run_portal, alice, host, env, "--workers", "1", "--workers-on", node)
     print(res.stderr)
@@ -78,13 +85,9 @@ def test_workers_on_the_second_server_join_compute_and_stop(portal_server: TestS
 
 
 def test_pasted_explain_of_up_with_workers_on_starts_the_workers_there(portal_server: TestServer, alice,
-                                                                       run_portal, tmp_path):
-    if not portal_server.between or not portal_server.second_host:
-        pytest.skip("the test server has no second server on a net of its own")
-    host, node = portal_server.host, portal_server.second_host
-    iface, host_ip, node_ip = portal_server.between
+                                                                       run_portal, servers):
+    host, node, iface, host_ip, node_ip = servers
     env = str(portal_server.envs["a"])
-    (alice.laptop / "portal.yaml").write_text(f"hosts:\n  {host}:\n    scheduler_interface: {iface}\n")
     explained = run_portal(alice, "up", "--host", host, "--env", env, "--workers", "1", "--workers-on", node,
                            "--no-attach", "--explain")
     assert explained.rc == 0, explained.stderr

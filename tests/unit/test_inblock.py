@@ -22,14 +22,6 @@ def payload() -> dict:
     return plan.plan_payload(config.resolve(None, "h"), 1234)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "STATE_DIR", layout.portal_dir(str(tmp_path)))
-    monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
-    (tmp_path / ".portal").mkdir(mode=0o700)
-    return tmp_path
-
-
 def old_record(slot: int, env: str) -> dict:
     """An env as the earlier layout recorded it: 20-port slots, workers 4-11, nannies 12-19, no HTTP range."""
     base = BLOCK["start"] + 20 * slot

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from portal_tasks.remote import cluster, common, jupyter, layout
+from portal_tasks.remote import cluster, common, jupyter
 
 #: A listener of another uid: binds, prints its port, then prints every byte a connection brings.
 FOREIGN = r'''
@@ -111,13 +110,6 @@ def test_connect_owned_never_connects_to_another_uid(foreign_port):
     with pytest.raises(common.NotYours, match=r"another user, .*uid 65534"):
         common.connect_owned(port)
     assert proc.stdout is not None and proc.stdout.readline().startswith("NOTHING")
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "STATE_DIR", layout.portal_dir(str(tmp_path)))
-    monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
-    return tmp_path
 
 
 def test_each_jupyter_start_gets_a_new_private_token(home):

@@ -12,15 +12,6 @@ import pytest
 from portal_tasks.remote import cluster, common, layout, ports
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A home for the helper: ~/.portal and this server's directory in it (not made yet)."""
-    monkeypatch.setattr(common, "STATE_DIR", layout.portal_dir(str(tmp_path)))
-    monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
-    (tmp_path / ".portal").mkdir(mode=0o700)
-    return tmp_path
-
-
 def test_each_server_has_its_own_directory_and_shares_tls():
     a, b = layout.server_dir("/home/u/", "matagorda"), layout.server_dir("/home/u", "matagorda2")
     assert a == "/home/u/.portal/hosts/matagorda" and b == "/home/u/.portal/hosts/matagorda2"
