@@ -81,6 +81,8 @@ class Plan:
     def replan(self, asked: dict[str, Any]) -> None:
         prep = asked.get("cluster")
         if prep:
+            for note in prep.get("notes", []):  # why it moved (the second call's plan has no more to say)
+                self.target.say(f"{self.target.host}: {note}")
             if prep["reused"]:
                 self.sched = dict(prep["state"])
             else:
@@ -91,6 +93,8 @@ class Plan:
                 self.listen = prep.get("listen") or daskcmd.LOOPBACK
         lab = asked.get("jupyter")
         if lab:
+            for note in lab.get("notes", []):
+                self.target.say(f"{self.target.host}: {note}")
             if lab.get("taken"):
                 self.target.say(f"{self.target.host}: JupyterLab for env {self.spec!r}: {lab['taken']} "
                                 "Moving to another port.")
