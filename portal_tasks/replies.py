@@ -207,3 +207,6 @@ class Snapshot(TypedDict):
     windows: dict[str, Window] | None
     clusters: list[ClusterState]
     jupyters: list[JupyterState]
+    ports: NotRequired[PortsReport]  # these three when the snapshot was asked with the port plan
+    share: NotRequired[dict[str, Any]]
+    tls: NotRequired[dict[str, Any]]

@@ -12,7 +12,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .. import errors, tmux_commands
 from ..config import Settings
@@ -170,6 +170,36 @@ class Link(ABC):
             result = self.run_shell(command, input=data, timeout=timeout)
         return self._decode_helper(verb, result)
 
+    def helper_stream(self, verb: str, payload: Any, on_event: Callable[[dict[str, Any]], None], *,
+                      timeout: float | None = 300) -> Any:
+        """Call a verb that prints progress lines (``{"event": ...}``) before its reply: ``on_event``
+        gets each as it arrives (the laptop's progress stays live); returns the verb's result.
+
+        One round trip, like :meth:`helper` (installs the helper once when it is missing). An
+        exception from ``on_event`` ends the call (the helper sees its stdin close)."""
+        command = helper_command(self.settings.remote_python, verb)
+        data = payload_line(payload)
+        for attempt in (1, 2):
+            held = self._hold(command, data)
+            lines: list[str] = []
+            try:
+                while True:
+                    line = held.readline()
+                    if not line:
+                        break
+                    event = _event(line)
+                    if event is None:
+                        lines.append(line)
+                    else:
+                        on_event(event)
+            finally:
+                rc, err = held.finish()
+            if attempt == 1 and not lines and helper_missing(rc, err):
+                self._install_helper()
+                continue
+            return self._decode_helper(verb, Result(("helper", verb), rc, "\n".join(lines), err))
+        raise AssertionError("unreachable")
+
     def _decode_helper(self, verb: str, result: Result) -> Any:
         if result.rc == 127 or "command not found" in result.stderr:
             raise errors.RemoteCommandError(
@@ -218,6 +248,17 @@ class Link(ABC):
             yield
         finally:
             held.finish()
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    """A progress line of a streaming verb, or None for anything else (its reply, stray output)."""
+    if not line.startswith('{"'):
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and "event" in data else None
 
 
 class Held(ABC):

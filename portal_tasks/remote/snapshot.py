@@ -1,14 +1,18 @@
 """Verb ``snapshot``: everything warm ``up`` needs to know, in one call (one round trip).
 
-{session, env, manager} -> {facts, env (or env_error), windows, clusters, jupyters}: the probe,
-the env check, the session's windows with their foreground command and portal marker (None
-without the session), and every recorded cluster and Jupyter server of the user with health.
+{session, env, manager[, plan, key]} -> {facts, env (or env_error), windows, clusters, jupyters[,
+ports, share, tls]}: the probe, the env check, the session's windows with their foreground command
+and portal marker (None without the session), and every recorded cluster and Jupyter server of the
+user with health. With ``plan`` (the port plan's settings; ``first`` None: this user's own block)
+and the env's ``key`` it also brings what the laptop needs to plan a cold `up` without asking
+again: the env's ports (``ports-report``), the share's default for it (``share-report``) and the
+TLS files' status (``tls-status``).
 """
 
 import os
 import subprocess
 
-from . import cluster, envcheck, jupyter, system
+from . import cluster, envcheck, jupyter, layout, ports, share, system, tls
 from .common import Failure
 
 #: tmux list-windows format: name, foreground command, portal's marker (tab-separated).
@@ -42,6 +46,14 @@ def snapshot(payload):
     result["windows"] = windows(payload.get("session") or "portal") if result["facts"].get("tmux") else None
     result["clusters"] = cluster.describe({})
     result["jupyters"] = jupyter.listing({})
+    if payload.get("plan"):
+        plan = dict(payload["plan"])
+        if plan.get("first") is None:
+            plan["first"] = layout.block_index(os.getuid(), int(plan["slots"]))
+        key = payload.get("key")
+        result["ports"] = ports.report({"plan": plan, "key": key})
+        result["share"] = share.report({"plan": plan, "key": key})
+        result["tls"] = tls.tls_status({})
     return result
 
 

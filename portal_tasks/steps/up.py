@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import hostenv, progress
 from ..target import Explained, Target
-from . import browse, cluster, forward, jobs as jobs_step, nodes, warm as warm_step
+from . import boot, browse, cluster, forward, jobs as jobs_step, nodes, warm as warm_step
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
@@ -18,14 +18,15 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         job: dict[str, Any] | None = None) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
                                workers_on=workers_on, jobs=jobs, job=job)  # bad input: nothing started
-    warm, steps = None, _steps(target, env, jupyter)
+    warm, steps, snap = None, _steps(target, env, jupyter), None
     with progress.step("connect", target.host):
         target.link.connect()
         if target.settings.is_local:
             target.facts()
         else:  # one round trip says whether everything already runs (and brings the facts)
             spec = cluster.env_spec(target, env)
-            warm = warm_step.decide(target, spec, warm_step.snapshot(target, spec), [name for name, _ in steps],
+            snap = warm_step.snapshot(target, spec)
+            warm = warm_step.decide(target, spec, snap, [name for name, _ in steps],
                                     jupyter=jupyter, socket=socket, options=options)
             if cluster.beyond_host(options):  # the other servers and the queue are asked on the full path
                 warm = None
@@ -37,6 +38,8 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
                 for line in warm.kept[name]:
                     target.say(line)
         services = warm.services
+    elif snap is not None and boot.usable(target, snap, options):  # the host does it all in one call
+        services = boot.run(target, cluster.env_spec(target, env), snap, options, jupyter, socket, steps)
     else:
         _start(target, env, jupyter, socket, options)
         services = None

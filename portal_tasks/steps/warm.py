@@ -35,8 +35,12 @@ class Warm:
 
 def snapshot(target: Target, spec: str) -> Snapshot:
     """The host's answer to ``snapshot``; also fills the run's facts (so no separate probe)."""
+    from .. import plan
+
+    planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
     snap: Snapshot = target.link.helper("snapshot", {"session": target.settings.session, "env": spec,
-                                                     "manager": target.settings.env_manager})
+                                                     "manager": target.settings.env_manager,
+                                                     "plan": planned, "key": plan.env_key(spec)})
     target.cache.facts = snap["facts"]
     return snap
 

@@ -52,6 +52,14 @@ class FakeLink(Link):
         reply = self.replies[verb]
         return reply(payload) if callable(reply) else reply
 
+    def helper_stream(self, verb: str, payload: Any, on_event: Callable[[dict[str, Any]], None], *,
+                      timeout: float | None = 300) -> Any:
+        """A streaming verb: its canned reply is ``(events, result)`` (or a function of the payload making one)."""
+        events, result = self.helper(verb, payload, timeout=timeout)
+        for event in events:
+            on_event(event)
+        return result
+
     def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
         self.calls.append(("run", command))
         if self.shell is not None:

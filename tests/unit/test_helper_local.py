@@ -73,3 +73,49 @@ def test_lock_is_exclusive(link):
         order.append("first-released")
     t.join(10)
     assert order == ["first-released", "second"]
+
+
+def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_moved(link, tmp_path, monkeypatch):
+    """The ``up`` verb run for real here (tmux on a private socket): session and env window made from
+    the laptop's argv, one progress line each, then the host's port plan differs from the one sent
+    (nothing planned yet, so the sent one is wrong on purpose): it replans, the cluster never starts."""
+    import shutil
+    import subprocess
+
+    from portal_tasks import plan as plan_mod
+    from portal_tasks import tmux_commands as cmds
+    from portal_tasks.remote import layout
+
+    if not shutil.which("tmux"):
+        pytest.skip("no tmux here")
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("TMUX", raising=False)
+    facts = link.helper("probe", {})
+    planned = plan_mod.plan_payload(link.settings, facts["uid"])
+    server = layout.server_dir(facts["home"], facts["hostname"])
+    session = "portal-test"
+    window = {"name": "env-a", "keep": "marker", "marker": "env:a", "kill": cmds.kill_window(session, "env-a"),
+              "argv": [cmds.new_window(session, "env-a"), cmds.set_window_option(session, "env-a", cmds.MARKER, "env:a"),
+                       cmds.send_keys(session, "env-a", "echo hello")]}
+    wrong = {"scheduler_port": 1, "dashboard_port": 2, "worker_ports": [3, 4], "nanny_ports": [5, 6]}
+    payload = {"session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
+               "locks": ["cluster-a", f"window-{session}-env-a"], "tls": None, "env": {"window": window},
+               "cluster": {"env": "a", "ports": wrong, "expect": {"scheduler_host": "127.0.0.1"},
+                           "prepare": {"key": "a", "env": "a", "paths": layout.cluster_paths(server, "a"),
+                                       "plan": planned, "share": {"memory": None, "cores": 1, "workers": 1},
+                                       "interface": None}},
+               "ipython": {}}
+    seen = []
+    try:
+        result = link.helper_stream("up", payload, seen.append)
+        assert [e["event"] for e in seen] == ["tmux", "env", "replan"]
+        assert seen[0]["created"] is True and seen[1]["started"] is True
+        assert result["replan"]["cluster"]["ports"]["scheduler_port"] != 1
+        listed = subprocess.run(["tmux", "list-windows", "-t", "=" + session, "-F", "#{window_name} #{@portal}"],
+                                capture_output=True, text=True).stdout
+        assert "env-a env:a" in listed and "cluster-a" not in listed
+        seen.clear()  # the same plan again: the session and the env's window are kept
+        link.helper_stream("up", payload, seen.append)
+        assert seen[0]["created"] is False and seen[1]["started"] is False
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "=" + session], capture_output=True)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from portal_tasks import state
+from portal_tasks import tmux_commands as cmds
 from portal_tasks.config import resolve
 from portal_tasks.runner import Result
 from portal_tasks.steps import down, forward, ipython, tmux, up, warm
@@ -203,3 +204,96 @@ def test_down_of_one_env_keeping_its_cluster_leaves_the_rest(capsys: pytest.Capt
     assert ("helper", "cluster-list") not in link.calls and ("close",) not in link.calls
     assert [p for v, p in link.payloads if v == "jupyter-stop"] == [{"key": "a"}]
     assert capsys.readouterr().out == f"{HOST}: stopped jupyter a, window env-a, window ipython-a, window jupyter-a\n"
+
+
+# -- cold `up` in one host call (the helper's streaming ``up`` verb) ------------------------------
+
+BLOCK = {"index": 0, "start": 20000, "end": 20099}
+REPORT = {"uid": 1000, "block": BLOCK, "claimed": True, "envs": {}, "listening": [],
+          "would_be": dict(PORTS, http_ports=[20030, 20039])}
+COLD = dict(WARM, windows=None, clusters=[], ports=REPORT, share={"default_memory": 4 * GiB},
+            tls={"exists": True, "dir": "/home/alice/.portal/tls", "cert": None})
+PREP = {"reused": False, "ports": dict(PORTS, http_ports=[20030, 20039], http=list(range(20030, 20040))),
+        "listen": "127.0.0.1", "share": {"memory": 4 * GiB}, "notes": [], "was_recorded": False, "env_kind": "named",
+        "block": BLOCK}
+STATE = dict(CLUSTER, notes=[])
+
+
+def events(jupyter: bool = False, prep: dict[str, Any] = PREP) -> list[dict[str, Any]]:
+    out = [{"event": "tmux", "created": True}, {"event": "env", "started": True},
+           {"event": "cluster-starting", "prep": prep}, {"event": "ipython", "started": True}]
+    if jupyter:
+        out.append({"event": "jupyter", "entry": dict(LAB, started=True)})
+    return out + [{"event": "cluster-ready", "state": STATE}]
+
+
+def test_cold_up_is_the_snapshot_and_one_up_call(capsys: pytest.CaptureFixture[str]) -> None:
+    target, link, said = make({"snapshot": COLD, "up": (events(), {"cluster": STATE, "cluster_notes": []})})
+    up.run(target, env="a", attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert len(link.host_calls()) <= 3
+    assert ("forward", 20001, "127.0.0.1:20001") in link.calls
+    plan = dict(link.payloads)["up"]
+    assert plan["tls"] is None  # the host has the files
+    assert sorted(plan["locks"]) == ["cluster-a", "window-portal-env-a", "window-portal-ipython-a"]
+    window = plan["cluster"]["window"]
+    assert window["argv"][0] == cmds.new_window("portal", "cluster-a", None)
+    assert all(argv[:2] == ["tmux", "send-keys"] for argv in window["argv"][1:])
+    ipy = plan["ipython"]["window"]["argv"][0]
+    assert "DASK_SCHEDULER_ADDRESS=tls://127.0.0.1:20000" in ipy
+    assert said[0] == f"{HOST}: tmux session 'portal' created."
+    assert said[-1].startswith(f"{HOST}: started Dask cluster for env a: tls://127.0.0.1:20000")
+    assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
+
+
+def test_cold_up_sends_a_new_tls_set_on_stdin_only_when_the_host_has_none() -> None:
+    snap = dict(COLD, tls={"exists": False, "dir": "/home/alice/.portal/tls"})
+    target, link, said = make({"snapshot": snap, "up": ([{"event": "tls", "status": {"installed": True,
+                                                                                   "dir": "/home/alice/.portal/tls"}},
+                                                         *events()], {"cluster": STATE})})
+    up.run(target, env="a", attach=False, browser=False)
+    plan = dict(link.payloads)["up"]
+    assert set(plan["tls"]["files"]) == {"ca.pem", "cert.pem", "key.pem"} and plan["tls"]["replace"] is False
+    assert f"{HOST}: made your TLS certificate in /home/alice/.portal/tls (Dask accepts only it)." in said
+
+
+def test_cold_up_with_jupyter_plans_the_lab_on_the_envs_port() -> None:
+    target, link, said = make({"snapshot": COLD, "up": (events(jupyter=True), {"cluster": STATE, "jupyter": LAB})})
+    up.run(target, env="a", jupyter=True, attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    lab = dict(link.payloads)["up"]["jupyter"]
+    assert lab["port"] == 20002
+    assert "--port=20002" in lab["window"]["argv"][-1][4]
+    assert [c for c in link.calls if c[0] == "forward"] == [("forward", 20001, "127.0.0.1:20001"),
+                                                           ("forward", 20002, "127.0.0.1:20002")]
+    assert f"{HOST}: JupyterLab for env 'a' started in window jupyter-a: {LAB['url']}" in said
+
+
+def test_ports_the_host_gave_otherwise_make_a_second_call_with_them() -> None:
+    moved = dict(PREP, ports=dict(PREP["ports"], scheduler_port=20030, dashboard_port=20031))
+    replies = iter([([{"event": "tmux", "created": True}, {"event": "env", "started": True},
+                      {"event": "replan", "cluster": {"scheduler_port": 20030}}], {"replan": {"cluster": moved}}),
+                    (events(prep=moved), {"cluster": dict(STATE, scheduler_port=20030, dashboard_port=20031,
+                                                          address="tls://127.0.0.1:20030")})])
+    target, link, said = make({"snapshot": COLD, "up": lambda payload: next(replies)})
+    up.run(target, env="a", attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up"), ("helper", "up")]
+    first, second = [p for v, p in link.payloads if v == "up"]
+    assert first["cluster"]["ports"]["scheduler_port"] == 20000
+    assert second["cluster"]["ports"]["scheduler_port"] == 20030
+    assert "DASK_SCHEDULER_ADDRESS=tls://127.0.0.1:20030" in second["ipython"]["window"]["argv"][0]
+    assert said.count(f"{HOST}: tmux session 'portal' created.") == 1  # each step says its lines once
+    assert ("forward", 20031, "127.0.0.1:20031") in link.calls
+
+
+def test_a_failure_of_the_up_call_is_one_error_and_starts_nothing_more() -> None:
+    from portal_tasks.errors import ClusterError
+
+    def fail(payload: Any) -> Any:
+        raise ClusterError("env a: the cluster did not come up within 90s.", host=HOST)
+
+    target, link, _ = make({"snapshot": COLD, "up": fail})
+    with pytest.raises(ClusterError, match="did not come up"):
+        up.run(target, env="a", attach=False, browser=False)
+    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert not [c for c in link.calls if c[0] == "forward"]

@@ -1,0 +1,259 @@
+"""Verb ``up``: carry out the host-side plan of a cold ``portal up`` in one call, streaming progress.
+
+The laptop plans (ports, windows, the lines typed into them, all from the builders ``--explain``
+prints) and sends the plan on stdin; this runs it here: TLS files, the tmux session, the env's
+window, the cluster (``cluster-prepare``, its window, ``cluster-wait``), IPython, JupyterLab
+(``jupyter-prepare``, its window, ``jupyter-wait``). The tmux argv come built in the plan and run
+here with subprocess (no ssh per tmux call). Dask, IPython and JupyterLab boot side by side.
+
+Each finished step prints one JSON line ``{"event": STEP, ...}`` (flushed) before the final
+``{"ok": ..., "result": ...}``. When the host gives the cluster (or JupyterLab) other ports than
+the laptop planned with (someone took one meanwhile), nothing is started with the old plan: the
+result is ``{"replan": {...}}`` with what the host gave, and the laptop sends the plan again.
+
+The same host locks as the single steps are held (``cluster-KEY``, ``window-SESSION-NAME``), all
+taken at the start in sorted order (two `up` at once never hold them crosswise).
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from . import cluster, jupyter, ports, snapshot, tls
+from .common import Failure, listeners, locked
+
+#: tmux runs with a UTF-8 locale (its output is parsed).
+TMUX_ENV = dict(os.environ, LC_ALL="C.UTF-8")
+#: Shells at their prompt (a window running one of these is idle).
+SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
+#: The cluster's ports the lines typed into its window depend on.
+CLUSTER_PORTS = ("scheduler_port", "dashboard_port", "worker_ports", "nanny_ports", "http_ports", "http")
+
+
+def emit(event, **data):
+    """One progress line for the laptop, flushed at once."""
+    sys.stdout.write(json.dumps(dict(data, event=event)) + "\n")
+    sys.stdout.flush()
+
+
+def tmux(argv, timeout=15):
+    """Run a tmux argv (as built on the laptop, ``tmux ...``) here; (ok, stdout, stderr)."""
+    try:
+        out = subprocess.run(["tmux", "-u"] + list(argv[1:]), capture_output=True, text=True, timeout=timeout,
+                             env=TMUX_ENV, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, "", str(exc)
+    return out.returncode == 0, out.stdout, out.stderr.strip()
+
+
+def must(argv, what):
+    ok, out, err = tmux(argv)
+    if not ok:
+        raise Failure("tmux refused %s: %s" % (what, err or "no reason given"), "TmuxError",
+                      "Run `%s` on the host by hand to see why." % " ".join(argv))
+    return out
+
+
+def ensure_session(plan):
+    """(created) the session: an existing one is reused; one another portal made meanwhile too."""
+    if tmux(plan["has"])[0]:
+        return False
+    ok, _, err = tmux(plan["new"])
+    if ok:
+        return True
+    if tmux(plan["has"])[0]:
+        return False
+    raise Failure("tmux could not create session %r: %s" % (plan["name"], err), "TmuxError",
+                  "Run `tmux new-session -d` on the host by hand to see why.")
+
+
+def foreground(session, name):
+    entry = (snapshot.windows(session) or {}).get(name)
+    return None if entry is None else entry["command"]
+
+
+def busy(session, name):
+    command = foreground(session, name)
+    return bool(command) and command not in SHELLS
+
+
+def tail(session, name, lines=5):
+    ok, out, _ = tmux(["tmux", "capture-pane", "-p", "-t", "=%s:=%s" % (session, name)])
+    if not ok:
+        return ""
+    text = [line.strip() for line in out.splitlines() if line.strip()]
+    return " / ".join(text[-lines:])
+
+
+def open_window(session, window):
+    """Type the window's lines unless it is kept ({keep: "marker" | "busy" | "never"}); True when typed now."""
+    entry = (snapshot.windows(session) or {}).get(window["name"])
+    if entry is not None:
+        keep = window.get("keep")
+        if keep == "marker" and entry["marker"] == window.get("marker"):
+            return False
+        if keep == "busy" and entry["command"] and entry["command"] not in SHELLS:
+            return False
+        tmux(window["kill"])
+    for argv in window["argv"]:
+        must(argv, "window %s (%s)" % (window["name"], argv[1]))
+    return True
+
+
+def differs(planned, given, names):
+    return {name: given.get(name) for name in names if list_or(planned.get(name)) != list_or(given.get(name))}
+
+
+def list_or(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+class Waiter(threading.Thread):
+    """A wait that runs beside the others; ``result()`` re-raises its Failure here."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.value, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn()
+        except Failure as exc:
+            self.error = exc
+        except Exception as exc:  # a bug: still one line on the laptop
+            self.error = Failure("portal's helper failed: %s: %s" % (type(exc).__name__, exc))
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _cluster_wait(session, plan, prep):
+    payload = dict(plan["wait"], ports=prep["ports"], listen=prep["listen"], block=prep.get("block"))
+    try:
+        return cluster.wait(payload)
+    except Failure as exc:
+        shows = tail(session, plan["window"]["name"])
+        raise Failure("env %s: %s Window %s shows: %s" % (plan["env"], exc.message, plan["window"]["name"],
+                                                          shows or "nothing"), exc.kind,
+                      "Attach with `tmux attach -t %s` to look." % session)
+
+
+def _ipython_wait(session, plan):
+    deadline = time.monotonic() + float(plan.get("seconds", 30))
+    while not busy(session, plan["window"]["name"]):
+        if time.monotonic() >= deadline:
+            raise Failure("IPython did not start in window %s (%s)." % (plan["window"]["name"],
+                                                                        tail(session, plan["window"]["name"])),
+                          "EnvError", "Attach (tmux attach -t %s) and look at window %s." % (session,
+                                                                                         plan["window"]["name"]))
+        time.sleep(0.1)
+    return True
+
+
+def _jupyter_wait(session, plan):
+    name = plan["window"]["name"]
+    deadline = time.monotonic() + float(plan.get("seconds", 90))
+    while time.monotonic() < deadline:
+        entry = jupyter.wait({"key": plan["key"], "timeout": 3})
+        if entry and (entry.get("healthy") or entry.get("taken")):
+            return entry
+        if not busy(session, name):
+            time.sleep(0.5)  # the shell may still be starting it; look once more
+            if not busy(session, name):
+                why = tail(session, name) if foreground(session, name) is not None else "its window is gone"
+                raise Failure("JupyterLab for env %r exited (%s)." % (plan["env"], why), "JupyterError",
+                              "Attach and look at window %s." % name)
+    raise Failure("JupyterLab for env %r did not answer within %gs." % (plan["env"], float(plan.get("seconds", 90))),
+                  "JupyterError", "Attach (tmux attach -t %s) and look at window %s." % (session, name))
+
+
+def up(payload):
+    session = payload["session"]["name"]
+    with contextlib.ExitStack() as held:
+        for name in sorted(set(payload.get("locks") or [])):
+            held.enter_context(locked(name, float(payload.get("lock_timeout", 150))))
+        return _up(payload, session)
+
+
+def _up(payload, session):
+    result = {}
+    if payload.get("tls"):
+        result["tls"] = tls.tls_install(payload["tls"])
+        emit("tls", status=result["tls"])
+    emit("tmux", created=ensure_session(payload["session"]))
+    env = payload.get("env")
+    if env:
+        emit("env", started=open_window(session, env["window"]))
+
+    plan = payload["cluster"]
+    prep = cluster.prepare(plan["prepare"])
+    if prep["reused"]:
+        given = prep["state"]
+        moved = differs(plan["expect"], dict(given, scheduler_host=given.get("scheduler_host") or "127.0.0.1"),
+                        ("scheduler_port", "dashboard_port", "scheduler_host"))
+    else:
+        moved = differs(plan["ports"], prep["ports"], CLUSTER_PORTS)
+        moved.update(differs(plan["expect"], {"scheduler_host": prep["listen"], "budget": int(prep["share"]["memory"]),
+                                              "env_kind": prep.get("env_kind")}, ("scheduler_host", "budget", "env_kind")))
+    if moved:  # the lines were planned with other ports: nothing starts with them
+        emit("replan", cluster=moved)
+        return {"replan": {"cluster": prep}}
+    if not prep["reused"]:
+        open_window(session, plan["window"])
+    emit("cluster-starting", prep=prep)
+    booting = None if prep["reused"] else Waiter(lambda: _cluster_wait(session, plan, prep))
+
+    lab = payload.get("jupyter")
+    lab_wait, replan = None, {}
+    if lab:  # set going before IPython's wait, so JupyterLab boots beside Dask
+        lab_wait, replan, result["jupyter"] = _start_lab(session, lab)
+
+    ipy = payload["ipython"]
+    started = open_window(session, ipy["window"])
+    if started:
+        _ipython_wait(session, ipy)
+    emit("ipython", started=started)
+
+    if lab:
+        if lab_wait is not None:
+            entry = lab_wait.result()
+            if entry.get("taken"):
+                replan["jupyter"] = {"taken": entry["taken"], "port": entry.get("port")}
+            else:
+                result["jupyter"] = dict(entry, started=True)
+        emit("jupyter", entry=result.get("jupyter"), replan=replan.get("jupyter"))
+    result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
+    result["cluster_notes"] = prep.get("notes", [])
+    emit("cluster-ready", state=result["cluster"])
+    if replan:
+        result["replan"] = replan
+    return result
+
+
+def _start_lab(session, lab):
+    """(waiter or None, replan, kept entry or None): JupyterLab set going on the planned port, or kept."""
+    entry = jupyter.status({"key": lab["key"]})
+    if entry and entry.get("healthy") and bool(entry.get("socket")) == bool(lab.get("socket")):
+        return None, {}, dict(entry, started=False)
+    port = None
+    if not lab.get("socket"):
+        reply = ports.assign({"plan": lab["plan"], "key": lab["key"], "env": lab["env"], "check": ["jupyter_port"]})
+        port = int(reply["ports"]["jupyter_port"])
+        if port != lab.get("port"):
+            return None, {"jupyter": {"port": port, "notes": reply.get("notes", [])}}, None
+        lab["notes"] = reply.get("notes", [])
+        emit("jupyter-port", notes=lab["notes"])
+    jupyter.prepare({"key": lab["key"], "env": lab["env"], "port": port, "socket": bool(lab.get("socket"))})
+    open_window(session, lab["window"])
+    return Waiter(lambda: _jupyter_wait(session, lab)), {}, None
+
+
+VERBS = {"up": up}
