@@ -325,12 +325,17 @@ def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=N
     """A socket connected to host:port (a local address), only when the user's own listener (pid in ``pids``) holds it.
 
     Check, connect, check: nothing is connected to unless the user's own listener holds the port
-    (``found``: the caller's fresh ``listeners()``, else read now); once connected, the listener
-    seen before (if one was: a server may bind in between) still holds the port (the same socket
-    inodes, so the same process), and the kernel's row for the other end of this very connection
-    belongs to the user. Raises NotYours (nothing was sent) or OSError (nothing listens).
+    (``found``: the caller's fresh ``listeners()``, else read now; nothing listening yet is
+    ConnectionRefusedError without a connection, since whoever binds next may be anyone); once
+    connected, the listener seen before still holds the port (the same socket inodes, so the same
+    process), and the kernel's row for the other end of this very connection belongs to the user.
+    Raises NotYours (nothing was sent) or OSError (nothing listens).
     """
     before = listeners() if found is None else found
+    if not _held(port, before) and found is not None:  # the caller's look may be older than a new listener
+        before = listeners()
+    if not _held(port, before):  # nothing to check yet: no connection at all (whoever binds next may be anyone)
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "nothing listens on port %s yet" % port)
     problem = holder_problem(port, before, pids)
     if problem:
         raise NotYours(port, problem, expected)
@@ -338,9 +343,7 @@ def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=N
     try:
         rows = tcp_rows()
         now = [r for r in rows if r["state"] == LISTEN and r["local"][1] == port]
-        if not _held(port, before):  # it bound after the first look: who is it, which process?
-            problem = holder_problem(port, listeners(rows), pids)
-        elif _held(port, before) != sorted(r["inode"] for r in now):
+        if _held(port, before) != sorted(r["inode"] for r in now):
             problem = "a listener that replaced yours while portal connected"
         mine = sock.getsockname()[1]
         peer = [r for r in rows if r["local"][1] == port and r["remote"][1] == mine and r["state"] != LISTEN]

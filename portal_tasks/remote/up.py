@@ -225,8 +225,12 @@ def _up(payload, session):
     if lab:
         if lab_wait is not None:
             entry = lab_wait.result()
-            if entry.get("taken"):
-                replan["jupyter"] = {"taken": entry["taken"], "port": entry.get("port")}
+            if entry.get("taken"):  # the next free port of the block comes with it: one more call, not two
+                replan["jupyter"] = {"taken": entry["taken"], "port": None, "notes": []}
+                if not lab.get("socket"):
+                    moved = ports.assign({"plan": lab["plan"], "key": lab["key"], "env": lab["env"],
+                                          "check": ["jupyter_port"]})
+                    replan["jupyter"].update(port=int(moved["ports"]["jupyter_port"]), notes=moved.get("notes", []))
             else:
                 result["jupyter"] = dict(entry, started=True)
         emit("jupyter", entry=result.get("jupyter"), replan=replan.get("jupyter"))

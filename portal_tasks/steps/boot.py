@@ -98,7 +98,7 @@ class Plan:
             if lab.get("taken"):
                 self.target.say(f"{self.target.host}: JupyterLab for env {self.spec!r}: {lab['taken']} "
                                 "Moving to another port.")
-                self.lab_port = None  # the next call says which one the host gives
+                self.lab_port = int(lab["port"]) if lab.get("port") else None  # None: the next call says
             else:
                 self.lab_port = int(lab["port"])
 

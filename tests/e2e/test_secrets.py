@@ -170,7 +170,7 @@ def test_a_co_user_polling_process_arguments_sees_no_key_and_no_token(portal_ser
     first_set = tls_texts(portal_server, alice)
     tokens = jupyter_tokens(portal_server, alice)
     secrets = [line for text in first_set.values() for line in pem_lines(text)] + tokens
-    assert_nothing_secret(first_up, secrets, "tls-install", alice)
+    assert_nothing_secret(first_up, secrets, "up", alice)  # the one call whose payload carries the new TLS set
 
     handed = record.read_text().split()
     assert len(handed) == 2 and not [u for u in handed if any(t in u for t in tokens)], handed

@@ -89,19 +89,25 @@ def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch)
             common.connect_owned(srv.getsockname()[1])
 
 
-def test_connect_owned_accepts_my_server_that_bound_between_check_and_connect(monkeypatch):
-    real = common.listeners
-    calls: list[int] = []
-
-    def late(rows=None):
-        calls.append(1)
-        return real(rows) if len(calls) > 1 else []  # nothing listened at the first look
-
-    monkeypatch.setattr(common, "listeners", late)
+def test_connect_owned_does_not_connect_when_nothing_listened_at_its_look(monkeypatch):
+    """A listener that binds after the look may be anyone's (a co-user races for planned ports): no
+    connection at all, the caller polls again."""
+    monkeypatch.setattr(common, "listeners", lambda rows=None: [])  # nothing listened at the look
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
-        with common.connect_owned(srv.getsockname()[1], [os.getpid()]) as conn:
+        srv.settimeout(0.3)
+        with pytest.raises(ConnectionRefusedError, match="nothing listens"):
+            common.connect_owned(srv.getsockname()[1], [os.getpid()])
+        with pytest.raises(socket.timeout):
+            srv.accept()  # not one connection reached it
+
+
+def test_connect_owned_looks_again_when_the_callers_look_saw_nothing():
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        with common.connect_owned(srv.getsockname()[1], [os.getpid()], found=[]) as conn:  # an older look
             assert conn.getpeername()[1] == srv.getsockname()[1]
 
 
