@@ -6,7 +6,8 @@ and portal marker (None without the session), and every recorded cluster and Jup
 user with health. With ``plan`` (the port plan's settings; ``first`` None: this user's own block)
 and the env's ``key`` it also brings what the laptop needs to plan a cold `up` without asking
 again: the env's ports (``ports-report``), the share's default for it (``share-report``) and the
-TLS files' status (``tls-status``).
+TLS files' status (``tls-status``). With ``sessions`` (``status``) also every tmux session of the
+user with its windows.
 """
 
 import os
@@ -37,6 +38,28 @@ def windows(session):
     return found
 
 
+#: tmux list-windows -a format for `status`: session, window, foreground command, pane pid (tab-separated).
+SESSIONS_FORMAT = "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"
+
+
+def sessions():
+    """Every tmux session of the user with its windows (for ``status``): [{name, windows: [...]}]."""
+    argv = ["tmux", "-u", "list-windows", "-a", "-F", SESSIONS_FORMAT]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, env=dict(os.environ, LC_ALL="C.UTF-8"))
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found = {}
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        parts = line.split("\t")
+        if len(parts) != 4:
+            continue
+        name, window, command, pid = parts
+        entry = found.setdefault(name, {"name": name, "windows": []})
+        entry["windows"].append({"name": window, "command": command, "pid": int(pid) if pid.isdigit() else None})
+    return list(found.values())
+
+
 def snapshot(payload):
     result = {"facts": system.probe({})}
     try:
@@ -54,6 +77,8 @@ def snapshot(payload):
         result["ports"] = ports.report({"plan": plan, "key": key})
         result["share"] = share.report({"plan": plan, "key": key})
         result["tls"] = tls.tls_status({})
+    if payload.get("sessions"):  # `status`: every session of the user, not only portal's
+        result["sessions"] = sessions() if result["facts"].get("tmux") else []
     return result
 
 

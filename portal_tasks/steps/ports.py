@@ -13,7 +13,13 @@ LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 def run(target: Target) -> dict[str, Any]:
     """The plan and what is in use (read-only; the block is claimed by the first `cluster`/`jupyter`)."""
     facts = target.facts()
-    raw = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, facts["uid"])})
+    return from_report(target, target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings,
+                                                                                             facts["uid"])}))
+
+
+def from_report(target: Target, raw: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run`'s report from a ``ports-report`` answer (also the snapshot's ``ports``)."""
+    facts = target.facts()
     block = raw["block"]
     sockets = raw["listening"]
     envs = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .. import state
+from .. import plan, state
 from ..plan import format_bytes
 from ..services import probe_url
 from ..target import Target
@@ -44,19 +44,24 @@ def forwards(target: Target) -> list[dict[str, Any]]:
 
 
 def run(target: Target) -> dict[str, Any]:
-    from . import cluster, jupyter, ports
+    """Everything from one ``snapshot`` call (sessions, clusters, Jupyter, ports, share), then the forwards."""
+    from . import cluster, ports
 
-    facts = target.facts()
+    planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
+    snap = target.link.helper("snapshot", {"session": target.settings.session, "env": None, "plan": planned,
+                                           "key": None, "sessions": True})
+    target.cache.facts = snap["facts"]
+    facts = snap["facts"]
     return {
         "host": target.host,
         "user": facts["user"],
         "uid": facts["uid"],
-        "sessions": sessions(target),
-        "clusters": cluster.describe(target),
-        "jupyter": jupyter.describe(target),
+        "sessions": [dict(s, portal=s["name"] == target.settings.session) for s in snap.get("sessions") or []],
+        "clusters": [cluster.describe_entry(c) for c in snap["clusters"]],
+        "jupyter": list(snap["jupyters"] or []),
         "forwards": forwards(target),
-        "ports": ports.run(target),
-        "share": cluster.share_report(target),
+        "ports": ports.from_report(target, snap["ports"]),
+        "share": snap["share"],
         "exposure": EXPOSURE.format(host=target.host),
     }
 

@@ -297,3 +297,21 @@ def test_a_failure_of_the_up_call_is_one_error_and_starts_nothing_more() -> None
         up.run(target, env="a", attach=False, browser=False)
     assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
     assert not [c for c in link.calls if c[0] == "forward"]
+
+
+def test_status_is_one_snapshot_call_with_every_session() -> None:
+    from portal_tasks.steps import status
+
+    block = {"index": 0, "start": 20000, "end": 20099}
+    snap = dict(WARM, sessions=[{"name": "portal", "windows": [{"name": "env-a", "command": "bash", "pid": 5}]},
+                                {"name": "mine", "windows": [{"name": "vim", "command": "vim", "pid": 6}]}],
+                ports={"block": block, "uid": 1000, "claimed": True, "envs": {"a": dict(PORTS, env="a", slot=0)},
+                       "listening": [{"addr": "127.0.0.1", "port": 20000}, {"addr": "127.0.0.1", "port": 40000}]},
+                share={"caps": {}, "users": [], "trusted": True, "free_memory": 0})
+    target, link, _ = make({"snapshot": snap})
+    report = status.run(target)
+    assert link.host_calls() == [("helper", "snapshot")]
+    assert [p["sessions"] for v, p in link.payloads if v == "snapshot"] == [True]
+    assert [(s["name"], s["portal"]) for s in report["sessions"]] == [("portal", True), ("mine", False)]
+    assert report["clusters"][0]["address"] == "tls://127.0.0.1:20000" and report["user"] == "alice"
+    assert (report["ports"]["listening"], report["ports"]["listening_in_block"]) == (2, 1)
