@@ -83,3 +83,30 @@ def _lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+HELPERS_FILE = "helpers.json"
+
+
+def helper_known(host: str) -> str | None:
+    """The digest of the helper portal last ran on ``host`` from this laptop (None: none known)."""
+    try:
+        found = json.loads((cache_dir() / HELPERS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    value = found.get(host) if isinstance(found, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def remember_helper(host: str, digest: str) -> None:
+    """Note that ``host`` runs this portal's helper (so later calls send no archive)."""
+    if helper_known(host) == digest:
+        return
+    path = cache_dir() / HELPERS_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = {}
+    found = found if isinstance(found, dict) else {}
+    found[host] = digest
+    write_atomic(str(path), json.dumps(found, indent=1, sort_keys=True).encode())

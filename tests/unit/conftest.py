@@ -17,3 +17,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
     (tmp_path / ".portal").mkdir(mode=0o700)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def laptop_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each unit test's laptop cache (forwards, hosts, known helpers) of its own, never the developer's."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    return path

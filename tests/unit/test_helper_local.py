@@ -119,3 +119,39 @@ def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_m
         assert seen[0]["created"] is False and seen[1]["started"] is False
     finally:
         subprocess.run(["tmux", "kill-session", "-t", "=" + session], capture_output=True)
+
+
+def _count_shell_calls(link, monkeypatch):
+    calls = []
+    real = link.run_shell
+
+    def counted(command, *, input=None, timeout=None):
+        calls.append((command, len(input or b"")))
+        return real(command, input=input, timeout=timeout)
+
+    monkeypatch.setattr(link, "run_shell", counted)
+    return calls
+
+
+def test_the_first_call_carries_the_helper_with_it_in_one_round_trip(link, tmp_path, monkeypatch):
+    from portal_tasks import state
+
+    calls = _count_shell_calls(link, monkeypatch)
+    digest, archive = helper_archive()
+    assert link.helper("ping", {}) is not None
+    assert len(calls) == 1 and calls[0][1] > len(archive)  # archive and payload on one stdin
+    installed = next((tmp_path / ".portal" / "bin").glob("remote-*.pyz"))
+    assert installed.read_bytes() == archive and oct(installed.stat().st_mode & 0o777) == "0o600"
+    assert state.helper_known("localhost") == digest
+    link.helper("ping", {})
+    assert len(calls) == 2 and calls[1][1] < 100  # known now: the payload alone
+
+
+def test_a_helper_already_there_reads_its_payload_after_the_archive(link, tmp_path, monkeypatch):
+    from portal_tasks import state
+
+    link.helper("ping", {})
+    (state.cache_dir() / state.HELPERS_FILE).unlink()  # this laptop forgot; the host still has it
+    with pytest.raises(Exception, match="not found"):  # the payload arrived whole: the env it names is looked for
+        link.helper("env-check", {"env": str(tmp_path / "nosuch-env")})
+    assert len(list((tmp_path / ".portal" / "bin").glob("remote-*"))) == 1  # no second copy, no leftovers

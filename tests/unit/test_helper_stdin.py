@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from portal_tasks.config import resolve
-from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, helper_command, helper_missing, helper_path,
+from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, helper_archive, helper_command, helper_missing, helper_path,
                                     install_script, payload_line)
 from portal_tasks.link.local import LocalLink
 from portal_tasks.link.openssh import command_argv
@@ -64,7 +64,9 @@ def test_a_secret_payload_goes_on_stdin_not_in_the_argv():
     [(command, data)] = link.calls
     argv = link.command_argv(command)
     assert not any("PRIVATE KEY" in part or "MIGHAg" in part for part in argv), argv
-    assert isinstance(data, bytes) and json.loads(data)["files"]["key.pem"] == SECRET
+    assert isinstance(data, bytes)  # the first call here also carries the helper archive, the payload last
+    archive = helper_archive()[1]
+    assert data.startswith(archive) and json.loads(data[len(archive):])["files"]["key.pem"] == SECRET
 
 
 def run_main(argv: list[str], stdin: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
