@@ -24,7 +24,7 @@ import threading
 import time
 
 from . import cluster, jupyter, ports, snapshot, tls
-from .common import Failure, listeners, locked
+from .common import Failure, locked
 
 #: tmux runs with a UTF-8 locale (its output is parsed).
 TMUX_ENV = dict(os.environ, LC_ALL="C.UTF-8")
