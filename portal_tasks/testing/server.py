@@ -7,21 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portal_tasks.errors import PortalError
 from portal_tasks.runner import Result, run
+from portal_tasks.testing.errors import TestServerError, TestServerUnavailable
 
 if TYPE_CHECKING:
     from portal_tasks.testing.slurm import SlurmCluster
 
-
-class TestServerError(PortalError):
-    """The test server could not be set up or torn down."""
-
-    __test__ = False  # not a pytest test class
-
-
-class TestServerUnavailable(TestServerError):
-    """This backend cannot run here (not root, no Docker engine, ...); tests skip with the reason."""
+#: the errors live in testing/errors.py (so slurm.py needs nothing of this module); imported from here too
+__all__ = ["TestServer", "TestServerError", "TestServerUnavailable", "TestUser", "close_masters"]
 
 
 def close_masters(*places: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from portal_tasks.runner import Result, run
 from portal_tasks.testing.procs import kill_and_wait, pid_alive
-from portal_tasks.testing.server import TestServerError
+from portal_tasks.testing.errors import TestServerError
 from portal_tasks.testing.waiting import retry_until
 
 BINARIES = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch", "/usr/bin/scontrol")
