@@ -11,7 +11,7 @@ nothing with the old plan; the plan is made again with what the host gave and se
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import daskcmd, envs, hostenv, plan, progress, tls
 from .. import tmux_commands as cmds
@@ -212,6 +212,30 @@ def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jupy
         order: list[tuple[str, str]]) -> list[Service]:
     """Start what is missing in one streaming call (more only when the host moved a port); the services
     to forward (this env's just started, the others' from the snapshot)."""
+    with _each_line_once(target):
+        return _run(target, spec, snap, options, jupyter, socket, order)
+
+
+@contextlib.contextmanager
+def _each_line_once(target: Target) -> Iterator[None]:
+    """The same note (a claims directory portal cannot trust, ...) is said once per `up`, though both the
+    snapshot and the `up` call (and a second one after a re-plan) report it."""
+    plain, said = target.say, set()
+
+    def once(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            plain(line)
+
+    target.say = once
+    try:
+        yield
+    finally:
+        target.say = plain
+
+
+def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jupyter: bool, socket: bool,
+         order: list[tuple[str, str]]) -> list[Service]:
     planned = Plan(target, spec, snap, options, jupyter, socket)
     hostenv.require(target, planned.env, "IPython", "ipython")
     if jupyter:
