@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
+from .errors import ClusterError
 from .plan import EnvPorts
 from .remote import layout
 from .remote.layout import CLUSTER_MARK
@@ -40,6 +41,14 @@ class ClusterSpec:
     @property
     def address(self) -> str:
         return f"tls://{self.listen}:{self.ports.scheduler_port}"
+
+
+def require_reachable(host: str, state: Mapping[str, Any], spec_text: str, who: str, again: str) -> None:
+    """ClusterError when the env's cluster (``state``) listens on loopback only, so ``who`` (other servers,
+    batch jobs) cannot reach it; ``again``: what to `up` with after `down`."""
+    if (state.get("scheduler_host") or LOOPBACK) == LOOPBACK:
+        raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so {who} cannot reach it.",
+                           host=host, hint=f"`portal down --env {spec_text}`, then up again with {again}.")
 
 
 def _tls_args(tls: TlsPaths) -> list[str]:

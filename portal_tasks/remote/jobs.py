@@ -88,36 +88,56 @@ def scripts(payload, names):
 
 def script_verb(payload):
     """Verb ``jobs-script`` (read-only, for --explain): the scripts that ``jobs-submit`` would submit."""
-    record = read_record(payload["key"]) or {}
-    first = int(record.get("next", 0))
-
-    names = [job_name(payload["key"], first + i) for i in range(int(payload["count"]))]
+    names = _names(payload["key"], read_record(payload["key"]) or {}, int(payload["count"]))
     reply = scripts(payload, names)
     return {"scripts": reply["scripts"], "submit": reply["submit"], "names": names}
 
 
+def _names(key, record, count):
+    """Names of the next ``count`` jobs of env ``key`` (numbered on from the record's)."""
+    first = int(record.get("next", 0))
+    return [job_name(key, first + i) for i in range(count)]
+
+
+def _live(record):
+    """The recorded jobs the queue still lists (all of them where this system's queue is not asked)."""
+    states = queue_states(record.get("system"), [j["id"] for j in record["jobs"]])
+    return [j for j in record["jobs"] if states is None or j["id"] in states]
+
+
+def _forget(key, record, gone, keep):
+    """Cancel ``gone``, keep only ``keep`` of the record (the jobs the queue no longer lists go too)."""
+    _cancel(record.get("cancel") or "scancel", [j["id"] for j in gone])
+    for job in record["jobs"]:
+        if job not in keep and os.path.isfile(job.get("script", "")):
+            os.unlink(job["script"])
+    record["jobs"] = keep
+    if keep:
+        write_json(record_path(key), record)
+    elif os.path.isfile(record_path(key)):
+        os.unlink(record_path(key))
+    return [j["id"] for j in gone]
+
+
 def submit(payload):
-    """Verb ``jobs-submit``: ``count`` more worker jobs for the env's cluster (or, with ``want``, as many as
-    make that many live); their ids are kept.
+    """Verb ``jobs-submit``: as many worker jobs as make ``want`` live ones for the env's cluster; with
+    ``exact``, the newest extra ones are cancelled too. Ids are kept in the per-server state.
 
     A refusal of the batch system is one line with its own words; jobs of this call already
     submitted are cancelled again, so a failed call leaves nothing queued.
     """
-    key = payload["key"]
+    key, want = payload["key"], int(payload["want"])
     with locked("jobs-" + key):
         record = read_record(key) or {"jobs": [], "next": 0}
         if record["jobs"] and record.get("scheduler") != payload["scheduler"]:  # jobs of a replaced cluster
-            _cancel(record.get("cancel") or "scancel", [j["id"] for j in record["jobs"]])
-            record["jobs"] = []
-        count = int(payload["count"])
-        if payload.get("want") is not None:  # as many as make ``want`` live ones
-            states = queue_states(record.get("system") or payload["system"], [j["id"] for j in record["jobs"]])
-            live = [j for j in record["jobs"] if states is None or j["id"] in states]
-            count = max(0, int(payload["want"]) - len(live))
-            if not count:
-                return {"submitted": [], "record": record}
-        first = int(record.get("next", 0))
-        names = [job_name(key, first + i) for i in range(count)]
+            _forget(key, record, list(record["jobs"]), [])
+        live = _live(record) if record["jobs"] else []
+        if payload.get("exact") and len(live) > want:
+            return {"submitted": [], "cancelled": _forget(key, record, live[want:], live[:want])}
+        count = max(0, want - len(live))
+        if not count:
+            return {"submitted": [], "cancelled": []}
+        names = _names(key, record, count)
         reply = scripts(payload, names)
         if not shutil.which(reply["submit"]):
             raise Failure("%s is not on the PATH here: no batch system to submit to." % reply["submit"],
@@ -138,9 +158,9 @@ def submit(payload):
                                    "the script is %s." % path)
             made.append({"id": found.group("job_id"), "name": name, "script": path, "submitted": time.time()})
         record.update({"system": payload["system"], "scheduler": payload["scheduler"], "cancel": reply["cancel"],
-                       "next": first + count, "jobs": record["jobs"] + made})
+                       "next": int(record.get("next", 0)) + count, "jobs": record["jobs"] + made})
         write_json(record_path(key), record)
-    return {"submitted": made, "record": record}
+    return {"submitted": made, "cancelled": []}
 
 
 def queue_states(system, ids):
@@ -195,13 +215,7 @@ def describe(key, dashboard_port=None, scheduler_pid=None):
         jobs.append({"id": job["id"], "name": job["name"], "state": (seen or {}).get("state", "unknown"),
                      "reason": (seen or {}).get("reason", ""),
                      "workers": _of_job(job["name"], workers) if workers is not None else []})
-    return {"jobs": jobs, "system": record.get("system"), "scheduler": record.get("scheduler"),
-            "workers_known": workers is not None}
-
-
-def list_verb(payload):
-    """Verb ``jobs-list``: :func:`describe` of env ``key``."""
-    return describe(payload["key"], payload.get("dashboard_port"), payload.get("scheduler_pid"))
+    return {"jobs": jobs, "system": record.get("system")}
 
 
 def wait(payload):
@@ -222,29 +236,12 @@ def _cancel(command, ids):
 
 
 def cancel(payload):
-    """Verb ``jobs-cancel``: cancel the env's jobs (the newest ``count`` of them, or all) and forget them."""
+    """Verb ``jobs-cancel``: cancel every job of the env and forget them (``down``)."""
     key = payload["key"]
     with locked("jobs-" + key):
         record = read_record(key)
-        if not record:
-            return {"cancelled": []}
-        states = queue_states(record.get("system"), [j["id"] for j in record["jobs"]]) or {}
-        live = [j for j in record["jobs"] if j["id"] in states] if states or record.get("system") in QUEUE_COMMANDS \
-            else list(record["jobs"])
-        count = payload.get("count")
-        gone = live if count is None else live[len(live) - int(count):] if int(count) > 0 else []
-        _cancel(record.get("cancel") or "scancel", [j["id"] for j in gone])
-        keep = [j for j in live if j not in gone]
-        for job in record["jobs"]:
-            if job not in keep and os.path.isfile(job.get("script", "")):
-                os.unlink(job["script"])
-        if keep:
-            record["jobs"] = keep
-            write_json(record_path(key), record)
-        elif os.path.isfile(record_path(key)):
-            os.unlink(record_path(key))
-    return {"cancelled": [j["id"] for j in gone], "kept": [j["id"] for j in keep]}
+        return {"cancelled": _forget(key, record, _live(record), []) if record else []}
 
 
-VERBS = {"jobs-check": check, "jobs-script": script_verb, "jobs-submit": submit, "jobs-list": list_verb, "jobs-wait": wait,
+VERBS = {"jobs-check": check, "jobs-script": script_verb, "jobs-submit": submit, "jobs-wait": wait,
          "jobs-cancel": cancel}

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Mapping
 
 from .. import daskcmd, plan, tls
-from ..errors import ClusterError, UsageError
+from ..errors import UsageError
 from ..target import Explained, Target
 
 #: option name -> dask-jobqueue setting (what `up`/`scale` may say about one job)
@@ -65,23 +65,19 @@ def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, o
             "settings": job_settings(target, options), "defaults": defaults(target)}
 
 
-def _needs_interface(target: Target, state: dict[str, Any], spec_text: str) -> None:
-    if (state.get("scheduler_host") or daskcmd.LOOPBACK) == daskcmd.LOOPBACK:
-        raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so batch jobs cannot reach it.",
-                           host=target.host,
-                           hint=f"`portal down --env {spec_text}`, then up again with --jobs (scheduler_interface set).")
-
-
-def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> None:
-    """At least ``count`` live worker jobs for the env's cluster (``state``: where it listens): the missing
-    ones are submitted, in one helper call; nothing is waited for."""
-    _needs_interface(target, state, spec_text)
-    made = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, options), want=count),
-                              timeout=300)
-    if made["submitted"]:
-        ids = ", ".join(j["id"] for j in made["submitted"])
-        n = len(made["submitted"])
+def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any],
+           exact: bool = False) -> None:
+    """``count`` live worker jobs for the env's cluster (``state``: where it listens), in one helper call:
+    the missing ones are submitted (with ``exact``, the newest extra ones cancelled); nothing is waited for."""
+    daskcmd.require_reachable(target.host, state, spec_text, "batch jobs", "--jobs (scheduler_interface set)")
+    done = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, options), want=count,
+                                                  exact=exact), timeout=300)
+    if done["submitted"]:
+        ids = ", ".join(j["id"] for j in done["submitted"])
+        n = len(done["submitted"])
         target.say(f"{target.host}: submitted {n} worker job{'s' if n != 1 else ''} ({ids}) for env {spec_text}.")
+    elif done["cancelled"]:
+        target.say(f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}.")
     else:
         target.say(f"{target.host}: keeping the {count} worker jobs of env {spec_text}.")
 
@@ -139,23 +135,9 @@ def summary(jobs: list[dict[str, Any]]) -> str:
 
 
 def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Make the env's live jobs ``count``: submit the missing ones, cancel the newest extra ones."""
-    _needs_interface(target, state, spec_text)
-    now = target.link.helper("jobs-list", {"key": state["key"]})
-    live = [j for j in now["jobs"] if j["state"] != "ended"]
-    if count >= len(live):
-        ensure(target, state, spec_text, count, options)
-    else:
-        done = target.link.helper("jobs-cancel", {"key": state["key"], "count": len(live) - count})
-        target.say(f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}.")
+    """Make the env's live jobs ``count``: submit the missing ones, cancel the newest extra ones; then wait."""
+    ensure(target, state, spec_text, count, options, exact=True)
     return wait(target, state, spec_text)
-
-
-def describe(target: Target, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The jobs of a cluster (a ``cluster.describe`` entry): id, name, queue state, reason, workers joined."""
-    now = target.link.helper("jobs-list", {"key": entry["env_key"], "dashboard_port": entry.get("dashboard_port"),
-                                           "scheduler_pid": entry.get("pid")})
-    return list(now["jobs"])
 
 
 def stop(target: Target, entry: Mapping[str, Any]) -> list[str]:

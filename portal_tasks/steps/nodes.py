@@ -33,10 +33,7 @@ def start(target: Target, state: ClusterState, spec_text: str, options: dict[str
     hosts = options.get("workers_on") or []
     if not hosts:
         return []
-    if (state.get("scheduler_host") or daskcmd.LOOPBACK) == daskcmd.LOOPBACK:
-        raise ClusterError(f"your cluster of env {spec_text} listens on loopback only, so {', '.join(hosts)} cannot "
-                           "reach it.", host=target.host,
-                           hint=f"`portal down --env {spec_text}`, then up again with --workers-on.")
+    daskcmd.require_reachable(target.host, state, spec_text, ", ".join(hosts), "--workers-on")
     cert = target.link.helper("tls-status", {}).get("cert")  # the scheduler host's set: asked once for all nodes
     return [_start_on(target, target.other(host), state, spec_text, options, cert) for host in hosts]
 
