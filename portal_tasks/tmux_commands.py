@@ -10,17 +10,13 @@ from __future__ import annotations
 import shlex
 from typing import Mapping
 
+from .remote.layout import SHELLS as SHELLS, runs_program as runs_program  # shared with the host-side helper
+
 #: Name of the first window of a session portal creates.
 FIRST_WINDOW = "shell"
 #: Foreground commands that mean "a shell waiting at its prompt".
-SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
 #: The window option where portal records what it typed into a window (e.g. the env it activated).
 MARKER = "@portal"
-
-
-def runs_program(command: str) -> bool:
-    """True when a pane's foreground command is a program, not a shell at its prompt (busy)."""
-    return bool(command) and command not in SHELLS
 
 
 def session_target(session: str) -> str:

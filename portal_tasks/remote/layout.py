@@ -214,6 +214,15 @@ def write_atomic(path: str, data: bytes) -> None:
 
 # -- places on the host -------------------------------------------------------------------------
 
+#: Shells at their prompt: a tmux pane whose foreground command is one of these is idle.
+SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
+
+
+def runs_program(command: str) -> bool:
+    """True when a pane's foreground command is a program, not a shell at its prompt (busy)."""
+    return bool(command) and command not in SHELLS
+
+
 def machine(hostname: str) -> str:
     """The server's name as a directory name: its hostname, characters outside [A-Za-z0-9._-] as ``_``."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", hostname.strip()).lstrip(".")

@@ -23,13 +23,11 @@ import sys
 import threading
 import time
 
-from . import cluster, jupyter, ports, snapshot, tls
+from . import cluster, jupyter, layout, ports, snapshot, tls
 from .common import Failure, locked
 
 #: tmux runs with a UTF-8 locale (its output is parsed).
 TMUX_ENV = dict(os.environ, LC_ALL="C.UTF-8")
-#: Shells at their prompt (a window running one of these is idle).
-SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
 #: The cluster's ports the lines typed into its window depend on.
 CLUSTER_PORTS = ("scheduler_port", "dashboard_port", "worker_ports", "nanny_ports", "http_ports", "http")
 
@@ -77,8 +75,7 @@ def foreground(session, name):
 
 
 def busy(session, name):
-    command = foreground(session, name)
-    return bool(command) and command not in SHELLS
+    return layout.runs_program(foreground(session, name) or "")
 
 
 def tail(session, name, lines=5):
@@ -96,7 +93,7 @@ def open_window(session, window):
         keep = window.get("keep")
         if keep == "marker" and entry["marker"] == window.get("marker"):
             return False
-        if keep == "busy" and entry["command"] and entry["command"] not in SHELLS:
+        if keep == "busy" and layout.runs_program(entry["command"]):
             return False
         tmux(window["kill"])
     for argv in window["argv"]:
