@@ -60,25 +60,12 @@ def helper_missing(rc: int, stderr: str) -> bool:
     return rc == 2 and "remote-" in stderr and ("can't open file" in stderr or "No such file" in stderr)
 
 
-def install_script(path: str) -> str:
-    """The host's shell line that writes stdin to ``~/PATH`` atomically (pure).
-
-    Helpers of other portal versions stay (another laptop may run one right now); only archives
-    unused for PRUNE_DAYS (each run touches its own, see remote/main.py) and stale partial uploads go.
-    """
-    keep = shlex.quote(Path(path).name)
-    return (
-        f"umask 077 && mkdir -p ~/{HELPER_DIR} && chmod 700 ~/.portal && "
-        f"cat > ~/{path}.$$.tmp && mv ~/{path}.$$.tmp ~/{path} && "  # $$: installs at once do not collide
-        f"{{ find ~/{HELPER_DIR} -maxdepth 1 ! -name {keep} \\( -name 'remote-*.pyz' -mtime +{PRUNE_DAYS} "
-        f"-o -name 'remote-*.tmp' -mmin +60 \\) -delete 2>/dev/null; true; }}"
-    )
-
-
 #: Run by the host's python (argv: the helper's path, the archive's size, the verb): the first SIZE bytes of
 #: stdin are the helper archive; written (0600, in a 0700 directory, atomically) unless it is there already,
 #: old archives pruned, then the helper runs the verb on the rest of stdin. Exactly SIZE bytes are read
-#: (os.read on fd 0, no buffering), so the payload line stays for the helper.
+#: (os.read on fd 0, no buffering), so the payload line stays for the helper. Helpers of other portal
+#: versions stay (another laptop may run one right now); only archives unused for PRUNE_DAYS (each run
+#: touches its own, see remote/main.py) and partial uploads older than an hour go.
 BOOTSTRAP = r"""import os, sys, time
 path, size, verb = os.path.expanduser(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data = b""
@@ -196,8 +183,10 @@ class Link(ABC):
         return self.run_shell(shlex.join(argv), input=input, timeout=timeout)
 
     def _install_helper(self) -> None:
+        """Install the helper (it vanished, or a laptop's record of it was wrong): the bootstrap, with ``ping``."""
         _, data = helper_archive()
-        result = self.run_shell(install_script(helper_path()), input=data, timeout=60)
+        result = self.run_shell(bootstrap_command(self.settings.remote_python, "ping", len(data)),
+                                input=data + payload_line({}), timeout=60)
         if not result.ok:
             raise errors.RemoteCommandError(f"could not install portal's helper in ~/.portal: {result.tail()}", host=self.host)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from portal_tasks.config import resolve
-from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, helper_archive, helper_command, helper_missing, helper_path,
-                                    install_script, payload_line)
+from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, bootstrap_command, helper_archive, helper_command,
+                                    helper_missing, helper_path, payload_line)
 from portal_tasks.link.local import LocalLink
 from portal_tasks.link.openssh import command_argv
 from portal_tasks.remote import main as remote_main
@@ -140,10 +140,11 @@ def test_install_keeps_other_versions_and_prunes_only_long_unused_ones(link, tmp
     assert (tmp_path / helper_path()).is_file()
 
 
-def test_install_script_writes_atomically_and_never_removes_its_own():
-    script = install_script(helper_path())
-    assert f"cat > ~/{helper_path()}.$$.tmp && mv ~/{helper_path()}.$$.tmp ~/{helper_path()}" in script
-    assert f"! -name {Path(helper_path()).name}" in script and f"-mtime +{PRUNE_DAYS}" in script
+def test_the_bootstrap_writes_atomically_and_never_removes_its_own():
+    script = bootstrap_command("python3", "ping", 123)
+    assert script.endswith(f" ~/{helper_path()} 123 ping")
+    assert 'tmp = "%s.%d.tmp" % (path, os.getpid())' in script and "os.rename(tmp, path)" in script
+    assert "name != os.path.basename(path)" in script and f"age > {PRUNE_DAYS} * 86400" in script
 
 
 def test_a_run_marks_its_helper_used(tmp_path):
