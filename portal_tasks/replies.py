@@ -197,6 +197,14 @@ class PortsAssign(TypedDict):
     notes: list[str]
 
 
+class Failed(TypedDict):
+    """An error the helper reported inside a reply: its message, its PortalError class's name, the hint."""
+
+    message: str
+    kind: str
+    hint: str | None
+
+
 class Snapshot(TypedDict):
     """``snapshot``: everything warm `up` needs in one answer. ``windows`` is None without the session;
     ``env`` None (with ``env_error``) when the env check failed."""
@@ -204,9 +212,11 @@ class Snapshot(TypedDict):
     facts: Facts
     env: EnvCheck | None
     env_error: NotRequired[str]
+    env_failure: NotRequired[Failed]  # the env check's error as the helper raised it
     windows: dict[str, Window] | None
     clusters: list[ClusterState]
     jupyters: list[JupyterState]
     ports: NotRequired[PortsReport]  # these three when the snapshot was asked with the port plan
     share: NotRequired[dict[str, Any]]
     tls: NotRequired[dict[str, Any]]
+    interface: NotRequired[dict[str, Any]]  # {address} of scheduler_interface, or a Failed, when asked

@@ -73,32 +73,40 @@ def _explain_or_run(target: Target, explain: bool, step: Any, **kw: Any) -> Any:
     return step.run(target, **kw)
 
 
+def _host_step(target: Target, explain: bool, name: str, **kw: Any) -> Any:
+    """A host step of `up` on its own: its --explain, or the step on `up`'s path (``steps/single``)."""
+    if explain:
+        print(target.render(_step(name).explain(target, **kw)))
+        return None
+    return _step("single").run(target, name, **kw)
+
+
 @portal_task(help={**COMMON, "session": "tmux session name (default: portal, or config 'session')"})
 def tmux(c: Context, host: str | None = None, ssh_config: str | None = None, session: str | None = None,
          explain: bool = False) -> None:
     """Ensure the user's tmux session exists on the host (an existing one is reused)."""
-    _explain_or_run(_target(c, host, ssh_config, session=session), explain, _step("tmux"))
+    _host_step(_target(c, host, ssh_config, session=session), explain, "tmux")
 
 
 @portal_task(name="env", help={**COMMON, "env": ENV})
 def env_(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
          explain: bool = False) -> None:
     """Activate ENV in its own tmux window (checks that it exists first)."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("env"), env=env)
+    _host_step(_target(c, host, ssh_config), explain, "env", env=env)
 
 
 @portal_task(help={**COMMON, "env": ENV})
 def ipython(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
             explain: bool = False) -> None:
     """Start IPython in ENV with the cluster's address exported (a running one is kept)."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("ipython"), env=env)
+    _host_step(_target(c, host, ssh_config), explain, "ipython", env=env)
 
 
 @portal_task(help={**COMMON, "env": ENV, "socket": "listen on a unix socket in a 0700 dir instead of a port"})
 def jupyter(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
             socket: bool = False, explain: bool = False) -> None:
     """Start JupyterLab for ENV on its planned port with a token (a running one is kept)."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("jupyter"), env=env, socket=socket)
+    _host_step(_target(c, host, ssh_config), explain, "jupyter", env=env, socket=socket)
 
 
 CLUSTER_HELP = {
@@ -126,8 +134,8 @@ def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_con
             workers: str | None = None, threads: str | None = None, memory: str | None = None,
             explain: bool = False) -> None:
     """Start or reuse the user's Dask cluster for ENV (TLS, on the user's own ports)."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("cluster"), env=env,
-                    workers=workers, threads=threads, memory=memory)
+    _host_step(_target(c, host, ssh_config), explain, "cluster", env=env, workers=workers, threads=threads,
+               memory=memory)
 
 
 @portal_task(help={**COMMON, "watch": "keep the forwards alive, re-making them after the link drops"})

@@ -1,4 +1,5 @@
-"""tmux command lines (pure): what portal does through libtmux, as argv a person could type.
+"""tmux command lines (pure): what the host-side helper runs, as argv a person could type (``--explain``
+prints the same).
 
 Targets use tmux's exact-match prefix ``=``: a bare ``-t portal`` would also match a
 session called ``portal2`` (tmux falls back to prefix matching), and portal never
@@ -8,7 +9,7 @@ touches another session.
 from __future__ import annotations
 
 import shlex
-from typing import Mapping
+from typing import Any, Mapping
 
 from .remote.layout import SHELLS as SHELLS, runs_program as runs_program  # shared with the host-side helper
 
@@ -59,6 +60,23 @@ def set_window_option(session: str, window: str, option: str, value: str) -> lis
 
 def kill_window(session: str, window: str) -> list[str]:
     return ["tmux", "kill-window", "-t", window_target(session, window)]
+
+
+def window_plan(session: str, window: str, lines: list[str], environment: Mapping[str, str] | None = None,
+                keep: str = "never", mark: str | None = None) -> dict[str, Any]:
+    """A window as the helper's ``up`` verb opens it: ``kill`` (run when the window is there and not kept:
+    ``keep`` "never", "busy" (a program runs in it) or "marker" (its marker is ``mark``)), then ``argv``
+    in order: the new window with its variables, portal's marker, the lines typed."""
+    argv = [new_window(session, window, environment)]
+    if mark is not None:
+        argv.append(set_window_option(session, window, MARKER, mark))
+    argv += [send_keys(session, window, line) for line in lines]
+    return {"name": window, "keep": keep, "marker": mark, "kill": kill_window(session, window), "argv": argv}
+
+
+def explain_window(plan: Mapping[str, Any]) -> list[str]:
+    """The shell lines of a :func:`window_plan`, as the helper runs them (the old window goes first)."""
+    return [f"{shlex.join(plan['kill'])} 2>/dev/null", *(shlex.join(argv) for argv in plan["argv"])]
 
 
 def attach(session: str) -> list[str]:

@@ -109,10 +109,15 @@ def bootstrap_command(remote_python: str, verb: str, size: int) -> str:
 ERROR_KINDS: dict[str, type[errors.PortalError]] = {
     cls.__name__: cls
     for cls in (
-        errors.PortalError, errors.UsageError, errors.EnvError, errors.TmuxError, errors.PortError,
+        errors.PortalError, errors.UsageError, errors.ConfigError, errors.EnvError, errors.TmuxError, errors.PortError,
         errors.ClusterError, errors.JupyterError, errors.StateError, errors.RemoteCommandError,
     )
 }
+
+
+def reported(kind: str, message: str, host: str, hint: str | None = None) -> errors.PortalError:
+    """The PortalError the helper reported (its class by name, RemoteCommandError when unknown)."""
+    return ERROR_KINDS.get(kind, errors.RemoteCommandError)(message, host=host, hint=hint)
 
 
 class Link(ABC):
@@ -140,10 +145,6 @@ class Link(ABC):
     @abstractmethod
     def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
         """Run a shell command line on the host and return its Result."""
-
-    @abstractmethod
-    def tmux_bin(self) -> str:
-        """An executable path libtmux can use as ``tmux`` for this host."""
 
     @abstractmethod
     def forward(self, local_port: int, remote: str) -> None:
@@ -254,8 +255,7 @@ class Link(ABC):
         if not isinstance(reply, dict):
             raise errors.RemoteCommandError(f"portal's helper ({verb}) failed: {result.tail()}", host=self.host)
         if not reply.get("ok"):
-            cls = ERROR_KINDS.get(reply.get("kind", ""), errors.RemoteCommandError)
-            raise cls(reply.get("error", "unknown error"), host=self.host, hint=reply.get("hint"))
+            raise reported(reply.get("kind", ""), reply.get("error", "unknown error"), self.host, reply.get("hint"))
         return reply.get("result")
 
     def _hold(self, command: str, first: bytes) -> Held:

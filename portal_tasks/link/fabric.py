@@ -7,10 +7,8 @@ and end with this process), so it is the fallback, chosen with ``transport: fabr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shlex
-import stat
 import sys
 import time
 from typing import Any
@@ -19,7 +17,7 @@ from .. import errors, tmux_commands
 from ..config import Settings
 from ..runner import Result
 from .base import Held, Link
-from .openssh import control_dir, explain_ssh
+from .openssh import explain_ssh
 
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
@@ -187,21 +185,6 @@ class FabricLink(Link):
         channel = self._conn.client.get_transport().open_session()
         channel.exec_command(command)
         return ChannelHeld(channel, first)
-
-    def tmux_bin(self) -> str:
-        ident = f"{self.host}\0{self.settings.ssh_config}"
-        path = control_dir() / f"fabric-tmux-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-        body = (
-            f"#!{sys.executable}\n"
-            "import shlex, sys\n"
-            "from portal_tasks.link.fabric_exec import main\n"
-            f"sys.exit(main([{self.settings.ssh_config or ''!r}, {self.host!r}, "
-            "'LC_ALL=C.UTF-8 tmux -u ' + shlex.join(sys.argv[1:])]))\n"
-        )
-        if not path.exists() or path.read_text() != body:
-            path.write_text(body)
-            path.chmod(stat.S_IRWXU)
-        return str(path)
 
     def forward(self, local_port: int, remote: str) -> None:
         if not remote.startswith("127.0.0.1:"):

@@ -1,6 +1,6 @@
 """``python -m portal_tasks.link.fabric_exec SSH_CONFIG HOST COMMAND``: run one command over Fabric.
 
-Used as libtmux's tmux binary and for long-lived helpers when the transport is Fabric.
+Used for long-lived helper calls (locks, streaming verbs) when the transport is Fabric.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 
-from .. import errors, tmux_commands
+from .. import tmux_commands
 from ..runner import Result, run
 from .base import Link
 
@@ -20,12 +19,6 @@ class LocalLink(Link):
 
     def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
         return run(self.command_argv(command), input=input, timeout=timeout)
-
-    def tmux_bin(self) -> str:
-        path = shutil.which("tmux")
-        if not path:
-            raise errors.TmuxError("tmux is not installed.", host=self.host, hint="Install tmux (apt-get install tmux).")
-        return path
 
     def forward(self, local_port: int, remote: str) -> None:
         return None  # the service is already on this machine

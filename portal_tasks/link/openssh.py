@@ -6,7 +6,6 @@ import fcntl
 import hashlib
 import os
 import shlex
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -157,25 +156,6 @@ class OpenSSHLink(Link):
                                    host=self.host,
                                    hint="Run the command again; portal reconnects.")
         return result
-
-    def tmux_bin(self) -> str:
-        """A tiny executable that runs tmux on the host through the master, UTF-8, each argument quoted."""
-        self.connect()
-        prefix = self.command_argv("")[:-1]
-        ident = f"{self.host}\0{self.control_path}\0{self.settings.ssh_config}"
-        path = self.dir / f"tmux-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"  # stable across runs
-        body = (
-            f"#!{sys.executable} -IS\n"
-            "import os, shlex, sys\n"
-            f"argv = {prefix!r}\n"
-            "os.execvp(argv[0], argv + ['LC_ALL=C.UTF-8 tmux -u ' + shlex.join(sys.argv[1:])])\n"
-        )
-        if not path.exists() or path.read_text() != body:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(body)
-            tmp.chmod(stat.S_IRWXU)
-            tmp.replace(path)
-        return str(path)
 
     def forward(self, local_port: int, remote: str) -> None:
         self.connect()

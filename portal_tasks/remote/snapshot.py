@@ -1,7 +1,7 @@
 """Verb ``snapshot``: everything warm ``up`` needs to know, in one call (one round trip).
 
-{session, env, manager[, plan, key]} -> {facts, env (or env_error), windows, clusters, jupyters[,
-ports, share, tls]}: the probe, the env check, the session's windows with their foreground command
+{session, env, manager[, plan, key, interface]} -> {facts, env (or env_error, env_failure), windows,
+clusters, jupyters[, ports, share, tls, interface]}: the probe, the env check, the session's windows with their foreground command
 and portal marker (None without the session), and every recorded cluster and Jupyter server of the
 user with health. With ``plan`` (the port plan's settings; ``first`` None: this user's own block)
 and the env's ``key`` it also brings what the laptop needs to plan a cold `up` without asking
@@ -13,7 +13,7 @@ user with its windows.
 import os
 import subprocess
 
-from . import cluster, envcheck, jupyter, layout, ports, share, system, tls
+from . import cluster, envcheck, interfaces, jupyter, layout, ports, share, system, tls
 from .common import Failure
 
 #: tmux list-windows format: name, foreground command, portal's marker (tab-separated).
@@ -66,6 +66,7 @@ def snapshot(payload):
         result["env"] = envcheck.env_check({"env": payload.get("env"), "manager": payload.get("manager")})
     except Failure as exc:
         result["env"], result["env_error"] = None, exc.message
+        result["env_failure"] = {"message": exc.message, "kind": exc.kind, "hint": exc.hint}
     result["windows"] = windows(payload.get("session") or "portal") if result["facts"].get("tmux") else None
     result["clusters"] = cluster.describe({})
     result["jupyters"] = jupyter.listing({})
@@ -77,6 +78,11 @@ def snapshot(payload):
         result["ports"] = ports.report({"plan": plan, "key": key})
         result["share"] = share.report({"plan": plan, "key": key})
         result["tls"] = tls.tls_status({})
+    if payload.get("interface"):  # where a scheduler for workers beyond this host would listen
+        try:
+            result["interface"] = {"address": interfaces.interface_address(payload["interface"])}
+        except Failure as exc:
+            result["interface"] = {"message": exc.message, "kind": exc.kind, "hint": exc.hint}
     if payload.get("sessions"):  # `status`: every session of the user, not only portal's
         result["sessions"] = sessions() if result["facts"].get("tmux") else []
     return result

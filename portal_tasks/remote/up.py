@@ -7,7 +7,9 @@ window, the cluster (``cluster-prepare``, its window, ``cluster-wait``), IPython
 here with subprocess (no ssh per tmux call). Dask, IPython and JupyterLab boot side by side.
 
 Each finished step prints one JSON line ``{"event": STEP, ...}`` (flushed) before the final
-``{"ok": ..., "result": ...}``. When the host gives the cluster (or JupyterLab) other ports than
+``{"ok": ..., "result": ...}``; the cluster's ``cluster-ready`` goes out as soon as it is ready, so it
+may come before IPython's or JupyterLab's. Each part is optional but the session: the single steps
+(`portal env`, `portal cluster`, ...) send only theirs. When the host gives the cluster (or JupyterLab) other ports than
 the laptop planned with (someone took one meanwhile), nothing is started with the old plan: the
 result is ``{"replan": {...}}`` with what the host gave, and the laptop sends the plan again.
 
@@ -18,6 +20,7 @@ taken at the start in sorted order (two `up` at once never hold them crosswise).
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,10 +35,15 @@ TMUX_ENV = dict(os.environ, LC_ALL="C.UTF-8")
 CLUSTER_PORTS = ("scheduler_port", "dashboard_port", "worker_ports", "nanny_ports", "http_ports", "http")
 
 
+EMITTING = threading.Lock()
+
+
 def emit(event, **data):
-    """One progress line for the laptop, flushed at once."""
-    sys.stdout.write(json.dumps(dict(data, event=event)) + "\n")
-    sys.stdout.flush()
+    """One progress line for the laptop, flushed at once (whole, also when a wait's thread says it)."""
+    line = json.dumps(dict(data, event=event)) + "\n"
+    with EMITTING:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def tmux(argv, timeout=15):
@@ -110,16 +118,19 @@ def list_or(value):
 
 
 class Waiter(threading.Thread):
-    """A wait that runs beside the others; ``result()`` re-raises its Failure here."""
+    """A wait that runs beside the others; ``result()`` re-raises its Failure here. ``done(value)`` runs in
+    its thread as soon as it succeeds (its progress line goes out then, not in the order of the steps)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, done=None):
         super().__init__(daemon=True)
-        self.fn, self.value, self.error = fn, None, None
+        self.fn, self.done, self.value, self.error = fn, done, None, None
         self.start()
 
     def run(self):
         try:
             self.value = self.fn()
+            if self.done is not None:
+                self.done(self.value)
         except Failure as exc:
             self.error = exc
         except Exception as exc:  # a bug: still one line on the laptop
@@ -181,7 +192,12 @@ def up(payload):
 
 
 def _up(payload, session):
+    """Each part the plan carries (``env``, ``cluster``, ``ipython``, ``jupyter``; the session always),
+    so the single steps (`portal env`, `portal cluster`, ...) take the same path as `up`."""
     result = {}
+    if not shutil.which("tmux"):
+        raise Failure("tmux is not installed (or not on the PATH).", "TmuxError",
+                      "Ask the admins for tmux, or install it in ~/.local/bin.")
     if payload.get("tls"):
         result["tls"] = tls.tls_install(payload["tls"])
         emit("tls", status=result["tls"])
@@ -189,35 +205,44 @@ def _up(payload, session):
     env = payload.get("env")
     if env:
         emit("env", started=open_window(session, env["window"]))
+    for window in payload.get("windows") or []:  # windows of their own (the workers on another server)
+        open_window(session, window)
 
-    plan = payload["cluster"]
-    prep = cluster.prepare(plan["prepare"])
-    if prep["reused"]:
-        given = prep["state"]
-        moved = differs(plan["expect"], dict(given, scheduler_host=given.get("scheduler_host") or "127.0.0.1"),
-                        ("scheduler_port", "dashboard_port", "scheduler_host"))
-    else:
-        moved = differs(plan["ports"], prep["ports"], CLUSTER_PORTS)
-        moved.update(differs(plan["expect"], {"scheduler_host": prep["listen"], "budget": int(prep["share"]["memory"]),
-                                              "env_kind": prep.get("env_kind")}, ("scheduler_host", "budget", "env_kind")))
-    if moved:  # the lines were planned with other ports: nothing starts with them
-        emit("replan", cluster=moved)
-        return {"replan": {"cluster": prep}}
-    if not prep["reused"]:
-        open_window(session, plan["window"])
-    emit("cluster-starting", prep=prep)
-    booting = None if prep["reused"] else Waiter(lambda: _cluster_wait(session, plan, prep))
+    plan, prep, booting = payload.get("cluster"), None, None
+    if plan:
+        prep = cluster.prepare(plan["prepare"])
+        if prep["reused"]:
+            given = prep["state"]
+            moved = differs(plan["expect"], dict(given, scheduler_host=given.get("scheduler_host") or "127.0.0.1"),
+                            ("scheduler_port", "dashboard_port", "scheduler_host"))
+        else:
+            moved = differs(plan["ports"], prep["ports"], CLUSTER_PORTS)
+            moved.update(differs(plan["expect"], {"scheduler_host": prep["listen"],
+                                                  "budget": int(prep["share"]["memory"]),
+                                                  "env_kind": prep.get("env_kind")},
+                                 ("scheduler_host", "budget", "env_kind")))
+        if moved:  # the lines were planned with other ports: nothing starts with them
+            emit("replan", cluster=moved)
+            return {"replan": {"cluster": prep}}
+        if not prep["reused"]:
+            open_window(session, plan["window"])
+        emit("cluster-starting", prep=prep)
+        if prep["reused"]:
+            emit("cluster-ready", state=dict(prep["state"], reused=True))
+        else:  # its line goes out once it is ready: the laptop forwards the dashboard while the rest boots
+            booting = Waiter(lambda: _cluster_wait(session, plan, prep), lambda state: emit("cluster-ready", state=state))
 
     lab = payload.get("jupyter")
     lab_wait, replan = None, {}
     if lab:  # set going before IPython's wait, so JupyterLab boots beside Dask
         lab_wait, replan, result["jupyter"] = _start_lab(session, lab)
 
-    ipy = payload["ipython"]
-    started = open_window(session, ipy["window"])
-    if started:
-        _ipython_wait(session, ipy)
-    emit("ipython", started=started)
+    ipy = payload.get("ipython")
+    if ipy:
+        started = open_window(session, ipy["window"])
+        if started:
+            _ipython_wait(session, ipy)
+        emit("ipython", started=started)
 
     if lab:
         if lab_wait is not None:
@@ -231,9 +256,9 @@ def _up(payload, session):
             else:
                 result["jupyter"] = dict(entry, started=True)
         emit("jupyter", entry=result.get("jupyter"), replan=replan.get("jupyter"))
-    result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
-    result["cluster_notes"] = prep.get("notes", [])
-    emit("cluster-ready", state=result["cluster"])
+    if prep is not None:
+        result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
+        result["cluster_notes"] = prep.get("notes", [])
     if replan:
         result["replan"] = replan
     return result

@@ -11,15 +11,17 @@ nothing with the old plan; the plan is made again with what the host gave and se
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 from .. import daskcmd, envs, hostenv, plan, progress, tls
 from .. import tmux_commands as cmds
 from ..daskcmd import through_jupyter
 from ..envs import Env
-from ..errors import PortError
+from ..errors import ClusterError, PortError, TmuxError
 from ..plan import EnvPorts
 from ..remote import layout
+from ..link.base import reported
 from ..replies import Snapshot
 from ..services import Service, collect, not_forwarded
 from ..target import Target
@@ -29,19 +31,32 @@ from . import cluster, env as env_step, ipython, jupyter as jupyter_step, tmux
 REPLANS = 4
 
 
-def usable(target: Target, snap: Snapshot, options: dict[str, Any]) -> bool:
-    """True when the snapshot carries what the plan needs (else `up` takes the step-by-step path)."""
-    return bool(snap.get("env") and snap.get("ports") and snap.get("tls") and snap.get("share")
-                and snap["facts"].get("tmux") and not cluster.beyond_host(options))
+#: The parts of `up`'s host work, in order; the session always comes first.
+PARTS = ("env", "cluster", "ipython", "jupyter")
+
+
+def require(target: Target, spec: str | None, snap: Snapshot, parts: Sequence[str]) -> None:
+    """One line, before anything starts, when the snapshot says the parts cannot be planned: tmux is
+    missing, or the env (the env check's own error, as the helper reported it)."""
+    if not snap["facts"].get("tmux"):
+        raise TmuxError("tmux is not installed (or not on the PATH).", host=target.host,
+                        hint="Ask the admins for tmux, or install it in ~/.local/bin.")
+    if parts and not snap.get("env"):
+        failed = snap.get("env_failure")
+        if failed:
+            raise reported(failed["kind"], failed["message"], target.host, failed.get("hint"))
+        hostenv.resolve(target, spec)  # an older helper's snapshot: the env check says why
 
 
 class Plan:
-    """What one cold `up` plans, and what the host changed of it (``replan``)."""
+    """What one call of the ``up`` verb plans for ``parts`` (of PARTS), and what the host changed of it
+    (``replan``)."""
 
-    def __init__(self, target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jupyter: bool,
+    def __init__(self, target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str],
                  socket: bool) -> None:
         self.target, self.spec, self.snap, self.options = target, spec, snap, options
-        self.jupyter, self.socket = jupyter, socket
+        self.parts = tuple(p for p in PARTS if p in parts)
+        self.jupyter, self.socket = "jupyter" in self.parts, socket
         target.cache.env_checks.setdefault(spec, snap["env"])  # type: ignore[arg-type]
         self.env: Env = hostenv.resolve(target, spec)
         self.env_check: dict[str, Any] = dict(snap["env"] or {})
@@ -61,16 +76,26 @@ class Plan:
         self.share = asked
         self.budget = int(asked["memory"] if asked["memory"] is not None else snap["share"]["default_memory"])
         self.kind = self.env.kind
+        self.interface: str | None = None
         self.listen = daskcmd.LOOPBACK
+        if cluster.beyond_host(options):  # workers on other servers or in jobs dial scheduler_interface
+            self.interface = target.settings.scheduler_interface
+            where = snap.get("interface") or {}
+            if "address" not in where:
+                raise reported(where.get("kind", "ConfigError"), where.get("message", "scheduler_interface is not known "
+                               "on this host."), target.host, where.get("hint"))
+            self.listen = str(where["address"])
         running = next((c for c in snap.get("clusters") or [] if c.get("key") == self.key and c.get("healthy")), None)
         self.sched = dict(running) if running else None  # a healthy cluster: its ports, kept
         self.lab_port: int | None = None
-        if jupyter and not socket:
+        if self.jupyter and not socket:
             self.lab_port = int(self.ports.get("jupyter_port") or 0) or None
         self.tls_files: dict[str, Any] | None = None
         status = snap["tls"]
         left = tls.days_left(status)
-        if not status.get("exists") or (left is not None and left <= 0):
+        if "cluster" not in self.parts:
+            pass  # only a cluster needs the TLS files made now
+        elif not status.get("exists") or (left is not None and left <= 0):
             self.tls_files = {"files": tls.make_bundle(facts["user"], facts.get("hostname") or target.host),
                               "replace": bool(status.get("exists"))}
         elif left is not None and left < tls.WARN_DAYS:
@@ -104,79 +129,104 @@ class Plan:
 
     # -- the plan --------------------------------------------------------------------------
     def client_environment(self) -> dict[str, str]:
+        """Variables for IPython's and JupyterLab's windows: the running cluster's, else the planned ports'
+        ({} while the block has none planned: the host plans them, and the plan is made again)."""
         source: dict[str, Any] = self.sched or dict(self.ports, scheduler_host=self.listen)
+        if "scheduler_port" not in source:
+            if "cluster" in self.parts:
+                return {}
+            raise ClusterError(f"no ports planned for env {self.spec} (your port block is full).", host=self.target.host,
+                               hint="`portal ports` shows what holds them; `portal down --env OTHER` frees a slot.")
         host = str(source.get("scheduler_host") or daskcmd.LOOPBACK)
         return daskcmd.client_environment(int(source["scheduler_port"]), int(source["dashboard_port"]),
                                           tls.paths(self.snap["facts"]["home"]), host)
 
+    def started(self, prep: dict[str, Any]) -> dict[str, Any]:
+        """Where the env's cluster listens once the host prepared it (the workers beyond the host dial it)."""
+        if prep["reused"]:
+            return {"key": self.key, **prep["state"]}
+        return {"key": self.key, "address": self.cluster_spec().address, "scheduler_host": self.listen, **prep["ports"]}
+
     def _window(self, name: str, lines: list[str], environment: dict[str, str] | None, keep: str,
                 mark: str | None) -> dict[str, Any]:
-        session = self.target.settings.session
-        argv = [cmds.new_window(session, name, environment)]
-        if mark is not None:
-            argv.append(cmds.set_window_option(session, name, cmds.MARKER, mark))
-        argv += [cmds.send_keys(session, name, line) for line in lines]
-        return {"name": name, "keep": keep, "marker": mark, "kill": cmds.kill_window(session, name), "argv": argv}
+        return cmds.window_plan(self.target.settings.session, name, lines, environment, keep, mark)
 
     def cluster_spec(self) -> daskcmd.ClusterSpec:
         return cluster._spec(self.target, self.key, EnvPorts.from_dict(self.ports), self.options, self.budget,
                              self.listen)
 
     def payload(self) -> dict[str, Any]:
-        target, session, env = self.target, self.target.settings.session, self.env
-        locks = [f"cluster-{self.key}"] + [f"window-{session}-{name}" for name in
-                                           (env_step.window_name(env), ipython.window_name(env))]
+        session = self.target.settings.session
+        out: dict[str, Any] = {"session": {"name": session, "has": cmds.has_session(session),
+                                           "new": cmds.new_session(session)}, "locks": [], "tls": self.tls_files}
+        for part in self.parts:
+            getattr(self, f"_{part}")(out)
+        return out
+
+    def _lock(self, out: dict[str, Any], name: str) -> None:
+        out["locks"].append(f"window-{self.target.settings.session}-{name}")
+
+    def _env(self, out: dict[str, Any]) -> None:
+        name = env_step.window_name(self.env)
+        self._lock(out, name)
+        out["env"] = {"window": self._window(name, [self.env.activation()], None, "marker",
+                                             env_step.window_mark(self.env))}
+
+    def _cluster(self, out: dict[str, Any]) -> None:
+        out["locks"].append(f"cluster-{self.key}")
         prepare = {"key": self.key, "env": self.spec, "paths": layout.cluster_paths(self.server, self.key),
-                   "plan": self.plan, "share": self.share, "interface": None}
+                   "plan": self.plan, "share": self.share, "interface": self.interface}
         expect: dict[str, Any] = {"scheduler_host": self.listen, "budget": self.budget, "env_kind": self.kind}
         if self.sched:
             expect.update(scheduler_port=self.sched["scheduler_port"], dashboard_port=self.sched["dashboard_port"],
                           scheduler_host=self.sched.get("scheduler_host") or daskcmd.LOOPBACK)
-        cluster_plan: dict[str, Any] = {"env": self.spec, "prepare": prepare, "expect": expect, "ports": self.ports}
+        part: dict[str, Any] = {"env": self.spec, "prepare": prepare, "expect": expect, "ports": self.ports}
         if self.ports:
             spec = self.cluster_spec()
-            lines = daskcmd.window_lines(spec, cluster.activation(target, self.spec, self.kind))
-            record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=[],
+            lines = daskcmd.window_lines(spec, cluster.activation(self.target, self.spec, self.kind))
+            record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=self.options.get("workers_on") or [],
                           dashboard_problem=envs.dashboard_problem(self.spec, self.env_check.get("dashboard")))
-            cluster_plan["window"] = self._window(cluster.window_name(self.key), lines, None, "never", None)
-            cluster_plan["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.plan,
-                                    "workers": spec.workers, "seconds": cluster.WAIT_SECONDS, "record": record}
+            part["window"] = self._window(cluster.window_name(self.key), lines, None, "never", None)
+            part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.plan,
+                            "workers": spec.workers, "seconds": cluster.WAIT_SECONDS, "record": record}
         else:
-            cluster_plan["window"] = {"name": cluster.window_name(self.key)}
+            part["window"] = {"name": cluster.window_name(self.key)}
+        out["cluster"] = part
+
+    def _ipython(self, out: dict[str, Any]) -> None:
+        name = ipython.window_name(self.env)
+        self._lock(out, name)
+        out["ipython"] = {"window": self._window(name, [ipython.launch_line(self.env)], self.client_environment(),
+                                                 "busy", f"ipython:{self.env.location}"),
+                          "seconds": ipython.START_SECONDS}
+
+    def _jupyter(self, out: dict[str, Any]) -> None:
+        env, name = self.env, jupyter_step.window_name(self.env)
+        self._lock(out, name)
         variables = self.client_environment()
-        out: dict[str, Any] = {
-            "session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
-            "locks": locks, "tls": self.tls_files,
-            "env": {"window": self._window(env_step.window_name(env), [env.activation()], None, "marker",
-                                           env_step.window_mark(env))},
-            "cluster": cluster_plan,
-            "ipython": {"window": self._window(ipython.window_name(env), [ipython.launch_line(env)], variables,
-                                               "busy", f"ipython:{env.location}"),
-                        "seconds": ipython.START_SECONDS},
-        }
-        if self.jupyter:
-            locks.append(f"window-{session}-{jupyter_step.window_name(env)}")
-            directory = layout.jupyter_dir(self.server, self.key)
-            proxy = env.has("jupyter_server_proxy")
-            lab_env = through_jupyter(variables) if proxy else dict(variables)
-            lab_env["JUPYTER_TOKEN_FILE"] = f"{directory}/token"
-            command = jupyter_step.jupyter_command(self.lab_port, f"{directory}/jupyter.sock" if self.socket else None,
-                                                   root=int(self.snap["facts"].get("uid", -1)) == 0,
-                                                   config_dir=f"{directory}/config" if proxy else None)
-            out["jupyter"] = {"key": self.key, "env": self.spec, "socket": self.socket, "port": self.lab_port,
-                              "plan": self.plan, "seconds": jupyter_step.START_SECONDS,
-                              "window": self._window(jupyter_step.window_name(env),
-                                                     [f"{env.activation()} && {command}"], lab_env, "never",
-                                                     f"jupyter:{env.location}")}
-        return out
+        directory = layout.jupyter_dir(self.server, self.key)
+        proxy = env.has("jupyter_server_proxy")
+        lab_env = through_jupyter(variables) if proxy and variables else dict(variables)
+        lab_env["JUPYTER_TOKEN_FILE"] = f"{directory}/token"
+        command = jupyter_step.jupyter_command(self.lab_port, f"{directory}/jupyter.sock" if self.socket else None,
+                                               root=int(self.snap["facts"].get("uid", -1)) == 0,
+                                               config_dir=f"{directory}/config" if proxy else None)
+        out["jupyter"] = {"key": self.key, "env": self.spec, "socket": self.socket, "port": self.lab_port,
+                          "plan": self.plan, "seconds": jupyter_step.START_SECONDS,
+                          "window": self._window(name, [f"{env.activation()} && {command}"], lab_env, "never",
+                                                 f"jupyter:{env.location}")}
 
 
 class Display:
-    """The step lines of `up` (✓ name (time)), closed as the host's progress lines arrive."""
+    """The step lines of `up` (✓ name (time)), closed in their order as the host's progress lines arrive.
+
+    A line that arrives before the steps ahead of it are done (the cluster ready while JupyterLab still
+    boots) waits, with what it says, until they are."""
 
     def __init__(self, order: list[tuple[str, str, str]]) -> None:
         self.order = list(order)  # (event, name, label)
         self.done: set[str] = set()
+        self.waiting: dict[str, list[str]] = {}
         self.current: Any = None
         self._next()
 
@@ -188,18 +238,27 @@ class Display:
             self.current.__enter__()
 
     def close(self, event: str, lines: list[str], say: Callable[[str], None]) -> None:
-        """Say a step's lines and close its line (and any before it); a step already closed says nothing."""
-        if event in self.done:
+        """Say a step's lines and close its line, or keep them until the steps before it are closed; a step
+        already closed (or waiting) says nothing more."""
+        if event in self.done or event in self.waiting or not any(e == event for e, _, _ in self.order):
             return
-        for line in lines:
-            say(line)
-        while self.order:
+        self.waiting[event] = lines
+        while self.order and self.order[0][0] in self.waiting:
             head = self.order.pop(0)[0]
+            for line in self.waiting.pop(head):
+                say(line)
             self.done.add(head)
             self.current.__exit__(None, None, None)
             self._next()
-            if head == event:
-                break
+
+    def finish(self) -> None:
+        """Close what is still open once the host answered (its lines, if any, said)."""
+        while self.order:
+            head = self.order.pop(0)[0]
+            self.waiting.pop(head, None)
+            self.done.add(head)
+            self.current.__exit__(None, None, None)
+            self._next()
 
     def fail(self, exc: BaseException) -> None:
         if self.current is not None:
@@ -208,12 +267,47 @@ class Display:
             self.current = None
 
 
-def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jupyter: bool, socket: bool,
-        order: list[tuple[str, str]]) -> list[Service]:
-    """Start what is missing in one streaming call (more only when the host moved a port); the services
-    to forward (this env's just started, the others' from the snapshot)."""
+@dataclass
+class Booted:
+    """What one cold start brought up: the env, its cluster and JupyterLab (when asked), every service to forward."""
+
+    env: Env
+    created: bool = False  # the session was made now
+    cluster: dict[str, Any] | None = None
+    jupyter: dict[str, Any] | None = None
+    services: list[Service] = field(default_factory=list)
+
+
+@dataclass
+class Hooks:
+    """What the caller does while the host still boots: ``started`` once the host prepared the cluster (where
+    it listens: worker jobs are submitted then), ``ready`` for each service as soon as the host has seen it
+    listen as the user's (its forward is made then)."""
+
+    started: Callable[[dict[str, Any]], None] | None = None
+    ready: Callable[[Service], None] | None = None
+
+
+def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool = False,
+        labels: dict[str, str] | None = None, hooks: Hooks | None = None) -> Booted:
+    """Start what is missing of ``parts`` (the session always) in one streaming call (more only when the
+    host moved a port). ``labels``: the step lines' details (``tmux``, ``env``)."""
     with _each_line_once(target):
-        return _run(target, spec, snap, options, jupyter, socket, order)
+        return _run(target, spec, snap, options, parts, socket, labels or {}, hooks or Hooks())
+
+
+def session_only(target: Target) -> bool:
+    """Ensure the user's session (the `tmux` step): the ``up`` verb with nothing but the session; True when made now."""
+    session = target.settings.session
+    payload = {"session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
+               "locks": []}
+    created: list[bool] = []
+    with progress.step("tmux", f"session {session}"):
+        target.link.helper_stream("up", payload, lambda e: created.append(bool(e.get("created")))
+                                  if e["event"] == "tmux" else None, timeout=60)
+    for line in tmux._said(target, bool(created and created[0])):
+        target.say(line)
+    return bool(created and created[0])
 
 
 @contextlib.contextmanager
@@ -234,18 +328,27 @@ def _each_line_once(target: Target) -> Iterator[None]:
         target.say = plain
 
 
-def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jupyter: bool, socket: bool,
-         order: list[tuple[str, str]]) -> list[Service]:
-    planned = Plan(target, spec, snap, options, jupyter, socket)
-    hostenv.require(target, planned.env, "IPython", "ipython")
-    if jupyter:
+def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool,
+         labels: dict[str, str], hooks: Hooks) -> Booted:
+    require(target, spec, snap, parts)
+    planned = Plan(target, spec, snap, options, parts, socket)
+    if "ipython" in planned.parts:
+        hostenv.require(target, planned.env, "IPython", "ipython")
+    if planned.jupyter:
         hostenv.require(target, planned.env, "jupyterlab", "jupyter")
-    display = Display([("tmux", "tmux", order[0][1]), ("env", "env", order[1][1]),
-                       ("cluster-starting", "cluster", "starting"), ("ipython", "ipython", ""),
-                       *([("jupyter", "jupyter", "")] if jupyter else []), ("cluster-ready", "cluster", "ready")])
+    steps = {"env": [("env", "env", labels.get("env", spec))],
+             "cluster": [("cluster-starting", "cluster", "starting")], "ipython": [("ipython", "ipython", "")],
+             "jupyter": [("jupyter", "jupyter", "")]}
+    order = [("tmux", "tmux", labels.get("tmux", f"session {target.settings.session}"))]
+    order += [step for part in planned.parts for step in steps[part]]
+    if "cluster" in planned.parts:
+        order.append(("cluster-ready", "cluster", "ready"))
+    display = Display(order)
+    booted = Booted(planned.env)
     try:
         for _ in range(REPLANS):
-            result = target.link.helper_stream("up", planned.payload(), lambda e: _event(target, planned, display, e),
+            result = target.link.helper_stream("up", planned.payload(),
+                                               lambda e: _event(target, planned, display, e, booted, hooks),
                                                timeout=cluster.WAIT_SECONDS + jupyter_step.START_SECONDS + 60)
             if not result.get("replan"):
                 break
@@ -254,22 +357,30 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], jup
                 planned.tls_files = None
         else:
             raise PortError(f"the ports planned for env {spec!r} kept being taken while portal started it.",
-                               host=target.host, hint="Stop what holds them, or run portal again later.")
+                            host=target.host, hint="Stop what holds them, or run portal again later.")
     except BaseException as exc:
         display.fail(exc)
         raise
-    state = result["cluster"]
-    target.cache.cluster_ports[planned.key] = cluster.SchedulerPorts.of(state)
-    mine = [cluster.describe_entry(state)]
-    labs = [result["jupyter"]] if result.get("jupyter") else []
-    clusters = mine + [cluster.describe_entry(c) for c in snap.get("clusters") or [] if c.get("key") != planned.key]
-    jupyters = labs + [j for j in snap.get("jupyters") or [] if j.get("env_key") != planned.key]
+    display.finish()
+    mine, labs = [], []
+    if result.get("cluster"):
+        booted.cluster = state = result["cluster"]
+        target.cache.cluster_ports[planned.key] = cluster.SchedulerPorts.of(state)
+        mine = [cluster.describe_entry(state)]
+    if result.get("jupyter"):
+        booted.jupyter = result["jupyter"]
+        labs = [result["jupyter"]]
+    clusters = mine + [cluster.describe_entry(c) for c in snap.get("clusters") or []
+                       if not (mine and c.get("key") == planned.key)]
+    jupyters = labs + [j for j in snap.get("jupyters") or [] if not (labs and j.get("env_key") == planned.key)]
     for line in not_forwarded(clusters, jupyters):
         target.say(f"{target.host}: {line}")
-    return collect(clusters, jupyters)
+    booted.services = collect(clusters, jupyters)
+    return booted
 
 
-def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any]) -> None:
+def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any], booted: Booted,
+           hooks: Hooks) -> None:
     """One progress line of the helper: what the step says, and its ✓."""
     host, name, spec = target.host, event["event"], planned.spec
     if name == "tls":
@@ -280,6 +391,7 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
         elif status.get("installed"):
             target.say(f"{host}: made your TLS certificate in {status['dir']} (Dask accepts only it).")
     elif name == "tmux":
+        booted.created = bool(event["created"])
         display.close("tmux", tmux._said(target, bool(event["created"])), target.say)
     elif name == "env":
         state = "activated" if event["started"] else "already active, kept"
@@ -292,6 +404,8 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
         elif prep.get("was_recorded"):
             lines.append(f"{host}: the recorded cluster of env {spec} was not healthy; replacing it.")
         display.close("cluster-starting", lines, target.say)
+        if hooks.started is not None:
+            hooks.started(planned.started(prep))
     elif name == "jupyter-port":
         for note in event.get("notes", []):
             target.say(f"{host}: {note}")
@@ -308,6 +422,7 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
         else:
             line = jupyter_step._kept_line(target, planned.env, entry)
         display.close("jupyter", [line], target.say)
+        _ready(hooks, collect([], [entry]))
     elif name == "cluster-ready":
         state = event["state"]
         lines = []
@@ -316,3 +431,10 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
             lines.append(f"{host}: started Dask cluster for env {spec}: {cluster.summary(state)}.")
             lines += cluster._dashboard_lines(target, state)
         display.close("cluster-ready", lines, target.say)
+        _ready(hooks, collect([cluster.describe_entry(state)], []))
+
+
+def _ready(hooks: Hooks, services: list[Service]) -> None:
+    if hooks.ready is not None:
+        for service in services:
+            hooks.ready(service)

@@ -7,14 +7,14 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
-from typing import Any, Generator
+from typing import Any
 
 from .. import daskcmd, envs, hostenv, plan, tls, tmux_commands
-from ..errors import ClusterError, PortalError, UsageError
+from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import layout
-from ..replies import ClusterEntry, ClusterPrepare, ClusterState, ClusterStop, PortsReport
+from ..replies import ClusterEntry, ClusterState, ClusterStop, PortsReport
 from ..runcache import SchedulerPorts
 from ..seen import Seen
 from ..target import Explained, Target
@@ -79,18 +79,6 @@ def window_name(key: str) -> str:
     return f"cluster-{key}"
 
 
-def window_script(session: str, name: str, lines: list[str]) -> str:
-    """Shell run on the host: ensure the session, replace window ``name``, type ``lines`` into its shell."""
-    q = shlex.quote
-    typed = " ".join(f"&& tmux send-keys -t \"$W\" -l {q(line)} && tmux send-keys -t \"$W\" Enter" for line in lines)
-    return (
-        f"{{ tmux has-session -t {q('=' + session)} 2>/dev/null || tmux new-session -d -s {q(session)} 2>/dev/null"
-        f" || tmux has-session -t {q('=' + session)}; }}"
-        f" && {{ tmux kill-window -t {q(f'={session}:={name}')} 2>/dev/null; true; }}"
-        f" && W=$(tmux new-window -d -P -F '#{{window_id}}' -t {q(f'={session}:')} -n {q(name)}) {typed}"
-    )
-
-
 def kill_window_script(session: str, name: str) -> str:
     return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
 
@@ -113,85 +101,6 @@ def summary(state: ClusterState) -> str:
             f"(scheduler pid {state['scheduler_pid']})")
 
 
-def run(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-        memory: Any = None) -> ClusterState:
-    """Start the env's cluster, or reuse the healthy one; returns its state (address, ports, pids)."""
-    steps = start(target, env, workers, threads, memory)
-    next(steps)
-    return finish(steps)
-
-
-def finish(steps: Generator[dict[str, Any], None, ClusterState]) -> ClusterState:
-    """Wait for a cluster :func:`start` set going; its state."""
-    try:
-        next(steps)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    raise AssertionError("cluster.start yields once")
-
-
-def start(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-          memory: Any = None, workers_on: Any = None, jobs: Any = None,
-          job: dict[str, Any] | None = None) -> Generator[dict[str, Any], None, ClusterState]:
-    """Set the cluster going (or find it healthy), yield where it listens (key, address, ports), then wait
-    for it and return its state.
-
-    Between the two halves the caller may do other work (`up` starts IPython while Dask boots);
-    the host-side lock of the env's cluster is held throughout, so a concurrent `up` waits.
-    """
-    options = validate(target, workers, threads, memory, workers_on, jobs, job)
-    spec_text = env_spec(target, env)
-    facts = target.facts()
-    asked = share_request(target, options)  # a bad budget stops us before anything runs
-    interface = target.settings.scheduler_interface if beyond_host(options) else None
-    key = plan.env_key(spec_text)
-    tls_paths = tls.ensure(target)
-    paths = layout.cluster_paths(target.server_dir(), key)
-    payload = {"key": key, "env": spec_text, "paths": paths, "plan": plan.plan_payload(target.settings, facts["uid"]),
-               "share": asked, "interface": interface}
-    with target.link.lock(f"cluster-{key}"):
-        prep: ClusterPrepare = target.link.helper("cluster-prepare", payload)
-        target.cache.cluster_ports[key] = SchedulerPorts.of(prep["state"] if prep["reused"] else dict(prep["ports"],
-                                                                                 scheduler_host=prep["listen"]))
-        for note in prep.get("notes", []):
-            target.say(f"{target.host}: {note}")
-        if prep["reused"]:
-            state = prep["state"]
-            for line in _reused(target, spec_text, state, options):
-                target.say(line)
-            yield {"key": key, **state}
-            return state
-        if prep.get("was_recorded"):
-            target.say(f"{target.host}: the recorded cluster of env {spec_text} was not healthy; replacing it.")
-        budget = int(prep["share"]["memory"])
-        spec = _spec(target, key, EnvPorts.from_dict(prep["ports"]), options, budget, prep["listen"])
-        assert spec.tls == tls_paths
-        lines = daskcmd.window_lines(spec, activation(target, spec_text, prep.get("env_kind")))
-        started = target.link.run_shell(window_script(target.settings.session, window_name(key), lines), timeout=30)
-        if not started.ok:
-            raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=target.host,
-                               hint="Check that tmux works there (`tmux new-session -d`).")
-        record = dict(daskcmd.record(spec, spec_text, budget), dashboard_problem=_dashboard_problem(target, spec_text),
-                      workers_on=options["workers_on"])
-        yield {"key": key, "address": spec.address, "scheduler_host": spec.listen, **prep["ports"]}
-        try:
-            state = target.link.helper("cluster-wait", {"key": key, "paths": paths, "ports": prep["ports"],
-                                                        "plan": payload["plan"], "listen": prep["listen"],
-                                                        "block": prep.get("block"),
-                                                        "workers": spec.workers, "seconds": WAIT_SECONDS,
-                                                        "record": record},
-                                       timeout=WAIT_SECONDS + 30)
-        except ClusterError as exc:
-            window = _pane_tail(target, window_name(key))
-            raise ClusterError(f"env {spec_text}: {exc.message} Window {window_name(key)} shows: {window or 'nothing'}",
-                               host=target.host, hint=f"Attach with `tmux attach -t {target.settings.session}` to look.") from None
-    for note in state.get("notes", []):
-        target.say(f"{target.host}: {note}")
-    target.say(f"{target.host}: started Dask cluster for env {spec_text}: {summary(state)}.")
-    say_dashboard(target, state)
-    return state
-
-
 def _reused(target: Target, spec_text: str, state: ClusterState, options: dict[str, Any]) -> list[str]:
     """What `cluster` says when it keeps the env's healthy cluster."""
     lines = [f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.",
@@ -211,31 +120,10 @@ def kept(target: Target, seen: Seen) -> list[str] | None:
     return _reused(target, seen.env.spec, state, seen.options)
 
 
-def _dashboard_problem(target: Target, spec_text: str) -> str | None:
-    """What keeps the dashboard of a cluster started now from working (the env's bokeh); recorded with it,
-    since the scheduler decides at its start whether it serves the dashboard."""
-    try:
-        return envs.dashboard_problem(spec_text, hostenv.inspect(target, spec_text).get("dashboard"))
-    except PortalError:  # the env check itself failed: the cluster's own start says what is wrong
-        return None
-
-
-def say_dashboard(target: Target, state: ClusterState) -> None:
-    """One line when the cluster's dashboard cannot work (recorded at its start), with what to install."""
-    for line in _dashboard_lines(target, state):
-        target.say(line)
-
-
 def _dashboard_lines(target: Target, state: ClusterState) -> list[str]:
     if state.get("dashboard_problem"):
         return [f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again."]
     return []
-
-
-def _pane_tail(target: Target, name: str) -> str:
-    res = target.link.run(["tmux", "capture-pane", "-p", "-t", f"={target.settings.session}:={name}"], timeout=15)
-    lines = [line.strip() for line in res.stdout.splitlines() if line.strip()]
-    return " / ".join(lines[-4:])
 
 
 def explain(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from .. import tmux_commands as cmds
 from ..envs import Env
-from ..hostenv import resolve, resolve_for_explain
+from ..hostenv import resolve_for_explain
 from ..seen import Seen
 from ..target import Explained, Target
-from ..tmuxctl import marker, open_window, window_lock
 
 
 def window_name(env: Env) -> str:
@@ -29,18 +28,6 @@ def _said(target: Target, env: Env, state: str) -> list[str]:
     if missing:
         lines.append(f"{target.host}: note: env {env.spec!r} lacks {', '.join(missing)}.")
     return lines
-
-
-def run(target: Target, env: str | None = None) -> Env:
-    """Activate the env in its window; a window that already has it active is left alone."""
-    resolved = resolve(target, env)
-    mark = window_mark(resolved)
-    with window_lock(target, window_name(resolved)):
-        result = open_window(target, window_name(resolved), lines=[resolved.activation()],
-                             keep=lambda window: marker(window) == mark, mark=mark)
-    for line in _said(target, resolved, "activated" if result.started else "already active, kept"):
-        target.say(line)
-    return resolved
 
 
 def kept(target: Target, seen: Seen) -> list[str] | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -125,9 +127,50 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
     return made
 
 
-def forward_all(target: Target, services: list[Service] | None = None) -> list[Forward]:
+class Early:
+    """Forwards made while the host still boots: each service as soon as the host has seen it listen as the
+    user's own (`up`'s dashboard while JupyterLab starts), and checked through the forward then.
+
+    Not earlier: a forward to a port nobody holds yet would hand a browser tab that reconnects (a dashboard,
+    a notebook with its cookie) to whoever grabs the port first."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._threads: list[threading.Thread] = []
+        self._made: dict[str, Forward] = {}
+        self._lock = threading.Lock()
+
+    def add(self, service: Service) -> None:
+        if self.target.link.name == "local" or service.name in self._made:
+            return
+        thread = threading.Thread(target=self._make, args=(service,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _make(self, service: Service) -> None:
+        host = self.target.host
+        try:
+            with self._lock, state.laptop_lock(host):
+                remembered = state.load_forwards(host)
+                fwd = _forward_one(self.target, service, remembered.get(service.name))
+                remembered[service.name] = {"local_port": fwd.local_port, "remote": service.remote, "url": fwd.url}
+                state.save_forwards(host, remembered)
+        except PortalError:
+            return  # the forward step makes it again, and says why it cannot
+        answered = fwd.answered or wait_answers(service.probe_url(fwd.local_port), 10.0)
+        self._made[service.name] = dataclasses.replace(fwd, answered=answered)
+
+    def made(self) -> dict[str, Forward]:
+        """Every forward made so far, once each is made and checked."""
+        for thread in self._threads:
+            thread.join()
+        return dict(self._made)
+
+
+def forward_all(target: Target, services: list[Service] | None = None, early: Early | None = None) -> list[Forward]:
     """Forward every running service (``services`` when the caller already knows them); keep healthy
-    forwards, replace broken ones; remember the ports."""
+    forwards, replace broken ones; remember the ports. Forwards ``early`` made of the same services are kept."""
+    ready = early.made() if early is not None else {}
     if services is None:
         services = running(target)
     state.record_host(target.host, target.settings.ssh_config)  # `status --all` and the page ask it from now on
@@ -138,7 +181,8 @@ def forward_all(target: Target, services: list[Service] | None = None) -> list[F
     target.link.connect()
     with state.laptop_lock(target.host):
         remembered = state.load_forwards(target.host)
-        made = [_forward_one(target, s, remembered.get(s.name)) for s in services]
+        made = [ready[s.name] if s.name in ready and ready[s.name].service == s else
+                _forward_one(target, s, remembered.get(s.name)) for s in services]
         state.save_forwards(target.host, {
             f.service.name: {"local_port": f.local_port, "remote": f.service.remote, "url": f.url} for f in made
         })

@@ -8,11 +8,9 @@ import shlex
 from .. import hostenv
 from .. import tmux_commands as cmds
 from ..envs import Env
-from ..errors import EnvError
 from ..seen import Seen
 from ..target import Explained, Target
 from ..tmux_commands import runs_program
-from ..tmuxctl import open_window, tail, tmux_errors, wait_busy, window_lock
 from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
@@ -40,26 +38,6 @@ def window_name(env: Env) -> str:
 def launch_line(env: Env) -> str:
     """Activation and IPython as one line: IPython never starts outside the env."""
     return f"{env.activation()} && {ipython_command(env.has('distributed'))}"
-
-
-def run(target: Target, env: str | None = None) -> Env:
-    """Start IPython in the env's window, or keep the one that runs there."""
-    resolved = hostenv.resolve(target, env)
-    hostenv.require(target, resolved, "IPython", "ipython")
-    variables = cluster_step.client_environment(target, resolved.spec)
-    name = window_name(resolved)
-    with window_lock(target, name):
-        result = open_window(target, name, lines=[launch_line(resolved)], environment=variables,
-                             mark=f"ipython:{resolved.location}")
-        with tmux_errors(target):
-            started = not result.started or wait_busy(result.window, START_SECONDS)
-            why = "" if started else tail(result.window)
-        if not started:
-            raise EnvError(f"IPython did not start in window {name} ({why}).", host=target.host,
-                           hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
-                                f"{name}.")
-    target.say(_said(target, resolved, "started" if result.started else "already running, kept", bool(variables)))
-    return resolved
 
 
 def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:

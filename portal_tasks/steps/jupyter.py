@@ -8,26 +8,20 @@ A port someone else grabs before the server binds it moves the server within the
 from __future__ import annotations
 
 import shlex
-import time
-from typing import Any
 
 from .. import hostenv
 from .. import tmux_commands as cmds
-from ..daskcmd import through_jupyter
 from ..envs import Env, env_key
-from ..errors import JupyterError, PortalError
+from ..errors import PortalError
 from ..remote import layout
 from ..replies import JupyterState
 from ..seen import Seen
 from ..target import Explained, Target
-from ..tmuxctl import ensure_session, find_window, is_busy, open_window, tail, window_lock
 from . import cluster as cluster_step
 
 START_SECONDS = 90.0
 #: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
 FALLBACK_OFFSET = 2
-#: How often a start moves to another port of the block when someone grabs the planned one meanwhile.
-MOVES = 3
 
 
 def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False,
@@ -80,70 +74,6 @@ def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
 
 def _healthy(entry: JupyterState | None) -> bool:
     return bool(entry and entry.get("healthy"))
-
-
-def _wait(target: Target, env: Env) -> dict[str, Any]:
-    """Poll the server from the host (bounded); fail fast when its window fell back to the shell.
-
-    An entry with ``taken`` means another user (or program) holds the port: nothing was sent there.
-    """
-    session, _ = ensure_session(target)
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        entry = target.link.helper("jupyter-wait", {"key": env.key, "timeout": 3})
-        if _healthy(entry) or (entry and entry.get("taken")):
-            return dict(entry)
-        window = find_window(session, window_name(env))
-        if window is None or not is_busy(window):
-            time.sleep(0.5)  # the shell may still be starting it; look once more
-            window = find_window(session, window_name(env))
-            if window is None or not is_busy(window):
-                why = tail(window) if window is not None else "its window is gone"
-                raise JupyterError(f"JupyterLab for env {env.spec!r} exited ({why}).", host=target.host,
-                                   hint=f"Attach and look at window {window_name(env)}.")
-    raise JupyterError(f"JupyterLab for env {env.spec!r} did not answer within {START_SECONDS:g}s.", host=target.host,
-                       hint=f"Attach (tmux attach -t {shlex.quote(target.settings.session)}) and look at window "
-                            f"{window_name(env)}.")
-
-
-def run(target: Target, env: str | None = None, socket: bool = False) -> dict[str, Any]:
-    """Start JupyterLab for the env, or keep the healthy one; returns its describe() entry."""
-    resolved = hostenv.resolve(target, env)
-    with window_lock(target, window_name(resolved)):  # a server another portal is starting is not replaced
-        return _start(target, resolved, socket)
-
-
-def _start(target: Target, resolved: Env, socket: bool) -> dict[str, Any]:
-    entry = target.link.helper("jupyter-status", {"key": resolved.key})
-    if _healthy(entry) and bool(entry.get("socket")) == socket:
-        target.say(_kept_line(target, resolved, entry))
-        return dict(entry)
-    hostenv.require(target, resolved, "jupyterlab", "jupyter")
-    variables = cluster_step.client_environment(target, resolved.spec)
-    proxy = resolved.has("jupyter_server_proxy")
-    if proxy:  # kernels' dashboard link: through Jupyter's own port (only to the user's own dashboard)
-        variables = through_jupyter(variables)
-    for attempt in range(1, MOVES + 2):
-        port = None if socket else planned_port(target, resolved)
-        state = target.link.helper("jupyter-prepare", {"key": resolved.key, "env": resolved.spec,
-                                                       "port": port, "socket": socket})
-        command = jupyter_command(state["port"], state["socket"], root=_root(target),
-                                  config_dir=state.get("config_dir") if proxy else None)
-        line = f"{resolved.activation()} && {command}"
-        # a window still busy here runs a server that does not answer: replace it
-        open_window(target, window_name(resolved), lines=[line], keep=lambda window: False,
-                    environment={**variables, "JUPYTER_TOKEN_FILE": state["token_file"]},
-                    mark=f"jupyter:{resolved.location}")
-        entry = _wait(target, resolved)
-        if not entry.get("taken"):
-            break
-        if attempt > MOVES:
-            raise JupyterError(f"JupyterLab for env {resolved.spec!r} could not start: {entry['taken']}",
-                               host=target.host, hint="Stop what holds it, or run portal again later.")
-        target.say(f"{target.host}: JupyterLab for env {resolved.spec!r}: {entry['taken']} Moving to another port.")
-    target.say(f"{target.host}: JupyterLab for env {resolved.spec!r} started in window {window_name(resolved)}: "
-               f"{entry['url']}")
-    return entry
 
 
 def _kept_line(target: Target, env: Env, entry: JupyterState) -> str:

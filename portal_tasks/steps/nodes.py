@@ -24,6 +24,13 @@ def window_name(key: str) -> str:
     return f"workers-{key}"
 
 
+def _window_payload(session: str, name: str, lines: list[str]) -> dict[str, Any]:
+    """The ``up`` verb's payload on a node: the session, and the workers window (a running one replaced)."""
+    return {"session": {"name": session, "has": tmux_commands.has_session(session),
+                        "new": tmux_commands.new_session(session)},
+            "locks": [], "windows": [tmux_commands.window_plan(session, name, lines)]}
+
+
 def _origin(target: Target) -> str:
     return str(target.facts()["hostname"])
 
@@ -65,10 +72,8 @@ def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
                                 tls=TlsPaths(tls_dir), paths=prep["paths"], workers=options["workers"],
                                 threads=options["threads"], memory_limit=limit)
         lines = daskcmd.node_window_lines(spec, cluster.activation(node, spec_text, prep.get("env_kind")))
-        started = node.link.run_shell(cluster.window_script(node.settings.session, window_name(key), lines), timeout=30)
-        if not started.ok:
-            raise ClusterError(f"could not open tmux window {window_name(key)}: {started.tail()}", host=node.host,
-                               hint="Check that tmux works there (`tmux new-session -d`).")
+        node.link.helper_stream("up", _window_payload(node.settings.session, window_name(key), lines),
+                                lambda event: None, timeout=60)
         record = node.link.helper("nodes-wait", {"key": key, "origin": origin, "ports": prep["ports"],
                                                  "workers": spec.workers, "seconds": WAIT_SECONDS,
                                                  "scheduler": state["address"], "memory_limit": limit,

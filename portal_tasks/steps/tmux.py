@@ -1,25 +1,17 @@
-"""Step `tmux`: ensure the user's tmux session on the host (an existing one is reused)."""
+"""Step `tmux`: ensure the user's tmux session on the host (an existing one is reused); it runs on `up`'s
+path (``steps/boot``), this says what it did and what it stands for."""
 
 from __future__ import annotations
 
 from .. import tmux_commands as cmds
 from ..seen import Seen
 from ..target import Explained, Target
-from ..tmuxctl import ensure_session
 
 
 def _said(target: Target, created: bool) -> list[str]:
     name = target.settings.session
     return [f"{target.host}: tmux session {name!r} {'created' if created else 'already running, reused'}.",
             f"attach: {target.link.attach_hint(name)}"]
-
-
-def run(target: Target) -> bool:
-    """Ensure the session; True when it was created now, False when an existing one was reused."""
-    _, created = ensure_session(target)
-    for line in _said(target, created):
-        target.say(line)
-    return created
 
 
 def kept(target: Target, seen: Seen) -> list[str] | None:

@@ -7,7 +7,9 @@ import sys
 
 from typing import Any
 
-from .. import hostenv, progress
+from .. import progress
+from ..replies import Snapshot
+from ..services import Service
 from ..target import Explained, Target
 from . import boot, browse, cluster, forward, jobs as jobs_step, nodes, warm as warm_step
 
@@ -18,33 +20,28 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
         job: dict[str, Any] | None = None) -> None:
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
                                workers_on=workers_on, jobs=jobs, job=job)  # bad input: nothing started
-    warm, steps, snap = None, _steps(target, env, jupyter), None
+    spec, steps = cluster.env_spec(target, env), _steps(target, env, jupyter)
     with progress.step("connect", target.host):
         target.link.connect()
-        if target.settings.is_local:
-            target.facts()
-        else:  # one round trip says whether everything already runs (and brings the facts)
-            spec = cluster.env_spec(target, env)
-            snap = warm_step.snapshot(target, spec)
+        # one round trip says whether everything already runs, and brings what a cold start plans with
+        snap = warm_step.snapshot(target, spec, interface=cluster.beyond_host(options))
+        warm = None
+        if not cluster.beyond_host(options):  # the other servers and the queue are asked on the cold path
             warm = warm_step.decide(target, spec, snap, [name for name, _ in steps],
                                     jupyter=jupyter, socket=socket, options=options)
-            if cluster.beyond_host(options):  # the other servers and the queue are asked on the full path
-                warm = None
-            if warm is not None:
-                cluster.share_request(target, options)  # as the full path checks
+        if warm is not None:
+            cluster.share_request(target, options)  # as the cold path checks
+    early = forward.Early(target)
     if warm is not None:
         for name, label in steps:
             with progress.step(name, label):
                 for line in warm.kept[name]:
                     target.say(line)
         services = warm.services
-    elif snap is not None and boot.usable(target, snap, options):  # the host does it all in one call
-        services = boot.run(target, cluster.env_spec(target, env), snap, options, jupyter, socket, steps)
     else:
-        _start(target, env, jupyter, socket, options)
-        services = None
+        services = _cold(target, spec, snap, options, [name for name, _ in steps[1:]], socket, dict(steps), early)
     with progress.step("forward"):
-        made = forward.forward_all(target, services)
+        made = forward.forward_all(target, services, early)
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
     if browser:
         with progress.step("browse"):
@@ -69,44 +66,30 @@ def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, st
     return steps + ([("jupyter", "")] if jupyter else [])
 
 
-def _start(target: Target, env: str | None, jupyter: bool, socket: bool, options: dict[str, Any]) -> None:
-    """The full path: each step starts what is missing and keeps what runs.
+def _cold(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: list[str], socket: bool,
+          labels: dict[str, str], early: forward.Early) -> list[Service]:
+    """Start what is missing in one host call; the workers on other servers, and the worker jobs (submitted
+    as soon as the host prepared the cluster, so they queue while Dask boots), after it."""
+    queueing: list[jobs_step.Background] = []
 
-    The cluster is set going before IPython (and Jupyter) and waited for after them, so Dask boots
-    while their windows open; their clients connect once the scheduler answers.
-    """
-    from . import env as env_step, ipython, jupyter as jupyter_step, tmux
+    def started(where: dict[str, Any]) -> None:
+        if options["jobs"] and not queueing:
+            queueing.append(jobs_step.Background(target, where, spec, options))
 
-    hostenv.resolve(target, env)  # a missing env is one line before anything starts (the answer is kept)
-    with progress.step("tmux", f"session {target.settings.session}"):
-        tmux.run(target)
-    with progress.step("env", env or ""):
-        env_step.run(target, env=env)
-    booting = cluster.start(target, env=env, **options)
-    queueing: jobs_step.Background | None = None
     try:
-        with progress.step("cluster", "starting"):
-            planned = next(booting)
-        if options["jobs"]:  # the jobs wait in the queue while Dask boots; their workers dial until it answers
-            queueing = jobs_step.Background(target, planned, cluster.env_spec(target, env), options)
-        with progress.step("ipython"):
-            ipython.run(target, env=env)
-        if jupyter:
-            with progress.step("jupyter"):
-                jupyter_step.run(target, env=env, socket=socket)
-        with progress.step("cluster", "ready"):
-            state = cluster.finish(booting)
+        booted = boot.run(target, spec, snap, options, parts, socket, labels, boot.Hooks(started, early.add))
     finally:
-        booting.close()  # releases the host-side lock if a step in between failed
-        if queueing is not None:
-            queueing.join()
+        for background in queueing:
+            background.join()
+    state: Any = booted.cluster
     if options["workers_on"]:
         with progress.step("workers", ", ".join(options["workers_on"])):
-            nodes.start(target, state, cluster.env_spec(target, env), options)
-    if queueing is not None:
+            nodes.start(target, state, spec, options)
+    if queueing:
         with progress.step("jobs", f"{options['jobs']} on the batch system"):
-            queueing.result()
-            jobs_step.wait(target, state, cluster.env_spec(target, env))
+            queueing[0].result()
+            jobs_step.wait(target, state, spec)
+    return booted.services
 
 
 def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,

@@ -33,14 +33,17 @@ class Warm:
     services: list[Service]
 
 
-def snapshot(target: Target, spec: str) -> Snapshot:
-    """The host's answer to ``snapshot``; also fills the run's facts (so no separate probe)."""
+def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> Snapshot:
+    """The host's answer to ``snapshot``; also fills the run's facts (so no separate probe). ``interface``:
+    also where scheduler_interface is (workers beyond the host dial it)."""
     from .. import plan
 
     planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
-    snap: Snapshot = target.link.helper("snapshot", {"session": target.settings.session, "env": spec,
-                                                     "manager": target.settings.env_manager,
-                                                     "plan": planned, "key": plan.env_key(spec)})
+    payload: dict[str, Any] = {"session": target.settings.session, "env": spec, "manager": target.settings.env_manager,
+                               "plan": planned, "key": plan.env_key(spec) if spec else None}
+    if interface:
+        payload["interface"] = target.settings.scheduler_interface
+    snap: Snapshot = target.link.helper("snapshot", payload)
     target.cache.facts = snap["facts"]
     return snap
 

@@ -26,7 +26,7 @@ class FakeLink(Link):
     """Every call is a tuple in :attr:`calls`: ``("helper", verb)``, ``("run", line)``, ``("lock", name)``,
     ``("forward", local_port, remote)``, ``("cancel", local_port, remote)``, ``("connect",)``, ``("close",)``.
 
-    A verb without a canned reply fails the test (AssertionError), as does driving tmux through libtmux.
+    A verb without a canned reply fails the test (AssertionError).
     ``shell`` answers ``run_shell`` lines (default: exit 0, no output); ``payloads`` keeps each
     helper call's payload, in order.
     """
@@ -76,9 +76,6 @@ class FakeLink(Link):
 
     def command_argv(self, command: str, *, tty: bool = False) -> list[str]:
         return ["ssh", self.host, command]
-
-    def tmux_bin(self) -> str:
-        raise AssertionError("the test drove tmux through libtmux")
 
     def forward(self, local_port: int, remote: str) -> None:
         self.calls.append(("forward", local_port, remote))

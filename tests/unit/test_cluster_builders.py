@@ -103,10 +103,17 @@ def test_client_environment(spec: daskcmd.ClusterSpec) -> None:
     assert env["DASK_DISTRIBUTED__DASHBOARD__LINK"] == "http://localhost:23431/status"
 
 
-def test_window_script_targets_exact_names() -> None:
-    script = cluster.window_script("portal", "cluster-a", ["echo 'hi there'"])
-    assert "-t =portal:=cluster-a" in script and "-n cluster-a" in script
-    assert "send-keys -t \"$W\" -l 'echo '\"'\"'hi there'\"'\"''" in script
+def test_window_plan_targets_exact_names_and_says_what_runs() -> None:
+    from portal_tasks import tmux_commands
+
+    window = tmux_commands.window_plan("portal", "cluster-a", ["echo 'hi there'"], {"A": "1"}, mark="m")
+    assert window["kill"] == ["tmux", "kill-window", "-t", "=portal:=cluster-a"]
+    assert window["argv"] == [["tmux", "new-window", "-d", "-t", "=portal:", "-n", "cluster-a", "-e", "A=1"],
+                              ["tmux", "set-option", "-w", "-t", "=portal:=cluster-a", "@portal", "m"],
+                              ["tmux", "send-keys", "-t", "=portal:=cluster-a", "echo 'hi there'", "Enter"]]
+    lines = tmux_commands.explain_window(window)
+    assert lines[0] == "tmux kill-window -t =portal:=cluster-a 2>/dev/null"
+    assert lines[-1] == "tmux send-keys -t =portal:=cluster-a 'echo '\"'\"'hi there'\"'\"'' Enter"
 
 
 def test_tls_bundle_verifies() -> None:

@@ -1,5 +1,5 @@
 """The orchestration of `up`, warm `up`, `forward` and `down` against a fake link: which calls reach
-the host, in which order, and what the user reads. Nothing runs on a host; tmux steps are stubs."""
+the host, in which order, and what the user reads. Nothing runs on a host."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from portal_tasks import state
 from portal_tasks import tmux_commands as cmds
 from portal_tasks.config import resolve
 from portal_tasks.runner import Result
-from portal_tasks.steps import down, forward, ipython, tmux, up, warm
-from portal_tasks.steps import env as env_step
+from portal_tasks.steps import down, forward, up, warm
 from portal_tasks.target import Target
 from portal_tasks.testing.fakelink import FakeLink
 
@@ -81,8 +80,8 @@ def test_warm_up_with_jupyter_keeps_the_running_lab(capsys: pytest.CaptureFixtur
     up.run(target, env="a", jupyter=True, attach=False, browser=False)
     assert link.host_calls() == [("helper", "snapshot")]
     assert said[-1] == f"{HOST}: JupyterLab for env 'a' already running, kept: {LAB['url']}"
-    assert [c for c in link.calls if c[0] == "forward"] == [("forward", 20001, "127.0.0.1:20001"),
-                                                           ("forward", 20002, "127.0.0.1:20002")]
+    assert sorted(c for c in link.calls if c[0] == "forward") == [("forward", 20001, "127.0.0.1:20001"),
+                                                                 ("forward", 20002, "127.0.0.1:20002")]
     assert "jupyter-a: http://localhost:20002/lab?token=t0k" in capsys.readouterr().out
 
 
@@ -108,31 +107,64 @@ def test_a_lab_on_a_port_is_not_kept_when_a_socket_is_asked() -> None:
     assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=True) is None
 
 
-def test_cold_up_runs_the_steps_in_order_and_asks_the_host_once_each(monkeypatch: pytest.MonkeyPatch,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    wait_state = dict(CLUSTER, notes=[])
-    target, link, said = make({
-        "snapshot": dict(WARM, windows=None, clusters=[]), "env-check": ENV,
-        "tls-status": {"exists": True, "dir": "/home/alice/.portal/tls"},
-        "cluster-prepare": {"reused": False, "ports": PORTS, "listen": "127.0.0.1", "share": {"memory": 4 * GiB},
-                            "notes": [], "was_recorded": False, "env_kind": "named",
-                            "block": {"index": 0, "start": 20000, "end": 20099}},
-        "cluster-wait": wait_state, "cluster-list": [CLUSTER], "jupyter-list": [],
-    })
-    for name, module in (("tmux", tmux), ("env", env_step), ("ipython", ipython)):  # the libtmux steps
-        monkeypatch.setattr(module, "run", lambda target, *a, _n=name, **kw: link.calls.append(("step", _n)))
-    up.run(target, env="a", attach=False, browser=False)
-    calls = [c if c[0] != "run" else ("run", "cluster window") for c in link.calls if c[0] != "connect"]
-    assert calls == [
-        ("helper", "snapshot"), ("helper", "env-check"), ("step", "tmux"), ("step", "env"), ("helper", "tls-status"),
-        ("lock", "cluster-a"), ("helper", "cluster-prepare"), ("run", "cluster window"), ("step", "ipython"),
-        ("helper", "cluster-wait"), ("helper", "cluster-list"), ("helper", "jupyter-list"),
-        ("forward", 20001, "127.0.0.1:20001"),
-    ]
-    window = next(c[1] for c in link.calls if c[0] == "run")
-    assert "-n cluster-a" in window and "conda activate a" in window
-    assert said[-1].startswith(f"{HOST}: started Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001")
-    assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
+@pytest.mark.parametrize("part", ["env", "cluster", "ipython", "jupyter"])
+def test_a_single_step_is_the_snapshot_and_one_up_call_with_only_its_part(part: str) -> None:
+    from portal_tasks.steps import single
+
+    said_events = {"env": [{"event": "env", "started": True}],
+                   "cluster": [{"event": "cluster-starting", "prep": PREP}, {"event": "cluster-ready", "state": STATE}],
+                   "ipython": [{"event": "ipython", "started": True}],
+                   "jupyter": [{"event": "jupyter", "entry": dict(LAB, started=True)}]}[part]
+    result = {"cluster": {"cluster": STATE}, "jupyter": {"jupyter": dict(LAB, started=True)}}.get(part, {})
+    target, link, said = make({"snapshot": COLD, "up": ([{"event": "tmux", "created": False}, *said_events], result)})
+    single.run(target, part, env="a")
+    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    plan = dict(link.payloads)["up"]
+    assert [p for p in ("env", "cluster", "ipython", "jupyter") if p in plan] == [part]
+    assert not [c for c in link.calls if c[0] == "forward"]  # a single step forwards nothing
+    assert said[0] == f"{HOST}: tmux session 'portal' already running, reused."
+
+
+def test_the_tmux_step_is_one_up_call_with_only_the_session() -> None:
+    from portal_tasks.steps import single
+
+    target, link, said = make({"up": ([{"event": "tmux", "created": True}], {})})
+    assert single.run(target, "tmux") is True
+    assert link.host_calls() == [("helper", "up")]
+    assert dict(link.payloads)["up"] == {"session": {"name": "portal", "has": cmds.has_session("portal"),
+                                                     "new": cmds.new_session("portal")}, "locks": []}
+    assert said[0] == f"{HOST}: tmux session 'portal' created."
+
+
+def test_the_dashboard_is_forwarded_as_soon_as_the_host_says_it_is_ready() -> None:
+    """Its forward is made when `cluster-ready` arrives, before JupyterLab's line (the host still boots)."""
+    order: list[str] = []
+    target, link, _ = make({"snapshot": COLD, "up": lambda payload: (
+        [*events()[:-1], {"event": "cluster-ready", "state": STATE}, {"event": "probe"},
+         {"event": "jupyter", "entry": dict(LAB, started=True)}], {"cluster": STATE, "jupyter": LAB})})
+    seen = link.forward
+
+    def forwarded(port: int, remote: str) -> None:
+        order.append(f"forward {port}")
+        seen(port, remote)
+
+    link.forward = forwarded  # type: ignore[method-assign]
+    real = up.boot._event
+
+    def event(target: Any, planned: Any, display: Any, e: dict[str, Any], booted: Any, hooks: Any) -> None:
+        if e["event"] == "probe":
+            up.forward.threading.Event().wait(0.3)  # the early forward's thread has run by now
+            order.append("jupyter still booting")
+            return
+        real(target, planned, display, e, booted, hooks)
+
+    up.boot._event = event  # type: ignore[assignment]
+    try:
+        up.run(target, env="a", jupyter=True, attach=False, browser=False)
+    finally:
+        up.boot._event = real  # type: ignore[assignment]
+    assert order[:2] == ["forward 20001", "jupyter still booting"]
+    assert sorted(order[2:]) == ["forward 20002"]
 
 
 def test_forward_forwards_only_what_the_host_confirmed_and_remembers_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,12 +251,12 @@ PREP = {"reused": False, "ports": dict(PORTS, http_ports=[20030, 20039], http=li
 STATE = dict(CLUSTER, notes=[])
 
 
-def events(jupyter: bool = False, prep: dict[str, Any] = PREP) -> list[dict[str, Any]]:
+def events(jupyter: bool = False, prep: dict[str, Any] = PREP, state: dict[str, Any] = STATE) -> list[dict[str, Any]]:
     out = [{"event": "tmux", "created": True}, {"event": "env", "started": True},
            {"event": "cluster-starting", "prep": prep}, {"event": "ipython", "started": True}]
     if jupyter:
         out.append({"event": "jupyter", "entry": dict(LAB, started=True)})
-    return out + [{"event": "cluster-ready", "state": STATE}]
+    return out + [{"event": "cluster-ready", "state": state}]
 
 
 def test_cold_up_is_the_snapshot_and_one_up_call(capsys: pytest.CaptureFixture[str]) -> None:
@@ -264,17 +296,17 @@ def test_cold_up_with_jupyter_plans_the_lab_on_the_envs_port() -> None:
     lab = dict(link.payloads)["up"]["jupyter"]
     assert lab["port"] == 20002
     assert "--port=20002" in lab["window"]["argv"][-1][4]
-    assert [c for c in link.calls if c[0] == "forward"] == [("forward", 20001, "127.0.0.1:20001"),
-                                                           ("forward", 20002, "127.0.0.1:20002")]
+    assert sorted(c for c in link.calls if c[0] == "forward") == [("forward", 20001, "127.0.0.1:20001"),
+                                                                 ("forward", 20002, "127.0.0.1:20002")]
     assert f"{HOST}: JupyterLab for env 'a' started in window jupyter-a: {LAB['url']}" in said
 
 
 def test_ports_the_host_gave_otherwise_make_a_second_call_with_them() -> None:
     moved = dict(PREP, ports=dict(PREP["ports"], scheduler_port=20030, dashboard_port=20031))
+    given = dict(STATE, scheduler_port=20030, dashboard_port=20031, address="tls://127.0.0.1:20030")
     replies = iter([([{"event": "tmux", "created": True}, {"event": "env", "started": True},
                       {"event": "replan", "cluster": {"scheduler_port": 20030}}], {"replan": {"cluster": moved}}),
-                    (events(prep=moved), {"cluster": dict(STATE, scheduler_port=20030, dashboard_port=20031,
-                                                          address="tls://127.0.0.1:20030")})])
+                    (events(prep=moved, state=given), {"cluster": given})])
     target, link, said = make({"snapshot": COLD, "up": lambda payload: next(replies)})
     up.run(target, env="a", attach=False, browser=False)
     assert link.host_calls() == [("helper", "snapshot"), ("helper", "up"), ("helper", "up")]

@@ -1,0 +1,26 @@
+"""The host steps on their own (`portal tmux`, `env`, `cluster`, `ipython`, `jupyter`), on `up`'s path:
+one ``snapshot``, then the ``up`` verb carrying only that step's part (``tmux``: only the session).
+
+A single step starts its part and nothing else; the parts it builds on (the session, for IPython the
+cluster's address) come as `up` would plan them, from the same snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..target import Target
+from . import boot, cluster, warm
+
+
+def run(target: Target, part: str, env: str | None = None, socket: bool = False, workers: Any = None,
+        threads: Any = None, memory: Any = None) -> Any:
+    """Run step ``part``: True/False (session made now) for ``tmux``; the Env for ``env`` and ``ipython``;
+    the cluster's state for ``cluster``; JupyterLab's entry for ``jupyter``."""
+    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)  # bad input: nothing runs
+    target.link.connect()
+    if part == "tmux":
+        return boot.session_only(target)
+    spec = cluster.env_spec(target, env)
+    snap = warm.snapshot(target, spec)
+    booted = boot.run(target, spec, snap, options, [part], socket, {"env": env or ""})
+    return {"env": booted.env, "ipython": booted.env, "cluster": booted.cluster, "jupyter": booted.jupyter}[part]
