@@ -223,8 +223,9 @@ class Display:
     A line that arrives before the steps ahead of it are done (the cluster ready while JupyterLab still
     boots) waits, with what it says, until they are."""
 
-    def __init__(self, order: list[tuple[str, str, str]]) -> None:
+    def __init__(self, order: list[tuple[str, str, str]], shown: bool = True) -> None:
         self.order = list(order)  # (event, name, label)
+        self.shown = shown  # False: the lines steps say, no step lines (a single step)
         self.done: set[str] = set()
         self.waiting: dict[str, list[str]] = {}
         self.current: Any = None
@@ -234,7 +235,7 @@ class Display:
         self.current = None
         if self.order:
             _, name, label = self.order[0]
-            self.current = progress.step(name, label)
+            self.current = progress.step(name, label) if self.shown else contextlib.nullcontext()
             self.current.__enter__()
 
     def close(self, event: str, lines: list[str], say: Callable[[str], None]) -> None:
@@ -291,9 +292,9 @@ class Hooks:
 def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool = False,
         labels: dict[str, str] | None = None, hooks: Hooks | None = None) -> Booted:
     """Start what is missing of ``parts`` (the session always) in one streaming call (more only when the
-    host moved a port). ``labels``: the step lines' details (``tmux``, ``env``)."""
+    host moved a port). ``labels``: the step lines' details (``tmux``, ``env``); None: no step lines."""
     with _each_line_once(target):
-        return _run(target, spec, snap, options, parts, socket, labels or {}, hooks or Hooks())
+        return _run(target, spec, snap, options, parts, socket, labels, hooks or Hooks())
 
 
 def session_only(target: Target) -> bool:
@@ -302,9 +303,8 @@ def session_only(target: Target) -> bool:
     payload = {"session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
                "locks": []}
     created: list[bool] = []
-    with progress.step("tmux", f"session {session}"):
-        target.link.helper_stream("up", payload, lambda e: created.append(bool(e.get("created")))
-                                  if e["event"] == "tmux" else None, timeout=60)
+    target.link.helper_stream("up", payload, lambda e: created.append(bool(e.get("created")))
+                              if e["event"] == "tmux" else None, timeout=60)
     for line in tmux._said(target, bool(created and created[0])):
         target.say(line)
     return bool(created and created[0])
@@ -329,7 +329,8 @@ def _each_line_once(target: Target) -> Iterator[None]:
 
 
 def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool,
-         labels: dict[str, str], hooks: Hooks) -> Booted:
+         shown: dict[str, str] | None, hooks: Hooks) -> Booted:
+    labels = shown or {}
     require(target, spec, snap, parts)
     planned = Plan(target, spec, snap, options, parts, socket)
     if "ipython" in planned.parts:
@@ -343,7 +344,7 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
     order += [step for part in planned.parts for step in steps[part]]
     if "cluster" in planned.parts:
         order.append(("cluster-ready", "cluster", "ready"))
-    display = Display(order)
+    display = Display(order, shown=shown is not None)
     booted = Booted(planned.env)
     try:
         for _ in range(REPLANS):

@@ -22,5 +22,5 @@ def run(target: Target, part: str, env: str | None = None, socket: bool = False,
         return boot.session_only(target)
     spec = cluster.env_spec(target, env)
     snap = warm.snapshot(target, spec)
-    booted = boot.run(target, spec, snap, options, [part], socket, {"env": env or ""})
+    booted = boot.run(target, spec, snap, options, [part], socket, labels=None)  # its lines, no step lines
     return {"env": booted.env, "ipython": booted.env, "cluster": booted.cluster, "jupyter": booted.jupyter}[part]
