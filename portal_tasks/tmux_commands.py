@@ -76,15 +76,8 @@ def window_plan(session: str, window: str, lines: list[str], environment: Mappin
 
 def explain_window(plan: Mapping[str, Any]) -> list[str]:
     """The shell lines of a :func:`window_plan`, as the helper runs them (the old window goes first)."""
-    return [f"{shlex.join(plan['kill'])} 2>/dev/null", *(shlex.join(argv) for argv in plan["argv"])]
+    return [f"{shlex.join(plan['kill'])} 2>/dev/null || true", *(shlex.join(argv) for argv in plan["argv"])]
 
 
 def attach(session: str) -> list[str]:
     return ["tmux", "attach", "-t", session_target(session)]
-
-
-def window_lines(session: str, window: str, environment: Mapping[str, str] | None, lines: list[str]) -> list[str]:
-    """Shell lines that open a window with variables and type lines into it."""
-    out = [shlex.join(new_window(session, window, environment))]
-    out += [shlex.join(send_keys(session, window, line)) for line in lines]
-    return out

@@ -147,10 +147,6 @@ class Plan:
             return {"key": self.key, **prep["state"]}
         return {"key": self.key, "address": self.cluster_spec().address, "scheduler_host": self.listen, **prep["ports"]}
 
-    def _window(self, name: str, lines: list[str], environment: dict[str, str] | None, keep: str,
-                mark: str | None) -> dict[str, Any]:
-        return cmds.window_plan(self.target.settings.session, name, lines, environment, keep, mark)
-
     def cluster_spec(self) -> daskcmd.ClusterSpec:
         return cluster._spec(self.target, self.key, EnvPorts.from_dict(self.ports), self.options, self.budget,
                              self.listen)
@@ -169,8 +165,7 @@ class Plan:
     def _env(self, out: dict[str, Any]) -> None:
         name = env_step.window_name(self.env)
         self._lock(out, name)
-        out["env"] = {"window": self._window(name, [self.env.activation()], None, "marker",
-                                             env_step.window_mark(self.env))}
+        out["env"] = {"window": env_step.window(self.target.settings.session, self.env)}
 
     def _cluster(self, out: dict[str, Any]) -> None:
         out["locks"].append(f"cluster-{self.key}")
@@ -186,7 +181,7 @@ class Plan:
             lines = daskcmd.window_lines(spec, cluster.activation(self.target, self.spec, self.kind))
             record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=self.options.get("workers_on") or [],
                           dashboard_problem=envs.dashboard_problem(self.spec, self.env_check.get("dashboard")))
-            part["window"] = self._window(cluster.window_name(self.key), lines, None, "never", None)
+            part["window"] = cluster.window(self.target.settings.session, self.key, lines)
             part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.plan,
                             "workers": spec.workers, "seconds": cluster.WAIT_SECONDS, "record": record}
         else:
@@ -196,8 +191,7 @@ class Plan:
     def _ipython(self, out: dict[str, Any]) -> None:
         name = ipython.window_name(self.env)
         self._lock(out, name)
-        out["ipython"] = {"window": self._window(name, [ipython.launch_line(self.env)], self.client_environment(),
-                                                 "busy", f"ipython:{self.env.location}"),
+        out["ipython"] = {"window": ipython.window(self.target.settings.session, self.env, self.client_environment()),
                           "seconds": ipython.START_SECONDS}
 
     def _jupyter(self, out: dict[str, Any]) -> None:
@@ -213,8 +207,7 @@ class Plan:
                                                config_dir=f"{directory}/config" if proxy else None)
         out["jupyter"] = {"key": self.key, "env": self.spec, "socket": self.socket, "port": self.lab_port,
                           "plan": self.plan, "seconds": jupyter_step.START_SECONDS,
-                          "window": self._window(name, [f"{env.activation()} && {command}"], lab_env, "never",
-                                                 f"jupyter:{env.location}")}
+                          "window": jupyter_step.window(self.target.settings.session, env, command, lab_env)}
 
 
 class Display:

@@ -79,6 +79,11 @@ def window_name(key: str) -> str:
     return f"cluster-{key}"
 
 
+def window(session: str, key: str, lines: list[str]) -> dict[str, Any]:
+    """The cluster's window as the helper opens it (a window left from an earlier cluster is replaced)."""
+    return tmux_commands.window_plan(session, window_name(key), lines)
+
+
 def kill_window_script(session: str, name: str) -> str:
     return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
 
@@ -146,8 +151,8 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
     lines.append(tmux_commands.ensure_session_line(target.settings.session))
-    lines += tmux_commands.window_lines(target.settings.session, window_name(key), None,
-                                        daskcmd.window_lines(spec, activation(target, spec_text)))
+    lines += tmux_commands.explain_window(window(target.settings.session, key,
+                                                 daskcmd.window_lines(spec, activation(target, spec_text))))
     return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
                                                        spec.address)
 

@@ -5,6 +5,8 @@ What the env is on the host (shared by the other steps) is :mod:`portal_tasks.ho
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..hostenv import resolve_for_explain
@@ -19,6 +21,11 @@ def window_name(env: Env) -> str:
 def window_mark(env: Env) -> str:
     """portal's marker on the env's window once it activated the env there."""
     return f"env:{env.location}"
+
+
+def window(session: str, env: Env) -> dict[str, Any]:
+    """The env's window as the helper opens it (kept while it carries the env's marker)."""
+    return cmds.window_plan(session, window_name(env), [env.activation()], None, "marker", window_mark(env))
 
 
 def _said(target: Target, env: Env, state: str) -> list[str]:
@@ -42,4 +49,4 @@ def explain(target: Target, env: str | None = None) -> Explained:
     resolved = resolve_for_explain(target, env)
     session = target.settings.session
     return Explained(remote=[cmds.ensure_session_line(session),
-                             *cmds.window_lines(session, window_name(resolved), None, [resolved.activation()])])
+                             *cmds.explain_window(window(session, resolved))])

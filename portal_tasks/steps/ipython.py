@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 import shlex
 
 from .. import hostenv
@@ -40,6 +41,11 @@ def launch_line(env: Env) -> str:
     return f"{env.activation()} && {ipython_command(env.has('distributed'))}"
 
 
+def window(session: str, env: Env, variables: dict[str, str]) -> dict[str, Any]:
+    """IPython's window as the helper opens it (kept while a program runs in it), the cluster's variables in it."""
+    return cmds.window_plan(session, window_name(env), [launch_line(env)], variables, "busy", f"ipython:{env.location}")
+
+
 def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:
     cluster = "with the cluster's address" if with_cluster else "(no cluster known yet)"
     return f"{target.host}: IPython in env {env.spec!r} {state} in window {window_name(env)} {cluster}."
@@ -58,4 +64,4 @@ def explain(target: Target, env: str | None = None) -> Explained:
     session = target.settings.session
     variables = cluster_step.client_environment(target, resolved.spec)
     return Explained(remote=[cmds.ensure_session_line(session),
-                             *cmds.window_lines(session, window_name(resolved), variables, [launch_line(resolved)])])
+                             *cmds.explain_window(window(session, resolved, variables))])

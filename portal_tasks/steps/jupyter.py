@@ -8,6 +8,7 @@ A port someone else grabs before the server binds it moves the server within the
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from .. import hostenv
 from .. import tmux_commands as cmds
@@ -51,6 +52,12 @@ def _root(target: Target) -> bool:
 
 def window_name(env: Env) -> str:
     return f"jupyter-{env.key}"
+
+
+def window(session: str, env: Env, command: str, variables: dict[str, str]) -> dict[str, Any]:
+    """JupyterLab's window as the helper opens it (always afresh: a server that answered was kept before)."""
+    return cmds.window_plan(session, window_name(env), [f"{env.activation()} && {command}"], variables, "never",
+                            f"jupyter:{env.location}")
 
 
 def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
@@ -112,9 +119,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
     q = shlex.quote
     token = q(f"{directory}/token")
     if socket:
-        port = None
-        where = f"--ServerApp.sock={q(directory + '/jupyter.sock')}"
-        command = jupyter_command(socket="SOCK", root=_root(target)).replace("--ServerApp.sock=SOCK", where)
+        command = jupyter_command(socket=f"{directory}/jupyter.sock", root=_root(target))
         url = f"unix socket {directory}/jupyter.sock, path /lab?token=$(cat {token})"
     else:
         try:
@@ -123,14 +128,11 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
             port = target.settings.port_base + FALLBACK_OFFSET
         command = jupyter_command(port, root=_root(target))
         url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
-    window = window_name(resolved)
-    new_window = shlex.join(cmds.new_window(session, window, cluster_step.client_environment(target, resolved.spec)))
-    new_window += f" -e {q(f'JUPYTER_TOKEN_FILE={directory}/token')}"
+    variables = dict(cluster_step.client_environment(target, resolved.spec), JUPYTER_TOKEN_FILE=f"{directory}/token")
     return Explained(remote=[
         cmds.ensure_session_line(session),
         f"(umask 077 && mkdir -p {q(directory)}) && chmod 700 ~/.portal",
         f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > {token})",
-        new_window,
-        shlex.join(cmds.send_keys(session, window, f"{resolved.activation()} && {command}")),
+        *cmds.explain_window(window(session, resolved, command, variables)),
         f'echo "{url}"',
     ])

@@ -132,8 +132,8 @@ def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explaine
             memory_limit=plan.split_memory(int(budget), options["workers"]))
         session = node.settings.session
         lines = [tmux_commands.ensure_session_line(session),
-                 *tmux_commands.window_lines(session, window_name(key), None,
-                                             daskcmd.node_window_lines(spec, cluster.activation(node, spec_text)))]
+                 *tmux_commands.explain_window(tmux_commands.window_plan(
+                     session, window_name(key), daskcmd.node_window_lines(spec, cluster.activation(node, spec_text))))]
         local.append(f"# workers on {host} (its home must hold your ~/.portal/tls, as a shared home does)")
         local.append(node.render(Explained(remote=lines)))
     return Explained(local=local)

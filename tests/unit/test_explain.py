@@ -67,7 +67,8 @@ def test_env_explain_activates_a_named_env_with_the_hosts_manager(target: Target
 
 def test_ipython_explain_puts_cluster_variables_in_the_window(target: Target) -> None:
     lines = ipython.explain(target, env="/opt/envs/a").remote
-    window, keys = shlex.split(lines[-2]), shlex.split(lines[-1])
+    window = next(shlex.split(line) for line in lines if line.startswith("tmux new-window"))
+    keys = shlex.split(lines[-1])
     assert window[:2] == ["tmux", "new-window"] and "DASK_SCHEDULER_ADDRESS=tls://127.0.0.1:20000" in window
     typed = keys[-2]
     assert typed.startswith("source /opt/envs/a/bin/activate && ipython -i -c ")
