@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from portal_tasks.runner import Result, run
+from portal_tasks.testing.flows import http_get
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.trips import LogWindow, Trips
@@ -137,6 +138,14 @@ def first_line(argv: list[str], stdin: str | None = None, timeout: float = 120) 
                 proc.wait()
         errors.seek(0)
         return seconds, line, proc.returncode, errors.read()[-1500:]
+
+
+def lab_answers(url: str) -> bool:
+    """JupyterLab is ready on the laptop: GET /lab?token=... through the forward gives 200 (as the e2e tests check)."""
+    try:
+        return http_get(url, timeout=5)[0] == 200
+    except OSError:
+        return False
 
 
 def laptop_path(user: TestUser, *parts: str) -> Path:
