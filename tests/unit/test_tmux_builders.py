@@ -35,16 +35,20 @@ def test_hostile_session_name_stays_one_argument() -> None:
     line = cmds.ensure_session_line(name)
     assert shlex.split(line.replace(" 2>/dev/null ||", " ||")) == [
         "tmux", "has-session", "-t", f"={name}", "||", "tmux", "new-session", "-d", "-s", name, "-n", "shell"]
-    for argv in (cmds.window_lines(name, "w", {"A": "$(id)"}, ["echo hi"])):
-        assert "$(id)" not in argv or "'" in argv
+    for line in cmds.explain_window(cmds.window_plan(name, "w", ["echo hi"], {"A": "$(id)"})):
+        assert "$(id)" not in line or "'" in line
 
 
-def test_window_lines() -> None:
-    assert cmds.window_lines("portal", "ipython-a", {"A": "1"}, ["source /e/bin/activate", "ipython"]) == [
+def test_explained_window_is_what_the_helper_runs() -> None:
+    plan = cmds.window_plan("portal", "ipython-a", ["source /e/bin/activate", "ipython"], {"A": "1"}, "busy", "m")
+    assert cmds.explain_window(plan) == [
+        "tmux kill-window -t =portal:=ipython-a 2>/dev/null || true",
         "tmux new-window -d -t =portal: -n ipython-a -e A=1",
+        "tmux set-option -w -t =portal:=ipython-a @portal m",
         "tmux send-keys -t =portal:=ipython-a 'source /e/bin/activate' Enter",
         "tmux send-keys -t =portal:=ipython-a ipython Enter",
     ]
+    assert [shlex.split(line) for line in cmds.explain_window(plan)[1:]] == plan["argv"]
 
 
 def test_window_options_and_kill() -> None:
