@@ -1,4 +1,4 @@
-"""`python -m bench`: start the netns test server, run the eight benchmarks, print and write the table."""
+"""`python -m bench`: start the netns test server, run the benchmarks, print and write the table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import clients, forwards, jobs, latency, many_users, up_cold, up_jupyter, up_warm
+from bench import clients, forwards, jobs, latency, many_users, tmux_drive, up_cold, up_jupyter, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -32,6 +32,7 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "latency": latency.run,
         "users": lambda b: many_users.run(b, workers=users_workers),
         "jobs": jobs.run,
+        "tmux": lambda b: tmux_drive.run(b.quick),
     }
 
 
@@ -40,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, jupyter, latency, users, jobs")
+                   "forward, warm, attach, clients, cold, jupyter, latency, users, jobs, tmux")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)

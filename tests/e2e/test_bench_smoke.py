@@ -38,3 +38,13 @@ def test_benchmark_runs_once(bench, fn):
 
 def test_the_jobs_benchmark_runs_once(bench, portal_slurm):
     _check(jobs.run(bench, keep_slurm=True))
+
+
+def test_the_tmux_benchmark_runs_once_and_counts_tmux_starts():
+    from bench import tmux_drive
+
+    (row,) = tmux_drive.run(quick=True)
+    _check([row])
+    helper, library = (int(n) for n in row.note.split(":")[1].replace("(helper) against", "").split()[:2])
+    assert helper == 18  # has-session, new-session; per window: list-windows, new-window, set-option, send-keys...
+    assert library > helper
