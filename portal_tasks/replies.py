@@ -123,14 +123,6 @@ class ClusterPrepare(TypedDict, total=False):
     cleaned: list[int]
 
 
-class ClusterStop(TypedDict):
-    """``cluster-stop``."""
-
-    stopped: list[int]
-    survivors: list[int]
-    had_state: bool
-
-
 class ClusterEntry(TypedDict):
     """A cluster as `status --json` shows it (made on the laptop from a :class:`ClusterState`)."""
 

@@ -30,7 +30,7 @@ VERB_MODULES = {
     "nodes-prepare": "nodes", "nodes-wait": "nodes", "nodes-stop": "nodes", "tls-export": "nodes",
     "nodes-tls": "nodes",
     "interface-address": "interfaces", "route-source": "interfaces",
-    "jobs-check": "jobs", "jobs-script": "jobs", "jobs-submit": "jobs", "jobs-wait": "jobs", "jobs-cancel": "jobs",
+    "jobs-check": "jobs", "jobs-script": "jobs", "jobs-submit": "jobs", "jobs-wait": "jobs",
 }
 
 #: A helper archive marks itself used at most this often (its mtime); installs prune only old ones.
