@@ -123,14 +123,6 @@ class ClusterPrepare(TypedDict, total=False):
     cleaned: list[int]
 
 
-class ClusterStop(TypedDict):
-    """``cluster-stop``."""
-
-    stopped: list[int]
-    survivors: list[int]
-    had_state: bool
-
-
 class ClusterEntry(TypedDict):
     """A cluster as `status --json` shows it (made on the laptop from a :class:`ClusterState`)."""
 
@@ -220,3 +212,34 @@ class Snapshot(TypedDict):
     share: NotRequired[dict[str, Any]]
     tls: NotRequired[dict[str, Any]]
     interface: NotRequired[dict[str, Any]]  # {address} of scheduler_interface, or a Failed, when asked
+
+
+class WorkersOn(TypedDict):
+    """A cluster with workers on other servers (the laptop stops those: it reaches them)."""
+
+    env: str
+    env_key: str
+    workers_on: list[str]
+
+
+class DownCluster(WorkersOn):
+    """A cluster ``down`` stopped that had workers on other servers; ``at``: where their words go in ``stopped``."""
+
+    at: int
+
+
+class Survivors(TypedDict):
+    """A cluster's processes that did not end (``down`` touched nothing after them)."""
+
+    env: str
+    env_key: str
+    pids: list[int]
+
+
+class Down(TypedDict):
+    """``down``: what went, in the words `down` prints, and what is left for the laptop to do."""
+
+    stopped: list[str]
+    clusters: list[DownCluster]
+    survivors: Survivors | None
+    facts: NotRequired[Facts]  # with ``clusters``: the server's probe, for the other servers' workers

@@ -11,21 +11,18 @@ from __future__ import annotations
 import shlex
 from typing import Any, Mapping
 
-from .remote.layout import SHELLS as SHELLS, runs_program as runs_program  # shared with the host-side helper
+# shared with the host-side helper, which runs them as they are
+from .remote.layout import SHELLS as SHELLS
+from .remote.layout import kill_session as kill_session
+from .remote.layout import kill_window as kill_window
+from .remote.layout import runs_program as runs_program
+from .remote.layout import session_target as session_target
+from .remote.layout import window_target as window_target
 
 #: Name of the first window of a session portal creates.
 FIRST_WINDOW = "shell"
-#: Foreground commands that mean "a shell waiting at its prompt".
 #: The window option where portal records what it typed into a window (e.g. the env it activated).
 MARKER = "@portal"
-
-
-def session_target(session: str) -> str:
-    return f"={session}"
-
-
-def window_target(session: str, window: str) -> str:
-    return f"={session}:={window}"
 
 
 def has_session(session: str) -> list[str]:
@@ -56,10 +53,6 @@ def send_keys(session: str, window: str, line: str) -> list[str]:
 
 def set_window_option(session: str, window: str, option: str, value: str) -> list[str]:
     return ["tmux", "set-option", "-w", "-t", window_target(session, window), option, value]
-
-
-def kill_window(session: str, window: str) -> list[str]:
-    return ["tmux", "kill-window", "-t", window_target(session, window)]
 
 
 def window_plan(session: str, window: str, lines: list[str], environment: Mapping[str, str] | None = None,

@@ -417,16 +417,24 @@ def moved_http_note(env, http, outside, skip, found, block):
                                               held or "taken meanwhile", env))
 
 
-def describe(_payload):
-    """Verb ``cluster-list``: every recorded cluster of this user with its health."""
+def records():
+    """Every intact cluster record of this user on this server, as written (no health asked)."""
     found = []
     for path in sorted(glob.glob(server_path("clusters", "*.json"))):
         state, _ = read_state(path, _record_problem)
         if state and path == state_file(state["key"]):  # a damaged record is listed by nobody: prepare/stop say it
-            now = dict(state, **health(state))
-            if jobs.read_record(state["key"]):  # its worker jobs: queue state, workers joined
-                now["jobs"] = jobs.describe(state["key"], now.get("dashboard_port"), now.get("scheduler_pid"))["jobs"]
-            found.append(now)
+            found.append(state)
+    return found
+
+
+def describe(_payload):
+    """Verb ``cluster-list``: every recorded cluster of this user with its health."""
+    found = []
+    for state in records():
+        now = dict(state, **health(state))
+        if jobs.read_record(state["key"]):  # its worker jobs: queue state, workers joined
+            now["jobs"] = jobs.describe(state["key"], now.get("dashboard_port"), now.get("scheduler_pid"))["jobs"]
+        found.append(now)
     return found
 
 

@@ -236,12 +236,11 @@ def _cancel(command, ids):
 
 
 def cancel(payload):
-    """Verb ``jobs-cancel``: cancel every job of the env and forget them (``down``)."""
+    """Cancel every job of the env and forget them (``down``): {cancelled: [ids]}."""
     key = payload["key"]
     with locked("jobs-" + key):
         record = read_record(key)
         return {"cancelled": _forget(key, record, _live(record), []) if record else []}
 
 
-VERBS = {"jobs-check": check, "jobs-script": script_verb, "jobs-submit": submit, "jobs-wait": wait,
-         "jobs-cancel": cancel}
+VERBS = {"jobs-check": check, "jobs-script": script_verb, "jobs-submit": submit, "jobs-wait": wait}

@@ -223,6 +223,45 @@ def runs_program(command: str) -> bool:
     return bool(command) and command not in SHELLS
 
 
+def only_idle(commands: Iterable[str]) -> bool:
+    """True when every pane's foreground command is a shell at its prompt (also for none at all)."""
+    return all(command in SHELLS for command in commands)
+
+
+# -- portal's tmux session and windows ----------------------------------------------------------
+
+#: portal's step windows are ``PREFIX-KEY``; ``down`` stops them in this order.
+STEP_WINDOWS = ("ipython", "jupyter", "env", "cluster")
+
+
+def session_target(session: str) -> str:
+    """An exact tmux target: a bare ``-t portal`` would also match ``portal2`` (tmux falls back to prefixes)."""
+    return "=" + session
+
+
+def window_target(session: str, window: str) -> str:
+    return "=%s:=%s" % (session, window)
+
+
+def kill_window(session: str, window: str) -> list[str]:
+    return ["tmux", "kill-window", "-t", window_target(session, window)]
+
+
+def kill_session(session: str) -> list[str]:
+    return ["tmux", "kill-session", "-t", session_target(session)]
+
+
+def step_prefixes(keep_cluster: bool) -> list[str]:
+    """The step windows ``down`` closes: all of :data:`STEP_WINDOWS`, the cluster's kept with ``keep_cluster``."""
+    return [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
+
+
+def step_windows(names: Iterable[str], key: str | None, keep_cluster: bool) -> list[str]:
+    """portal's step windows among ``names`` (of env ``key``, or of every env for None), in their order."""
+    prefixes = step_prefixes(keep_cluster)
+    return [n for n in names if any(n == "%s-%s" % (p, key) if key else n.startswith(p + "-") for p in prefixes)]
+
+
 def machine(hostname: str) -> str:
     """The server's name as a directory name: its hostname, characters outside [A-Za-z0-9._-] as ``_``."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", hostname.strip()).lstrip(".")

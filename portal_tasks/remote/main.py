@@ -25,12 +25,12 @@ VERB_MODULES = {
     "cluster-list": "cluster", "cluster-stop": "cluster",
     "jupyter-status": "jupyter", "jupyter-prepare": "jupyter", "jupyter-wait": "jupyter",
     "jupyter-list": "jupyter", "jupyter-stop": "jupyter",
-    "snapshot": "snapshot", "up": "up",
+    "snapshot": "snapshot", "up": "up", "down": "down",
     "share-report": "share",
     "nodes-prepare": "nodes", "nodes-wait": "nodes", "nodes-stop": "nodes", "tls-export": "nodes",
     "nodes-tls": "nodes",
     "interface-address": "interfaces", "route-source": "interfaces",
-    "jobs-check": "jobs", "jobs-script": "jobs", "jobs-submit": "jobs", "jobs-wait": "jobs", "jobs-cancel": "jobs",
+    "jobs-check": "jobs", "jobs-script": "jobs", "jobs-submit": "jobs", "jobs-wait": "jobs",
 }
 
 #: A helper archive marks itself used at most this often (its mtime); installs prune only old ones.

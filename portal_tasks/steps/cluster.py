@@ -1,7 +1,7 @@
 """`cluster`: start or reuse the user's one Dask cluster for an env (TLS, 127.0.0.1, the user's ports).
 
 For the other steps: :func:`client_environment` (variables for IPython/Jupyter windows),
-:func:`describe` (``status --json``), :func:`stop` (``down``).
+:func:`describe` (``status --json``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import layout
-from ..replies import ClusterEntry, ClusterState, ClusterStop, PortsReport
+from ..replies import ClusterEntry, ClusterState, PortsReport
 from ..runcache import SchedulerPorts
 from ..seen import Seen
 from ..target import Explained, Target
@@ -227,15 +227,3 @@ def describe_entry(state: ClusterState) -> ClusterEntry:
         "outside_block": state.get("outside_block") or [],  # its listeners outside the user's port block
     }
 
-
-def stop(target: Target, env: str | None) -> ClusterStop:
-    """End this user's cluster of ``env`` (its processes, its window) and forget its state."""
-    key = plan.env_key(env_spec(target, env))
-    with target.link.lock(f"cluster-{key}"):
-        result = target.link.helper("cluster-stop", {"key": key, "plan": plan.plan_payload(target.settings,
-                                                                                              target.facts()["uid"])})
-        target.link.run_shell(kill_window_script(target.settings.session, window_name(key)), timeout=15)
-    if result["survivors"]:
-        raise ClusterError(f"cluster processes {result['survivors']} of env {env} did not end.", host=target.host,
-                           hint="Look at them with ps, and kill them by pid.")
-    return result

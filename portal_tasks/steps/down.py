@@ -1,61 +1,50 @@
-"""`down`: stop what `up` started for this user (or one env), cancel forwards. Nothing of anyone else."""
+"""`down`: stop what `up` started for this user (or one env), cancel forwards. Nothing of anyone else.
+
+What runs on the host goes in one ``down`` helper call (``remote/down.py``): Jupyter, worker jobs,
+clusters, portal's windows, the session. The laptop then stops workers on other servers (it reaches
+them) and cancels its forwards.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import shlex
-from typing import Any
 
-from .. import state
+from .. import plan, state
 from ..envs import env_key
-from ..errors import PortalError
-from ..target import Explained, Target
+from ..errors import ClusterError, PortalError
 from ..link.openssh import explain_ssh
-from ..tmux_commands import SHELLS, kill_window
+from ..remote import layout
+from ..replies import Down
+from ..target import Explained, Target
 
-STEP_WINDOWS = ("ipython", "jupyter", "env", "cluster")
-
-
-def _session(target: Target) -> dict[str, Any] | None:
-    from .status import sessions
-
-    return next((s for s in sessions(target) if s["name"] == target.settings.session), None)
+#: Jupyter servers, clusters and jobs may each take a while to end (each wait is bounded on the host).
+HELPER_TIMEOUT = 300
 
 
-def _step_windows(windows: list[dict[str, Any]], key: str | None, keep_cluster: bool) -> list[str]:
-    """The names of portal's step windows (of one env, or all) among the session's windows."""
-    prefixes = [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
-    names = [w["name"] for w in windows]
-    return [n for n in names if any(n == f"{p}-{key}" if key else n.startswith(f"{p}-") for p in prefixes)]
+def host_payload(target: Target, key: str | None, env: str | None, keep_cluster: bool) -> dict[str, object]:
+    """What the ``down`` verb is asked (``first`` None: the host knows the user's own block)."""
+    return {"session": target.settings.session, "key": key, "env": env, "keep_cluster": keep_cluster,
+            "plan": dict(plan.plan_payload(target.settings, 0), first=None)}
 
 
 def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> None:
-    from . import cluster, jobs, jupyter, nodes
+    from . import nodes
 
     key = env_key(env) if env else None
-    stopped: list[str] = []
-    for lab in jupyter.describe(target):
-        if key is None or lab["env_key"] == key:
-            jupyter.stop(target, lab["env"])
-            stopped.append(f"jupyter {lab['env']}")
-    if not keep_cluster:
-        for entry in cluster.describe(target):
-            if key is None or entry["env_key"] == key:
-                stopped += jobs.stop(target, entry)
-                stopped += nodes.stop(target, entry)
-                cluster.stop(target, entry["env"])
-                stopped.append(f"cluster {entry['env']}")
-    session = _session(target)
-    windows = session["windows"] if session else []
-    killed = _step_windows(windows, key, keep_cluster)
-    for window in killed:
-        target.link.run(kill_window(target.settings.session, window))
-        stopped.append(f"window {window}")
-    left = [w for w in windows if w["name"] not in killed]
-    if session is not None and key is None and not keep_cluster and all(w["command"] in SHELLS for w in left):
-        # only idle shells remain (e.g. the first window): the session was portal's, it goes too
-        target.link.run(["tmux", "kill-session", "-t", f"={target.settings.session}"])
-        stopped.append(f"session {target.settings.session}")
+    reply: Down = target.link.helper("down", host_payload(target, key, env, keep_cluster), timeout=HELPER_TIMEOUT)
+    if reply.get("facts"):
+        target.cache.facts = reply["facts"]
+    stopped = list(reply["stopped"])
+    shift = 0
+    for entry in reply["clusters"]:  # their workers' words go before the cluster's own
+        words = nodes.stop(target, entry)
+        stopped[entry["at"] + shift:entry["at"] + shift] = words
+        shift += len(words)
+    survivors = reply["survivors"]
+    if survivors:
+        raise ClusterError(f"cluster processes {survivors['pids']} of env {survivors['env']} did not end.",
+                           host=target.host, hint="Look at them with ps, and kill them by pid.")
     with state.laptop_lock(target.host):
         forwards = state.load_forwards(target.host)
         for name, remembered in list(forwards.items()):
@@ -74,10 +63,8 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
 
 def explain(target: Target, env: str | None = None, keep_cluster: bool = False) -> Explained:
     key = env_key(env) if env else "ENV"
-    remote = []
-    prefixes = [p for p in STEP_WINDOWS if not (keep_cluster and p == "cluster")]
-    for p in prefixes:
-        remote.append(shlex.join(kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null")
+    remote = [shlex.join(layout.kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null"
+              for p in layout.step_prefixes(keep_cluster)]
     exit_master = shlex.join([*explain_ssh(target.settings), "-O", "exit", target.host])
     local = [] if target.settings.is_local else [f"{exit_master}    # ends the master connection and its forwards"]
     return Explained(remote=remote, local=local)

@@ -140,14 +140,6 @@ def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, opt
     return wait(target, state, spec_text)
 
 
-def stop(target: Target, entry: Mapping[str, Any]) -> list[str]:
-    """Cancel every job of a cluster (a ``cluster.describe`` entry, which lists its jobs: none, no call)."""
-    if not entry.get("jobs"):
-        return []
-    done = target.link.helper("jobs-cancel", {"key": entry["env_key"]})
-    return [f"jobs {', '.join(done['cancelled'])} of {entry['env']}"] if done["cancelled"] else []
-
-
 def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], count: int,
             options: dict[str, Any], address: str) -> Explained:
     """The job scripts dask-jobqueue writes in the env (asked read-only), each given to ``sbatch <<'JOB'``;

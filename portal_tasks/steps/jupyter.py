@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import hostenv
 from .. import tmux_commands as cmds
-from ..envs import Env, env_key
+from ..envs import Env
 from ..errors import PortalError
 from ..remote import layout
 from ..replies import JupyterState
@@ -105,11 +105,6 @@ def describe(target: Target) -> list[JupyterState]:
     host), healthy, pid.
     """
     return list(target.link.helper("jupyter-list", {}) or [])
-
-
-def stop(target: Target, env: str) -> bool:
-    """Stop the env's recorded server (its window stays for `down` to close); True when one ran."""
-    return bool(target.link.helper("jupyter-stop", {"key": env_key(env)}).get("stopped"))
 
 
 def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:

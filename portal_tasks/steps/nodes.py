@@ -12,7 +12,7 @@ from typing import Any
 from .. import daskcmd, plan, tls, tmux_commands
 from ..errors import ClusterError
 from ..remote import layout
-from ..replies import ClusterEntry, ClusterState
+from ..replies import ClusterState, WorkersOn
 from ..target import Explained, Target
 from ..tls import TlsPaths
 from . import cluster
@@ -85,8 +85,8 @@ def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
     return dict(record)
 
 
-def stop(target: Target, entry: ClusterEntry) -> list[str]:
-    """End the workers of a cluster (a ``cluster.describe`` entry) on every server it has them on."""
+def stop(target: Target, entry: WorkersOn) -> list[str]:
+    """End the workers of a cluster (as ``down`` names it) on every server it has them on."""
     stopped = []
     for host in entry.get("workers_on") or []:
         node = target.other(host)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from .. import plan, state
@@ -14,24 +13,6 @@ from . import forward as forward_step
 EXPOSURE = ("The Dask dashboard has no authentication of its own: it binds 127.0.0.1, so other users "
             "logged in to {host} can read its pages (read-only). Scheduler and workers require your TLS "
             "certificate; Jupyter requires its token.")
-
-
-def sessions(target: Target) -> list[dict[str, Any]]:
-    """The user's tmux sessions on the host with their windows and what runs in them."""
-    fmt = "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"
-    # tmux turns the tab into '_' unless it runs under a UTF-8 locale
-    res = target.link.run_shell("LC_ALL=C.UTF-8 tmux -u list-windows -a -F " + shlex.quote(fmt))
-    found: dict[str, dict[str, Any]] = {}
-    if not res.ok:
-        return []
-    for line in res.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 4:
-            continue
-        name, window, command, pid = parts
-        entry = found.setdefault(name, {"name": name, "portal": name == target.settings.session, "windows": []})
-        entry["windows"].append({"name": window, "command": command, "pid": int(pid) if pid.isdigit() else None})
-    return list(found.values())
 
 
 def forwards(target: Target) -> list[dict[str, Any]]:

@@ -105,3 +105,21 @@ def test_a_damaged_record_of_a_stopped_cluster_is_a_clean_start(portal_server, a
     assert record in res.stderr and "starting afresh" in res.stderr, res.stderr
     report = status(run_portal, alice, host)
     assert len(report["clusters"]) == 1 and report["clusters"][0]["healthy"], report["clusters"]
+
+
+def test_down_env_stops_a_cluster_whose_record_is_damaged_and_removes_the_record(portal_server, alice, run_portal):
+    """What the one line of `up` tells the user to do (`down --env`) works: no listing shows the damaged
+    record, but `down --env` still finds the env's marked processes, stops them and removes the record."""
+    host = portal_server.host
+    env = str(portal_server.envs["a"])
+    key = plan.env_key(env)
+    up(run_portal, alice, host, env)
+    (cluster,) = status(run_portal, alice, host)["clusters"]
+    pid = _scheduler(portal_server, alice, key, (cluster["scheduler_port"], cluster["dashboard_port"]))
+    record = state_file(portal_server, alice, "clusters", f"{key}.json")
+    _write(portal_server, alice, record, DAMAGE["cut short"])
+    down = run_portal(alice, "down", "--host", host, "--env", env, timeout=120)
+    assert down.rc == 0 and f"cluster {env}," in down.stdout, down.stdout + down.stderr
+    assert not alice.ssh(host, f"kill -0 {pid}").ok, f"scheduler {pid} still runs"
+    assert not alice.ssh(host, shlex.join(["test", "-e", record])).ok, "the damaged record is still there"
+    assert listening_sockets(portal_server, alice) == []

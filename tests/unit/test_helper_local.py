@@ -121,6 +121,54 @@ def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_m
         subprocess.run(["tmux", "kill-session", "-t", "=" + session], capture_output=True)
 
 
+def test_down_verb_closes_the_envs_step_windows_and_the_session_once_only_shells_remain(link, tmp_path, monkeypatch):
+    """The ``down`` verb run for real here (tmux on a private socket, nothing recorded): one env's step
+    windows go, a window of the user's own and another env's stay; then for every env the rest goes,
+    and the session with it once only its shell is left."""
+    import shutil
+    import subprocess
+
+    from portal_tasks import plan as plan_mod
+
+    if not shutil.which("tmux"):
+        pytest.skip("no tmux here")
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("TMUX", raising=False)
+    session = "portal-test"
+
+    def tmux(*args):
+        return subprocess.run(["tmux", *args], capture_output=True, text=True)
+
+    def windows():
+        return tmux("list-windows", "-t", "=" + session, "-F", "#{window_name}").stdout.split()
+
+    planned = dict(plan_mod.plan_payload(link.settings, 0), first=None)
+    try:
+        tmux("new-session", "-d", "-s", session, "-n", "shell")
+        for name, command in (("env-a", []), ("ipython-a", ["sleep", "600"]), ("jupyter-b", ["sleep", "600"]),
+                              ("notes", ["sleep", "600"])):
+            tmux("new-window", "-d", "-t", "=" + session + ":", "-n", name, *command)
+        tmux("new-session", "-d", "-s", session + "2", "-n", "ipython-a")  # named alike: never touched
+        reply = link.helper("down", {"session": session, "key": "a", "env": "a", "keep_cluster": False,
+                                     "plan": planned})
+        assert reply == {"stopped": ["window env-a", "window ipython-a"], "clusters": [], "survivors": None}
+        assert windows() == ["shell", "jupyter-b", "notes"]
+        reply = link.helper("down", {"session": session, "key": None, "env": None, "keep_cluster": False,
+                                     "plan": planned})
+        assert reply["stopped"] == ["window jupyter-b"] and windows() == ["shell", "notes"]  # notes runs a program
+        tmux("kill-window", "-t", "=%s:=notes" % session)
+        reply = link.helper("down", {"session": session, "key": None, "env": None, "keep_cluster": False,
+                                     "plan": planned})
+        assert reply["stopped"] == ["session " + session]
+        assert tmux("has-session", "-t", "=" + session).returncode != 0
+        assert tmux("has-session", "-t", "=" + session + "2").returncode == 0
+        assert link.helper("down", {"session": session, "key": None, "env": None, "keep_cluster": False,
+                                    "plan": planned})["stopped"] == []
+    finally:
+        for name in (session, session + "2"):
+            tmux("kill-session", "-t", "=" + name)
+
+
 def _count_shell_calls(link, monkeypatch):
     calls = []
     real = link.run_shell

@@ -10,7 +10,7 @@ import pytest
 from portal_tasks import state
 from portal_tasks import tmux_commands as cmds
 from portal_tasks.config import resolve
-from portal_tasks.runner import Result
+from portal_tasks.errors import ClusterError
 from portal_tasks.steps import down, forward, up, warm
 from portal_tasks.target import Target
 from portal_tasks.testing.fakelink import FakeLink
@@ -202,40 +202,78 @@ def test_a_remembered_port_taken_by_another_program_moves_and_says_so(monkeypatc
     assert said == [f"{HOST}: laptop port 20001 is taken by another program; dashboard-a is on 40000 instead."]
 
 
-LIST_WINDOWS = "portal\tshell\tbash\t100\nportal\tenv-a\tbash\t101\nportal\tcluster-a\tbash\t102\n" \
-               "portal\tipython-a\tpython3\t103\nportal\tjupyter-a\tbash\t104\n"
+STOPPED = ["jupyter a", "cluster a", "window env-a", "window ipython-a", "window jupyter-a", "session portal"]
 
 
-def shell(command: str) -> Result:
-    out = LIST_WINDOWS if "list-windows" in command else ""
-    return Result(("bash", "-c", command), 0, out, "")
+def stopped(words: list[str] = STOPPED, **more: Any) -> dict[str, Any]:
+    """A ``down`` helper reply."""
+    return dict({"stopped": list(words), "clusters": [], "survivors": None}, **more)
 
 
-def test_down_stops_services_then_windows_then_the_session_then_forwards(capsys: pytest.CaptureFixture[str]) -> None:
+def test_down_is_one_down_call_then_the_forwards(capsys: pytest.CaptureFixture[str]) -> None:
     state.save_forwards(HOST, {"dashboard-a": {"local_port": 20001, "remote": "127.0.0.1:20001", "url": "u"}})
-    target, link, _ = make({"probe": FACTS, "jupyter-list": [LAB], "jupyter-stop": {"stopped": True, "pid": 13},
-                            "cluster-list": [CLUSTER], "cluster-stop": {"stopped": [11, 12], "survivors": [],
-                                                                        "had_state": True}}, shell)
+    target, link, _ = make({"down": stopped()})
     down.run(target)
-    assert [c[:2] if c[0] != "run" else ("run", c[1].split()[0:2]) for c in link.calls] == [
-        ("helper", "jupyter-list"), ("helper", "jupyter-stop"), ("helper", "cluster-list"), ("lock", "cluster-a"),
-        ("helper", "probe"),
-        ("helper", "cluster-stop"), ("run", ["tmux", "kill-window"]), ("run", ["LC_ALL=C.UTF-8", "tmux"]),
-        ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-window"]),
-        ("run", ["tmux", "kill-window"]), ("run", ["tmux", "kill-session"]), ("cancel", 20001), ("close",),
-    ]
-    assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, cluster a, window env-a, window cluster-a, "
-                                       "window ipython-a, window jupyter-a, session portal, forward dashboard-a\n")
+    assert link.host_calls() == [("helper", "down")]
+    assert link.calls == [("helper", "down"), ("cancel", 20001, "127.0.0.1:20001"), ("close",)]
+    (verb, payload), = link.payloads
+    assert {k: payload[k] for k in ("session", "key", "env", "keep_cluster")} == {
+        "session": "portal", "key": None, "env": None, "keep_cluster": False}
+    assert payload["plan"]["first"] is None  # the host knows the user's own block: no probe for the uid
+    assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, cluster a, window env-a, window ipython-a, "
+                                       "window jupyter-a, session portal, forward dashboard-a\n")
     assert state.load_forwards(HOST) == {}
 
 
 def test_down_of_one_env_keeping_its_cluster_leaves_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
-    target, link, _ = make({"jupyter-list": [LAB, dict(LAB, env="b", env_key="b")],
-                            "jupyter-stop": {"stopped": True, "pid": 13}}, shell)
+    state.save_forwards(HOST, {"dashboard-a": {"local_port": 20001, "remote": "127.0.0.1:20001", "url": "u"},
+                               "jupyter-a": {"local_port": 20002, "remote": "127.0.0.1:20002", "url": "u"},
+                               "jupyter-b": {"local_port": 20032, "remote": "127.0.0.1:20032", "url": "u"}})
+    target, link, _ = make({"down": stopped(["jupyter a", "window env-a", "window ipython-a", "window jupyter-a"])})
     down.run(target, env="a", keep_cluster=True)
-    assert ("helper", "cluster-list") not in link.calls and ("close",) not in link.calls
-    assert [p for v, p in link.payloads if v == "jupyter-stop"] == [{"key": "a"}]
-    assert capsys.readouterr().out == f"{HOST}: stopped jupyter a, window env-a, window ipython-a, window jupyter-a\n"
+    assert link.calls == [("helper", "down"), ("cancel", 20002, "127.0.0.1:20002")]
+    assert {k: link.payloads[0][1][k] for k in ("key", "env", "keep_cluster")} == {"key": "a", "env": "a",
+                                                                                   "keep_cluster": True}
+    assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, window env-a, window ipython-a, window jupyter-a, "
+                                       "forward jupyter-a\n")
+    assert sorted(state.load_forwards(HOST)) == ["dashboard-a", "jupyter-b"]
+
+
+def test_down_stops_workers_on_other_servers_from_the_laptop_in_their_place(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    node_settings = resolve(None, "matagorda2")
+    node_link = FakeLink(node_settings, {"probe": dict(FACTS, hostname="matagorda2"),
+                                         "nodes-stop": {"stopped": [21], "survivors": []}})
+    monkeypatch.setattr(Target, "other", lambda self, host: Target(settings=node_settings, link=node_link))
+    reply = stopped(["jupyter a", "jobs 7 of a", "cluster a", "window env-a"], facts=FACTS,
+                    clusters=[{"env": "a", "env_key": "a", "workers_on": ["matagorda2"], "at": 2}])
+    target, link, _ = make({"down": reply})
+    down.run(target, env="a")
+    assert link.host_calls() == [("helper", "down")]  # the server's name for the node came with the reply
+    assert node_link.host_calls() == [("helper", "probe"), ("lock", "nodes-a"), ("helper", "nodes-stop"),
+                                      ("run", "tmux kill-window -t =portal:=workers-a 2>/dev/null; true")]
+    assert node_link.payloads[1][1]["origin"] == HOST
+    assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, jobs 7 of a, workers a on matagorda2, cluster a, "
+                                       "window env-a\n")
+
+
+def test_cluster_processes_that_did_not_end_are_one_error_and_the_forwards_stay() -> None:
+    state.save_forwards(HOST, {"dashboard-a": {"local_port": 20001, "remote": "127.0.0.1:20001", "url": "u"}})
+    target, link, _ = make({"down": stopped(["jupyter a"], survivors={"env": "a", "env_key": "a", "pids": [11]})})
+    with pytest.raises(ClusterError, match=r"cluster processes \[11\] of env a did not end") as err:
+        down.run(target)
+    assert err.value.host == HOST and "ps" in str(err.value.hint)
+    assert link.calls == [("helper", "down")]
+    assert list(state.load_forwards(HOST)) == ["dashboard-a"]
+
+
+def test_down_explain_prints_the_window_kills_the_helper_runs_and_asks_nothing() -> None:
+    target, link, _ = make({})
+    assert down.explain(target, env="a", keep_cluster=True).remote == [
+        "tmux kill-window -t =portal:=ipython-a 2>/dev/null", "tmux kill-window -t =portal:=jupyter-a 2>/dev/null",
+        "tmux kill-window -t =portal:=env-a 2>/dev/null"]
+    assert down.explain(target).remote[-1] == "tmux kill-window -t =portal:=cluster-ENV 2>/dev/null"
+    assert link.calls == []
 
 
 # -- cold `up` in one host call (the helper's streaming ``up`` verb) ------------------------------

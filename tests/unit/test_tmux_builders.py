@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from portal_tasks import tmux_commands as cmds
+from portal_tasks.remote import layout
 
 
 def test_session_commands_use_exact_targets() -> None:
@@ -54,3 +55,20 @@ def test_explained_window_is_what_the_helper_runs() -> None:
 def test_window_options_and_kill() -> None:
     assert cmds.set_window_option("p", "w", "@portal", "v") == ["tmux", "set-option", "-w", "-t", "=p:=w", "@portal", "v"]
     assert cmds.kill_window("p", "w") == ["tmux", "kill-window", "-t", "=p:=w"]
+
+
+def test_kill_session_is_an_exact_target() -> None:
+    assert cmds.kill_session("portal") == ["tmux", "kill-session", "-t", "=portal"]
+
+
+def test_down_closes_the_step_windows_of_the_env_or_of_all_in_the_sessions_order() -> None:
+    names = ["shell", "env-a", "cluster-a", "ipython-a", "jupyter-b", "ipython-ab", "notes", "workers-a"]
+    assert layout.step_windows(names, "a", False) == ["env-a", "cluster-a", "ipython-a"]
+    assert layout.step_windows(names, "a", True) == ["env-a", "ipython-a"]
+    assert layout.step_windows(names, None, False) == ["env-a", "cluster-a", "ipython-a", "jupyter-b", "ipython-ab"]
+    assert layout.step_windows(names, None, True) == ["env-a", "ipython-a", "jupyter-b", "ipython-ab"]
+
+
+def test_only_shells_at_their_prompt_are_idle() -> None:
+    assert layout.only_idle(["bash", "zsh"]) and layout.only_idle([])
+    assert not layout.only_idle(["bash", "vim"]) and not layout.only_idle([""])
