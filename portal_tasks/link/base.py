@@ -162,6 +162,11 @@ class Link(ABC):
         """True while the connection (and so its forwards) is up."""
         return True
 
+    def holds_forward(self, local_port: int) -> bool | None:
+        """Whether this link's own process listens on laptop port ``local_port`` (a forward of it), asked on
+        the laptop alone; None when the laptop cannot tell (the forward is then checked through it)."""
+        return None
+
     def reconnect(self) -> None:
         """Make the connection again after it dropped (forwards are then re-made by the caller)."""
         self.connect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .. import errors, tmux_commands
+from .. import errors, sockets, tmux_commands
 from ..config import Settings
 from ..runner import Result, run, run_daemon
 from .base import Link
@@ -108,6 +109,14 @@ class OpenSSHLink(Link):
 
     def is_alive(self) -> bool:
         return run(control_argv(self.settings, self.control_path, "check"), timeout=10).ok
+
+    def holds_forward(self, local_port: int) -> bool | None:
+        """The master listens on the port (Linux: /proc): ``ssh -O check`` names its pid, no traffic."""
+        res = run(control_argv(self.settings, self.control_path, "check"), timeout=10)
+        found = re.search(r"pid=(\d+)", res.stderr + res.stdout)
+        if not res.ok or not found:
+            return False
+        return sockets.listens(int(found.group(1)), "127.0.0.1", local_port)
 
     def reconnect(self) -> None:
         self._connected = False  # connect() checks the master again and starts a new one if it is gone

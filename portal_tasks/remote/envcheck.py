@@ -1,11 +1,13 @@
 """Host-side verb ``env-check``: does the env exist, where is it, which kind, and what can it import."""
 
+import glob
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 
-from .common import Failure
+from .common import Failure, read_json, state_path, write_json
 
 MANAGERS = ("micromamba", "mamba", "conda")
 MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension", "dask_jobqueue")
@@ -68,7 +70,8 @@ def _manager(wanted):
 
 
 def _named_envs(manager_path):
-    """name -> prefix from ``MANAGER env list --json`` (base is the prefix outside any envs/ dir)."""
+    """name -> prefix from ``MANAGER env list --json`` (base is the prefix outside any envs/ dir); the answer
+    is kept, and :func:`_resolve_named` asks again when a name is not in it or its prefix is gone."""
     try:
         out = subprocess.run([manager_path, "env", "list", "--json"], capture_output=True, text=True, timeout=60)
         prefixes = json.loads(out.stdout).get("envs", [])
@@ -88,7 +91,14 @@ def _resolve_named(spec, wanted):
         tried = wanted or "micromamba, mamba or conda"
         raise Failure("env %r is a name, but %s is not on the PATH here." % (spec, tried), "EnvError",
                       "Pass --env PATH to a venv or conda prefix, or set env_manager in portal.yaml.")
+    kept = state_path("envs", "named-%s.json" % _digest(path))
+    known = read_json(kept) or {}
+    prefix = known.get(spec) if isinstance(known, dict) else None
+    if isinstance(prefix, str) and os.path.isdir(os.path.join(prefix, "conda-meta")):
+        return "named", prefix, name  # `env list` takes the manager's own start (seconds for conda)
     envs = _named_envs(path)
+    if envs:
+        write_json(kept, envs)
     if spec not in envs:
         shown = ", ".join(sorted(envs)) or "none"
         raise Failure("env %r not found (%s env list shows: %s)." % (spec, name, shown), "EnvError",
@@ -138,6 +148,44 @@ def env_python(spec, manager=None):
     return resolve(str(spec or "").strip(), manager)[3]
 
 
+def _digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stamp(prefix, python):
+    """What changes when the env's python or packages change: the modification times of its python, its
+    ``conda-meta`` and its site-packages directories (installing or removing a package adds or removes an
+    entry there)."""
+    paths = [python, os.path.join(prefix, "conda-meta")]
+    paths += sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))
+    found = []
+    for path in paths:
+        try:
+            found.append([path, os.stat(path).st_mtime_ns])
+        except OSError:
+            pass
+    return found
+
+
+def probe(spec, prefix, python):
+    """What the env's python says of itself (:data:`_PROBE`), kept per env until its :func:`stamp` changes."""
+    kept = state_path("envs", "%s.json" % _digest(prefix))
+    now = stamp(prefix, python)
+    known = read_json(kept) or {}
+    if isinstance(known, dict) and known.get("stamp") == now and known.get("python") == python \
+            and isinstance(known.get("info"), dict):
+        return known["info"]
+    try:
+        out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
+                      "Try `%s -c 1` on the host to see why." % python)
+    if now == stamp(prefix, python):  # nothing changed while it ran
+        write_json(kept, {"stamp": now, "python": python, "info": info})
+    return info
+
+
 def env_check(payload):
     """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules", "dashboard"}.
 
@@ -145,12 +193,7 @@ def env_check(payload):
     """
     spec = str(payload.get("env") or "").strip()
     kind, prefix, manager, python = resolve(spec, payload.get("manager"))
-    try:
-        out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
-        info = json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-        raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
-                      "Try `%s -c 1` on the host to see why." % python)
+    info = probe(spec, prefix, python)
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
             "manager": manager, "modules": info["modules"], "dashboard": info.get("dashboard")}
 

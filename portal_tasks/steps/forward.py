@@ -92,7 +92,8 @@ def _forward_one(target: Target, service: Service, remembered: dict[str, Any] | 
     link = target.link
     if remembered and remembered.get("remote") == service.remote:
         port = int(remembered["local_port"])
-        if answers(service.probe_url(port), timeout=2.0):
+        held = link.holds_forward(port)  # the master's own listener: kept without a request through it
+        if held or (held is None and answers(service.probe_url(port), timeout=2.0)):
             try:
                 link.forward(port, service.remote)  # idempotent for an identical forward in the master
                 return Forward(service, port, answered=True)
