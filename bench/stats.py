@@ -85,11 +85,13 @@ class Row:
 
 
 def trips_summary(counted: list[Trips | None]) -> tuple[int | None, str]:
-    """The most round trips of several runs of one command, and a note ("5 = 1 connection + ...", or a range)."""
+    """The round trips of several runs of one command as the issue counts them (ssh sessions over the master
+    plus helper calls: the sessions), the most of any run, and a note with everything sshd saw (the new
+    connection and the channels through forwards too: "4 = 1 connection + 2 sessions + 1 forward channel")."""
     got = [t for t in counted if t is not None]
     if not got:
         return None, ""
-    most = max(got, key=lambda t: t.total)
+    most = max(got, key=lambda t: (t.sessions, t.total))
     totals = sorted({t.total for t in got})
     spread = "" if len(totals) == 1 else f"; {totals[0]}-{totals[-1]} over {len(got)} runs"
-    return most.total, f"round trips {most.describe()}{spread}"
+    return most.sessions, f"round trips: {most.sessions} sessions; all sshd saw: {most.describe()}{spread}"

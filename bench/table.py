@@ -41,7 +41,7 @@ def _trips(r: Row) -> str:
 
 def render(rows: list[Row]) -> str:
     """A markdown table: measured, baseline, ratio, target, met."""
-    lines = ["| # | measured | median | baseline (same run) | median | ratio | target | met | round trips (target) |",
+    lines = ["| # | measured | median | baseline (same run) | median | ratio | target | met | round trips: sessions over the master + helper calls (target) |",
              "|---|---|---:|---|---:|---:|---:|:-:|---:|"]
     for r in rows:
         ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "–"
