@@ -94,4 +94,4 @@ def trips_summary(counted: list[Trips | None]) -> tuple[int | None, str]:
     most = max(got, key=lambda t: (t.sessions, t.total))
     totals = sorted({t.total for t in got})
     spread = "" if len(totals) == 1 else f"; {totals[0]}-{totals[-1]} over {len(got)} runs"
-    return most.sessions, f"round trips: {most.sessions} sessions; all sshd saw: {most.describe()}{spread}"
+    return most.sessions, f"round trips: {most.sessions} session{'s' * (most.sessions != 1)}; all sshd saw: {most.describe()}{spread}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
+import marshal
 import shlex
 import subprocess
 import zipfile
@@ -25,14 +27,26 @@ HELPER_DIR = ".portal/bin"
 PRUNE_DAYS = 30
 
 
+def bytecode(source: bytes, name: str) -> bytes:
+    """``source`` compiled for this Python as an unchecked hash-based .pyc (PEP 552): zipimport loads it
+    without compiling when the host runs the same Python version, and skips it for the source otherwise."""
+    code = compile(source, name, "exec", dont_inherit=True)
+    return importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + importlib.util.source_hash(source) + \
+        marshal.dumps(code)
+
+
 @lru_cache(maxsize=1)
 def helper_archive() -> tuple[str, bytes]:
-    """The host-side helper as a zipapp (stdlib only) and its short content hash."""
+    """The host-side helper as a zipapp (stdlib only) and its short content hash. Each module also comes
+    compiled (:func:`bytecode`): a call then spends no time compiling it (a zipapp keeps no __pycache__)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for src in sorted(REMOTE_PACKAGE.glob("*.py")):
-            info = zipfile.ZipInfo(f"portal_remote/{src.name}", date_time=(2020, 1, 1, 0, 0, 0))
-            zf.writestr(info, src.read_bytes())
+            for name, data in ((src.name, src.read_bytes()),
+                               (f"{src.name}c", bytecode(src.read_bytes(), f"portal_remote/{src.name}"))):
+                info = zipfile.ZipInfo(f"portal_remote/{name}", date_time=(2020, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED  # it travels with a first call: small
+                zf.writestr(info, data)
         main = zipfile.ZipInfo("__main__.py", date_time=(2020, 1, 1, 0, 0, 0))
         zf.writestr(main, "from portal_remote.main import main\nmain()\n")
     data = buf.getvalue()

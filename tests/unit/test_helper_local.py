@@ -3,6 +3,7 @@
 import os
 import socket
 import zipfile
+import importlib.util
 import io
 
 import pytest
@@ -24,9 +25,37 @@ def test_archive_is_stdlib_only_and_stable():
     assert helper_archive() == (digest, data)
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert "__main__.py" in names and "portal_remote/main.py" in names
-    for name in names:
+    sources = [name for name in names if name.endswith(".py")]
+    for name in sources:
         text = zipfile.ZipFile(io.BytesIO(data)).read(name).decode()
         assert "portal_tasks" not in text.replace("portal_tasks/remote", ""), name
+    # each module also compiled for this Python (an unchecked hash-based .pyc: zipimport takes it as it is)
+    compiled = sorted(name for name in names if name.endswith(".pyc"))
+    assert compiled == sorted(f"{name}c" for name in sources if name != "__main__.py")
+    pyc = zipfile.ZipFile(io.BytesIO(data)).read("portal_remote/main.pyc")
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER and pyc[4:8] == (1).to_bytes(4, "little")
+
+
+def test_the_compiled_helper_runs_and_a_python_of_another_version_takes_the_source(tmp_path):
+    import subprocess
+    import sys
+
+    _, data = helper_archive()
+    archive = tmp_path / "remote.pyz"
+    archive.write_bytes(data)
+    out = subprocess.run([sys.executable, str(archive), "ping"], input="{}\n", capture_output=True, text=True,
+                         timeout=60, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and '"ok": true' in out.stdout, out.stderr
+    # a Python whose magic differs skips the .pyc: the same archive with every .pyc's magic changed still runs
+    changed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as old, zipfile.ZipFile(changed, "w") as new:
+        for info in old.infolist():
+            body = old.read(info)
+            new.writestr(info, (b"\x00\x00" + body[2:]) if info.filename.endswith(".pyc") else body)
+    archive.write_bytes(changed.getvalue())
+    out = subprocess.run([sys.executable, str(archive), "ping"], input="{}\n", capture_output=True, text=True,
+                         timeout=60, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and '"ok": true' in out.stdout, out.stderr
 
 
 def test_helper_installs_itself_privately_and_answers(link, tmp_path):
