@@ -245,11 +245,12 @@ class Display:
             self.current.__exit__(None, None, None)
             self._next()
 
-    def finish(self) -> None:
+    def finish(self, say: Callable[[str], None]) -> None:
         """Close what is still open once the host answered (its lines, if any, said)."""
         while self.order:
             head = self.order.pop(0)[0]
-            self.waiting.pop(head, None)
+            for line in self.waiting.pop(head, []):
+                say(line)
             self.done.add(head)
             self.current.__exit__(None, None, None)
             self._next()
@@ -355,7 +356,7 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
     except BaseException as exc:
         display.fail(exc)
         raise
-    display.finish()
+    display.finish(target.say)
     mine, labs = [], []
     if result.get("cluster"):
         booted.cluster = state = result["cluster"]

@@ -385,3 +385,21 @@ def test_status_is_one_snapshot_call_with_every_session() -> None:
     assert [(s["name"], s["portal"]) for s in report["sessions"]] == [("portal", True), ("mine", False)]
     assert report["clusters"][0]["address"] == "tls://127.0.0.1:20000" and report["user"] == "alice"
     assert (report["ports"]["listening"], report["ports"]["listening_in_block"]) == (2, 1)
+
+
+def test_a_step_line_that_comes_early_waits_for_the_steps_before_it() -> None:
+    """The cluster ready before JupyterLab: its lines wait, so the user reads the steps in their order."""
+    from portal_tasks.steps.boot import Display
+
+    said: list[str] = []
+    display = Display([("ipython", "ipython", ""), ("jupyter", "jupyter", ""), ("cluster-ready", "cluster", "")],
+                      shown=False)
+    display.close("cluster-ready", ["cluster up"], said.append)
+    assert said == []
+    display.close("ipython", ["ipython up"], said.append)
+    assert said == ["ipython up"]
+    display.close("cluster-ready", ["said again"], said.append)  # a second call's line: already waiting
+    display.close("jupyter", ["lab up"], said.append)
+    assert said == ["ipython up", "lab up", "cluster up"]
+    display.close("jupyter", ["again"], said.append)
+    assert said == ["ipython up", "lab up", "cluster up"]
