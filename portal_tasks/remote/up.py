@@ -4,7 +4,8 @@ The laptop plans (ports, windows, the lines typed into them, all from the builde
 prints) and sends the plan on stdin; this runs it here: TLS files, the tmux session, the env's
 window, the cluster (``cluster-prepare``, its window, ``cluster-wait``), IPython, JupyterLab
 (``jupyter-prepare``, its window, ``jupyter-wait``). The tmux argv come built in the plan and run
-here with subprocess (no ssh per tmux call). Dask, IPython and JupyterLab boot side by side.
+here with subprocess (no ssh per tmux call). Dask and JupyterLab boot side by side; IPython starts once
+Dask is up (on a busy host its start would slow Dask's, and `up` waits for Dask).
 
 Each finished step prints one JSON line ``{"event": STEP, ...}`` (flushed) before the final
 ``{"ok": ..., "result": ...}``; the cluster's ``cluster-ready`` goes out as soon as it is ready, so it
@@ -162,7 +163,7 @@ def _ipython_wait(session, plan):
                                                                         tail(session, plan["window"]["name"])),
                           "EnvError", "Attach (tmux attach -t %s) and look at window %s." % (session,
                                                                                          plan["window"]["name"]))
-        time.sleep(0.1)
+        time.sleep(0.02)
     return True
 
 
@@ -238,6 +239,8 @@ def _up(payload, session):
         lab_wait, replan, result["jupyter"] = _start_lab(session, lab)
 
     ipy = payload.get("ipython")
+    if ipy and booting is not None:  # IPython (its imports cost as much as a worker's) after Dask's boot,
+        booting.join()               # which it would slow; its client then connects at once
     if ipy:
         started = open_window(session, ipy["window"])
         if started:

@@ -331,13 +331,12 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
         hostenv.require(target, planned.env, "IPython", "ipython")
     if planned.jupyter:
         hostenv.require(target, planned.env, "jupyterlab", "jupyter")
+    # the order the user reads them in: IPython starts once the cluster is ready, JupyterLab boots beside it
     steps = {"env": [("env", "env", labels.get("env", spec))],
-             "cluster": [("cluster-starting", "cluster", "starting")], "ipython": [("ipython", "ipython", "")],
-             "jupyter": [("jupyter", "jupyter", "")]}
+             "cluster": [("cluster-starting", "cluster", "starting"), ("cluster-ready", "cluster", "ready")],
+             "ipython": [("ipython", "ipython", "")], "jupyter": [("jupyter", "jupyter", "")]}
     order = [("tmux", "tmux", labels.get("tmux", f"session {target.settings.session}"))]
     order += [step for part in planned.parts for step in steps[part]]
-    if "cluster" in planned.parts:
-        order.append(("cluster-ready", "cluster", "ready"))
     display = Display(order, shown=shown is not None)
     booted = Booted(planned.env)
     try:

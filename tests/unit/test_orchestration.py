@@ -312,7 +312,9 @@ def test_cold_up_is_the_snapshot_and_one_up_call(capsys: pytest.CaptureFixture[s
     ipy = plan["ipython"]["window"]["argv"][0]
     assert "DASK_SCHEDULER_ADDRESS=tls://127.0.0.1:20000" in ipy
     assert said[0] == f"{HOST}: tmux session 'portal' created."
-    assert said[-1].startswith(f"{HOST}: started Dask cluster for env a: tls://127.0.0.1:20000")
+    # in the order the user reads: the cluster ready, then IPython (started once it is; here its line came first)
+    assert said[-2].startswith(f"{HOST}: started Dask cluster for env a: tls://127.0.0.1:20000")
+    assert said[-1] == f"{HOST}: IPython in env 'a' started in window ipython-a with the cluster's address."
     assert "dashboard-a: http://localhost:20001/status" in capsys.readouterr().out
 
 
