@@ -13,6 +13,7 @@ import time
 
 from . import jobs, layout, ports, share
 from .common import (
+    LISTEN,
     Failure,
     NotYours,
     cmdline,
@@ -25,6 +26,7 @@ from .common import (
     read_state,
     server_path,
     state_path,
+    tcp_rows,
     write_json,
 )
 from .interfaces import interface_address
@@ -367,8 +369,8 @@ def wait(payload):
         gone = [i for i, pid in enumerate(workers) if pid and not own(pid)]
         if gone:
             raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
-        if sched and address and handshake(rec["scheduler_port"], 1.0, sched,
-                                               host=payload.get("listen") or "127.0.0.1"):
+        if sched and address and _all_listen(rec, n) and handshake(rec["scheduler_port"], 1.0, sched,
+                                                                   host=payload.get("listen") or "127.0.0.1"):
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))
@@ -399,6 +401,15 @@ def wait(payload):
     if payload.get("plan"):
         share.bind(payload["plan"], payload["key"], [sched] + workers)
     return dict(state, notes=[note for note in notes if note], **health(state))
+
+
+def _all_listen(rec, n):
+    """A cheap look first (/proc/net/tcp alone): the scheduler's port and n worker and n nanny ports listen
+    as this user. Only then are owners by pid and the TLS handshake asked, so a wait costs little on a
+    busy host where many users start clusters at once."""
+    mine = {row["local"][1] for row in tcp_rows() if row["state"] == LISTEN and row["uid"] == os.getuid()}
+    inside = lambda lo, hi: sum(1 for port in mine if lo <= port <= hi)  # noqa: E731
+    return rec["scheduler_port"] in mine and inside(*rec["worker_ports"]) >= n and inside(*rec["nanny_ports"]) >= n
 
 
 def moved_http_note(env, http, outside, skip, found, block):

@@ -95,8 +95,9 @@ def tail(session, name, lines=5):
     return " / ".join(text[-lines:])
 
 
-def open_window(session, window):
-    """Type the window's lines unless it is kept ({keep: "marker" | "busy" | "never"}); True when typed now."""
+def open_window(session, window, typed=True):
+    """Open the window and type its lines unless it is kept ({keep: "marker" | "busy" | "never"}); True when
+    opened now. ``typed`` False: its lines wait for :func:`type_lines` (its shell starts meanwhile)."""
     entry = (snapshot.windows(session) or {}).get(window["name"])
     if entry is not None:
         keep = window.get("keep")
@@ -106,8 +107,16 @@ def open_window(session, window):
             return False
         tmux(window["kill"])
     for argv in window["argv"]:
-        must(argv, "window %s (%s)" % (window["name"], argv[1]))
+        if typed or argv[1] != "send-keys":
+            must(argv, "window %s (%s)" % (window["name"], argv[1]))
     return True
+
+
+def type_lines(window):
+    """The lines :func:`open_window` left untyped."""
+    for argv in window["argv"]:
+        if argv[1] == "send-keys":
+            must(argv, "window %s (%s)" % (window["name"], argv[1]))
 
 
 def differs(planned, given, names):
@@ -156,14 +165,18 @@ def _cluster_wait(session, plan, prep):
 
 
 def _ipython_wait(session, plan):
+    """Until IPython runs in its window (bounded): looked for at once, then less and less often (each look
+    is a tmux process; many users may start at once)."""
     deadline = time.monotonic() + float(plan.get("seconds", 30))
+    pause = 0.02
     while not busy(session, plan["window"]["name"]):
         if time.monotonic() >= deadline:
             raise Failure("IPython did not start in window %s (%s)." % (plan["window"]["name"],
                                                                         tail(session, plan["window"]["name"])),
                           "EnvError", "Attach (tmux attach -t %s) and look at window %s." % (session,
                                                                                          plan["window"]["name"]))
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
     return True
 
 
@@ -239,10 +252,13 @@ def _up(payload, session):
         lab_wait, replan, result["jupyter"] = _start_lab(session, lab)
 
     ipy = payload.get("ipython")
-    if ipy and booting is not None:  # IPython (its imports cost as much as a worker's) after Dask's boot,
-        booting.join()               # which it would slow; its client then connects at once
     if ipy:
-        started = open_window(session, ipy["window"])
+        # IPython's window (its shell) now, IPython itself once Dask is up: its start costs as much as a
+        # worker's and would slow Dask's, which `up` waits for; its client then connects at once
+        started = open_window(session, ipy["window"], typed=booting is None)
+        if started and booting is not None:
+            booting.join()
+            type_lines(ipy["window"])
         if started:
             _ipython_wait(session, ipy)
         emit("ipython", started=started)

@@ -153,6 +153,7 @@ def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home
     monkeypatch.setattr(cluster, "read_pid", lambda path: pids.get(path, 0))
     monkeypatch.setattr(cluster, "own", lambda pid: True)
     monkeypatch.setattr(cluster, "handshake", lambda *a, **k: True)
+    monkeypatch.setattr(cluster, "_all_listen", lambda rec, n: True)  # the cheap look: every port listens
     monkeypatch.setattr(cluster, "_scheduler_address", lambda path: "tls://127.0.0.1:23400")
     monkeypatch.setattr(cluster, "served_dashboard", lambda path: 23401)
     monkeypatch.setattr(cluster, "listeners", lambda: found)
@@ -167,3 +168,19 @@ def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home
     assert state["outside_block"] == ["127.0.0.1:41234"]
     assert len(state["notes"]) == 1 and "127.0.0.1:41234" in state["notes"][0] and "23421 by" in state["notes"][0]
     assert "taken by others" in cluster.outside_note(state)
+
+
+def test_the_cheap_look_needs_the_scheduler_and_every_worker_and_nanny_listening(monkeypatch):
+    rec = {"scheduler_port": 23400, "worker_ports": [23410, 23419], "nanny_ports": [23420, 23429]}
+    uid = os.getuid()
+
+    def rows(*listening, owner=uid):
+        return [{"local": ("127.0.0.1", port), "remote": ("0.0.0.0", 0), "state": common.LISTEN, "uid": owner,
+                 "inode": str(port)} for port in listening]
+
+    for listening, expected in (((23400, 23410, 23411, 23420, 23421), True), ((23400, 23410, 23420, 23421), False),
+                                ((23410, 23411, 23420, 23421), False)):
+        monkeypatch.setattr(cluster, "tcp_rows", lambda listening=listening: rows(*listening))
+        assert cluster._all_listen(rec, 2) is expected, listening
+    monkeypatch.setattr(cluster, "tcp_rows", lambda: rows(23400, 23410, 23411, 23420, 23421, owner=uid + 1))
+    assert cluster._all_listen(rec, 2) is False  # another user's listeners are not ours
