@@ -158,7 +158,7 @@ class Early:
                 state.save_forwards(host, remembered)
         except PortalError:
             return  # the forward step makes it again, and says why it cannot
-        answered = fwd.answered or wait_answers(service.probe_url(fwd.local_port), 10.0)
+        answered = fwd.answered or _carries(self.target, fwd)
         self._made[service.name] = dataclasses.replace(fwd, answered=answered)
 
     def made(self) -> dict[str, Forward]:
@@ -188,10 +188,20 @@ def forward_all(target: Target, services: list[Service] | None = None, early: Ea
             f.service.name: {"local_port": f.local_port, "remote": f.service.remote, "url": f.url} for f in made
         })
     for fwd in made:
-        if not fwd.answered and not wait_answers(fwd.service.probe_url(fwd.local_port), 10.0):
+        if not fwd.answered and not _carries(target, fwd):
             target.say(f"{target.host}: {fwd.service.name} forwarded to {fwd.local_port} but does not answer yet.")
     _print(made)
     return made
+
+
+def _carries(target: Target, fwd: Forward) -> bool:
+    """A forward just made works: the master's own listener on the laptop port (asked on the laptop, no
+    traffic: the host already checked that the service is the user's and answers), else one request
+    through it (where the laptop cannot tell, e.g. without /proc)."""
+    held = target.link.holds_forward(fwd.local_port)
+    if held is not None:
+        return held
+    return wait_answers(fwd.service.probe_url(fwd.local_port), 10.0)
 
 
 def _print(made: list[Forward]) -> None:
