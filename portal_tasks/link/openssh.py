@@ -98,6 +98,14 @@ class OpenSSHLink(Link):
         self.dir = control_dir()
         self.control_path = str(self.dir / "%C")
         self._connected = False
+        self._master_pid: int | None = None
+
+    def _sockets_left(self) -> bool:
+        """Whether the control directory holds any socket (this host's may be one a gone master left)."""
+        try:
+            return any(entry.is_socket() for entry in self.dir.iterdir())
+        except OSError:
+            return True
 
     def _socket_file(self) -> Path | None:
         res = run(["ssh", *ssh_options(self.settings, self.control_path), "-G", "--", self.host], timeout=10)
@@ -108,15 +116,20 @@ class OpenSSHLink(Link):
         return None
 
     def is_alive(self) -> bool:
-        return run(control_argv(self.settings, self.control_path, "check"), timeout=10).ok
-
-    def holds_forward(self, local_port: int) -> bool | None:
-        """The master listens on the port (Linux: /proc): ``ssh -O check`` names its pid, no traffic."""
         res = run(control_argv(self.settings, self.control_path, "check"), timeout=10)
         found = re.search(r"pid=(\d+)", res.stderr + res.stdout)
-        if not res.ok or not found:
-            return False
-        return sockets.listens(int(found.group(1)), "127.0.0.1", local_port)
+        self._master_pid = int(found.group(1)) if res.ok and found else None  # "Master running (pid=N)"
+        return res.ok
+
+    def holds_forward(self, local_port: int) -> bool | None:
+        """The master listens on the port (Linux: /proc); its pid is the one ``ssh -O check`` named when this
+        run connected (asked again only when that process is gone). No traffic, mostly no new process."""
+        pid = self._master_pid
+        if pid is None or not os.path.isdir(f"/proc/{pid}"):
+            if not self.is_alive() or self._master_pid is None:
+                return False
+            pid = self._master_pid
+        return sockets.listens(pid, "127.0.0.1", local_port)
 
     def reconnect(self) -> None:
         self._connected = False  # connect() checks the master again and starts a new one if it is gone
@@ -140,7 +153,7 @@ class OpenSSHLink(Link):
         self._connected = True
 
     def _start_master(self) -> None:
-        sock = self._socket_file()
+        sock = self._socket_file() if self._sockets_left() else None  # `ssh -G` only when one may be stale
         if sock is not None and sock.exists():  # master gone, socket left behind
             sock.unlink(missing_ok=True)
         batch = self.batch or not sys.stdin.isatty()
