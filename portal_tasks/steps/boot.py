@@ -386,7 +386,10 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
             target.say(f"{host}: made your TLS certificate in {status['dir']} (Dask accepts only it).")
     elif name == "tmux":
         booted.created = bool(event["created"])
-        display.close("tmux", tmux._said(target, bool(event["created"])), target.say)
+        said = tmux._said(target, booted.created)
+        if not display.shown and not booted.created:
+            said = []  # a step on its own says its own part, and the session only when it made it
+        display.close("tmux", said, target.say)
     elif name == "env":
         state = "activated" if event["started"] else "already active, kept"
         display.close("env", env_step._said(target, planned.env, state), target.say)

@@ -122,7 +122,7 @@ def test_a_single_step_is_the_snapshot_and_one_up_call_with_only_its_part(part: 
     plan = dict(link.payloads)["up"]
     assert [p for p in ("env", "cluster", "ipython", "jupyter") if p in plan] == [part]
     assert not [c for c in link.calls if c[0] == "forward"]  # a single step forwards nothing
-    assert said[0] == f"{HOST}: tmux session 'portal' already running, reused."
+    assert not [line for line in said if "tmux session" in line]  # its own part only: the session was there
 
 
 def test_the_tmux_step_is_one_up_call_with_only_the_session() -> None:
