@@ -10,6 +10,7 @@ import json
 import marshal
 import shlex
 import subprocess
+import threading
 import zipfile
 from abc import ABC, abstractmethod
 from functools import lru_cache
@@ -260,6 +261,11 @@ class Link(ABC):
             return self._decode_helper(verb, Result(("helper", verb), rc, "\n".join(lines), err))
         raise AssertionError("unreachable")
 
+    def converse(self, verb: str, payload: Any, *, timeout: float | None = 300) -> Conversation:
+        """Start a verb that answers first, then waits for one more payload (``snapshot-up``): one session
+        for a question and the work its answer leads to. See :class:`Conversation`."""
+        return Conversation(self, verb, payload)
+
     def _decode_helper(self, verb: str, result: Result) -> Any:
         if result.rc == 127 or "command not found" in result.stderr:
             raise errors.RemoteCommandError(
@@ -309,6 +315,77 @@ class Link(ABC):
             held.finish()
 
 
+class Conversation:
+    """One helper call in two turns: :meth:`answer` reads the verb's first answer (an ``answer`` progress
+    line); then :meth:`send` gives it one more payload and streams its progress until its reply, or
+    :meth:`close` tells it there is nothing more (and does not wait for its end: no extra round trip).
+
+    The first call of this portal on a host carries the helper, as :meth:`Link.helper` does; a helper
+    that vanished is installed once and the question asked again."""
+
+    def __init__(self, link: Link, verb: str, payload: Any) -> None:
+        self.link, self.verb, self.payload = link, verb, payload
+        self.held: Held | None = None
+        self.lines: list[str] = []
+
+    def _start(self, bootstrap: bool) -> Held:
+        digest, archive = helper_archive()
+        data = payload_line(self.payload)
+        python = self.link.settings.remote_python
+        if bootstrap:
+            return self.link._hold(bootstrap_command(python, self.verb, len(archive)), archive + data)
+        return self.link._hold(helper_command(python, self.verb), data)
+
+    def answer(self) -> Any:
+        digest, _ = helper_archive()
+        bootstrap = state.helper_known(self.link.host) != digest
+        for attempt in (1, 2):
+            self.held, self.lines = self._start(bootstrap), []
+            while True:
+                line = self.held.readline()
+                if not line:
+                    break
+                event = _event(line)
+                if event is not None and event.get("event") == "answer":
+                    state.remember_helper(self.link.host, digest)
+                    return event.get("result")
+                if event is None:
+                    self.lines.append(line)
+            rc, err = self.held.finish()
+            if attempt == 1 and not bootstrap and not self.lines and helper_missing(rc, err):
+                self.link._install_helper()
+                continue
+            self.link._decode_helper(self.verb, Result(("helper", self.verb), rc, "\n".join(self.lines), err))
+            raise errors.RemoteCommandError(f"portal's helper ({self.verb}) gave no answer.", host=self.link.host)
+        raise AssertionError("unreachable")
+
+    def send(self, payload: Any, on_event: Callable[[dict[str, Any]], None]) -> Any:
+        """The second turn: ``payload`` on the same stdin, its progress to ``on_event``; its reply."""
+        assert self.held is not None, "answer() first"
+        held, self.held = self.held, None
+        try:
+            held.send(payload_line(payload))
+            while True:
+                line = held.readline()
+                if not line:
+                    break
+                event = _event(line)
+                if event is None:
+                    self.lines.append(line)
+                else:
+                    on_event(event)
+        finally:
+            rc, err = held.finish()
+        return self.link._decode_helper(self.verb, Result(("helper", self.verb), rc, "\n".join(self.lines), err))
+
+    def close(self) -> None:
+        """Nothing more to do: the helper sees its stdin end and exits; its end is not waited for."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.close_input()
+            threading.Thread(target=held.finish, daemon=True).start()
+
+
 def _event(line: str) -> dict[str, Any] | None:
     """A progress line of a streaming verb, or None for anything else (its reply, stray output)."""
     if not line.startswith('{"'):
@@ -331,6 +408,14 @@ class Held(ABC):
     def finish(self) -> tuple[int, str]:
         """Close its stdin, wait for its end (bounded) and return (exit code, stderr); idempotent."""
 
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """More for its stdin (a conversation's second turn)."""
+
+    @abstractmethod
+    def close_input(self) -> None:
+        """End its stdin (it then ends); :meth:`finish` still reaps it."""
+
 
 class SpawnedHeld(Held):
     """A held helper call that is a local process (ssh through the master, or bash for localhost)."""
@@ -349,8 +434,21 @@ class SpawnedHeld(Held):
         assert self.proc.stdout is not None
         return self.proc.stdout.readline().decode(errors="replace").strip()
 
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    def close_input(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+
     def finish(self) -> tuple[int, str]:
         if self._end is None:
+            if self.proc.stdin is not None and self.proc.stdin.closed:  # close_input() ended it already
+                self.proc.stdin = None
             try:
                 _, err = self.proc.communicate(timeout=10)
             except (subprocess.TimeoutExpired, OSError, ValueError):

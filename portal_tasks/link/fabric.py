@@ -132,6 +132,14 @@ class ChannelHeld(Held):
     def readline(self) -> str:
         return str(self._reader.readline()).strip()
 
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.sendall(data)
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self.channel.shutdown_write()
+
     def finish(self) -> tuple[int, str]:
         if self._end is None:
             with contextlib.suppress(OSError, EOFError):

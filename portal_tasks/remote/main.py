@@ -25,7 +25,7 @@ VERB_MODULES = {
     "cluster-list": "cluster", "cluster-stop": "cluster",
     "jupyter-status": "jupyter", "jupyter-prepare": "jupyter", "jupyter-wait": "jupyter",
     "jupyter-list": "jupyter", "jupyter-stop": "jupyter",
-    "snapshot": "snapshot", "up": "up", "down": "down",
+    "snapshot": "snapshot", "up": "up", "snapshot-up": "up", "down": "down",
     "share-report": "share",
     "nodes-prepare": "nodes", "nodes-wait": "nodes", "nodes-stop": "nodes", "tls-export": "nodes",
     "nodes-tls": "nodes",

@@ -21,6 +21,7 @@ taken at the start in sorted order (two `up` at once never hold them crosswise).
 import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -301,4 +302,25 @@ def _start_lab(session, lab):
     return Waiter(lambda: _jupyter_wait(session, lab)), {}, None
 
 
-VERBS = {"up": up}
+#: How long ``snapshot-up`` waits for the laptop's plan after the snapshot (the laptop decides in milliseconds).
+PLAN_SECONDS = 120
+
+
+def next_line(seconds):
+    """The next line on stdin as JSON, or None when the laptop sent none (an empty line, its end, or
+    nothing within ``seconds``)."""
+    ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    line = sys.stdin.readline() if ready else ""
+    return json.loads(line) if line.strip() else None
+
+
+def snapshot_then_up(payload):
+    """Verb ``snapshot-up``: the snapshot as a progress line (``{"event": "answer", "result": ...}``), then,
+    in the same call, the ``up`` plan the laptop made from it (its next stdin line), carried out; nothing
+    when the laptop sends none (everything ran). A cold `up` is then one session, not two."""
+    emit("answer", result=snapshot.snapshot(payload))
+    plan = next_line(PLAN_SECONDS)
+    return None if plan is None else up(plan)
+
+
+VERBS = {"up": up, "snapshot-up": snapshot_then_up}

@@ -21,7 +21,7 @@ from ..envs import Env
 from ..errors import ClusterError, PortError, TmuxError
 from ..plan import EnvPorts
 from ..remote import layout
-from ..link.base import reported
+from ..link.base import Conversation, reported
 from ..replies import Snapshot
 from ..services import Service, collect, not_forwarded
 from ..target import Target
@@ -284,11 +284,12 @@ class Hooks:
 
 
 def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool = False,
-        labels: dict[str, str] | None = None, hooks: Hooks | None = None) -> Booted:
+        labels: dict[str, str] | None = None, hooks: Hooks | None = None, call: Conversation | None = None) -> Booted:
     """Start what is missing of ``parts`` (the session always) in one streaming call (more only when the
-    host moved a port). ``labels``: the step lines' details (``tmux``, ``env``); None: no step lines."""
+    host moved a port). ``labels``: the step lines' details (``tmux``, ``env``); None: no step lines.
+    ``call``: the snapshot's call, still open: the plan goes in it (no second session)."""
     with _each_line_once(target):
-        return _run(target, spec, snap, options, parts, socket, labels, hooks or Hooks())
+        return _run(target, spec, snap, options, parts, socket, labels, hooks or Hooks(), call)
 
 
 def session_only(target: Target) -> bool:
@@ -323,7 +324,7 @@ def _each_line_once(target: Target) -> Iterator[None]:
 
 
 def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool,
-         shown: dict[str, str] | None, hooks: Hooks) -> Booted:
+         shown: dict[str, str] | None, hooks: Hooks, call: Conversation | None) -> Booted:
     labels = shown or {}
     require(target, spec, snap, parts)
     planned = Plan(target, spec, snap, options, parts, socket)
@@ -341,9 +342,13 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
     booted = Booted(planned.env)
     try:
         for _ in range(REPLANS):
-            result = target.link.helper_stream("up", planned.payload(),
-                                               lambda e: _event(target, planned, display, e, booted, hooks),
-                                               timeout=cluster.WAIT_SECONDS + jupyter_step.START_SECONDS + 60)
+            on_event: Callable[[dict[str, Any]], None] = lambda e: _event(target, planned, display, e, booted, hooks)
+            if call is not None:  # the first plan rides the snapshot's call
+                first, call = call, None
+                result = first.send(planned.payload(), on_event)
+            else:
+                result = target.link.helper_stream("up", planned.payload(), on_event,
+                                                   timeout=cluster.WAIT_SECONDS + jupyter_step.START_SECONDS + 60)
             if not result.get("replan"):
                 break
             planned.replan(result["replan"])

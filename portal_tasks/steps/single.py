@@ -1,5 +1,5 @@
 """The host steps on their own (`portal tmux`, `env`, `cluster`, `ipython`, `jupyter`), on `up`'s path:
-one ``snapshot``, then the ``up`` verb carrying only that step's part (``tmux``: only the session).
+one ``snapshot-up`` call: the snapshot, then in the same call the plan carrying only that step's part (``tmux``: only the session).
 
 A single step starts its part and nothing else; the parts it builds on (the session, for IPython the
 cluster's address) come as `up` would plan them, from the same snapshot."""
@@ -21,6 +21,9 @@ def run(target: Target, part: str, env: str | None = None, socket: bool = False,
     if part == "tmux":
         return boot.session_only(target)
     spec = cluster.env_spec(target, env)
-    snap = warm.snapshot(target, spec)
-    booted = boot.run(target, spec, snap, options, [part], socket, labels=None)  # its lines, no step lines
+    snap, call = warm.snapshot(target, spec)
+    try:
+        booted = boot.run(target, spec, snap, options, [part], socket, labels=None, call=call)  # its lines only
+    finally:
+        call.close()
     return {"env": booted.env, "ipython": booted.env, "cluster": booted.cluster, "jupyter": booted.jupyter}[part]

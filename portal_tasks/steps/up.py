@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .. import progress
+from ..link.base import Conversation
 from ..replies import Snapshot
 from ..services import Service
 from ..target import Explained, Target
@@ -23,23 +24,28 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
     spec, steps = cluster.env_spec(target, env), _steps(target, env, jupyter)
     with progress.step("connect", target.host):
         target.link.connect()
-        # one round trip says whether everything already runs, and brings what a cold start plans with
-        snap = warm_step.snapshot(target, spec, interface=cluster.beyond_host(options))
+        # one round trip says whether everything already runs, and brings what a cold start plans with;
+        # the call stays open for that plan
+        snap, call = warm_step.snapshot(target, spec, interface=cluster.beyond_host(options))
+    try:
         warm = None
         if not cluster.beyond_host(options):  # the other servers and the queue are asked on the cold path
             warm = warm_step.decide(target, spec, snap, [name for name, _ in steps],
                                     jupyter=jupyter, socket=socket, options=options)
+        early = forward.Early(target)
         if warm is not None:
+            call.close()  # nothing to do on the host
             cluster.share_request(target, options)  # as the cold path checks
-    early = forward.Early(target)
-    if warm is not None:
-        for name, label in steps:
-            with progress.step(name, label):
-                for line in warm.kept[name]:
-                    target.say(line)
-        services = warm.services
-    else:
-        services = _cold(target, spec, snap, options, [name for name, _ in steps[1:]], socket, dict(steps), early)
+            for name, label in steps:
+                with progress.step(name, label):
+                    for line in warm.kept[name]:
+                        target.say(line)
+            services = warm.services
+        else:
+            services = _cold(target, spec, snap, options, [name for name, _ in steps[1:]], socket, dict(steps), early,
+                             call)
+    finally:
+        call.close()
     with progress.step("forward"):
         made = forward.forward_all(target, services, early)
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
@@ -67,7 +73,7 @@ def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, st
 
 
 def _cold(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: list[str], socket: bool,
-          labels: dict[str, str], early: forward.Early) -> list[Service]:
+          labels: dict[str, str], early: forward.Early, call: Conversation) -> list[Service]:
     """Start what is missing in one host call; the workers on other servers, and the worker jobs (submitted
     as soon as the host prepared the cluster, so they queue while Dask boots), after it."""
     queueing: list[jobs_step.Background] = []
@@ -77,7 +83,7 @@ def _cold(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], pa
             queueing.append(jobs_step.Background(target, where, spec, options))
 
     try:
-        booted = boot.run(target, spec, snap, options, parts, socket, labels, boot.Hooks(started, early.add))
+        booted = boot.run(target, spec, snap, options, parts, socket, labels, boot.Hooks(started, early.add), call)
     finally:
         for background in queueing:
             background.join()

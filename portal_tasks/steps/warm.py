@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import hostenv
 from ..envs import Env
+from ..link.base import Conversation
 from ..replies import Snapshot
 from ..seen import Seen
 from ..services import Service, collect
@@ -33,9 +34,10 @@ class Warm:
     services: list[Service]
 
 
-def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> Snapshot:
-    """The host's answer to ``snapshot``; also fills the run's facts (so no separate probe). ``interface``:
-    also where scheduler_interface is (workers beyond the host dial it)."""
+def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> tuple[Snapshot, Conversation]:
+    """The host's answer to ``snapshot`` (it also fills the run's facts: no separate probe), and the call
+    still open for the ``up`` plan made from it (``Conversation.send``), or to be closed when nothing is to
+    be done. ``interface``: also where scheduler_interface is (workers beyond the host dial it)."""
     from .. import plan
 
     planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
@@ -43,9 +45,14 @@ def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> Sn
                                "plan": planned, "key": plan.env_key(spec) if spec else None}
     if interface:
         payload["interface"] = target.settings.scheduler_interface
-    snap: Snapshot = target.link.helper("snapshot", payload)
+    call = target.link.converse("snapshot-up", payload)
+    try:
+        snap: Snapshot = call.answer()
+    except BaseException:
+        call.close()
+        raise
     target.cache.facts = snap["facts"]
-    return snap
+    return snap, call
 
 
 def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, options: dict[str, Any],

@@ -17,7 +17,7 @@ from ..link.base import Link
 from ..runner import Result
 
 #: The kinds of call that cost a round trip to the host (a forward rides the master: it does not).
-HOST_CALLS = ("helper", "run", "lock")
+HOST_CALLS = ("helper", "then", "run", "lock")  # "then": the second turn of a call, in the same session
 
 Reply = Any  # a canned reply, or a function of the payload (or of the shell line) that makes one
 
@@ -60,6 +60,11 @@ class FakeLink(Link):
             on_event(event)
         return result
 
+    def converse(self, verb: str, payload: Any, *, timeout: float | None = 300) -> Any:
+        """``snapshot-up``: one call in two turns. Recorded as ``("helper", "snapshot")`` and, when the plan goes
+        in the same call, ``("then", "up")``, each answered from the canned reply of that name."""
+        return FakeConversation(self, payload)
+
     def run_shell(self, command: str, *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
         self.calls.append(("run", command))
         if self.shell is not None:
@@ -85,3 +90,26 @@ class FakeLink(Link):
 
     def close(self) -> None:
         self.calls.append(("close",))
+
+
+class FakeConversation:
+    """The two turns of a :class:`FakeLink` conversation; ``closed`` when the second never came."""
+
+    def __init__(self, link: FakeLink, payload: Any) -> None:
+        self.link, self.payload, self.closed = link, payload, False
+
+    def answer(self) -> Any:
+        return self.link.helper("snapshot", self.payload)
+
+    def send(self, payload: Any, on_event: Callable[[dict[str, Any]], None]) -> Any:
+        self.link.calls.append(("then", "up"))
+        self.link.payloads.append(("up", payload))
+        reply = self.link.replies.get("up")
+        assert reply is not None, "the helper was sent an `up` plan, which this test has no reply for"
+        events, result = reply(payload) if callable(reply) else reply
+        for event in events:
+            on_event(event)
+        return result
+
+    def close(self) -> None:
+        self.closed = True

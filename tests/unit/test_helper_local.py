@@ -232,3 +232,50 @@ def test_a_helper_already_there_reads_its_payload_after_the_archive(link, tmp_pa
     with pytest.raises(Exception, match="not found"):  # the payload arrived whole: the env it names is looked for
         link.helper("env-check", {"env": str(tmp_path / "nosuch-env")})
     assert len(list((tmp_path / ".portal" / "bin").glob("remote-*"))) == 1  # no second copy, no leftovers
+
+
+def _snapshot_payload(link):
+    from portal_tasks import plan as plan_mod
+
+    return {"session": "portal-test", "env": None, "manager": None,
+            "plan": dict(plan_mod.plan_payload(link.settings, 0), first=None), "key": None}
+
+
+def test_a_conversation_answers_then_carries_the_plan_in_the_same_call(link, tmp_path, monkeypatch):
+    import shutil
+
+    from portal_tasks import tmux_commands as cmds
+
+    if not shutil.which("tmux"):
+        pytest.skip("no tmux here")
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("TMUX", raising=False)
+    call = link.converse("snapshot-up", _snapshot_payload(link))
+    snap = call.answer()  # the helper travels with it: this laptop never used it here
+    assert snap["facts"]["home"] == str(tmp_path) and snap["windows"] is None  # no session yet
+    events = []
+    session = "portal-test"
+    try:
+        result = call.send({"session": {"name": session, "has": cmds.has_session(session),
+                                        "new": cmds.new_session(session)}, "locks": []}, events.append)
+        assert events == [{"event": "tmux", "created": True}] and result == {}
+        again = link.converse("snapshot-up", _snapshot_payload(link))
+        assert "shell" in again.answer()["windows"]  # the session the plan made
+        again.close()
+    finally:
+        import subprocess
+
+        subprocess.run(["tmux", "kill-server"], capture_output=True, timeout=15)
+
+
+def test_a_conversation_closed_after_its_answer_ends_the_helper(link):
+    call = link.converse("snapshot-up", _snapshot_payload(link))
+    call.answer()
+    held = call.held
+    call.close()  # reaps it in a thread of its own: not waited for here
+    import time
+
+    deadline = time.monotonic() + 20
+    while held.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held.proc.returncode == 0  # it saw its stdin end and did nothing more

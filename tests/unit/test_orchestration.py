@@ -118,7 +118,7 @@ def test_a_single_step_is_the_snapshot_and_one_up_call_with_only_its_part(part: 
     result = {"cluster": {"cluster": STATE}, "jupyter": {"jupyter": dict(LAB, started=True)}}.get(part, {})
     target, link, said = make({"snapshot": COLD, "up": ([{"event": "tmux", "created": False}, *said_events], result)})
     single.run(target, part, env="a")
-    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     plan = dict(link.payloads)["up"]
     assert [p for p in ("env", "cluster", "ipython", "jupyter") if p in plan] == [part]
     assert not [c for c in link.calls if c[0] == "forward"]  # a single step forwards nothing
@@ -300,7 +300,7 @@ def events(jupyter: bool = False, prep: dict[str, Any] = PREP, state: dict[str, 
 def test_cold_up_is_the_snapshot_and_one_up_call(capsys: pytest.CaptureFixture[str]) -> None:
     target, link, said = make({"snapshot": COLD, "up": (events(), {"cluster": STATE, "cluster_notes": []})})
     up.run(target, env="a", attach=False, browser=False)
-    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     assert len(link.host_calls()) <= 3
     assert ("forward", 20001, "127.0.0.1:20001") in link.calls
     plan = dict(link.payloads)["up"]
@@ -332,7 +332,7 @@ def test_cold_up_sends_a_new_tls_set_on_stdin_only_when_the_host_has_none() -> N
 def test_cold_up_with_jupyter_plans_the_lab_on_the_envs_port() -> None:
     target, link, said = make({"snapshot": COLD, "up": (events(jupyter=True), {"cluster": STATE, "jupyter": LAB})})
     up.run(target, env="a", jupyter=True, attach=False, browser=False)
-    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     lab = dict(link.payloads)["up"]["jupyter"]
     assert lab["port"] == 20002
     assert "--port=20002" in lab["window"]["argv"][-1][4]
@@ -349,7 +349,7 @@ def test_ports_the_host_gave_otherwise_make_a_second_call_with_them() -> None:
                     (events(prep=moved, state=given), {"cluster": given})])
     target, link, said = make({"snapshot": COLD, "up": lambda payload: next(replies)})
     up.run(target, env="a", attach=False, browser=False)
-    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up"), ("helper", "up")]
+    assert link.host_calls() == [("helper", "snapshot"), ("then", "up"), ("helper", "up")]  # one more session
     first, second = [p for v, p in link.payloads if v == "up"]
     assert first["cluster"]["ports"]["scheduler_port"] == 20000
     assert second["cluster"]["ports"]["scheduler_port"] == 20030
@@ -367,7 +367,7 @@ def test_a_failure_of_the_up_call_is_one_error_and_starts_nothing_more() -> None
     target, link, _ = make({"snapshot": COLD, "up": fail})
     with pytest.raises(ClusterError, match="did not come up"):
         up.run(target, env="a", attach=False, browser=False)
-    assert link.host_calls() == [("helper", "snapshot"), ("helper", "up")]
+    assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     assert not [c for c in link.calls if c[0] == "forward"]
 
 
