@@ -244,15 +244,7 @@ class Link(ABC):
             held = self._hold(command, data)
             lines: list[str] = []
             try:
-                while True:
-                    line = held.readline()
-                    if not line:
-                        break
-                    event = _event(line)
-                    if event is None:
-                        lines.append(line)
-                    else:
-                        on_event(event)
+                _pump(held, lines, on_event)
             finally:
                 rc, err = held.finish()
             if attempt == 1 and not lines and helper_missing(rc, err):
@@ -365,15 +357,7 @@ class Conversation:
         held, self.held = self.held, None
         try:
             held.send(payload_line(payload))
-            while True:
-                line = held.readline()
-                if not line:
-                    break
-                event = _event(line)
-                if event is None:
-                    self.lines.append(line)
-                else:
-                    on_event(event)
+            _pump(held, self.lines, on_event)
         finally:
             rc, err = held.finish()
         return self.link._decode_helper(self.verb, Result(("helper", self.verb), rc, "\n".join(self.lines), err))
@@ -384,6 +368,19 @@ class Conversation:
         if held is not None:
             held.close_input()
             threading.Thread(target=held.finish, daemon=True).start()
+
+
+def _pump(held: Held, lines: list[str], on_event: Callable[[dict[str, Any]], None]) -> None:
+    """Read a call's output to its end: each progress line to ``on_event``, the rest (its reply) to ``lines``."""
+    while True:
+        line = held.readline()
+        if not line:
+            return
+        event = _event(line)
+        if event is None:
+            lines.append(line)
+        else:
+            on_event(event)
 
 
 def _event(line: str) -> dict[str, Any] | None:
