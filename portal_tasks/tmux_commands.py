@@ -33,6 +33,11 @@ def new_session(session: str, window: str = FIRST_WINDOW) -> list[str]:
     return ["tmux", "new-session", "-d", "-s", session, "-n", window]
 
 
+def session_plan(session: str) -> dict[str, Any]:
+    """The session as the helper's ``up`` verb ensures it: ``has`` asked first, ``new`` when it is missing."""
+    return {"name": session, "has": has_session(session), "new": new_session(session)}
+
+
 def ensure_session_line(session: str) -> str:
     """One shell line: create the session unless it exists (pasteable, idempotent)."""
     return f"{shlex.join(has_session(session))} 2>/dev/null || {shlex.join(new_session(session))}"

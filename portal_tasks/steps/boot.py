@@ -153,8 +153,7 @@ class Plan:
 
     def payload(self) -> dict[str, Any]:
         session = self.target.settings.session
-        out: dict[str, Any] = {"session": {"name": session, "has": cmds.has_session(session),
-                                           "new": cmds.new_session(session)}, "locks": [], "tls": self.tls_files}
+        out: dict[str, Any] = {"session": cmds.session_plan(session), "locks": [], "tls": self.tls_files}
         for part in self.parts:
             getattr(self, f"_{part}")(out)
         return out
@@ -295,8 +294,7 @@ def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], part
 def session_only(target: Target) -> bool:
     """Ensure the user's session (the `tmux` step): the ``up`` verb with nothing but the session; True when made now."""
     session = target.settings.session
-    payload = {"session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
-               "locks": []}
+    payload = {"session": cmds.session_plan(session), "locks": []}
     created: list[bool] = []
     target.link.helper_stream("up", payload, lambda e: created.append(bool(e.get("created")))
                               if e["event"] == "tmux" else None, timeout=60)

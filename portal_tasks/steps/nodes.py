@@ -26,9 +26,8 @@ def window_name(key: str) -> str:
 
 def _window_payload(session: str, name: str, lines: list[str]) -> dict[str, Any]:
     """The ``up`` verb's payload on a node: the session, and the workers window (a running one replaced)."""
-    return {"session": {"name": session, "has": tmux_commands.has_session(session),
-                        "new": tmux_commands.new_session(session)},
-            "locks": [], "windows": [tmux_commands.window_plan(session, name, lines)]}
+    return {"session": tmux_commands.session_plan(session), "locks": [],
+            "windows": [tmux_commands.window_plan(session, name, lines)]}
 
 
 def _origin(target: Target) -> str:
