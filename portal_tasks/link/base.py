@@ -216,20 +216,22 @@ class Link(ABC):
 
         A helper that is not there (first use, or gone) is installed and the call made once more.
         """
-        command = helper_command(self.settings.remote_python, verb)
-        data = payload_line(payload)
-        digest, archive = helper_archive()
-        if state.helper_known(self.host) != digest:  # first call of this portal here: the archive travels with it
-            result = self.run_shell(bootstrap_command(self.settings.remote_python, verb, len(archive)),
-                                    input=archive + data, timeout=timeout)
-        else:
-            result = self.run_shell(command, input=data, timeout=timeout)
-            if helper_missing(result.rc, result.stderr):
-                self._install_helper()
-                result = self.run_shell(command, input=data, timeout=timeout)
+        command, first, bootstrap = self._first_call(verb, payload_line(payload))
+        result = self.run_shell(command, input=first, timeout=timeout)
+        if not bootstrap and helper_missing(result.rc, result.stderr):
+            self._install_helper()
+            result = self.run_shell(command, input=first, timeout=timeout)
         reply = self._decode_helper(verb, result)
-        state.remember_helper(self.host, digest)
+        state.remember_helper(self.host, helper_archive()[0])
         return reply
+
+    def _first_call(self, verb: str, data: bytes) -> tuple[str, bytes, bool]:
+        """(command, stdin, bootstrap) of a call: the helper itself, or, on the first call of this portal
+        here, the bootstrap with the archive ahead of the payload."""
+        digest, archive = helper_archive()
+        if state.helper_known(self.host) != digest:
+            return bootstrap_command(self.settings.remote_python, verb, len(archive)), archive + data, True
+        return helper_command(self.settings.remote_python, verb), data, False
 
     def helper_stream(self, verb: str, payload: Any, on_event: Callable[[dict[str, Any]], None], *,
                       timeout: float | None = 300) -> Any:
@@ -253,7 +255,7 @@ class Link(ABC):
             return self._decode_helper(verb, Result(("helper", verb), rc, "\n".join(lines), err))
         raise AssertionError("unreachable")
 
-    def converse(self, verb: str, payload: Any, *, timeout: float | None = 300) -> Conversation:
+    def converse(self, verb: str, payload: Any) -> Conversation:
         """Start a verb that answers first, then waits for one more payload (``snapshot-up``): one session
         for a question and the work its answer leads to. See :class:`Conversation`."""
         return Conversation(self, verb, payload)
@@ -320,19 +322,11 @@ class Conversation:
         self.held: Held | None = None
         self.lines: list[str] = []
 
-    def _start(self, bootstrap: bool) -> Held:
-        digest, archive = helper_archive()
-        data = payload_line(self.payload)
-        python = self.link.settings.remote_python
-        if bootstrap:
-            return self.link._hold(bootstrap_command(python, self.verb, len(archive)), archive + data)
-        return self.link._hold(helper_command(python, self.verb), data)
-
     def answer(self) -> Any:
         digest, _ = helper_archive()
-        bootstrap = state.helper_known(self.link.host) != digest
         for attempt in (1, 2):
-            self.held, self.lines = self._start(bootstrap), []
+            command, first, bootstrap = self.link._first_call(self.verb, payload_line(self.payload))
+            self.held, self.lines = self.link._hold(command, first), []
             while True:
                 line = self.held.readline()
                 if not line:

@@ -60,7 +60,7 @@ class FakeLink(Link):
             on_event(event)
         return result
 
-    def converse(self, verb: str, payload: Any, *, timeout: float | None = 300) -> Any:
+    def converse(self, verb: str, payload: Any) -> Any:
         """``snapshot-up``: one call in two turns. Recorded as ``("helper", "snapshot")`` and, when the plan goes
         in the same call, ``("then", "up")``, each answered from the canned reply of that name."""
         return FakeConversation(self, payload)
