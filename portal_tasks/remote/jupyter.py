@@ -280,12 +280,12 @@ def _url(state):
 
 
 def status(payload):
-    """Verb ``jupyter-status`` {key}: the recorded server with its health, or None."""
+    """``jupyter-status`` {key} (a step of `up`): the recorded server with its health, or None."""
     return _describe(payload["key"])
 
 
 def prepare(payload):
-    """Verb ``jupyter-prepare`` {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
+    """``jupyter-prepare`` (a step of `up` or `down`) {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
     key = payload["key"]
     directory = _dir(key)
     state = {"env": payload["env"], "env_key": key, "port": None, "socket": None,
@@ -313,7 +313,7 @@ def _anyone_listens(port):
 
 
 def wait(payload):
-    """Verb ``jupyter-wait`` {key, timeout}: poll until the server answers 200 with the token (bounded).
+    """``jupyter-wait`` (a step of `up` or `down`) {key, timeout}: poll until the server answers 200 with the token (bounded).
 
     The described server (its pid now recorded), None on time-out, or {"taken": why, "port"} when
     the port is held by anything but the user's own process (Jupyter, with port_retries=0, then
@@ -356,7 +356,7 @@ def listing(_payload):
 
 
 def stop(payload):
-    """Verb ``jupyter-stop`` {key}: end the recorded server (SIGTERM, bounded wait) and forget its state."""
+    """``jupyter-stop`` (a step of `up` or `down`) {key}: end the recorded server (SIGTERM, bounded wait) and forget its state."""
     entry = _describe(payload["key"])
     if not entry:
         return {"stopped": False}
@@ -372,5 +372,4 @@ def stop(payload):
     return {"stopped": bool(pid), "pid": pid}
 
 
-VERBS = {"jupyter-status": status, "jupyter-prepare": prepare, "jupyter-wait": wait,
-         "jupyter-list": listing, "jupyter-stop": stop}
+VERBS = {"jupyter-list": listing}  # status, prepare, wait and stop run inside `up` and `down`

@@ -275,7 +275,7 @@ def load_plan(path):
 
 
 def assign(payload):
-    """Verb ``ports-assign``: block + env slot, owners checked for ``check``; returns ports and notes."""
+    """``ports-assign`` (a step of `up`): block + env slot, owners checked for ``check``; returns ports and notes."""
     plan = payload["plan"]
     notes = []
     with locked("ports"):
@@ -319,4 +319,4 @@ def recorded_block():
     return block if isinstance(block, dict) and isinstance(block.get("start"), int) else None
 
 
-VERBS = {"ports-assign": assign, "ports-report": report}
+VERBS = {"ports-report": report}  # assign runs inside `up`

@@ -41,11 +41,9 @@ def require(target: Target, spec: str | None, snap: Snapshot, parts: Sequence[st
     if not snap["facts"].get("tmux"):
         raise TmuxError("tmux is not installed (or not on the PATH).", host=target.host,
                         hint="Ask the admins for tmux, or install it in ~/.local/bin.")
-    if parts and not snap.get("env"):
-        failed = snap.get("env_failure")
-        if failed:
-            raise reported(failed["kind"], failed["message"], target.host, failed.get("hint"))
-        hostenv.resolve(target, spec)  # an older helper's snapshot: the env check says why
+    failed = snap.get("env_failure")
+    if parts and failed:
+        raise reported(failed["kind"], failed["message"], target.host, failed.get("hint"))
 
 
 class Plan:

@@ -84,10 +84,6 @@ def window(session: str, key: str, lines: list[str]) -> dict[str, Any]:
     return tmux_commands.window_plan(session, window_name(key), lines)
 
 
-def kill_window_script(session: str, name: str) -> str:
-    return f"tmux kill-window -t {shlex.quote(f'={session}:={name}')} 2>/dev/null; true"
-
-
 def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int,
           listen: str = daskcmd.LOOPBACK) -> daskcmd.ClusterSpec:
     facts = target.facts()

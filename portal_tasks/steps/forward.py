@@ -130,7 +130,7 @@ def run(target: Target, watch: bool = False) -> list[Forward]:
 
 class Early:
     """Forwards made while the host still boots: each service as soon as the host has seen it listen as the
-    user's own (`up`'s dashboard while JupyterLab starts), and checked through the forward then.
+    user's own (`up`'s dashboard while JupyterLab starts), and checked then (:func:`_carries`).
 
     Not earlier: a forward to a port nobody holds yet would hand a browser tab that reconnects (a dashboard,
     a notebook with its cookie) to whoever grabs the port first."""

@@ -60,23 +60,18 @@ def window(session: str, env: Env, command: str, variables: dict[str, str]) -> d
                             f"jupyter:{env.location}")
 
 
-def planned_port(target: Target, env: Env, *, claim: bool = True) -> int:
-    """The env's Jupyter port from the port plan; claim=False only reads (for --explain)."""
+def planned_port(target: Target, env: Env) -> int:
+    """The env's Jupyter port from the port plan, read only (for --explain; `up` claims it on the host)."""
     uid = int(target.facts()["uid"])
     from .. import plan
 
-    payload = {"plan": plan.plan_payload(target.settings, uid), "key": env.key, "env": env.spec}
-    if not claim:
-        report = target.link.helper("ports-report", payload)
-        known = (report.get("envs") or {}).get(env.key) or report.get("would_be") or {}
-        if "jupyter_port" in known:
-            return int(known["jupyter_port"])
-        block = report["block"]
-        return int(block["start"] if isinstance(block, dict) else block[0]) + FALLBACK_OFFSET
-    reply = target.link.helper("ports-assign", {**payload, "check": ["jupyter_port"]})
-    for note in reply.get("notes", []):
-        target.say(f"{target.host}: {note}")
-    return int(reply["ports"]["jupyter_port"])
+    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, uid), "key": env.key,
+                                                 "env": env.spec})
+    known = (report.get("envs") or {}).get(env.key) or report.get("would_be") or {}
+    if "jupyter_port" in known:
+        return int(known["jupyter_port"])
+    block = report["block"]
+    return int(block["start"] if isinstance(block, dict) else block[0]) + FALLBACK_OFFSET
 
 
 def _healthy(entry: JupyterState | None) -> bool:
@@ -118,7 +113,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
         url = f"unix socket {directory}/jupyter.sock, path /lab?token=$(cat {token})"
     else:
         try:
-            port = planned_port(target, resolved, claim=False)
+            port = planned_port(target, resolved)
         except PortalError:  # explain still prints when the host cannot be asked
             port = target.settings.port_base + FALLBACK_OFFSET
         command = jupyter_command(port, root=_root(target))

@@ -93,8 +93,8 @@ def stop(target: Target, entry: WorkersOn) -> list[str]:
                    "plan": plan.plan_payload(node.settings, node.facts()["uid"])}
         with node.link.lock(f"nodes-{entry['env_key']}"):
             result = node.link.helper("nodes-stop", payload)
-            node.link.run_shell(cluster.kill_window_script(node.settings.session, window_name(entry["env_key"])),
-                                timeout=15)
+            node.link.run(tmux_commands.kill_window(node.settings.session, window_name(entry["env_key"])),
+                          timeout=15)  # a window gone already is as good
         if result["survivors"]:
             raise ClusterError(f"workers {result['survivors']} of env {entry['env']} did not end.", host=node.host,
                                hint="Look at them with ps, and kill them by pid.")
