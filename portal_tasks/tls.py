@@ -103,6 +103,34 @@ def days_left(status: dict[str, Any], now: datetime.datetime | None = None) -> f
     return (not_after(status["cert"]) - now).total_seconds() / 86400
 
 
+def needed(status: dict[str, Any], user: str, host: str) -> dict[str, Any] | None:
+    """What the host must be given for a cluster (pure): a new set ({"files", "replace"}) when it has none
+    or its certificate ended, else None."""
+    left = days_left(status)
+    if status.get("exists") and (left is None or left > 0):
+        return None
+    return {"files": make_bundle(user, host), "replace": bool(status.get("exists"))}
+
+
+def end_note(status: dict[str, Any], host: str) -> str | None:
+    """One line when the certificate ends within WARN_DAYS (it still works), else None."""
+    left = days_left(status)
+    if left is None or left <= 0 or left >= WARN_DAYS:
+        return None
+    return (f"{host}: note: your TLS certificate ends on {not_after(status['cert']):%Y-%m-%d}; run "
+            f"`portal tls --rotate --host {host}` when your clusters may restart.")
+
+
+def installed_lines(installed: dict[str, Any], replaced: bool, host: str) -> list[str]:
+    """What the user reads once the host installed a set (``tls-install``'s answer)."""
+    if replaced:
+        return [f"{host}: your TLS certificate had expired; made a new one in {installed['dir']} "
+                "(clusters started with the old one are replaced)."]
+    if installed.get("installed"):
+        return [f"{host}: made your TLS certificate in {installed['dir']} (Dask accepts only it)."]
+    return []  # another portal installed one meanwhile: that one is kept
+
+
 def install(target: Target, *, replace: bool) -> dict[str, Any]:
     """Make a new set on the laptop and install it on the host (payload on the helper's stdin)."""
     facts = target.facts()
@@ -111,21 +139,18 @@ def install(target: Target, *, replace: bool) -> dict[str, Any]:
 
 
 def ensure(target: Target) -> TlsPaths:
-    """The user's TLS files on the host: made on first use (a concurrent push that won is kept),
-    replaced when expired, with a note when the end is near."""
+    """The user's TLS files on the host on their own (`up` sends them in its plan, :func:`needed`): made on
+    first use (a concurrent push that won is kept), replaced when expired, with a note when the end is near."""
     status = target.link.helper("tls-status", {})
-    left = days_left(status)
-    if not status["exists"]:
-        status = install(target, replace=False)
-        if status.get("installed"):
-            target.say(f"{target.host}: made your TLS certificate in {status['dir']} (Dask accepts only it).")
-    elif left is not None and left <= 0:
-        status = install(target, replace=True)
-        target.say(f"{target.host}: your TLS certificate had expired; made a new one in {status['dir']} "
-                   "(clusters started with the old one are replaced).")
-    elif left is not None and left < WARN_DAYS:
-        target.say(f"{target.host}: note: your TLS certificate ends on {not_after(status['cert']):%Y-%m-%d}; run "
-                   f"`portal tls --rotate --host {target.host}` when your clusters may restart.")
+    facts = target.facts()
+    given = needed(status, facts["user"], facts.get("hostname") or target.host)
+    if given is not None:
+        status = dict(target.link.helper("tls-install", given))
+        lines = installed_lines(status, given["replace"], target.host)
+    else:
+        lines = [note for note in [end_note(status, target.host)] if note]
+    for line in lines:
+        target.say(line)
     return TlsPaths(status["dir"])
 
 

@@ -89,16 +89,11 @@ class Plan:
         if self.jupyter and not socket:
             self.lab_port = int(self.ports.get("jupyter_port") or 0) or None
         self.tls_files: dict[str, Any] | None = None
-        status = snap["tls"]
-        left = tls.days_left(status)
-        if "cluster" not in self.parts:
-            pass  # only a cluster needs the TLS files made now
-        elif not status.get("exists") or (left is not None and left <= 0):
-            self.tls_files = {"files": tls.make_bundle(facts["user"], facts.get("hostname") or target.host),
-                              "replace": bool(status.get("exists"))}
-        elif left is not None and left < tls.WARN_DAYS:
-            target.say(f"{target.host}: note: your TLS certificate ends on {tls.not_after(status['cert']):%Y-%m-%d}; "
-                       f"run `portal tls --rotate --host {target.host}` when your clusters may restart.")
+        if "cluster" in self.parts:  # only a cluster needs the TLS files made now
+            self.tls_files = tls.needed(snap["tls"], facts["user"], facts.get("hostname") or target.host)
+            note = None if self.tls_files else tls.end_note(snap["tls"], target.host)
+            if note:
+                target.say(note)
 
     # -- what the host gave instead --------------------------------------------------------
     def replan(self, asked: dict[str, Any]) -> None:
@@ -379,12 +374,8 @@ def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any
     """One progress line of the helper: what the step says, and its ✓."""
     host, name, spec = target.host, event["event"], planned.spec
     if name == "tls":
-        status = event["status"]
-        if planned.tls_files and planned.tls_files["replace"]:
-            target.say(f"{host}: your TLS certificate had expired; made a new one in {status['dir']} "
-                       "(clusters started with the old one are replaced).")
-        elif status.get("installed"):
-            target.say(f"{host}: made your TLS certificate in {status['dir']} (Dask accepts only it).")
+        for line in tls.installed_lines(event["status"], bool(planned.tls_files and planned.tls_files["replace"]), host):
+            target.say(line)
     elif name == "tmux":
         booted.created = bool(event["created"])
         said = tmux._said(target, booted.created)
