@@ -19,7 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "transport": None,  # openssh | fabric | local; None: local for localhost, else openssh
     "session": "portal",  # tmux session name on the host
     "env_manager": None,  # conda | mamba | micromamba; None: whichever the host has
-    "remote_python": "python3",  # python on the host that runs portal's helper (stdlib only)
+    "host_python": None,  # python on the host that runs portal's helper (stdlib only); None: python3 there
+    "remote_python": None,  # the old name of host_python, still read
     "port_base": 20000,  # first port of the port plan (below Linux's ephemeral range)
     "block_size": 100,  # ports per user block
     "slots": 100,  # number of blocks
@@ -83,7 +84,7 @@ class Settings:
     transport: str
     session: str
     env_manager: str | None
-    remote_python: str
+    host_python: str
     port_base: int
     block_size: int
     slots: int
@@ -97,6 +98,11 @@ class Settings:
     #: the batch system's name and dask-jobqueue's job settings (queue, account, walltime, cores, memory, ...)
     jobqueue: Mapping[str, Any] = field(default_factory=dict)
     jobs_wait: float = 60
+
+    @property
+    def remote_python(self) -> str:
+        """The old name of :attr:`host_python`."""
+        return self.host_python
 
     @property
     def is_local(self) -> bool:
@@ -261,7 +267,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         transport=transport,
         session=session,
         env_manager=merged.get("env_manager"),
-        remote_python=str(merged["remote_python"]),
+        host_python=str(merged.get("host_python") or merged.get("remote_python") or "python3"),
         port_base=port_base,
         block_size=block_size,
         slots=slots,
