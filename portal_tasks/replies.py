@@ -17,6 +17,7 @@ class Facts(TypedDict):
     home: str
     hostname: str
     python: str
+    python_path: NotRequired[str]  # the Python running the helper
     tmux: str | None
     managers: dict[str, str | None]
     cpus: int | None

@@ -45,6 +45,7 @@ def probe(payload):
         "home": os.path.expanduser("~"),
         "hostname": platform.node(),
         "python": sys.version.split()[0],
+        "python_path": sys.executable,  # the Python running this helper (check names it)
         "tmux": tool_version(["tmux", "-V"]),
         "managers": {name: shutil.which(name) for name in ("micromamba", "mamba", "conda")},
         "cpus": os.cpu_count(),
