@@ -1,7 +1,7 @@
 """The netns test server: hosts `matagorda`, `login` and `matagorda2`, each with a real sshd.
 
 Each host is a network namespace whose sshd runs in its own mount and UTS namespaces: the
-host has its own /tmp (a tmpfs: tmux sockets, the claims directory, scratch space), its own
+host has its own /tmp and /var/tmp (tmpfs: tmux sockets, port block claims, scratch space), its own
 hostname, /etc/hosts line and /etc/machine-id. Users, homes (/home, shared as over NFS) and
 processes are shared with the root namespace, which plays the laptop and keeps the real /tmp.
 Addresses are 10.231.X.0/24 nets:
@@ -48,11 +48,12 @@ ROLES = ("alice", "bob", "notmux")
 HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "login": "login",
                  "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
 #: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 log, then the command):
-#: its own /tmp, hostname, /etc/hosts line and machine-id, an empty /etc/portal in place of this machine's
+#: its own /tmp and /var/tmp, hostname, /etc/hosts line, machine-id, an empty /etc/portal in place of this machine's
 #: admin settings, then exec the command (sshd, or a sleep holding a node's namespaces: the pid stays its)
 HOST_SETUP = """set -e
 exec 2>>"$2"
 mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
+mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-vartmp" /var/tmp
 printf '%s\\n' "$0" > /proc/sys/kernel/hostname
 mount --bind "$1/hosts" /etc/hosts
 if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
@@ -573,9 +574,10 @@ class NetnsServer:
         if self._slurm is not None:
             self._slurm.wait_no_jobs_of(user.name)
         users_mod.remove_files_of_uid(entry.pw_uid)
-        for label in self._anchor:  # each host's own /tmp, and the user's claims in it
+        for label in self._anchor:  # each host's own /tmp and /var/tmp, and the user's claims in them
             tmp = self.host_path("/tmp", label)
-            users_mod.remove_files_of_uid(entry.pw_uid, (str(tmp / "portal-ports"), str(tmp)))
+            users_mod.remove_files_of_uid(entry.pw_uid, (str(tmp / "portal-ports"), str(tmp),
+                                                         str(self.host_path("/var/tmp", label))))
         for d in (user.home, user.laptop, user.runtime):
             for name in set(os.listdir(d)) - self._keep.get(d, set()):
                 p = d / name
