@@ -55,15 +55,21 @@ def _tls_args(tls: TlsPaths) -> list[str]:
     return ["--tls-ca-file", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key]
 
 
+def _preload_args(preload: str | None) -> list[str]:
+    """portal's preload (remote/owner_only.py): the process's HTTP servers answer the user alone."""
+    return ["--preload", preload] if preload else []
+
+
 def scheduler_argv(spec: ClusterSpec) -> list[str]:
     return [
         "dask", "scheduler", "--protocol", "tls", "--host", spec.listen, "--port", str(spec.ports.scheduler_port),
         "--dashboard-address", f"{LOOPBACK}:{spec.ports.dashboard_port}", *_tls_args(spec.tls),
         "--scheduler-file", spec.paths["scheduler_file"], "--pid-file", spec.paths["scheduler_pid_file"],
+        *_preload_args(spec.paths.get("preload")),
     ]
 
 
-def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index: int, threads: int, memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str) -> list[str]:
+def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index: int, threads: int, memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str, preload: str | None = None) -> list[str]:
     """One worker's ``dask worker``: its own worker, nanny and HTTP ports (layout.per_worker)."""
     own = layout.per_worker(ports, index)
     w, n = own["worker_port"], own["nanny_port"]
@@ -73,6 +79,7 @@ def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index
         "--dashboard-address", f"{LOOPBACK}:{own['http_port']}",  # its small HTTP server (/health); else on 0.0.0.0
         "--nthreads", str(threads), "--memory-limit", str(memory_limit),
         "--local-directory", scratch, *_tls_args(tls), "--pid-file", layout.worker_pid_file(pid_file, index),
+        *_preload_args(preload),
     ]
 
 
@@ -80,7 +87,7 @@ def worker_argv(spec: ClusterSpec, index: int = 0) -> list[str]:
     """Worker ``index`` of the env's cluster (0 <= index < spec.workers)."""
     return _worker_argv(["--scheduler-file", spec.paths["scheduler_file"]], spec.listen, spec.ports.as_dict(), index,
                         spec.threads, spec.memory_limit, spec.paths["scratch"], spec.tls,
-                        spec.paths["workers_pid_file"])
+                        spec.paths["workers_pid_file"], spec.paths.get("preload"))
 
 
 def workers_argv(spec: ClusterSpec) -> list[list[str]]:
@@ -88,21 +95,24 @@ def workers_argv(spec: ClusterSpec) -> list[list[str]]:
     return [worker_argv(spec, i) for i in range(spec.workers)]
 
 
+#: In the environment of every process the cluster window starts: only TLS, whatever the user's Dask config.
+ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
+
+
 def _started(mark: str, argvs: list[list[str]]) -> list[str]:
-    """Lines that start ``argvs`` marked, each in the background but the last (the window shows its log)."""
-    return [f"{mark} {shlex.join(argv)}" + (" &" if i < len(argvs) - 1 else "") for i, argv in enumerate(argvs)]
+    """Lines that start ``argvs`` marked, each in the background but the last (the window shows its log).
+    ``env NAME=VALUE`` sets their variables the same way in every shell (bash, zsh, fish, tcsh)."""
+    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *argv]) + (" &" if i < len(argvs) - 1 else "")
+            for i, argv in enumerate(argvs)]
 
 
-def window_lines(spec: ClusterSpec, activation: str) -> list[str]:
-    """The lines typed into the cluster window's shell (also what --explain prints)."""
-    mark = f"{CLUSTER_MARK}={shlex.quote(spec.mark)}"
+def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
+    """The lines typed into the cluster window's shell (also what --explain prints): valid in any shell."""
     return [
-        activation,
-        "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
+        *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
-        f"{mark} {shlex.join(scheduler_argv(spec))} &",
-        *_started(mark, workers_argv(spec)),
+        *_started(spec.mark, [scheduler_argv(spec), *workers_argv(spec)]),
     ]
 
 
@@ -162,16 +172,15 @@ def node_worker_argv(spec: NodeSpec, index: int = 0) -> list[str]:
     ports = {"worker_ports": list(spec.worker_ports), "nanny_ports": list(spec.nanny_ports),
              "http_ports": list(spec.http_ports), "http": list(spec.http)}
     return _worker_argv([spec.scheduler], spec.listen, ports, index, spec.threads, spec.memory_limit,
-                        spec.paths["scratch"], spec.tls, spec.paths["workers_pid_file"])
+                        spec.paths["scratch"], spec.tls, spec.paths["workers_pid_file"], spec.paths.get("preload"))
 
 
-def node_window_lines(spec: NodeSpec, activation: str) -> list[str]:
-    """The lines typed into the workers window on the node (also what --explain prints)."""
+def node_window_lines(spec: NodeSpec, activation: list[str]) -> list[str]:
+    """The lines typed into the workers window on the node (also what --explain prints): valid in any shell."""
     return [
-        activation,
-        "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True",
+        *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['workers_pid_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
-        *_started(f"{CLUSTER_MARK}={shlex.quote(spec.mark)}", [node_worker_argv(spec, i) for i in range(spec.workers)]),
+        *_started(spec.mark, [node_worker_argv(spec, i) for i in range(spec.workers)]),
     ]
 
 
@@ -200,13 +209,15 @@ PYTHON_MARK = "{python}"
 NUMBER_MARK = "{number}"
 
 
-def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int], listen: bool = True) -> list[str]:
+def job_worker_args(worker_ports: tuple[int, int], nanny_ports: tuple[int, int], listen: bool = True,
+                    preload: str | None = None) -> list[str]:
     """A worker job's ``dask worker`` arguments besides dask-jobqueue's: the env's block ports, the HTTP server
     on loopback (``$PORTAL_HTTP``) and, unless the job settings name an interface, ``--host $PORTAL_LISTEN``
-    (both set by :func:`job_prologue`; dask-jobqueue joins these into the script unquoted)."""
+    (both set by :func:`job_prologue`; dask-jobqueue joins these into the script unquoted), and portal's
+    preload (its HTTP server answers the user alone)."""
     w, n = worker_ports, nanny_ports
     args = ["--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}",
-            "--dashboard-address", f"{LOOPBACK}:$PORTAL_HTTP"]
+            "--dashboard-address", f"{LOOPBACK}:$PORTAL_HTTP", *_preload_args(shlex.quote(preload) if preload else None)]
     return args + (["--host", "$PORTAL_LISTEN"] if listen else [])
 
 

@@ -24,16 +24,51 @@ def quote_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def _activate_named(location: str, manager: str) -> str:
-    return shlex.join([manager, "activate", location])
+#: Shell families portal types lines for, by the login shell's name; any other shell is typed POSIX lines.
+SHELL_FAMILIES: dict[str, str] = {"bash": "bash", "zsh": "zsh", "fish": "fish", "tcsh": "csh", "csh": "csh",
+                                  "sh": "posix", "dash": "posix", "ksh": "posix", "mksh": "posix", "ash": "posix"}
+#: The family --explain uses when the host's shell is not known.
+DEFAULT_SHELL = "bash"
 
 
-def _activate_venv(location: str, manager: str) -> str:
-    return f"source {quote_path(location.rstrip('/') or '/')}/bin/activate"
+def shell_family(shell: str | None) -> str:
+    """bash, zsh, fish, csh or posix for a login shell's path or name (``-zsh`` too); None: bash."""
+    if not shell:
+        return DEFAULT_SHELL
+    name = shell.rstrip("/").rsplit("/", 1)[-1].lstrip("-")
+    return SHELL_FAMILIES.get(name, SHELL_FAMILIES.get(name.rstrip("0123456789."), "posix"))
 
 
-def _activate_prefix(location: str, manager: str) -> str:
-    return f"{shlex.quote(manager)} activate {quote_path(location)}"
+def manager_hook(kind: str, path: str, shell: str, root: str | None = None) -> str:
+    """The line that defines ``conda activate`` (or mamba's, micromamba's) in ``shell`` from the manager's own
+    shell hook: it works where the rc files never ran ``conda init`` (pure)."""
+    exe = quote_path(path)
+    if kind == "conda":
+        hook = f"{exe} shell.{ {'csh': 'csh', 'posix': 'posix'}.get(shell, shell)} hook"
+    else:  # micromamba, and mamba 2 (a mamba with no conda beside it)
+        named = {"csh": "tcsh", "posix": "posix"}.get(shell, shell)
+        hook = f"{exe} shell hook --shell {named}"
+        if kind == "micromamba" and root:
+            hook += f" --root-prefix {quote_path(root)}"
+    if shell == "fish":
+        return f"{hook} | source"
+    if shell == "csh":
+        return f'eval "`{hook}`"'
+    return f'eval "$({hook})"'
+
+
+def _activate_named(location: str, manager: str, kind: str, shell: str, root: str | None) -> list[str]:
+    return [manager_hook(kind, manager, shell, root), shlex.join([kind, "activate", location])]
+
+
+def _activate_venv(location: str, manager: str, kind: str, shell: str, root: str | None) -> list[str]:
+    script = {"fish": "activate.fish", "csh": "activate.csh"}.get(shell, "activate")
+    source = "." if shell == "posix" else "source"
+    return [f"{source} {quote_path(location.rstrip('/') or '/')}/bin/{script}"]
+
+
+def _activate_prefix(location: str, manager: str, kind: str, shell: str, root: str | None) -> list[str]:
+    return [manager_hook(kind, manager, shell, root), f"{kind} activate {quote_path(location)}"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +77,8 @@ class EnvKind:
 
     name: str
     recognised_by: str
-    activate: Callable[[str, str], str]  # (name or path, manager) -> shell line
+    #: (name or path, manager path, manager kind, shell family, root) -> the lines typed, in order
+    activate: Callable[[str, str, str, str, str | None], list[str]]
     needs_manager: bool
 
 
@@ -66,20 +102,28 @@ def is_path(spec: str) -> bool:
     return "/" in spec or spec.startswith(("~", "."))
 
 
-def pick_manager(configured: str | None, available: Mapping[str, str | None]) -> str | None:
-    """The configured manager, else the first of micromamba/mamba/conda the host has, else None."""
-    if configured:
-        return configured
-    return next((m for m in ENV_MANAGERS if available.get(m)), None)
+def manager_kind(manager: str) -> str:
+    """conda, mamba or micromamba for a manager's name or path (by the executable's name; else conda)."""
+    name = manager.rstrip("/").rsplit("/", 1)[-1]
+    return name if name in ENV_MANAGERS else "conda"
 
 
-def activation_line(kind: str, location: str, manager: str | None = None) -> str:
-    """The line typed into the window's interactive shell to activate the env."""
+def activation_lines(kind: str, location: str, manager: str | None = None, shell: str | None = None,
+                     root: str | None = None) -> list[str]:
+    """The lines typed into a window's interactive ``shell`` (a login shell's path or family) to activate
+    the env; ``manager`` is the path (or name) of conda, mamba or micromamba for a named env or a prefix."""
     env_kind = get_env_kind(kind)
     if env_kind.needs_manager and not manager:
         raise EnvError(f"env {location!r} needs conda, mamba or micromamba, and none was found.",
-                       hint="Install one, set env_manager in portal.yaml, or pass --env PATH to a venv.")
-    return env_kind.activate(location, manager or "conda")
+                       hint="Set env_manager in portal.yaml to its path, or pass --env PATH to a venv.")
+    family = shell if shell and shell in SHELL_FAMILIES.values() else shell_family(shell)
+    mgr = manager or "conda"
+    return env_kind.activate(location, mgr, manager_kind(mgr), family, root)
+
+
+def chained(lines: list[str], command: str) -> list[str]:
+    """``lines`` with ``command`` run on the last one's success (``&&``: bash, zsh, fish 3, tcsh alike)."""
+    return [*lines[:-1], f"{lines[-1]} && {command}"] if lines else [command]
 
 
 def dashboard_problem(env: str, dashboard: Mapping[str, object] | None) -> str | None:
@@ -117,22 +161,28 @@ class Env:
     spec: str
     kind: str
     location: str  # env name, or the path (absolute once the host has resolved it)
-    manager: str | None = None
+    manager: str | None = None  # the path of conda/mamba/micromamba on the host (or its name)
     prefix: str | None = None  # the env's sys.prefix on the host, once checked
     modules: Mapping[str, bool] | None = None  # IPython / jupyterlab / distributed, once checked
+    shell: str | None = None  # the windows' shell on the host (its path or family); None: bash
 
     @property
     def key(self) -> str:
         return env_key(self.spec)
 
-    def activation(self) -> str:
-        return activation_line(self.kind, self.location, self.manager)
+    def activation(self) -> list[str]:
+        """The lines that activate the env in a window's shell."""
+        return activation_lines(self.kind, self.location, self.manager, self.shell)
+
+    def launch(self, command: str) -> list[str]:
+        """The lines that activate the env and then, only if that worked, run ``command``."""
+        return chained(self.activation(), command)
 
     def has(self, module: str) -> bool:
         """True when checked and the module imports (unknown counts as present)."""
         return True if self.modules is None else bool(self.modules.get(module))
 
 
-def guess_env(spec: str, manager: str | None) -> Env:
+def guess_env(spec: str, manager: str | None, shell: str | None = None) -> Env:
     """The env as far as its spelling tells: a name, or a path assumed to be a venv."""
-    return Env(spec=spec, kind="venv" if is_path(spec) else "named", location=spec, manager=manager)
+    return Env(spec=spec, kind="venv" if is_path(spec) else "named", location=spec, manager=manager, shell=shell)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .envs import Env, guess_env, is_path, pick_manager
+from .envs import Env, guess_env
 from .errors import EnvError, PortalError, UsageError
 from .replies import EnvInfo
 from .target import Target
@@ -24,10 +24,20 @@ def choose(target: Target, env: str | None) -> str:
 
 
 def manager(target: Target, spec: str) -> str | None:
-    """The env manager for a named env: config env_manager, else what the host has."""
-    if target.settings.env_manager or is_path(spec):
-        return target.settings.env_manager
-    return pick_manager(None, target.facts().get("managers") or {})
+    """The env manager asked for: config env_manager (a name or a path), else None (the host finds one)."""
+    return target.settings.env_manager
+
+
+def found_manager(target: Target) -> str | None:
+    """The path of the manager the host found with no env at hand (for --explain), else env_manager."""
+    found = target.facts().get("manager")
+    return found["path"] if found else target.settings.env_manager
+
+
+def shell(target: Target) -> str | None:
+    """The shell of the host's tmux windows as far as this run knows it, asking nothing (None: bash lines)."""
+    facts = target.cache.facts
+    return facts.get("shell") if facts else None
 
 
 def inspect(target: Target, env: str | None) -> EnvInfo:
@@ -43,8 +53,9 @@ def from_info(target: Target, info: EnvInfo) -> Env:
     """The Env for what the host's ``env-check`` said (``info["name"]`` is the spec)."""
     spec = info["name"]
     location = spec if info["kind"] == "named" else info["prefix"]
-    return Env(spec=spec, kind=info["kind"], location=location, manager=info.get("manager") or manager(target, spec),
-               prefix=info["prefix"], modules=info["modules"])
+    return Env(spec=spec, kind=info["kind"], location=location,
+               manager=info.get("manager_path") or info.get("manager") or manager(target, spec),
+               prefix=info["prefix"], modules=info["modules"], shell=info.get("shell") or shell(target))
 
 
 def resolve(target: Target, env: str | None) -> Env:
@@ -59,10 +70,10 @@ def resolve_for_explain(target: Target, env: str | None) -> Env:
         return resolve(target, spec)
     except PortalError:
         try:
-            mgr = manager(target, spec)
+            mgr = found_manager(target)
         except PortalError:
-            mgr = target.settings.env_manager or "conda"
-        return guess_env(spec, mgr or "conda")
+            mgr = target.settings.env_manager
+        return guess_env(spec, mgr or "conda", shell(target))
 
 
 def require(target: Target, env: Env, module: str, step: str) -> None:

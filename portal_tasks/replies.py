@@ -19,7 +19,8 @@ class Facts(TypedDict):
     python: str
     python_path: NotRequired[str]  # the Python running the helper
     tmux: str | None
-    managers: dict[str, str | None]
+    manager: Manager | None
+    shell: str
     cpus: int | None
     memory: int | None
     listeners: NotRequired[list[dict[str, Any]]]
@@ -33,6 +34,15 @@ class Dashboard(TypedDict, total=False):
     ok: bool
 
 
+class Manager(TypedDict):
+    """conda, mamba or micromamba as the host's helper found it: which, where, and from what."""
+
+    kind: str
+    path: str
+    source: str
+    root: str
+
+
 class EnvCheck(TypedDict):
     """``env-check``: what an env is on the host."""
 
@@ -41,6 +51,9 @@ class EnvCheck(TypedDict):
     python: str
     version: str
     manager: str | None
+    manager_path: NotRequired[str | None]
+    manager_source: NotRequired[str | None]
+    shell: NotRequired[str]  # the shell of the user's tmux windows
     modules: dict[str, bool]
     dashboard: NotRequired[Dashboard | None]
 

@@ -4,12 +4,11 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 
+from . import managers, system
 from .common import Failure, read_json, state_path, write_json
 
-MANAGERS = ("micromamba", "mamba", "conda")
 MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension", "dask_jobqueue")
 #: Run by the env's own python (argv: the modules to look for). Besides which modules it has, it says
 #: whether Dask's dashboard can work there: the bokeh its distributed asks for (read from
@@ -62,51 +61,45 @@ def _path_kind(prefix):
 
 
 def _manager(wanted):
-    for name in ([wanted] if wanted else MANAGERS):
-        path = shutil.which(name)
-        if path:
-            return name, path
-    return (wanted or None), None
-
-
-def _named_envs(manager_path):
-    """name -> prefix from ``MANAGER env list --json`` (base is the prefix outside any envs/ dir); the answer
-    is kept, and :func:`_resolve_named` asks again when a name is not in it or its prefix is gone."""
-    try:
-        out = subprocess.run([manager_path, "env", "list", "--json"], capture_output=True, text=True, timeout=60)
-        prefixes = json.loads(out.stdout).get("envs", [])
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return {}
-    found = {}
-    for prefix in prefixes:
-        parent = os.path.basename(os.path.dirname(prefix.rstrip("/")))
-        name = os.path.basename(prefix.rstrip("/")) if parent == "envs" else "base"
-        found.setdefault(name, prefix)
-    return found
+    """The manager to use ({"kind", "path", "source", "root"}), or a Failure saying where portal looked."""
+    found = managers.find(wanted)
+    if found:
+        return found
+    if wanted and ("/" in wanted or wanted.startswith("~")):
+        raise Failure("env_manager %r is not an executable conda, mamba or micromamba here." % wanted, "EnvError",
+                      "Set env_manager to the path of conda (e.g. ~/miniforge3/bin/conda) or to conda, mamba "
+                      "or micromamba.")
+    looked = "$CONDA_EXE, the conda initialize blocks of ~/.bashrc, ~/.zshrc and the like, the PATH, ~/miniforge3, " \
+             "~/miniconda3, /opt/conda and the like"
+    raise Failure("no %s found here (looked at %s)." % (wanted or "conda, mamba or micromamba", looked), "EnvError",
+                  "Set env_manager in portal.yaml to its path (e.g. env_manager: /path/to/bin/conda), "
+                  "or pass --env PATH to a venv or conda prefix.")
 
 
 def _resolve_named(spec, wanted):
-    name, path = _manager(wanted)
-    if not path:
-        tried = wanted or "micromamba, mamba or conda"
-        raise Failure("env %r is a name, but %s is not on the PATH here." % (spec, tried), "EnvError",
-                      "Pass --env PATH to a venv or conda prefix, or set env_manager in portal.yaml.")
-    kept = state_path("envs", "named-%s.json" % _digest(path))
+    """("named", prefix, manager) of env name ``spec``: from what is on disk first (no manager start),
+    then from the manager's ``env list`` (kept per manager; asked again when a name is not in it)."""
+    manager = _manager(wanted)
+    prefix = managers.known_prefix(spec, manager)
+    if prefix:
+        return "named", prefix, manager
+    kept = state_path("envs", "named-%s.json" % _digest(manager["path"]))
     known = read_json(kept) or {}
     prefix = known.get(spec) if isinstance(known, dict) else None
     if isinstance(prefix, str) and os.path.isdir(os.path.join(prefix, "conda-meta")):
-        return "named", prefix, name  # `env list` takes the manager's own start (seconds for conda)
-    envs = _named_envs(path)
+        return "named", prefix, manager
+    envs = managers.listed_envs(manager)
     if envs:
         write_json(kept, envs)
     if spec not in envs:
         shown = ", ".join(sorted(envs)) or "none"
+        name = manager["kind"]
         raise Failure("env %r not found (%s env list shows: %s)." % (spec, name, shown), "EnvError",
                       "Create it (%s create -n %s python ipython dask) or pass --env PATH." % (name, spec))
-    return "named", envs[spec], name
+    return "named", envs[spec], manager
 
 
-def _resolve_path(spec):
+def _resolve_path(spec, wanted=None):
     prefix = os.path.abspath(os.path.expanduser(spec))
     if os.path.exists(prefix) and not os.path.isdir(prefix):
         raise Failure("env %s is a file, not an env directory." % spec, "EnvError",
@@ -124,15 +117,16 @@ def _resolve_path(spec):
     if kind is None:
         raise Failure("%s is not an env: it has neither bin/activate nor conda-meta/." % spec, "EnvError",
                       "Pass the env's top directory (the one holding bin/).")
-    return kind, prefix, None
+    return kind, prefix, (managers.find(wanted) if kind == "conda-prefix" else None)
 
 
 def resolve(spec, manager=None):
-    """(kind, prefix, manager, python) of env ``spec`` (Failure with what to do when it is not usable)."""
+    """(kind, prefix, manager, python) of env ``spec`` (Failure with what to do when it is not usable);
+    manager: {"kind", "path", "source", "root"} for a named env or a conda prefix, else None."""
     if not spec:
         raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
     if _is_path(spec):
-        kind, prefix, manager = _resolve_path(spec)
+        kind, prefix, manager = _resolve_path(spec, manager)
     else:
         kind, prefix, manager = _resolve_named(spec, manager)
     python = next((os.path.join(prefix, "bin", exe) for exe in ("python", "python3")
@@ -187,15 +181,21 @@ def probe(spec, prefix, python):
 
 
 def env_check(payload):
-    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "modules", "dashboard"}.
+    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "manager_path",
+    "manager_source", "modules", "dashboard"}.
 
+    ``manager`` is conda, mamba or micromamba (None for a venv), ``manager_path`` the executable the windows'
+    shell hook runs, ``manager_source`` where it was found ("the conda initialize block of ~/.bashrc").
     ``dashboard``: {"need": "bokeh>=3.1.0", "have": version or None, "ok"} when the env has distributed.
     """
     spec = str(payload.get("env") or "").strip()
     kind, prefix, manager, python = resolve(spec, payload.get("manager"))
     info = probe(spec, prefix, python)
+    manager = manager or {}
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
-            "manager": manager, "modules": info["modules"], "dashboard": info.get("dashboard")}
+            "manager": manager.get("kind"), "manager_path": manager.get("path"),
+            "manager_source": manager.get("source"), "modules": info["modules"], "dashboard": info.get("dashboard"),
+            "shell": system.window_shell()}
 
 
 VERBS = {"env-check": env_check}

@@ -1,12 +1,15 @@
 """Verbs about the host itself: ping, probe (who am I, tools, listeners), and a held lock."""
 
+import functools
 import os
 import platform
+import re
 import pwd
 import shutil
 import subprocess
 import sys
 
+from . import managers
 from .common import listeners, locked
 
 
@@ -36,6 +39,41 @@ def meminfo_bytes():
     return None
 
 
+#: ``set -g default-shell PATH`` (or set-option) in a tmux configuration file
+_DEFAULT_SHELL = re.compile(r"^\s*set(?:-option)?\s+(?:-\w*g\w*\s+)+default-shell\s+['\"]?([^'\"\s#]+)", re.M)
+
+
+@functools.lru_cache(maxsize=4)
+def window_shell(uid=None):
+    """The shell tmux runs in a new window: the running server's default-shell, else the one a tmux.conf
+    sets, else $SHELL (tmux's own default, which sshd sets to the login shell), else the passwd entry's."""
+    uid = os.getuid() if uid is None else uid
+    socket = os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp", "tmux-%d" % uid, "default")
+    if os.path.exists(socket):
+        try:
+            out = subprocess.run(["tmux", "show-options", "-gv", "default-shell"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, universal_newlines=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for conf in ("~/.tmux.conf", "~/.config/tmux/tmux.conf"):
+        try:
+            with open(os.path.expanduser(conf), errors="replace") as fh:
+                found = _DEFAULT_SHELL.findall(fh.read(1 << 16))
+        except OSError:
+            continue
+        if found:
+            return os.path.expanduser(found[-1])
+    shell = os.environ.get("SHELL")
+    if shell and os.access(shell, os.X_OK):
+        return shell
+    try:
+        return pwd.getpwuid(uid).pw_shell or "/bin/sh"
+    except KeyError:
+        return "/bin/sh"
+
+
 def probe(payload):
     """Who the user is here, which tools exist, and (on request) who listens where."""
     uid = os.getuid()
@@ -47,7 +85,8 @@ def probe(payload):
         "python": sys.version.split()[0],
         "python_path": sys.executable,  # the Python running this helper (check names it)
         "tmux": tool_version(["tmux", "-V"]),
-        "managers": {name: shutil.which(name) for name in ("micromamba", "mamba", "conda")},
+        "manager": managers.find(None),
+        "shell": window_shell(uid),
         "cpus": os.cpu_count(),
         "memory": meminfo_bytes(),
     }

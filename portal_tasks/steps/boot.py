@@ -11,7 +11,7 @@ nothing with the old plan; the plan is made again with what the host gave and se
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from .. import daskcmd, envs, hostenv, plan, progress, tls
@@ -170,7 +170,8 @@ class Plan:
         part: dict[str, Any] = {"env": self.spec, "prepare": prepare, "expect": expect, "ports": self.ports}
         if self.ports:
             spec = self.cluster_spec()
-            lines = daskcmd.window_lines(spec, cluster.activation(self.target, self.spec, self.kind))
+            env = self.env if self.kind == self.env.kind else replace(self.env, kind=self.kind, location=self.spec)
+            lines = daskcmd.window_lines(spec, env.activation())
             record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=self.options.get("workers_on") or [],
                           dashboard_problem=envs.dashboard_problem(self.spec, self.env_check.get("dashboard")))
             part["window"] = cluster.window(self.target.settings.session, self.key, lines)
@@ -196,7 +197,7 @@ class Plan:
         lab_env["JUPYTER_TOKEN_FILE"] = f"{directory}/token"
         command = jupyter_step.jupyter_command(self.lab_port, f"{directory}/jupyter.sock" if self.socket else None,
                                                root=int(self.snap["facts"].get("uid", -1)) == 0,
-                                               config_dir=f"{directory}/config" if proxy else None)
+                                               config_dir=f"{directory}/config" if proxy else None, shell=env.shell)
         out["jupyter"] = {"key": self.key, "env": self.spec, "socket": self.socket, "port": self.lab_port,
                           "plan": self.plan, "seconds": jupyter_step.START_SECONDS,
                           "window": jupyter_step.window(self.target.settings.session, env, command, lab_env)}

@@ -67,11 +67,11 @@ def env_spec(target: Target, env: str | None) -> str:
     return hostenv.choose(target, env)
 
 
-def activation(target: Target, spec: str, kind: str | None = None) -> str:
-    manager = envs.pick_manager(target.settings.env_manager, target.facts().get("managers") or {})
-    guessed = envs.guess_env(spec, manager)
+def activation(target: Target, spec: str, kind: str | None = None) -> list[str]:
+    """The lines activating env ``spec`` in a window of ``target`` (a host the env was not checked on)."""
+    guessed = envs.guess_env(spec, hostenv.found_manager(target), target.facts().get("shell"))
     if kind and kind != guessed.kind:
-        guessed = envs.Env(spec=spec, kind=kind, location=spec, manager=manager)
+        guessed = envs.Env(spec=spec, kind=kind, location=spec, manager=guessed.manager, shell=guessed.shell)
     return guessed.activation()
 
 
@@ -148,7 +148,7 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     lines = tls.explain_lines(spec.tls, facts["user"])
     lines.append(tmux_commands.ensure_session_line(target.settings.session))
     lines += tmux_commands.explain_window(window(target.settings.session, key,
-                                                 daskcmd.window_lines(spec, activation(target, spec_text))))
+                                                 daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
     return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
                                                        spec.address)
 

@@ -25,7 +25,7 @@ def window_mark(env: Env) -> str:
 
 def window(session: str, env: Env) -> dict[str, Any]:
     """The env's window as the helper opens it (kept while it carries the env's marker)."""
-    return cmds.window_plan(session, window_name(env), [env.activation()], None, "marker", window_mark(env))
+    return cmds.window_plan(session, window_name(env), env.activation(), None, "marker", window_mark(env))
 
 
 def _said(target: Target, env: Env, state: str) -> list[str]:

@@ -36,14 +36,14 @@ def window_name(env: Env) -> str:
     return f"ipython-{env.key}"
 
 
-def launch_line(env: Env) -> str:
-    """Activation and IPython as one line: IPython never starts outside the env."""
-    return f"{env.activation()} && {ipython_command(env.has('distributed'))}"
+def launch_lines(env: Env) -> list[str]:
+    """Activation, then IPython only if it worked: IPython never starts outside the env."""
+    return env.launch(ipython_command(env.has('distributed')))
 
 
 def window(session: str, env: Env, variables: dict[str, str]) -> dict[str, Any]:
     """IPython's window as the helper opens it (kept while a program runs in it), the cluster's variables in it."""
-    return cmds.window_plan(session, window_name(env), [launch_line(env)], variables, "busy", f"ipython:{env.location}")
+    return cmds.window_plan(session, window_name(env), launch_lines(env), variables, "busy", f"ipython:{env.location}")
 
 
 def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:

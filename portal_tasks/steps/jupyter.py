@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import hostenv
 from .. import tmux_commands as cmds
-from ..envs import Env
+from ..envs import Env, shell_family
 from ..errors import PortalError
 from ..remote import layout
 from ..replies import JupyterState
@@ -25,8 +25,13 @@ START_SECONDS = 90.0
 FALLBACK_OFFSET = 2
 
 
+#: Runs JupyterLab with portal's config directory first on JUPYTER_CONFIG_PATH, from any shell (argv: the
+#: directory, then the command): fish and tcsh have no ``${VAR:+...}``.
+CONFIG_PATH_SH = 'd=$1; shift; JUPYTER_CONFIG_PATH=$d${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH} exec "$@"'
+
+
 def jupyter_command(port: int | None = None, socket: str | None = None, *, root: bool = False,
-                    config_dir: str | None = None) -> str:
+                    config_dir: str | None = None, shell: str | None = None) -> str:
     """The JupyterLab command line: loopback only, no browser, no silent move to another port.
 
     ``config_dir`` goes first on JUPYTER_CONFIG_PATH: portal's limits for jupyter-server-proxy (its
@@ -36,6 +41,8 @@ def jupyter_command(port: int | None = None, socket: str | None = None, *, root:
         argv += [f"--ServerApp.sock={socket}", "--ServerApp.sock_mode=0600"]
     else:
         argv += ["--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0"]
+    if config_dir and shell_family(shell) in ("fish", "csh"):
+        return shlex.join(["sh", "-c", CONFIG_PATH_SH, "portal-jupyter", config_dir, *argv])
     if config_dir:
         return f"JUPYTER_CONFIG_PATH={shlex.quote(config_dir)}${{JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}} " + \
             shlex.join(argv)
@@ -56,7 +63,7 @@ def window_name(env: Env) -> str:
 
 def window(session: str, env: Env, command: str, variables: dict[str, str]) -> dict[str, Any]:
     """JupyterLab's window as the helper opens it (always afresh: a server that answered was kept before)."""
-    return cmds.window_plan(session, window_name(env), [f"{env.activation()} && {command}"], variables, "never",
+    return cmds.window_plan(session, window_name(env), env.launch(command), variables, "never",
                             f"jupyter:{env.location}")
 
 

@@ -80,16 +80,17 @@ def test_every_worker_port_of_the_largest_cluster_is_in_its_slot(spec: daskcmd.C
 
 
 def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
-    lines = daskcmd.window_lines(spec, "source /opt/venv/bin/activate")
+    lines = daskcmd.window_lines(spec, ["source /opt/venv/bin/activate"])
     assert lines[0] == "source /opt/venv/bin/activate"
     sched = [line for line in lines if " scheduler " in line][0]
     work = [line for line in lines if " worker " in line]
     assert sched.endswith(" &") and work[0].endswith(" &") and not work[-1].endswith("&")  # the last one's log shows
-    assert shlex.split(sched[:-2])[1:] == daskcmd.scheduler_argv(spec)
+    marked = ["env", "PORTAL_CLUSTER=a@matagorda", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"]
+    assert shlex.split(sched[:-2]) == [*marked, *daskcmd.scheduler_argv(spec)]
     for line, argv in zip(work, daskcmd.workers_argv(spec), strict=True):
-        words = shlex.split(line.removesuffix(" &"))
-        assert words[0] == "PORTAL_CLUSTER=a@matagorda" and words[1:] == argv
-    assert "export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True" in lines
+        assert shlex.split(line.removesuffix(" &")) == [*marked, *argv]
+    # nothing a shell other than bash would read differently: no export, no VAR=value prefix, no $
+    assert not any(line.startswith("export ") or "$" in line for line in lines)
 
 
 def test_client_environment(spec: daskcmd.ClusterSpec) -> None:

@@ -57,15 +57,22 @@ def test_what_is_kept_lies_in_the_private_state(home: Path, venv: Path) -> None:
 
 def test_a_kept_named_env_whose_prefix_is_gone_is_asked_again(home: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    prefix = tmp_path / "conda" / "envs" / "a"
+    """An env only `conda env list` knows (not under any envs dir, not in environments.txt): its answer is kept
+    and asked again once the env is gone."""
+    monkeypatch.setenv("HOME", str(home))
+    prefix = tmp_path / "elsewhere" / "a"
     (prefix / "conda-meta").mkdir(parents=True)
-    asked: list[str] = []
-    monkeypatch.setattr(envcheck, "_manager", lambda wanted: ("conda", "/opt/conda/bin/conda"))
-    monkeypatch.setattr(envcheck, "_named_envs", lambda path: asked.append(path) or {"a": str(prefix)})
-    assert envcheck._resolve_named("a", None) == ("named", str(prefix), "conda")
-    assert envcheck._resolve_named("a", None) == ("named", str(prefix), "conda") and len(asked) == 1
+    conda = tmp_path / "opt" / "conda" / "bin" / "conda"
+    conda.parent.mkdir(parents=True)
+    log = tmp_path / "asked"
+    conda.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n"
+                     f"[ -d {prefix} ] && echo '{{\"envs\": [\"{prefix}\"]}}' || echo '{{\"envs\": []}}'\n")
+    conda.chmod(0o755)
+    monkeypatch.setenv("CONDA_EXE", str(conda))
+    assert envcheck._resolve_named("a", None)[:2] == ("named", str(prefix))
+    assert envcheck._resolve_named("a", None)[:2] == ("named", str(prefix))
+    assert log.read_text().splitlines() == ["env list --json"]  # kept
     os.rename(prefix, tmp_path / "gone")
-    with pytest.raises(envcheck.Failure):
-        monkeypatch.setattr(envcheck, "_named_envs", lambda path: asked.append(path) or {})
+    with pytest.raises(envcheck.Failure, match=r"env 'a' not found \(conda env list shows: none\)"):
         envcheck._resolve_named("a", None)
-    assert len(asked) == 2
+    assert len(log.read_text().splitlines()) == 2

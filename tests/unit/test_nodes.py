@@ -61,8 +61,9 @@ def test_a_node_worker_dials_the_scheduler_and_listens_on_the_nodes_address():
     assert second[second.index("--nanny-port") + 1] == "23613:23619"
     assert second[second.index("--dashboard-address") + 1] == "127.0.0.1:23622"
     assert second[second.index("--pid-file") + 1] == "/n-1.pid"
-    lines = daskcmd.node_window_lines(node, "source /e/bin/activate")
-    started = [line for line in lines if line.startswith("PORTAL_CLUSTER=a.from-m@n dask worker ")]
+    lines = daskcmd.node_window_lines(node, ["source /e/bin/activate"])
+    started = [line for line in lines if line.startswith("env PORTAL_CLUSTER=a.from-m@n "
+                                                         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True dask worker ")]
     assert len(started) == 2 and started[0].endswith(" &") and not started[1].endswith("&")
 
 
