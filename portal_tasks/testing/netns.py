@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from portal_tasks.runner import Result, run, spawn
+from portal_tasks.testing import conda as conda_mod
+from portal_tasks.testing import lmod as lmod_mod
+from portal_tasks.testing import roles as roles_mod
 from portal_tasks.testing import slurm as slurm_mod
 from portal_tasks.testing import users as users_mod
 from portal_tasks.testing.envs import ensure_envs
@@ -49,7 +52,8 @@ HOST_OF_ALIAS = {"matagorda": "matagorda", "matagorda-via-login": "matagorda", "
                  "matagorda2": "matagorda2"}  # ssh alias -> host (namespace label)
 #: run by `sh -c` inside a host's fresh mount + UTS namespaces ($0 label, $1 dir, $2 log, then the command):
 #: its own /tmp and /var/tmp, hostname, /etc/hosts line, machine-id, an empty /etc/portal in place of this machine's
-#: admin settings, then exec the command (sshd, or a sleep holding a node's namespaces: the pid stays its)
+#: admin settings, the run's modulefiles over Lmod's /etc/lmod/modules where the host has them (lmod.py),
+#: then exec the command (sshd, or a sleep holding a node's namespaces: the pid stays its)
 HOST_SETUP = """set -e
 exec 2>>"$2"
 mount -t tmpfs -o mode=1777,nosuid,nodev "portal-$0-tmp" /tmp
@@ -58,6 +62,7 @@ printf '%s\\n' "$0" > /proc/sys/kernel/hostname
 mount --bind "$1/hosts" /etc/hosts
 if [ -e /etc/machine-id ]; then mount --bind "$1/machine-id" /etc/machine-id; fi
 mount --bind "$1/etc-portal" /etc/portal
+if [ -d "$1/lmod-modules" ] && [ -d /etc/lmod/modules ]; then mount --bind "$1/lmod-modules" /etc/lmod/modules; fi
 shift 2
 exec "$@"
 """
@@ -266,7 +271,10 @@ class NetnsServer:
         #: host name -> pid of its sshd, whose net, mount and UTS namespaces are the host's
         self._anchor: dict[str, int] = {}
         self._laptops: list[Path] = []
+        self._known_hosts: list[str] = []  # the hosts' key lines, for laptops made later (lazy roles)
         self._keep: dict[Path, set[str]] = {}
+        self._envs: dict[str, Path] = {}
+        self._lmod: lmod_mod.Lmod | None = None
         self.server: TestServer | None = None
 
     # -- setup --------------------------------------------------------------------------
@@ -275,15 +283,17 @@ class NetnsServer:
         if reason:
             raise TestServerUnavailable(reason)
         clean_leftovers(self.base.parent)
-        envs = ensure_envs()
+        envs = self._envs = ensure_envs()
         self.base.mkdir(mode=0o755, parents=True)
         self.base.chmod(0o755)
         self.runtime.mkdir(mode=0o700)
         nets = self.nets = self._network()
         notmux_bin = self._notmux_bin()
-        users = {role: self._user(role, nets, notmux_bin) for role in self.roles}
-        names = [u.name for u in users.values()]
+        users = {role: self._user(role) for role in self.roles}
+        names = [f"portal-*-{self.token}"]  # the users of this run, those made later (lazy roles) too
         notmux = f"Match User {users['notmux'].name}\n    SetEnv PATH={notmux_bin}:/usr/sbin\n"
+        if lmod_mod.unavailable() is None:
+            self._lmod = lmod_mod.write_modules(self.base / "lmod-modules", envs["a"])
         waits = [  # the sshds start side by side; then each is waited for
             self._sshd_in(self.ns_host, "matagorda", [nets.host, nets.inner], names, notmux),
             self._sshd_in(self.ns_login, "login", [nets.login], names),
@@ -307,8 +317,20 @@ class NetnsServer:
             reset_user=self.reset_user,
             start_slurm=self.start_slurm,
             stop_slurm=self.stop_slurm,
+            lazy_roles=tuple(roles_mod.LAZY_ROLES),
+            make_user=self.make_user,
+            conda=conda_mod.ensure_conda,
+            lmod=self._lmod,
         )
         return self.server
+
+    def make_user(self, role: str) -> TestUser:
+        """A user of a lazy role (roles.py), made now; TestServerUnavailable where it cannot be made here."""
+        spec = roles_mod.role(role)
+        reason = spec.unavailable()
+        if reason:
+            raise TestServerUnavailable(f"user {role!r}: {reason}")
+        return self._user(role, spec)
 
     def _add_netns(self, ns: str) -> None:
         res = run(["ip", "netns", "add", ns], timeout=30)
@@ -351,18 +373,24 @@ class NetnsServer:
 
     def _notmux_bin(self) -> Path:
         """A PATH directory with everything of /usr/bin except tmux."""
-        d = self.base / "notmux-bin"
+        d = self.notmux_bin
         d.mkdir(mode=0o755)
         for entry in Path("/usr/bin").iterdir():
             if entry.name != "tmux":
                 (d / entry.name).symlink_to(entry)
         return d
 
-    def _user(self, role: str, nets: Nets, notmux_bin: Path) -> TestUser:
+    @property
+    def notmux_bin(self) -> Path:
+        return self.base / "notmux-bin"
+
+    def _user(self, role: str, spec: roles_mod.Role | None = None) -> TestUser:
+        assert self.nets is not None
+        nets, notmux_bin = self.nets, self.notmux_bin
         name = f"portal-{role}-{self.token}"
         home = self.base / "home" / name
         home.parent.mkdir(mode=0o755, exist_ok=True)
-        entry = users_mod.create_user(name, home, self.run_id)
+        entry = users_mod.create_user(name, home, self.run_id, shell=spec.shell if spec else "/bin/bash")
         self._users.append(name)
         uid, gid = entry.pw_uid, entry.pw_gid
         laptop = self.base / "laptop" / role
@@ -389,9 +417,12 @@ class NetnsServer:
         for path in [home, *home.rglob("*")]:
             os.lchown(path, uid, gid)
         known_hosts = laptop / ".ssh" / "known_hosts"
+        known_hosts.write_text("".join(self._known_hosts))
         config = laptop / ".ssh" / "config"
         config.write_text(_ssh_config(name, key, known_hosts, nets))
         config.chmod(0o600)
+        if spec is not None and spec.prepare is not None:
+            spec.prepare(roles_mod.Home(name=name, uid=uid, gid=gid, home=home, envs=self._envs))
         self._keep[home] = set(os.listdir(home))
         self._keep[laptop] = set(os.listdir(laptop))
         return TestUser(role=role, name=name, uid=uid, home=home, key=key, ssh_config=config, laptop=laptop,
@@ -406,6 +437,8 @@ class NetnsServer:
         cfg = d / "sshd_config"
         cfg.write_text(_sshd_config(d, listen, allow, extra))
         _host_files(d, label)
+        if self._lmod is not None and label in self._lmod.hosts:
+            (d / "lmod-modules").symlink_to(self._lmod.modules)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         _must([SSHD, "-t", "-f", str(cfg)], f"checking {cfg}")
         log = d / "sshd.log"
@@ -425,9 +458,11 @@ class NetnsServer:
             retry_until(listening, 20, 0.05, what=f"sshd of {label} to listen on {', '.join(listen)}", retry_on=())
             self._anchor[label] = proc.pid
             pub = (d / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+            line = f"{','.join(listen)} {' '.join(pub)}\n"
+            self._known_hosts.append(line)
             for laptop in self._laptops:
                 with open(laptop / ".ssh" / "known_hosts", "a") as f:
-                    f.write(f"{','.join(listen)} {' '.join(pub)}\n")
+                    f.write(line)
 
         return wait
 

@@ -23,6 +23,7 @@ from portal_tasks.errors import UsageError
 from portal_tasks.runner import Result, run
 from portal_tasks.testing.backends import CHOICES, get_backend
 from portal_tasks.testing.envs import ENVS_ROOT, envs_ready
+from portal_tasks.testing.lmod import Lmod
 from portal_tasks.testing.netns import LAPTOP_MARK
 from portal_tasks.testing.procs import pid_alive
 from portal_tasks.testing.server import TestServer, TestServerUnavailable, TestUser, close_masters
@@ -32,7 +33,8 @@ from portal_tasks.testing.sockets import listening_sockets as _listening_sockets
 
 #: Tests using any of these get the isolated environment (HOME, tmux, DASK_*) automatically.
 PORTAL_FIXTURES = frozenset(
-    {"portal_server", "alice", "bob", "notmux", "run_portal", "testinfra_host", "listening_sockets", "portal_slurm"}
+    {"portal_server", "alice", "bob", "notmux", "run_portal", "testinfra_host", "listening_sockets", "portal_slurm",
+     "carol", "zed", "fay", "ted", "oldpy", "portal_lmod"}
 )
 
 
@@ -202,6 +204,50 @@ def bob(portal_server: TestServer) -> Iterator[TestUser]:
 def notmux(portal_server: TestServer) -> Iterator[TestUser]:
     """A test user whose PATH on the host has no tmux."""
     yield from _user(portal_server, "notmux")
+
+
+# Users made on first use (testing/roles.py); each skips with the reason where it cannot be made here.
+
+
+@pytest.fixture
+def carol(portal_server: TestServer) -> Iterator[TestUser]:
+    """A user with conda as people have it: `conda init bash` in Debian's ~/.bashrc, envs a and b (conda.py)."""
+    yield from _user(portal_server, "carol")
+
+
+@pytest.fixture
+def zed(portal_server: TestServer) -> Iterator[TestUser]:
+    """A user whose login shell is zsh (no ~/.zshrc)."""
+    yield from _user(portal_server, "zed")
+
+
+@pytest.fixture
+def fay(portal_server: TestServer) -> Iterator[TestUser]:
+    """A user whose login shell is fish."""
+    yield from _user(portal_server, "fay")
+
+
+@pytest.fixture
+def ted(portal_server: TestServer) -> Iterator[TestUser]:
+    """A user whose login shell is tcsh."""
+    yield from _user(portal_server, "ted")
+
+
+@pytest.fixture
+def oldpy(portal_server: TestServer) -> Iterator[TestUser]:
+    """A user whose non-interactive PATH has a Python 3.6 `python3` first (oldpython.py)."""
+    yield from _user(portal_server, "oldpy")
+
+
+@pytest.fixture
+def portal_lmod(portal_server: TestServer) -> Lmod:
+    """The hosts' Lmod modules (lmod.py: python_module, missing_module, broken_module); skips where none."""
+    if portal_server.lmod is None:
+        from portal_tasks.testing import lmod
+
+        pytest.skip(f"the {portal_server.backend} test server has no Lmod modules"
+                    + (f": {lmod.unavailable()}" if portal_server.backend == "netns" and lmod.unavailable() else ""))
+    return portal_server.lmod
 
 
 # -- isolation ---------------------------------------------------------------------------

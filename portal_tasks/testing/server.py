@@ -11,6 +11,7 @@ from portal_tasks.runner import Result, run
 from portal_tasks.testing.errors import TestServerError, TestServerUnavailable
 
 if TYPE_CHECKING:
+    from portal_tasks.testing.lmod import Lmod
     from portal_tasks.testing.slurm import SlurmCluster
 
 #: the errors live in testing/errors.py (so slurm.py needs nothing of this module); imported from here too
@@ -33,7 +34,7 @@ class TestUser:
 
     __test__ = False
 
-    role: str  # alice, bob, notmux
+    role: str  # alice, bob, notmux; carol, zed, fay, ted, oldpy (roles.py)
     name: str  # login name on the host
     uid: int
     home: Path  # home directory on the host
@@ -82,11 +83,23 @@ class TestServer:
     #: stop_slurm() stops it and removes the nodes; None: this backend has no SLURM of its own
     start_slurm: Callable[[], SlurmCluster] | None = field(default=None, repr=False)
     stop_slurm: Callable[[], None] | None = field(default=None, repr=False)
+    #: roles user(role) makes on first use (roles.py: carol, zed, fay, ted, oldpy), by make_user(role)
+    lazy_roles: tuple[str, ...] = ()
+    make_user: Callable[[str], TestUser] | None = field(default=None, repr=False)
+    #: conda() -> Path: the prefix of the hosts' shared conda install (conda.py; installed once per machine
+    #: on first use); None: this backend has none of its own
+    conda: Callable[[], Path] | None = field(default=None, repr=False)
+    #: the hosts' environment modules (lmod.py: python_module, missing_module, broken_module); None: no Lmod
+    lmod: Lmod | None = None
 
     def user(self, role: str) -> TestUser:
-        try:
+        """The user of role; a lazy role is made now the first time (TestServerUnavailable: not here)."""
+        if role in self.users:
             return self.users[role]
-        except KeyError:
-            raise TestServerUnavailable(
-                f"the {self.backend} test server has no user {role!r} (has: {', '.join(self.users) or 'none'})"
-            ) from None
+        if role in self.lazy_roles and self.make_user is not None:
+            self.users[role] = self.make_user(role)
+            return self.users[role]
+        have = [*self.users, *(r for r in self.lazy_roles if r not in self.users)]
+        raise TestServerUnavailable(
+            f"the {self.backend} test server has no user {role!r} (has: {', '.join(have) or 'none'})"
+        )
