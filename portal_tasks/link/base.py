@@ -17,9 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .. import errors, state, tmux_commands
+from .. import errors, remote_shell, state, tmux_commands
 from ..config import Settings
-from ..runner import Result, spawn
+from ..remote.python_pick import AGAIN, NEEDS
+from ..runner import Result, log, redact, spawn
 
 REMOTE_PACKAGE = Path(__file__).resolve().parent.parent / "remote"
 #: Where the helper lives on the host; ``~`` is expanded by the host's shell.
@@ -36,6 +37,19 @@ def bytecode(source: bytes, name: str) -> bytes:
         marshal.dumps(code)
 
 
+#: The zipapp's ``__main__``: any Python (2.7 on) reads it; one older than the helper needs hands the call
+#: to a newer one (remote/python_pick.py), and the marker of that hand-over stays out of what the helper starts.
+MAIN = f"""import sys
+if sys.version_info[:2] < {NEEDS!r}:
+    from portal_remote.python_pick import run_newer
+    run_newer()
+import os
+os.environ.pop("{AGAIN}", None)
+from portal_remote.main import main
+main()
+"""
+
+
 @lru_cache(maxsize=1)
 def helper_archive() -> tuple[str, bytes]:
     """The host-side helper as a zipapp (stdlib only) and its short content hash. Each module also comes
@@ -49,20 +63,22 @@ def helper_archive() -> tuple[str, bytes]:
                 info.compress_type = zipfile.ZIP_DEFLATED  # it travels with a first call: small
                 zf.writestr(info, data)
         main = zipfile.ZipInfo("__main__.py", date_time=(2020, 1, 1, 0, 0, 0))
-        zf.writestr(main, "from portal_remote.main import main\nmain()\n")
+        zf.writestr(main, MAIN)
     data = buf.getvalue()
     return hashlib.sha256(data).hexdigest()[:12], data
 
 
 def helper_path() -> str:
+    """The helper's path under the user's home on the host."""
     digest, _ = helper_archive()
     return f"{HELPER_DIR}/remote-{digest}.pyz"
 
 
-def helper_command(remote_python: str, verb: str) -> str:
-    """The host's shell line for one helper verb (pure). Its payload goes on stdin (:func:`payload_line`),
-    never here: every user of the host can read a process's arguments, and payloads carry keys."""
-    return f"{shlex.quote(remote_python)} ~/{helper_path()} {shlex.quote(verb)}"
+def helper_command(host_python: str, verb: str) -> str:
+    """The host's shell line for one helper verb (pure; any login shell reads it, see remote_shell). Its
+    payload goes on stdin (:func:`payload_line`), never here: every user of the host can read a process's
+    arguments, and payloads carry keys."""
+    return remote_shell.python_file(host_python, helper_path(), [verb])
 
 
 def payload_line(payload: Any) -> bytes:
@@ -80,8 +96,9 @@ def helper_missing(rc: int, stderr: str) -> bool:
 #: old archives pruned, then the helper runs the verb on the rest of stdin. Exactly SIZE bytes are read
 #: (os.read on fd 0, no buffering), so the payload line stays for the helper. Helpers of other portal
 #: versions stay (another laptop may run one right now); only archives unused for PRUNE_DAYS (each run
-#: touches its own, see remote/main.py) and partial uploads older than an hour go.
-BOOTSTRAP = r"""import os, sys, time
+#: touches its own, see remote/main.py) and partial uploads older than an hour go. Written for every Python
+#: from 2.7 on: the helper's own ``__main__`` then finds a Python new enough (remote/python_pick.py).
+BOOTSTRAP = r"""import io, os, sys, time
 path, size, verb = os.path.expanduser(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data = b""
 while len(data) < size:
@@ -91,10 +108,14 @@ while len(data) < size:
     data += chunk
 if not os.path.isfile(path):
     folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(folder, 0o700)
+    except OSError:
+        if not os.path.isdir(folder):
+            raise
     os.chmod(os.path.dirname(folder), 0o700)
     tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+    with io.open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -113,12 +134,44 @@ os.execv(sys.executable, [sys.executable, path, verb])
 """
 
 
-def bootstrap_command(remote_python: str, verb: str, size: int) -> str:
+def bootstrap_program() -> str:
+    return BOOTSTRAP.replace("PRUNE", str(PRUNE_DAYS))
+
+
+def bootstrap_command(host_python: str, verb: str, size: int) -> str:
     """The host's shell line that installs the helper from stdin when it is missing, then runs ``verb`` (pure):
-    one round trip for a host that has not got this helper yet."""
-    program = BOOTSTRAP.replace("PRUNE", str(PRUNE_DAYS))
-    return (f"{shlex.quote(remote_python)} -c {shlex.quote(program)} ~/{helper_path()} {size} "
-            f"{shlex.quote(verb)}")
+    one round trip for a host that has not got this helper yet. One line of plain or single-quoted words
+    (the program travels as base64), so any login shell reads it."""
+    return remote_shell.python_program(host_python, bootstrap_program(), [str(size), verb], home_args=[helper_path()])
+
+
+def python_not_found(python: str, rc: int, stderr: str) -> bool:
+    """Whether the host's login shell said it has no ``python``, in its own words (sh, bash, zsh and fish
+    exit 127; tcsh and csh exit 1)."""
+    said = (f"{python}: not found", f"{python}: command not found", f"{python}: Command not found.",
+            f"command not found: {python}", f"Unknown command: {python}", f"{python}: No such file or directory",
+            f"no such file or directory: {python}")
+    return rc in (1, 127) and any(words in stderr for words in said)
+
+
+def is_traceback(stderr: str) -> bool:
+    return "Traceback (most recent call last)" in stderr or "SyntaxError:" in stderr
+
+
+def failure_line(result: Result) -> str:
+    """What a failed helper call said, in one line: a Python traceback's last line (the exception), or the
+    tail of its output."""
+    text = (result.stderr or result.stdout).strip()
+    if is_traceback(text):
+        last = [line.strip() for line in text.splitlines() if line.strip()]
+        return last[-1] if last else text
+    return result.tail() or f"it exited {result.rc} and said nothing"
+
+
+def python_hint(host: str) -> str:
+    """What to do on a host whose Pythons are all too old for the helper."""
+    return (f"Set host_python for this host in portal.yaml to a newer python (e.g. hosts: {{{host}: "
+            f"{{host_python: /opt/python3.11/bin/python3}}}}), or install a python3.{NEEDS[1]} or newer there.")
 
 
 ERROR_KINDS: dict[str, type[errors.PortalError]] = {
@@ -196,17 +249,17 @@ class Link(ABC):
 
     def attach_argv(self, session: str) -> list[str]:
         """The argv that attaches the user's terminal to the tmux session."""
-        return self.command_argv(f"tmux attach -t {shlex.quote(session)}", tty=True)
+        return self.command_argv(remote_shell.line(tmux_commands.attach(session)), tty=True)
 
     # -- shared --------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: str | bytes | None = None, timeout: float | None = None) -> Result:
-        """Run an argv on the host, every argument quoted."""
-        return self.run_shell(shlex.join(argv), input=input, timeout=timeout)
+        """Run an argv on the host, every argument quoted for whatever login shell the user has."""
+        return self.run_shell(remote_shell.line(argv), input=input, timeout=timeout)
 
     def _install_helper(self) -> None:
         """Install the helper (it vanished, or a laptop's record of it was wrong): the bootstrap, with ``ping``."""
         _, data = helper_archive()
-        result = self.run_shell(bootstrap_command(self.settings.remote_python, "ping", len(data)),
+        result = self.run_shell(bootstrap_command(self.settings.host_python, "ping", len(data)),
                                 input=data + payload_line({}), timeout=60)
         if not result.ok:
             raise errors.RemoteCommandError(f"could not install portal's helper in ~/.portal: {result.tail()}", host=self.host)
@@ -230,8 +283,8 @@ class Link(ABC):
         here, the bootstrap with the archive ahead of the payload."""
         digest, archive = helper_archive()
         if state.helper_known(self.host) != digest:
-            return bootstrap_command(self.settings.remote_python, verb, len(archive)), archive + data, True
-        return helper_command(self.settings.remote_python, verb), data, False
+            return bootstrap_command(self.settings.host_python, verb, len(archive)), archive + data, True
+        return helper_command(self.settings.host_python, verb), data, False
 
     def helper_stream(self, verb: str, payload: Any, on_event: Callable[[dict[str, Any]], None], *,
                       timeout: float | None = 300) -> Any:
@@ -240,7 +293,7 @@ class Link(ABC):
 
         One round trip, like :meth:`helper` (installs the helper once when it is missing). An
         exception from ``on_event`` ends the call (the helper sees its stdin close)."""
-        command = helper_command(self.settings.remote_python, verb)
+        command = helper_command(self.settings.host_python, verb)
         data = payload_line(payload)
         for attempt in (1, 2):
             held = self._hold(command, data)
@@ -261,10 +314,11 @@ class Link(ABC):
         return Conversation(self, verb, payload)
 
     def _decode_helper(self, verb: str, result: Result) -> Any:
-        if result.rc == 127 or "command not found" in result.stderr:
+        if python_not_found(self.settings.host_python, result.rc, result.stderr):
             raise errors.RemoteCommandError(
-                f"{self.settings.remote_python!r} is not on the PATH.",
-                host=self.host, hint="Install python3 there, or set remote_python in portal.yaml.",
+                f"{self.settings.host_python!r} is not on the PATH.",
+                host=self.host, hint=f"Install python3 there, or set host_python for this host in portal.yaml "
+                                     f"(hosts: {{{self.host}: {{host_python: /path/to/python3}}}}).",
             )
         lines = result.stdout.strip().splitlines()
         try:
@@ -272,8 +326,15 @@ class Link(ABC):
         except json.JSONDecodeError:
             reply = None
         if not isinstance(reply, dict):
-            raise errors.RemoteCommandError(f"portal's helper ({verb}) failed: {result.tail()}", host=self.host)
+            if result.stderr.strip():
+                log.debug("portal's helper (%s) on %s wrote:\n%s", verb, self.host, redact(result.stderr))
+            raise errors.RemoteCommandError(f"portal's helper ({verb}) failed: {failure_line(result)}",
+                                            host=self.host,
+                                            hint="Run again with --debug for its whole output." if
+                                            is_traceback(result.stderr) else None)
         if not reply.get("ok"):
+            if reply.get("kind") == "PythonTooOld":
+                raise errors.ConfigError(str(reply.get("error")), host=self.host, hint=python_hint(self.host))
             raise reported(reply.get("kind", ""), reply.get("error", "unknown error"), self.host, reply.get("hint"))
         return reply.get("result")
 
@@ -291,7 +352,7 @@ class Link(ABC):
 
         The lock lives as long as the helper's stdin: if this process dies, the lock goes too.
         """
-        command = helper_command(self.settings.remote_python, "lock")
+        command = helper_command(self.settings.host_python, "lock")
         first = payload_line({"name": name, "timeout": timeout})
         held, line = self._take(command, first)
         try:

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .. import errors, tmux_commands
+from .. import errors, remote_shell, tmux_commands
 from ..config import Settings
 from ..runner import Result
 from .base import Held, Link
@@ -226,10 +226,11 @@ class FabricLink(Link):
 
     def attach_argv(self, session: str) -> list[str]:
         """Fabric cannot hand a terminal over; this is what to type (with any ssh client)."""
-        return [*explain_ssh(self.settings), "-t", self.host, shlex.join(tmux_commands.attach(session))]
+        return [*explain_ssh(self.settings), "-t", self.host, remote_shell.line(tmux_commands.attach(session))]
 
     def attach_hint(self, session: str) -> str:
-        return shlex.join(self.attach_argv(session))
+        *ssh, remote = self.attach_argv(session)
+        return f"{shlex.join(ssh)} {remote_shell.pasteable(remote)}"
 
 
 __all__ = ["FabricLink"]

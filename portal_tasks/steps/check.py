@@ -48,7 +48,9 @@ def _ssh(target: Target) -> Line:
     target.link.connect()
     facts = target.facts()
     how = "no SSH (this machine)" if target.settings.is_local else f"over {target.link.name}"
-    return Line(True, f"{target.host}: reachable {how} as {facts['user']} (uid {facts['uid']}), python {facts['python']}")
+    python = f"python {facts['python']}" + (f" ({facts['python_path']})" if facts.get("python_path") else "")
+    return Line(True, f"{target.host}: reachable {how} as {facts['user']} (uid {facts['uid']}); "
+                      f"portal's helper runs on {python}")
 
 
 def _tmux(target: Target) -> Line:

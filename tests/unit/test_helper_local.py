@@ -82,7 +82,7 @@ def test_unknown_verb_is_an_error_not_a_crash(link):
 def test_missing_remote_python_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     link = LocalLink(resolve({"remote_python": "python-not-here"}, "localhost"))
-    with pytest.raises(RemoteCommandError, match="remote_python"):
+    with pytest.raises(RemoteCommandError, match="'python-not-here' is not on the PATH.*host_python"):
         link.helper("ping")
 
 

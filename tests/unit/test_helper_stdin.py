@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from portal_tasks.config import resolve
-from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, bootstrap_command, helper_archive, helper_command,
+from portal_tasks.link.base import (HELPER_DIR, PRUNE_DAYS, Link, bootstrap_command, bootstrap_program, helper_archive,
+                                    helper_command,
                                     helper_missing, helper_path, payload_line)
 from portal_tasks.link.local import LocalLink
 from portal_tasks.link.openssh import command_argv
@@ -141,8 +142,9 @@ def test_install_keeps_other_versions_and_prunes_only_long_unused_ones(link, tmp
 
 
 def test_the_bootstrap_writes_atomically_and_never_removes_its_own():
-    script = bootstrap_command("python3", "ping", 123)
-    assert script.endswith(f" ~/{helper_path()} 123 ping")
+    line = bootstrap_command("python3", "ping", 123)
+    assert line.endswith(f" ~/{helper_path()} 123 ping") and line.startswith("python3 -c 'import base64,zlib;")
+    script = bootstrap_program()
     assert 'tmp = "%s.%d.tmp" % (path, os.getpid())' in script and "os.rename(tmp, path)" in script
     assert "name != os.path.basename(path)" in script and f"age > {PRUNE_DAYS} * 86400" in script
 

@@ -251,7 +251,7 @@ def test_down_stops_workers_on_other_servers_from_the_laptop_in_their_place(
     down.run(target, env="a")
     assert link.host_calls() == [("helper", "down")]  # the server's name for the node came with the reply
     assert node_link.host_calls() == [("helper", "probe"), ("lock", "nodes-a"), ("helper", "nodes-stop"),
-                                      ("run", "tmux kill-window -t =portal:=workers-a")]
+                                      ("run", "tmux kill-window -t '=portal:=workers-a'")]
     assert node_link.payloads[1][1]["origin"] == HOST
     assert capsys.readouterr().out == (f"{HOST}: stopped jupyter a, jobs 7 of a, workers a on matagorda2, cluster a, "
                                        "window env-a\n")
