@@ -19,6 +19,7 @@ from .common import (
     cmdline,
     connect_owned,
     holder_problem,
+    install_preload,
     listeners,
     pid_alive,
     pid_uid,
@@ -334,6 +335,8 @@ def prepare(payload):
         os.makedirs(paths["scratch"], mode=0o700, exist_ok=True)
     finally:
         os.umask(old)
+    if paths.get("preload"):
+        install_preload(paths["preload"])
     share.release(payload["plan"], key)  # what the stale cluster held
     planned = ports.assign({"plan": payload["plan"], "key": key, "env": payload["env"], "replan": True,
                             "check": ["scheduler_port", "dashboard_port"]})

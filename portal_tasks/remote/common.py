@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import pkgutil
 import platform
 import pwd
 import shutil
@@ -55,6 +56,21 @@ def server_path(*parts):
         private_dirs(os.path.dirname(SERVER_DIR))
         adopt_legacy(SERVER_DIR)
     return os.path.join(SERVER_DIR, *parts)
+
+
+def install_preload(path):
+    """portal's Dask preload (this package's owner_only.py: HTTP servers that answer their owner only) at
+    ``path`` (0600, directory 0700), written when missing or different; ``path`` returned."""
+    data = pkgutil.get_data(__package__, "owner_only.py")
+    try:
+        with open(path, "rb") as fh:
+            if fh.read() == data:
+                return path
+    except OSError:
+        pass
+    private_dirs(os.path.dirname(path))
+    write_atomic(path, data)
+    return path
 
 
 def read_json(path, default=None):

@@ -17,7 +17,8 @@ import subprocess
 import time
 
 from . import envcheck
-from .common import Failure, NotYours, connect_owned, locked, private_dirs, read_json, server_path, write_json
+from . import modules as envmodules
+from .common import Failure, NotYours, connect_owned, install_preload, locked, private_dirs, read_json, server_path, write_json
 
 #: batch system -> argv that lists jobs ``{ids}`` as ``ID|STATE|REASON`` lines (SLURM is the one tested)
 QUEUE_COMMANDS = {"slurm": ["squeue", "-h", "-o", "%i|%T|%r", "-j", "{ids}"]}
@@ -68,7 +69,10 @@ def _words(res):
 
 def scripts(payload, names):
     """The job scripts dask-jobqueue writes in the env for workers ``names`` (nothing is submitted)."""
+    envmodules.apply(payload.get("modules"))
     python = envcheck.env_python(payload["env"], payload.get("manager"))
+    if payload.get("preload"):  # the jobs' workers import it (a home shared with the compute nodes)
+        install_preload(payload["preload"])
     program = pkgutil.get_data(__package__, "jobqueue_env.py").decode()
     ask = {k: payload.get(k) for k in ("system", "scheduler", "tls", "worker_args", "prologue", "settings",
                                        "defaults")}

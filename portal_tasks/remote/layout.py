@@ -300,7 +300,18 @@ def node_key(key: str, origin: str) -> str:
 
 def node_paths(server: str, nkey: str) -> dict[str, str]:
     """Files of a cluster's workers on another server, in that server's directory."""
-    return {"workers_pid_file": "%s/nodes/%s.workers.pid" % (server, nkey), "scratch": "%s/scratch/%s" % (server, nkey)}
+    return {"workers_pid_file": "%s/nodes/%s.workers.pid" % (server, nkey), "scratch": "%s/scratch/%s" % (server, nkey),
+            "preload": dask_preload(server)}
+
+
+#: The file name of portal's Dask preload (remote/owner_only.py) on the host: a module name for Python.
+DASK_PRELOAD = "portal_owner_only.py"
+
+
+def dask_preload(server: str) -> str:
+    """Where the helper puts portal's Dask preload on a server (its own directory: Dask puts it on sys.path
+    while importing it), given to ``dask scheduler`` and ``dask worker`` as ``--preload``."""
+    return "%s/dask/%s" % (server, DASK_PRELOAD)
 
 
 def cluster_paths(server: str, key: str) -> dict[str, str]:
@@ -310,6 +321,7 @@ def cluster_paths(server: str, key: str) -> dict[str, str]:
         "scheduler_pid_file": "%s/clusters/%s.scheduler.pid" % (server, key),
         "workers_pid_file": "%s/clusters/%s.workers.pid" % (server, key),
         "scratch": "%s/scratch/%s" % (server, key),
+        "preload": dask_preload(server),
     }
 
 

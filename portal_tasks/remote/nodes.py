@@ -13,7 +13,7 @@ import shutil
 import time
 
 from . import cluster, layout, ports, share
-from .common import Failure, listeners, private_dirs, read_json, server_path, state_path, write_json
+from .common import Failure, install_preload, listeners, private_dirs, read_json, server_path, state_path, write_json
 from .interfaces import route_source
 from .tls import TLS_FILES, tls_dir, tls_status
 
@@ -63,6 +63,7 @@ def prepare(payload):
         if os.path.isfile(path):
             os.unlink(path)
     state_path("nodes", "x")
+    install_preload(paths["preload"])
     tls = tls_status({})
     planned_ports = dict(planned["ports"], http=ports.choose_http(planned["ports"], listeners()))
     return {"reused": False, "ports": planned_ports, "notes": planned["notes"] + budget.pop("notes"),

@@ -1,0 +1,152 @@
+"""portal's Dask preload: an HTTP server of the user's answers the user alone (a real Tornado server on
+loopback; the co-user is a child process that changes to uid nobody, so that part needs root)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portal_tasks import daskcmd, plan, tls
+from portal_tasks.remote import common, layout, owner_only
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def guarded_server() -> Iterator[int]:
+    """A Tornado app behind the guard on 127.0.0.1 (its port), answering "the user's page" to its owner."""
+    from tornado.httpserver import HTTPServer
+    from tornado.web import Application, RequestHandler
+
+    class Page(RequestHandler):
+        def get(self) -> None:
+            self.write("the user's page")
+
+    started, box = threading.Event(), {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        server = HTTPServer(Application([(r"/.*", Page)]))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        server.add_socket(sock)
+        box.update(port=sock.getsockname()[1], loop=loop)
+        started.set()
+        loop.run_forever()
+        server.stop()
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    started.wait(10)
+    yield int(box["port"])
+    box["loop"].call_soon_threadsafe(box["loop"].stop)
+    thread.join(10)
+
+
+def _get(port: int, path: str = "/status") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _get_as(uid: int, port: int, path: str) -> bytes:
+    """GET as another uid (a forked child that drops to it): b"STATUS BODY" or b"ERROR NAME"."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the co-user
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                status, body = _get(port, path)
+                out = b"%d %s" % (status, body)
+            except OSError as exc:
+                out = b"ERROR " + type(exc).__name__.encode()
+            os.write(write, out)
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return b"".join(chunks)
+
+
+def test_the_owner_is_served(guarded_server: int) -> None:
+    assert _get(guarded_server) == (200, b"the user's page")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a co-user needs a uid change (root)")
+@pytest.mark.parametrize("path", ["/", "/status", "/json/identity.json", "/info/main/workers.html", "/metrics"])
+def test_a_co_user_gets_403_and_nothing_of_the_users(guarded_server: int, path: str) -> None:
+    got = _get_as(NOBODY, guarded_server, path)
+    assert got == b"403 " + owner_only.REFUSAL
+    assert _get(guarded_server, path)[0] == 200  # and the owner still is served afterwards
+
+
+def test_peer_uid_names_who_connected() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname()) as client:
+            conn, _ = listener.accept()
+            with conn:
+                assert owner_only.peer_uid(conn) == os.getuid()
+                assert owner_only.is_owner(conn) and not owner_only.is_owner(conn, uid=os.getuid() + 1)
+                # without /proc's tables nobody can be told apart: refused (the guard fails closed)
+                assert owner_only.peer_uid(conn, tables=("/nonexistent",)) is None
+            assert client.getsockname()
+
+
+def test_the_guard_wraps_once() -> None:
+    from tornado.httpserver import HTTPServer
+
+    before = HTTPServer.handle_stream
+    owner_only.guard(HTTPServer)
+    assert HTTPServer.handle_stream is before and getattr(before, owner_only.MARK)
+
+
+def test_the_helper_installs_the_preload_private_and_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "dask" / layout.DASK_PRELOAD)
+    assert common.install_preload(path) == path
+    assert Path(path).read_bytes() == Path(owner_only.__file__).read_bytes()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(tmp_path / "dask").st_mode) == 0o700
+    inode = os.stat(path).st_ino
+    common.install_preload(path)
+    assert os.stat(path).st_ino == inode  # the same content is not written again
+
+
+def test_scheduler_and_every_worker_load_the_preload() -> None:
+    home = "/home/alice"
+    server = layout.server_dir(home, "matagorda")
+    spec = daskcmd.ClusterSpec(key="a", mark="a@matagorda", ports=plan.env_ports(23400, 1), tls=tls.paths(home),
+                               paths=layout.cluster_paths(server, "a"), workers=2, threads=1, memory_limit=1)
+    preload = f"{server}/dask/portal_owner_only.py"
+    for argv in [daskcmd.scheduler_argv(spec), *daskcmd.workers_argv(spec)]:
+        assert argv[argv.index("--preload") + 1] == preload
+    node = daskcmd.NodeSpec(mark="m", scheduler="tls://10.0.0.1:1", listen="10.0.0.2", worker_ports=(1, 2),
+                            nanny_ports=(3, 4), tls=tls.paths(home), paths=layout.node_paths(server, "a.from-x"),
+                            workers=1, threads=1, memory_limit=1)
+    assert daskcmd.node_worker_argv(node)[-2:] == ["--preload", preload]
+    args = daskcmd.job_worker_args((1, 2), (3, 4), preload="/home/al ice/p.py")
+    assert args[args.index("--preload") + 1] == "'/home/al ice/p.py'"  # joined into the job script unquoted
