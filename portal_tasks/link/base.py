@@ -262,7 +262,9 @@ class Link(ABC):
         result = self.run_shell(bootstrap_command(self.settings.host_python, "ping", len(data)),
                                 input=data + payload_line({}), timeout=60)
         if not result.ok:
-            raise errors.RemoteCommandError(f"could not install portal's helper in ~/.portal: {result.tail()}", host=self.host)
+            self._raise_reported("install", result)
+            raise errors.RemoteCommandError(f"could not install portal's helper in ~/.portal: {failure_line(result)}",
+                                            host=self.host)
 
     def helper(self, verb: str, payload: Any = None, *, timeout: float | None = 120) -> Any:
         """Call a verb of the host-side helper, its JSON payload on stdin; return its JSON result.
@@ -312,6 +314,12 @@ class Link(ABC):
         """Start a verb that answers first, then waits for one more payload (``snapshot-up``): one session
         for a question and the work its answer leads to. See :class:`Conversation`."""
         return Conversation(self, verb, payload)
+
+    def _raise_reported(self, verb: str, result: Result) -> None:
+        """Raise what a failed call said when it said it in portal's words: the helper's JSON error line
+        (a Python too old, say) or the login shell's "no such python"."""
+        if result.stdout.strip().startswith("{") or python_not_found(self.settings.host_python, result.rc, result.stderr):
+            self._decode_helper(verb, result)
 
     def _decode_helper(self, verb: str, result: Result) -> Any:
         if python_not_found(self.settings.host_python, result.rc, result.stderr):
@@ -363,6 +371,7 @@ class Link(ABC):
                     held, line = self._take(command, first)
                     err = held.finish()[1] if line != "locked" else ""
                 if line != "locked":
+                    self._raise_reported("lock", Result(("helper", "lock"), rc, line, err))
                     raise errors.StateError(f"could not take the lock {name!r} in ~/.portal ({line or err or 'no answer'}).",
                                             host=self.host, hint="Another portal command may hang; try again.")
             yield

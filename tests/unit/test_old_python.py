@@ -141,6 +141,9 @@ def test_through_the_link_no_python_new_enough_is_one_line_naming_the_setting(ol
     line = info.value.line()
     assert line.startswith("localhost: portal's helper needs Python 3.8 or newer; this server has Python 3.6")
     assert "host_python" in line and "hosts: {localhost: {host_python:" in line and "\n" not in line
+    for call in (link._install_helper, lambda: link.lock("t").__enter__()):  # the other ways in say the same
+        with pytest.raises(ConfigError, match="needs Python 3.8 or newer"):
+            call()
 
 
 def test_a_helper_traceback_is_its_last_line_and_the_whole_under_debug(tmp_path, monkeypatch, caplog):
