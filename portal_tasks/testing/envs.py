@@ -14,13 +14,17 @@ from portal_tasks.errors import EnvError
 from portal_tasks.runner import run
 
 #: env name -> pip requirements; `bare` is for "env lacks dask" tests, `nobokeh` for "dashboard needs bokeh",
-#: `lab` for the dashboard inside JupyterLab, `hpc` for workers on a batch system (dask-jobqueue).
+#: `lab` for the dashboard inside JupyterLab, `hpc` for workers on a batch system (dask-jobqueue), `oldproxy`
+#: for a jupyter-server-proxy portal does not use.
 ENV_REQUIREMENTS: dict[str, list[str]] = {
     "a": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab"],
     "bare": [],
     "nobokeh": ["dask[distributed]", "ipython"],
     "lab": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab", "jupyter-server-proxy", "dask-labextension"],
     "hpc": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "dask-jobqueue"],
+    #: a jupyter-server-proxy with CVE-2024-28179 (websockets proxied without authentication): not used for the link
+    "oldproxy": ["dask[distributed]", "bokeh>=3.1.0", "ipython", "jupyterlab", "jupyter-server-proxy==4.1.0",
+                 "dask-labextension"],
 }
 ENVS_ROOT = Path(os.environ.get("PORTAL_TEST_ENVS_ROOT", "/opt/portal-testing/envs"))
 SYSTEM_PYTHON = "/usr/bin/python3"
