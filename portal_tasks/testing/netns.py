@@ -309,7 +309,7 @@ class NetnsServer:
             second_host="matagorda2",
             second_address=nets.second,
             between=(self.between_interface, *nets.between),
-            envs=envs,
+            envs=dict(envs.items()),  # Path values; an ssh:// server may name envs instead
             users=users,
             run_id=self.run_id,
             admin_run=self.admin_run,

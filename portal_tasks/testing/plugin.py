@@ -51,7 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="an env on an ssh:// test server (repeatable), e.g. a=/opt/envs/a",
+        help="an env on an ssh:// test server (repeatable): NAME=PATH (a=/opt/envs/a), or a conda env named on "
+             "the host: NAME=ENV or NAME alone (a: the host's env `a`, which portal finds there)",
     )
     parser.addini(
         "portal_isolate_env",
@@ -72,9 +73,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _backend_options(config: pytest.Config, spec: str) -> dict[str, Any]:
     if spec.startswith("ssh://"):
-        pairs = [item.partition("=") for item in config.getoption("--portal-env")]
-        return {"envs": {name: path for name, _, path in pairs if path}}
+        return {"envs": portal_envs(config.getoption("--portal-env"))}
     return {}
+
+
+def portal_envs(items: list[str]) -> dict[str, str]:
+    """`--portal-env` values as {name: env}: `a=/opt/envs/a` a path, `a=myenv` or `a` (= `a=a`) an env name
+    that portal resolves on the host (sshhost.py keeps a name a str, a path a Path)."""
+    envs = {}
+    for item in items:
+        name, _, env = item.partition("=")
+        if name.strip():
+            envs[name.strip()] = env.strip() or name.strip()
+    return envs
 
 
 def _close_quietly(close: Callable[[], None]) -> None:

@@ -69,7 +69,9 @@ class TestServer:
     second_address: str | None = None
     #: the servers' own net: (host's interface on it, host's address, second host's address), or None
     between: tuple[str, str, str] | None = None
-    envs: dict[str, Path] = field(default_factory=dict)
+    #: the test envs by name: a Path (a venv or conda env's prefix), or on ssh:// a str naming an env the host's
+    #: conda resolves (`--portal-env a`); give `str(server.envs[name])` to `--env`
+    envs: dict[str, Path | str] = field(default_factory=dict)
     users: dict[str, TestUser] = field(default_factory=dict)  # by role
     run_id: str = ""
     #: admin_run(argv, *, host=None, user=None, **run_kwargs): argv on a host (default: host) inside its

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from portal_tasks.envs import is_path
 from portal_tasks.runner import run
 from portal_tasks.testing.server import TestServer, TestServerError, TestUser, close_masters
 
@@ -32,7 +33,8 @@ class SshHostServer:
             raise TestServerError(f"cannot read test server {spec!r}", hint="Write it as ssh://[USER@]HOST.")
         self.host = url.netloc.rsplit("@", 1)[-1]  # keeps :port and the alias exactly as written
         self.login: str | None = url.username  # None: the one the ssh config gives (ssh -G), as plain ssh does
-        self.envs = {k: Path(v) for k, v in (envs or {}).items()}
+        #: a path as a Path; an env name (no `/`: `a`, a conda env of the host) as the str portal is given
+        self.envs: dict[str, Path | str] = {k: Path(v) if is_path(v) else v for k, v in (envs or {}).items()}
         self.ssh_config = Path.home() / ".ssh" / "config"  # read now: tests later point HOME elsewhere
         self.laptop: Path | None = None
 
