@@ -2,12 +2,15 @@
 
 The laptop sends the plan's numbers (``plan.plan_payload`` there); this side knows who holds
 which port. ``ports.json`` in this server's state directory remembers the block and each env's ports
-(under the lock ``ports``).
+(under the lock ``ports``). A block's claim is a file its user made O_EXCL: ``block-INDEX`` in the
+claims directory an admin (or the user) named, else ``portal-block-START-END`` in /var/tmp (or /tmp),
+root-owned sticky directories every server has, where nobody can remove another user's file.
 """
 
 import os
 import stat
 
+from . import reach
 from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
 from .layout import (
     DEFAULT_CLAIMS_DIR,
@@ -26,6 +29,13 @@ from .layout import (
 )
 
 ADMIN_HINT = "an admin can name a root-owned sticky directory as claims_dir in %s, see portal's README" % HOST_CONFIG
+#: Where port blocks are claimed when nobody names a claims directory: the first of these that root owns
+#: and that is sticky, a claim being a file ``portal-block-START-END`` in it (:func:`claim_name`), made
+#: O_EXCL by its user. Nobody else can remove or replace it there, so it is trusted by its owner alone.
+#: /var/tmp first: it outlives a reboot (a tmpfs /tmp does not), and tmp cleaners age it slowest.
+CLAIM_PLACES = ("/var/tmp", "/tmp")
+CLAIM_PREFIX = "portal-block-"
+MINE = "mine"
 
 
 def host_config(path=HOST_CONFIG):
@@ -37,25 +47,38 @@ def host_config(path=HOST_CONFIG):
         return {}
 
 
+def configured_claims(plan, config=HOST_CONFIG):
+    """The claims directory someone named: the user's claims_dir for this host, else the admin's, else None."""
+    return plan.get("claims_dir") or host_config(config).get("claims_dir") or None
+
+
 def claims_path(plan, config=HOST_CONFIG):
-    """The claims directory: the user's claims_dir for this host, else the admin's, else the default."""
-    return plan.get("claims_dir") or host_config(config).get("claims_dir") or DEFAULT_CLAIMS_DIR
+    """The directory of the memory-share registrations: the named claims directory, else the default."""
+    return configured_claims(plan, config) or DEFAULT_CLAIMS_DIR
 
 
-def open_claims(path):
+def claim_name(start, end):
+    """A claim's file name in a shared place: plans that differ in base or block size name different
+    ports, so they never mix, and the same ports always have the same name."""
+    return "%s%d-%d" % (CLAIM_PREFIX, start, end)
+
+
+def open_claims(path, make=True):
     """``(fd, None)`` for a claims directory portal can trust, else ``(None, what is wrong with it)``.
 
     Trusted: a real directory (not a symlink), sticky, owned by root or by this user (made here
-    on first use, mode 1777), writable. A co-user's directory could drop or fake anyone's claims.
+    on first use, mode 1777, unless not ``make``), writable. A co-user's directory could drop or
+    fake anyone's claims.
     """
     made = False
-    try:
-        os.mkdir(path, 0o1777)
-        made = True
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        return None, "cannot be made (%s)" % exc.strerror
+    if make:
+        try:
+            os.mkdir(path, 0o1777)
+            made = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            return None, "cannot be made (%s)" % exc.strerror
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
@@ -85,19 +108,79 @@ def open_claims(path):
     return fd, None
 
 
-def claim(index, claims_fd):
-    """Claim block ``index`` in the open claims directory (an O_EXCL file owned by this user); True when it is ours."""
-    name = "block-%d" % index
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=claims_fd)
-    except FileExistsError:
-        st = os.stat(name, dir_fd=claims_fd, follow_symlinks=False)
-        return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
-    try:
-        os.write(fd, b"%d\n" % os.getuid())
-    finally:
+def open_place(places=CLAIM_PLACES):
+    """``(fd, path)`` of the first of ``places`` that root owns and that is sticky and writable (a
+    directory every server has: nobody but root can take it away, nobody can remove another's file
+    in it), else ``(None, None)``."""
+    for path in places:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if st.st_uid == 0 and st.st_mode & stat.S_ISVTX and os.access(path, os.W_OK | os.X_OK):
+            return fd, path
         os.close(fd)
-    return True
+    return None, None
+
+
+class Claims:
+    """An open, trusted directory of block claims and how a block's claim is named in it."""
+
+    def __init__(self, fd, path, shared):
+        self.fd, self.path, self.shared = fd, path, shared  # shared: a place like /var/tmp, not a claims_dir
+
+    def name(self, plan, index):
+        if self.shared:
+            block = _block(plan, index)
+            return claim_name(block["start"], block["end"])
+        return "block-%d" % index
+
+    def owner(self, name):
+        """``MINE`` for the user's claim (a regular file of theirs), None when nobody claims it, else the
+        uid of what is there (a co-user's file, or anything that is not a regular file)."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+            return MINE
+        return st.st_uid
+
+    def create(self, name):
+        """Claim ``name`` (O_EXCL, never through a link); False when something is already there."""
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self.fd)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, b"%d\n" % os.getuid())
+        finally:
+            os.close(fd)
+        return True
+
+    def refresh(self, name):
+        """Touch the user's claim, so tmp cleaners (which age files by their times) keep it."""
+        os.utime(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def open_where(plan, claims=None, places=CLAIM_PLACES, make=True):
+    """``(Claims or None, problem)``: the named claims directory when portal can trust it, else the
+    first trusted shared place (``problem`` then says what is wrong with the named one), else None."""
+    named = claims or configured_claims(plan)
+    problem = None
+    if named:
+        fd, why = open_claims(named, make)
+        if fd is not None:
+            return Claims(fd, named, False), None
+        problem = "claims directory %s %s" % (named, why)
+    fd, place = open_place(places)
+    if fd is not None:
+        return Claims(fd, place, True), problem
+    return None, problem or ("no directory of %s is owned by root and sticky for block claims" % ", ".join(places))
 
 
 def _block(plan, index):
@@ -114,37 +197,86 @@ def _recorded_block(data, plan):
     return rec
 
 
-def ensure_block(data, plan, notes, claims=None):
-    """The user's block: the recorded one if still ours, else the first free from the uid's first choice.
+def ensure_block(data, plan, notes, claims=None, places=CLAIM_PLACES):
+    """The user's block: the recorded one while its claim is (or can be made) theirs, else a block
+    they claim already, else the first free one from the uid's first choice, claimed.
 
-    Without a claims directory portal can trust, the recorded block (else the uid's first choice)
-    is used unclaimed: the owner checks of :func:`check_ports` then keep co-users' ports out.
+    Claims live in the named claims directory when portal can trust it, else as files
+    ``portal-block-START-END`` in the first root-owned sticky place (/var/tmp, /tmp). With
+    neither, the recorded block (else the uid's first choice) is used unclaimed: the owner
+    checks of :func:`check_ports` then keep co-users' ports out.
     """
     rec = _recorded_block(data, plan)
-    claims = claims or claims_path(plan)
-    claims_fd, problem = open_claims(claims)
-    if claims_fd is None:
-        return _unclaimed(data, plan, rec, notes, "claims directory %s %s" % (claims, problem))
+    where, problem = open_where(plan, claims, places)
+    if where is None:
+        return _unclaimed(data, plan, rec, notes, problem)
+    if problem:
+        notes.append("%s, so portal does not trust it; your port block is claimed in %s instead." % (problem, where.path))
     try:
-        if rec and claim(rec["index"], claims_fd):
-            return rec
-        for step in range(plan["slots"]):
-            index = (plan["first"] + step) % plan["slots"]
-            if claim(index, claims_fd):
-                block = _block(plan, index)
-                if index != plan["first"]:
-                    notes.append("port block %d is claimed by another user; you have block %d (ports %d-%d)."
-                                 % (plan["first"], index, block["start"], block["end"]))
-                if rec and rec["index"] != index:
-                    data["envs"] = {}
-                data["block"] = block
-                return block
+        return _claim_block(data, plan, notes, rec, where)
     except OSError as exc:
-        return _unclaimed(data, plan, rec, notes, "cannot claim a block in %s (%s)" % (claims, exc.strerror))
+        return _unclaimed(data, plan, rec, notes, "cannot claim a block in %s (%s)" % (where.path, exc.strerror))
     finally:
-        os.close(claims_fd)
-    raise Failure("every port block from %d is claimed by other users." % plan["base"], "PortError",
-                  hint="Ask the admins to clear %s, or set port_base/slots for this host in portal.yaml." % claims)
+        where.close()
+
+
+def _claim_block(data, plan, notes, rec, where):
+    lost = None
+    if rec:
+        name = where.name(plan, rec["index"])
+        if where.create(name) or where.owner(name) == MINE:
+            where.refresh(name)
+            return rec
+        lost = rec
+    held, free = {}, []
+    for step in range(plan["slots"]):
+        index = (plan["first"] + step) % plan["slots"]
+        owner = where.owner(where.name(plan, index))
+        if owner == MINE:
+            where.refresh(where.name(plan, index))
+            return _take(data, plan, notes, lost, index)
+        if owner is None:
+            free.append(index)
+        else:
+            held[index] = owner
+    for index in free:
+        if where.create(where.name(plan, index)):
+            return _take(data, plan, notes, lost, index)
+        held[index] = where.owner(where.name(plan, index))  # a co-user claimed it meanwhile
+    raise _none_left(plan, held, where)
+
+
+def _take(data, plan, notes, lost, index):
+    block = _block(plan, index)
+    if lost:
+        notes.append("your port block %d (ports %d-%d) is claimed by another user now; you have block %d "
+                     "(ports %d-%d), and your envs get new ports there." % (lost["index"], lost["start"], lost["end"],
+                                                                           index, block["start"], block["end"]))
+    elif index != plan["first"]:
+        notes.append("port block %d is claimed by another user; you have block %d (ports %d-%d)."
+                     % (plan["first"], index, block["start"], block["end"]))
+    if data.get("block") and data["block"] != block:
+        data["envs"] = {}
+    data["block"] = block
+    return block
+
+
+def _none_left(plan, held, where):
+    """The one line for a plan whose blocks all belong to others: how many, whose most, what to change."""
+    counts = {}
+    for uid in held.values():
+        counts[uid] = counts.get(uid, 0) + 1
+    most = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:3]
+    whose = ", ".join("%d by %s" % (n, user_name(uid)) for uid, n in most)
+    message = ("all %d port blocks from %d (%d ports each) are claimed by other users in %s (%s%s)."
+               % (plan["slots"], plan["base"], plan["block_size"], where.path, whose,
+                  ", ..." if len(counts) > 3 else ""))
+    if where.shared:
+        hint = ("Set port_base (or slots) for this host in portal.yaml to ports nobody claims, or %s."
+                % ADMIN_HINT.replace("an admin can name", "ask an admin to name"))
+    else:
+        hint = "Ask the admins to clear %s, or set port_base/slots for this host in portal.yaml." % where.path
+    return Failure(message, "PortError", hint=hint)
 
 
 def _unclaimed(data, plan, rec, notes, why):
@@ -289,27 +421,48 @@ def assign(payload):
 
 
 def report(payload):
-    """Verb ``ports-report`` (read-only): the recorded plan and the listening sockets the user holds."""
+    """Verb ``ports-report``: the recorded plan, where the block's claim lives, and the listening sockets
+    the user holds. It claims nothing; the user's own claim is touched (kept from tmp cleaners)."""
     plan = payload["plan"]
     data = load_plan(server_path("ports.json"))
     block = _recorded_block(data, plan)
     envs = data.get("envs", {}) if block else {}
     uid = os.getuid()
     mine = [e for e in listeners() if e["uid"] == uid]
+    shown = block or _block(plan, plan["first"])
     result = {
         "uid": uid,
-        "block": block or _block(plan, plan["first"]),
-        "claimed": bool(block),
+        "block": shown,
         "envs": envs,
-        "listening": [{"addr": e["addr"], "port": e["port"], "pid": e["pid"],
-                       "command": " ".join(e["cmdline"][:4])} for e in sorted(mine, key=lambda e: e["port"])],
+        "listening": reach.describe(mine),  # each with who can reach it, and by what
+        "unix": reach.unix_listeners(),
     }
+    result.update(claim_of(plan, shown["index"]))
     key = payload.get("key")
     if key and (key not in envs or not is_current(envs[key])):  # new, or planned again when its cluster starts
         free = free_slots(result["block"]["start"], plan["slots_per_block"],
                           {k: rec for k, rec in envs.items() if k != key})
         result["would_be"] = slot_ports(result["block"]["start"], free[0]) if free else None
     return result
+
+
+def claim_of(plan, index, claims=None, places=CLAIM_PLACES):
+    """Where block ``index``'s claim lives (``claim``: its path, None when nothing can be trusted),
+    whether it is the user's (``claimed``; then it is touched) or whose it is (``claimed_by``)."""
+    where, _ = open_where(plan, claims, places, make=False)
+    if where is None:
+        return {"claim": None, "claimed": False, "claimed_by": None}
+    try:
+        name = where.name(plan, index)
+        owner = where.owner(name)
+        if owner == MINE:
+            where.refresh(name)
+        return {"claim": os.path.join(where.path, name), "claimed": owner == MINE,
+                "claimed_by": None if owner in (None, MINE) else user_name(owner)}
+    except OSError:
+        return {"claim": None, "claimed": False, "claimed_by": None}
+    finally:
+        where.close()
 
 
 def recorded_block():

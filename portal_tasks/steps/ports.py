@@ -31,7 +31,8 @@ def from_report(target: Target, raw: dict[str, Any]) -> dict[str, Any]:
     }
     return {
         "host": target.host, "user": facts["user"], "uid": raw["uid"],
-        "block": {"index": block["index"], "start": block["start"], "end": block["end"], "claimed": raw["claimed"]},
+        "block": {"index": block["index"], "start": block["start"], "end": block["end"], "claimed": raw["claimed"],
+                  "claim": raw.get("claim"), "claimed_by": raw.get("claimed_by")},
         "envs": envs,
         "listening": len(sockets),
         "listening_in_block": sum(1 for s in sockets if block["start"] <= s["port"] <= block["end"]),
@@ -43,7 +44,7 @@ def from_report(target: Target, raw: dict[str, Any]) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     """The human form of :func:`run`'s report."""
     b = report["block"]
-    state = "claimed" if b["claimed"] else "first choice, not claimed yet"
+    state = claim_state(b)
     lines = [f"{report['host']}: {report['user']} (uid {report['uid']}) port block {b['index']}: "
              f"{b['start']}-{b['end']} ({state})"]
     for key, e in report["envs"].items():
@@ -61,12 +62,24 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def claim_state(block: dict[str, Any]) -> str:
+    """Whose the block is and where its claim lives, in words."""
+    where = block.get("claim")
+    if block.get("claimed"):
+        return f"claimed: {where}"
+    if block.get("claimed_by"):
+        return f"claimed by {block['claimed_by']}: {where}; your next `up` moves you to a free block"
+    if where:
+        return f"not claimed yet, its claim would be {where}"
+    return "not claimed: no claims directory portal can trust, ports are chosen by who holds them"
+
+
 def check_lines(target: Target) -> list[tuple[bool | None, str]]:
     """For `check`: the block, and whether the user holds sockets outside it or off loopback."""
     report = run(target)
     b = report["block"]
     lines: list[tuple[bool | None, str]] = [(True, f"{target.host}: port block {b['start']}-{b['end']}"
-                                                   f"{'' if b['claimed'] else ' (free to claim)'}")]
+                                                   f" ({claim_state(b)})")]
     if report["listening_not_loopback"]:
         lines.append((None, f"{target.host}: {report['listening_not_loopback']} of your listening ports are not on "
                             "127.0.0.1 (other users can reach them)"))

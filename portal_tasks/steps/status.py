@@ -49,9 +49,10 @@ def run(target: Target) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"{report['host']}: user {report['user']} (uid {report['uid']})", *service_lines(report)]
+    from .ports import claim_state
     p, block = report["ports"], report["ports"].get("block", {})
-    lines.append(f"  ports: block {block.get('start')}-{block.get('end')}, {p.get('listening')} listening now "
-                 f"({p.get('listening_in_block')} in the block)")
+    lines.append(f"  ports: block {block.get('start')}-{block.get('end')} ({claim_state(block)}), "
+                 f"{p.get('listening')} listening now ({p.get('listening_in_block')} in the block)")
     lines += share_lines(report["share"])
     lines.append(f"  note: {report['exposure']}")
     return "\n".join(lines)

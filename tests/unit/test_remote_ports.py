@@ -78,18 +78,19 @@ def _hostile(tmp_path, kind):
     ("regular file", "is not a directory"), ("symlink", "is a symbolic link"), ("not sticky", "is not sticky"),
 ])
 def test_an_untrusted_claims_dir_is_one_note_and_ports_by_owner_checks(tmp_path, payload, kind, why):
+    """With no root-owned sticky place either (tests/unit/test_block_claims.py has the place)."""
     if kind.startswith("co-user") and os.getuid() != 0:
         pytest.skip("a directory of another uid needs root to make")
     claims = _hostile(tmp_path, kind)
     before = sorted(os.listdir(tmp_path))
     notes: list[str] = []
     data: dict = {}
-    block = ports.ensure_block(data, payload, notes, claims)
+    block = ports.ensure_block(data, payload, notes, claims, places=())
     assert block == {"index": 34, "start": 23400, "end": 23499} == data["block"]  # the uid's first choice
     assert len(notes) == 1 and claims in notes[0] and why in notes[0] and "\n" not in notes[0], notes
     assert sorted(os.listdir(tmp_path)) == before and not os.path.exists(tmp_path / "elsewhere" / "block-34")
     recorded = {"block": {"index": 40, "start": 24000, "end": 24099}, "envs": {"a": {"slot": 0}}}
-    assert ports.ensure_block(recorded, payload, [], claims)["index"] == 40 and recorded["envs"]  # kept as it was
+    assert ports.ensure_block(recorded, payload, [], claims, places=())["index"] == 40 and recorded["envs"]  # kept
 
 
 def test_own_and_root_sticky_claims_dirs_are_trusted(tmp_path, payload):
@@ -108,7 +109,8 @@ def test_the_claims_dir_comes_from_the_user_then_the_admin_then_the_default(tmp_
         fh.write("# set by the admins\nclaims_dir: '/srv/portal-ports'  # root-made, 1777\nother: x\n")
     assert ports.claims_path(dict(payload, claims_dir="/var/tmp/mine"), admin) == "/var/tmp/mine"
     assert ports.claims_path(payload, admin) == "/srv/portal-ports"
-    assert ports.claims_path(payload, str(tmp_path / "missing.yaml")) == "/tmp/portal-ports"
+    assert ports.claims_path(payload, str(tmp_path / "missing.yaml")) == "/tmp/portal-ports"  # share registrations
+    assert ports.configured_claims(payload, str(tmp_path / "missing.yaml")) is None  # blocks: /var/tmp, /tmp
 
 
 def test_host_config_reads_flat_lines_only():
