@@ -8,6 +8,7 @@ gets a new token, and the token only ever goes to a listener of the user's own (
 import http.client
 import inspect
 import os
+import re
 import secrets
 import signal
 import socket
@@ -37,12 +38,25 @@ URL_PATH = "/lab"
 #: jupyter-server-proxy in the env, ``/proxy/<port>/`` would otherwise reach any port on the host,
 #: sending the user's Jupyter cookies to whoever listens there (another user can grab a port at any
 #: moment): it is allowed only for a Dask dashboard port of the user's own clusters (recorded by
-#: portal) that only the user listens on (IPv4 and IPv6), checked on each request.
+#: portal) that only the user listens on (IPv4 and IPv6), checked on each request. A jupyter-server-proxy
+#: with a known hole (below 4.1.1, 3.2.3 in the 3.x line: websockets proxied without Jupyter's
+#: authentication, CVE-2024-28179) reaches nothing at all, and kernels and dask-labextension get the
+#: dashboard's direct link (its own forward) instead of ``/proxy/PORT/status``.
 PROXY_CONFIG = r"""# Written by portal: jupyter-server-proxy reaches only the Dask dashboards of your own clusters.
 import glob, json, os, re, socket, struct
 
 _PORTAL_CLUSTERS = %(clusters)r
 _PORTAL_PORT = re.compile(r"(?:absolute/)?([0-9]+)(?:/|$)")
+_PORTAL_LINK = "DASK_DISTRIBUTED__DASHBOARD__LINK"
+
+
+%(proxy_safe)s
+
+_PORTAL_PROXY_SAFE = proxy_safe(_portal_proxy_version())
+if not _PORTAL_PROXY_SAFE:  # kernels started by this server get the dashboard's own forward
+    _found = re.fullmatch(r"/proxy/([0-9]+)(/.*)", os.environ.get(_PORTAL_LINK, ""))
+    if _found:
+        os.environ[_PORTAL_LINK] = "http://localhost:%%s%%s" %% (_found.group(1), _found.group(2))
 
 
 def _portal_dashboard_ports():
@@ -66,7 +80,7 @@ def _portal_proxy_allowed(handler, host):
     prefix = handler.base_url.rstrip("/") + "/proxy/"
     path = handler.request.path
     found = _PORTAL_PORT.match(path[len(prefix):]) if path.startswith(prefix) else None
-    if host not in ("localhost", "127.0.0.1") or not found:
+    if not _PORTAL_PROXY_SAFE or host not in ("localhost", "127.0.0.1") or not found:
         return False
     port = int(found.group(1))
     return port in _portal_dashboard_ports() and _portal_listening_uids(port) == {os.getuid()}
@@ -102,7 +116,7 @@ _portal_limit_proxy_handlers()
 # (checked from the browser, which reaches Jupyter through the forward) becomes a default of this
 # server's settings, in a copy of the env's JupyterLab settings directory.
 def _portal_dask_labextension():
-    found = re.fullmatch(r"/proxy/([0-9]+)/status", os.environ.get("DASK_DISTRIBUTED__DASHBOARD__LINK", ""))
+    found = re.fullmatch(r"(?:/proxy/|http://localhost:)([0-9]+)/status", os.environ.get(_PORTAL_LINK, ""))
     try:
         import dask_labextension  # noqa: F401
     except ImportError:
@@ -126,7 +140,8 @@ def _portal_dask_labextension():
     except (OSError, ValueError):
         overrides = {}
     plugin = overrides.setdefault("dask-labextension:plugin", {})
-    plugin.update(defaultURL="proxy/" + found.group(1), browserDashboardCheck=True)
+    where = "proxy/" if _PORTAL_PROXY_SAFE else "http://localhost:"
+    plugin.update(defaultURL=where + found.group(1), browserDashboardCheck=True)
     with open(path, "w") as fh:
         json.dump(overrides, fh)
     c.LabApp.app_settings_dir = os.path.join(ours, "settings")
@@ -136,11 +151,34 @@ _portal_dask_labextension()
 """
 
 
+#: Where CVE-2024-28179 is fixed: jupyter-server-proxy 4.1.1, and 3.2.3 in the 3.x line.
+PROXY_FIXED = ((4, 1, 1), (3, 2, 3))
+
+
+def proxy_safe(version):
+    """True for a jupyter-server-proxy version (text) without CVE-2024-28179; False for one with it or none."""
+    if not version:
+        return False
+    parts = tuple(int(x) for x in re.findall(r"[0-9]+", version.split("+")[0])[:3])
+    parts += (0,) * (3 - len(parts))
+    return parts >= (4, 1, 1) or (3, 2, 3) <= parts < (4, 0, 0)
+
+
+def _portal_proxy_version():
+    """The installed jupyter-server-proxy's version, or None."""
+    try:
+        from importlib.metadata import version
+        return version("jupyter-server-proxy")
+    except Exception:
+        return None
+
+
 def proxy_config(clusters_dir, config_dir):
     """PROXY_CONFIG for the user's cluster state in clusters_dir, written to config_dir, with the
-    helper's own /proc/net/tcp reader."""
+    helper's own /proc/net/tcp reader and version test."""
     return PROXY_CONFIG % {"clusters": clusters_dir, "config_dir": config_dir,
-                           "tcp_rows": inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows)}
+                           "tcp_rows": inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows),
+                           "proxy_safe": inspect.getsource(proxy_safe) + "\n\n" + inspect.getsource(_portal_proxy_version)}
 
 
 def write_proxy_config(directory):

@@ -26,7 +26,7 @@ def test_the_proxy_config_goes_first_on_jupyters_config_path():
 
 
 def allowed(tmp_path, path: str, host: str = "localhost", holders: set[int] | None = None,
-            base_url: str = "/") -> bool:
+            base_url: str = "/", safe: bool = True) -> bool:
     """Run the config portal writes, as Jupyter would, and ask its allowlist about one request."""
     clusters = tmp_path / "clusters"
     clusters.mkdir(exist_ok=True)
@@ -35,6 +35,7 @@ def allowed(tmp_path, path: str, host: str = "localhost", holders: set[int] | No
     scope: dict[str, object] = {"c": config}
     exec(remote_jupyter.proxy_config(str(clusters), str(tmp_path / "config")), scope)  # noqa: S102 - the file Jupyter runs
     scope["_portal_listening_uids"] = lambda port: {os.getuid()} if holders is None else holders
+    scope["_PORTAL_PROXY_SAFE"] = safe  # as a jupyter-server-proxy without (or with) CVE-2024-28179 would make it
     handler = types.SimpleNamespace(base_url=base_url, request=types.SimpleNamespace(path=path))
     return bool(config.ServerProxy.host_allowlist(handler, host))
 
@@ -48,6 +49,20 @@ def test_the_proxy_reaches_only_the_users_own_dashboard(tmp_path):
     assert not allowed(tmp_path, "/proxy/localhost:9999/x/proxy/20001/")  # the port is the first one
     assert not allowed(tmp_path, "/proxy/20001/status", holders={os.getuid(), os.getuid() + 1})  # someone on ::1
     assert not allowed(tmp_path, "/proxy/20001/status", holders=set())  # nothing listens: nothing to reach
+
+
+def test_a_proxy_with_cve_2024_28179_reaches_nothing_and_kernels_get_the_direct_link(tmp_path, monkeypatch):
+    assert not allowed(tmp_path, "/proxy/20001/status", safe=False)
+    for version, safe in (("4.1.1", True), ("4.6.0", True), ("3.2.3", True), ("3.2.4", True), ("5.0", True),
+                          ("4.1.0", False), ("4.0.0", False), ("3.2.2", False), ("1.5.3", False), (None, False)):
+        assert remote_jupyter.proxy_safe(version) is safe, version
+    monkeypatch.setenv(DASHBOARD_LINK, "/proxy/20001/status")
+    monkeypatch.setitem(__import__("sys").modules, "jupyter_server_proxy", None)  # nothing to patch
+    scope: dict[str, object] = {"c": types.SimpleNamespace(ServerProxy=types.SimpleNamespace()),
+                                "__name__": "portal_config"}
+    text = remote_jupyter.proxy_config(str(tmp_path), str(tmp_path / "config"))
+    exec(text.replace("proxy_safe(_portal_proxy_version())", "proxy_safe('4.1.0')"), scope)  # noqa: S102
+    assert os.environ[DASHBOARD_LINK] == "http://localhost:20001/status"  # what the kernels inherit
 
 
 def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
