@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from invoke import Config
 from invoke.exceptions import Exit, UncastableEnvVar
 
+from . import names
 from .errors import ConfigError, UsageError
 from .remote.layout import LAST_PORT, SLOT_SIZE
 
@@ -189,14 +190,11 @@ def _jobqueue(value: Any, host: str) -> dict[str, Any]:
 
 
 def check_host(host: str) -> str:
-    """The host as given; one that ssh would read as an option, or with spaces or control characters, is refused."""
+    """The host as given; one that ssh would read as an option, or a shell as more than a name, is refused."""
     if host.startswith("-"):
         raise UsageError(f"host {host!r} begins with '-', so ssh would read it as an option.",
                          hint="Give a host name or an alias from your ssh config.")
-    if any(ch.isspace() or not ch.isprintable() for ch in host):
-        raise UsageError(f"host {host!r} has spaces or control characters.",
-                         hint="Give a host name or an alias from your ssh config.")
-    return host
+    return names.check_host(host)  # nor spaces, control or shell characters: names are data, never code
 
 
 def check_port_plan(port_base: int, block_size: int, slots: int, host: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
+from . import names
 from .config import DEFAULTS
 from .errors import PortalError
 from .target import Target, make_target
@@ -35,6 +36,8 @@ def portal_task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
         @functools.wraps(fn)
         def body(c: Context, *a: Any, **kw: Any) -> Any:
             try:
+                if kw.get("env"):  # names are data, never code: refused before anything runs
+                    names.check_env(kw["env"])
                 return fn(c, *a, **kw)
             except PortalError as exc:
                 if _debug():
