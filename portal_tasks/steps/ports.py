@@ -8,6 +8,13 @@ from .. import plan
 from ..target import Explained, Target
 
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+#: who can reach a listener of the user (the helper's words, remote/reach.py)
+OWNER = "owner only"
+
+
+def reach_words(listener: dict[str, Any]) -> str:
+    """Who can reach a listener the helper described, and by what, for a line (nothing for an older helper's)."""
+    return f"  -- {listener['who']} ({listener['by']})" if listener.get("who") else ""
 
 
 def run(target: Target) -> dict[str, Any]:
@@ -37,7 +44,9 @@ def from_report(target: Target, raw: dict[str, Any]) -> dict[str, Any]:
         "listening": len(sockets),
         "listening_in_block": sum(1 for s in sockets if block["start"] <= s["port"] <= block["end"]),
         "listening_not_loopback": sum(1 for s in sockets if s["addr"] not in LOOPBACK),
-        "sockets": sockets,
+        "sockets": sockets,  # each with who can reach it ("who") and what keeps others out ("by")
+        "unix": list(raw.get("unix") or []),
+        "not_owner_only": sum(1 for s in [*sockets, *(raw.get("unix") or [])] if s.get("who", OWNER) != OWNER),
     }
 
 
@@ -58,7 +67,9 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  listening now: {report['listening']} port(s), {report['listening_in_block']} in your block, "
                  f"{report['listening_not_loopback']} not on loopback")
     for s in report["sockets"]:
-        lines.append(f"    {s['addr']}:{s['port']}  pid {s['pid'] or '?'}  {s['command']}")
+        lines.append(f"    {s['addr']}:{s['port']}  pid {s['pid'] or '?'}  {s['command']}{reach_words(s)}")
+    for u in report.get("unix") or []:
+        lines.append(f"    {u['path']}  pid {u['pid'] or '?'}  {u['command']}{reach_words(u)}")
     return "\n".join(lines)
 
 

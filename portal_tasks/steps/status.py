@@ -9,10 +9,11 @@ from ..plan import format_bytes
 from ..services import probe_url
 from ..target import Target
 from . import forward as forward_step
+from .ports import OWNER
 
-EXPOSURE = ("The Dask dashboard has no authentication of its own: it binds 127.0.0.1, so other users "
-            "logged in to {host} can read its pages (read-only). Scheduler and workers require your TLS "
-            "certificate; Jupyter requires its token.")
+EXPOSURE = ("Dashboards and workers' HTTP servers answer you alone (portal's owner check), scheduler and workers "
+            "your TLS certificate, Jupyter its token; `portal ports` says who can reach each listener. Forwards "
+            "listen on your laptop's 127.0.0.1, where other users of the laptop can reach them.")
 
 
 def forwards(target: Target) -> list[dict[str, Any]]:
@@ -53,6 +54,10 @@ def render(report: dict[str, Any]) -> str:
     p, block = report["ports"], report["ports"].get("block", {})
     lines.append(f"  ports: block {block.get('start')}-{block.get('end')} ({claim_state(block)}), "
                  f"{p.get('listening')} listening now ({p.get('listening_in_block')} in the block)")
+    for s in [*p.get("sockets", []), *p.get("unix", [])]:
+        if s.get("who", OWNER) != OWNER:
+            where = s.get("path") or f"{s['addr']}:{s['port']}"
+            lines.append(f"  reachable by {s['who']}: {where} ({s['command'] or '?'}): {s['by']}")
     lines += share_lines(report["share"])
     lines.append(f"  note: {report['exposure']}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from portal_tasks.testing.flows import http_get, up, urls_in
+from portal_tasks.testing.flows import http_get, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +96,15 @@ def test_a_co_user_gets_nothing_from_any_listener_of_the_user_during_up(portal_s
     assert not answered, answered
     for path in paths:
         assert set(seen[path].values()) == {"ERROR PermissionError"}, seen[path]
+    # and portal says so, listener by listener: `ports` (and `status --json`) name every one "owner only"
+    said = run_portal(alice, "ports", "--host", host, "--json")
+    assert said.rc == 0, said.stderr
+    report = json.loads(said.stdout)
+    described = {s["port"]: s for s in report["sockets"]} | {u["path"]: u for u in report["unix"]}
+    assert set(ports) | set(paths) <= set(described), (ports, paths, sorted(described))
+    assert {k: v["who"] for k, v in described.items() if v["who"] != "owner only"} == {}, described
+    dashboard = status(run_portal, alice, host)["clusters"][0]["dashboard_port"]
+    assert described[dashboard]["by"].startswith("portal's owner check"), described[dashboard]
     # the owner keeps everything: her dashboard and JupyterLab through her forwards
     urls = urls_in(res)
     assert any("/status" in u for u in urls) and any("/lab" in u for u in urls), res.stdout

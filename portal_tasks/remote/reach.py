@@ -1,0 +1,162 @@
+"""Who can reach each listener of the user on this server, and what keeps others out (for `ports` and
+`status`): ``owner only``, ``anyone on this server`` or ``anyone on the network``.
+
+A listener is "owner only" when nothing of the user's reaches anyone else: Dask's TLS ports (the
+user's certificate only), Dask's HTTP servers started with portal's preload (403 to others), Jupyter
+behind its token, kernels (every message signed with their key), Unix sockets others cannot open.
+Anything else the user runs answers whoever can connect: everyone on the server for loopback, the
+network for other addresses.
+"""
+
+import glob
+import os
+import stat
+
+from . import layout
+from .common import _socket_pids, cmdline, pid_uid, read_json, server_path
+
+OWNER, SERVER, NETWORK = "owner only", "anyone on this server", "anyone on the network"
+LOOPBACK = ("127.", "::1", "::ffff:127.")
+#: /proc/net/unix: a listening socket has __SO_ACCEPTCON in its flags
+ACCEPTING = 0x10000
+
+
+def scope(addr):
+    """Who can connect to a TCP address at all: the server (loopback) or the network."""
+    return SERVER if addr.startswith(LOOPBACK) and addr != "::" else NETWORK
+
+
+def _environ(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _parent(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def marked(pids):
+    """True when one of ``pids`` is a process of a portal cluster (PORTAL_CLUSTER in its environment)."""
+    mark = ("%s=" % layout.CLUSTER_MARK).encode()
+    return any(part.startswith(mark) for pid in pids for part in _environ(pid))
+
+
+def preloaded(pids):
+    """True when one of ``pids`` (or its parent: a worker is the child of its ``dask worker``) started with
+    portal's preload, so its HTTP server answers its owner only."""
+    for pid in pids:
+        for each in (pid, _parent(pid)):
+            if any(part.endswith("/" + layout.DASK_PRELOAD) for part in cmdline(each)):
+                return True
+    return False
+
+
+def _records():
+    """The cluster and worker records of this server (clusters here, workers for clusters elsewhere)."""
+    found = []
+    for pattern in (("clusters", "*.json"), ("nodes", "*.json")):
+        for path in glob.glob(server_path(*pattern)):
+            data = read_json(path, None)
+            if isinstance(data, dict) and "worker_ports" in data:  # not a scheduler file beside them
+                found.append(data)
+    return found
+
+
+def tls_ports(records):
+    """The ports of recorded clusters that speak Dask's TLS: scheduler, workers, nannies."""
+    ports = set()
+    for rec in records:
+        if isinstance(rec.get("scheduler_port"), int):
+            ports.add(rec["scheduler_port"])
+        for name in ("worker_ports", "nanny_ports"):
+            lo, hi = rec.get(name) or [0, -1]
+            ports.update(range(lo, hi + 1))
+    return ports
+
+
+def jupyter_ports():
+    ports = set()
+    for path in glob.glob(server_path("jupyter", "*", "state.json")):
+        port = (read_json(path, {}) or {}).get("port")
+        if isinstance(port, int):
+            ports.add(port)
+    return ports
+
+
+def tcp(entry, tls, lab):
+    """(who, by) for one TCP listener of the user (an entry of ``common.listeners()``)."""
+    pids = entry.get("pids") or ([entry["pid"]] if entry.get("pid") else [])
+    where = scope(entry["addr"])
+    if pids and marked(pids):
+        if entry["port"] in tls:
+            return OWNER, "Dask's TLS: it answers your certificate only"
+        if preloaded(pids):
+            return OWNER, "portal's owner check: 403 to anyone else"
+        return where, "nothing: a Dask HTTP server started by an earlier portal (`portal down` and up again)"
+    if entry["port"] in lab:
+        return OWNER, "Jupyter's token (its login page answers anyone who reaches the port)"
+    if pids and any("ipykernel" in part for pid in pids for part in cmdline(pid)):
+        return OWNER, "the kernel's key signs every message (HMAC)"
+    return where, "nothing portal knows of (not started by portal)"
+
+
+def unix_path(path):
+    """(who, by) for a Unix socket at ``path``: others need write on it and search on every directory."""
+    if path.startswith("@"):
+        return SERVER, "an abstract socket: no file permissions"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return OWNER, "gone"
+    if not mode & 0o022:
+        return OWNER, "Unix socket mode %04o" % stat.S_IMODE(mode)
+    folder = os.path.dirname(path)
+    while folder and folder != "/":
+        try:
+            if not os.stat(folder).st_mode & 0o011:
+                return OWNER, "Unix socket in %s (mode %04o)" % (folder, stat.S_IMODE(os.stat(folder).st_mode))
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
+    return SERVER, "Unix socket others may open (mode %04o)" % stat.S_IMODE(mode)
+
+
+def unix_listeners():
+    """The listening Unix sockets of the user's processes: {path, pid, command, who, by}."""
+    try:
+        with open("/proc/net/unix") as fh:
+            rows = fh.read().splitlines()[1:]
+    except OSError:
+        return []
+    pids, uid, found = None, os.getuid(), []
+    for row in rows:
+        cols = row.split()
+        if len(cols) < 8 or not int(cols[3], 16) & ACCEPTING:
+            continue
+        if pids is None:
+            pids = _socket_pids()
+        pid = pids.get(cols[6])
+        if not pid or pid_uid(pid) != uid:
+            continue
+        who, by = unix_path(cols[7])
+        found.append({"path": cols[7], "pid": pid, "command": " ".join(cmdline(pid)[:4]), "who": who, "by": by})
+    return sorted(found, key=lambda e: e["path"])
+
+
+def describe(mine):
+    """The user's TCP listeners (entries of ``common.listeners()``) as reported: addr, port, pid, command, who, by."""
+    records, lab = _records(), jupyter_ports()
+    tls = tls_ports(records)
+    shown = []
+    for e in sorted(mine, key=lambda e: e["port"]):
+        who, by = tcp(e, tls, lab)
+        shown.append({"addr": e["addr"], "port": e["port"], "pid": e["pid"], "command": " ".join(e["cmdline"][:4]),
+                      "who": who, "by": by})
+    return shown

@@ -1,0 +1,116 @@
+"""Who can reach a listener of the user (remote/reach.py), on this machine's real sockets and processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portal_tasks.remote import layout, reach
+from portal_tasks.steps import ports as ports_step
+
+
+def entry(port: int, addr: str = "127.0.0.1", pid: int | None = None) -> dict[str, object]:
+    return {"addr": addr, "port": port, "pid": pid, "pids": [pid] if pid else [], "cmdline": []}
+
+
+def test_a_program_portal_does_not_know_is_reachable_by_whoever_can_connect() -> None:
+    assert reach.tcp(entry(5000), set(), set())[0] == reach.SERVER
+    assert reach.tcp(entry(5000, "::1"), set(), set())[0] == reach.SERVER
+    assert reach.tcp(entry(5000, "0.0.0.0"), set(), set())[0] == reach.NETWORK
+    assert reach.tcp(entry(5000, "::"), set(), set())[0] == reach.NETWORK
+    assert reach.tcp(entry(5000, "10.1.2.3"), set(), set())[0] == reach.NETWORK
+
+
+def test_jupyter_behind_its_token_is_the_owners() -> None:
+    assert reach.tcp(entry(5002), set(), {5002}) == (reach.OWNER, reach.tcp(entry(5002), set(), {5002})[1])
+    assert "token" in reach.tcp(entry(5002), set(), {5002})[1]
+
+
+@pytest.fixture
+def dask_like(tmp_path: Path):
+    """Processes that look like a portal cluster's (its mark in the environment), with and without the preload."""
+    started = []
+
+    def start(preload: bool) -> int:
+        argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+        if preload:
+            argv += ["--preload", f"{tmp_path}/dask/{layout.DASK_PRELOAD}"]
+        proc = subprocess.Popen(argv, env=dict(os.environ, **{layout.CLUSTER_MARK: "a@here"}))
+        started.append(proc)
+        return proc.pid
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def test_dask_ports_are_the_owners_when_tls_or_preloaded_else_open(dask_like) -> None:
+    guarded, earlier = dask_like(True), dask_like(False)
+    assert reach.tcp(entry(6000, pid=guarded), {6000}, set())[0] == reach.OWNER  # a TLS port
+    assert reach.tcp(entry(6001, pid=guarded), {6000}, set()) == (reach.OWNER,
+                                                                  "portal's owner check: 403 to anyone else")
+    who, by = reach.tcp(entry(6001, pid=earlier), {6000}, set())
+    assert who == reach.SERVER and "earlier portal" in by
+    assert reach.tcp(entry(6000, pid=earlier), {6000}, set())[0] == reach.OWNER  # TLS, with or without
+
+
+@pytest.fixture
+def searchable() -> Iterator[Path]:
+    """A directory whose every parent others may search (pytest's own tmp_path lies in a 0700 one)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="portal-reach-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unix_sockets_by_their_permissions(searchable: Path) -> None:
+    tmp_path = searchable
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    tmp_path.chmod(0o755)
+    socks = []
+    try:
+        for folder, mode in ((private, 0o777), (open_dir, 0o600), (open_dir, 0o777)):
+            sock = socket.socket(socket.AF_UNIX)
+            path = str(folder / f"s{mode:o}.sock")
+            sock.bind(path)
+            os.chmod(path, mode)
+            sock.listen(1)
+            socks.append(sock)
+        found = {Path(u["path"]).relative_to(tmp_path).as_posix(): u["who"] for u in reach.unix_listeners()
+                 if u["path"].startswith(str(tmp_path))}
+        assert found == {"private/s777.sock": reach.OWNER, "open/s600.sock": reach.OWNER,
+                         "open/s777.sock": reach.SERVER}
+        assert all(u["pid"] == os.getpid() for u in reach.unix_listeners() if u["path"].startswith(str(tmp_path)))
+    finally:
+        for sock in socks:
+            sock.close()
+    assert reach.unix_path("@abstract")[0] == reach.SERVER
+
+
+def test_ports_says_who_can_reach_each_listener() -> None:
+    report = {"host": "h", "user": "alice", "uid": 1000, "envs": {},
+              "block": {"index": 0, "start": 20000, "end": 20099, "claimed": True, "claim": "/tmp/x"},
+              "listening": 2, "listening_in_block": 2, "listening_not_loopback": 0,
+              "sockets": [{"addr": "127.0.0.1", "port": 20001, "pid": 7, "command": "dask scheduler",
+                           "who": reach.OWNER, "by": "portal's owner check: 403 to anyone else"},
+                          {"addr": "127.0.0.1", "port": 20050, "pid": 8, "command": "python -m http.server"}],
+              "unix": [{"path": "/home/a/.portal/j.sock", "pid": 9, "command": "jupyter", "who": reach.OWNER,
+                        "by": "Unix socket mode 0600"}]}
+    text = ports_step.render(report)
+    assert "127.0.0.1:20001  pid 7  dask scheduler  -- owner only (portal's owner check: 403 to anyone else)" in text
+    assert "127.0.0.1:20050  pid 8  python -m http.server\n" in text + "\n"  # an older helper said nothing
+    assert "/home/a/.portal/j.sock  pid 9  jupyter  -- owner only (Unix socket mode 0600)" in text
