@@ -42,7 +42,7 @@ def find_python36() -> Path | None:
     """The prefix of a Python 3.6 on this machine (PORTAL_TEST_PYTHON36, else pyenv's newest 3.6.x)."""
     given = os.environ.get("PORTAL_TEST_PYTHON36")
     if given:
-        return Path(given)
+        return Path(given) if (Path(given) / "bin" / "python3.6").exists() else None
     for root in _pyenv_roots():
         found = sorted((root / "versions").glob("3.6.*"), key=lambda p: [int(x) for x in p.name.split(".")
                                                                           if x.isdigit()])
@@ -57,8 +57,9 @@ def ensure_old_python(dest: Path = DEST) -> Path:
     if not (dest / ".portal-complete").exists():
         source = find_python36()
         if source is None:
-            raise TestServerUnavailable("no Python 3.6 on this machine (pyenv has none; PORTAL_TEST_PYTHON36 "
-                                        "unset): the tests of a server whose python3 is 3.6 need one")
+            raise TestServerUnavailable("no Python 3.6 on this machine (no pyenv 3.6.x, and PORTAL_TEST_PYTHON36 "
+                                        "names no prefix with bin/python3.6): a server whose python3 is 3.6 "
+                                        "needs one")
         built_once(dest, lambda d: _copy(source, d))
     return dest
 
