@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "scheduler_interface": None,  # interface the scheduler listens on when workers run on other servers (TLS only)
     "jobqueue": {},  # worker jobs on a batch system: system (slurm|pbs|sge|lsf) and dask-jobqueue's job settings
     "jobs_wait": 60,  # seconds `up --jobs` waits for the jobs' workers to join before it returns
-    "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml) or /tmp/portal-ports
+    "claims_dir": None,  # the host's shared claims directory; None: the admin's (/etc/portal/portal.yaml), else /var/tmp
     "hosts": {},  # per-host overrides: {matagorda: {port_base: 21000, env_manager: micromamba}}
 }
 
