@@ -28,6 +28,9 @@ def test_inner(portal_server, alice):
         res = user.ssh(portal_server.host, "tmux new-session -d -s t 'sleep 600'")
         assert res.ok, res
     assert bob.ssh(portal_server.host, "nohup setsid sleep 600 >/dev/null 2>&1 &").ok
+    if "ted" in portal_server.lazy_roles and os.access("/usr/bin/tcsh", os.X_OK):  # a user made on first use
+        ted = portal_server.user("ted")
+        assert ted.ssh(portal_server.host, "tmux new-session -d -s t 'sleep 600'").ok
     pathlib.Path("run.json").write_text(json.dumps({
         "run": portal_server.run_id,
         "users": {u.name: u.uid for u in portal_server.users.values()},
@@ -135,6 +138,8 @@ def test_inner_run_leaves_nothing_behind(pytester: pytest.Pytester, monkeypatch:
     outcome = {"pass": {"passed": 1}, "fail": {"failed": 1}}[mode]
     result.assert_outcomes(**outcome)
     info = json.loads((pytester.path / "run.json").read_text())
+    if os.access("/usr/bin/tcsh", os.X_OK):  # the user made on first use is gone too
+        assert any(name.startswith("portal-ted-") for name in info["users"]), info["users"]
     assert_nothing_left(info)
 
 
