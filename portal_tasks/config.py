@@ -19,7 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "ssh_config": None,  # path; else $PORTAL_SSH_CONFIG; else OpenSSH's own default
     "transport": None,  # openssh | fabric | local; None: local for localhost, else openssh
     "session": "portal",  # tmux session name on the host
-    "env_manager": None,  # conda | mamba | micromamba; None: whichever the host has
+    "env_manager": None,  # conda | mamba | micromamba, or the path of one; None: whichever the host has
+    "modules": None,  # environment modules loaded (module load) before the env, in every window and env check
     "host_python": None,  # python on the host that runs portal's helper (stdlib only); None: python3 there
     "remote_python": None,  # the old name of host_python, still read
     "port_base": 20000,  # first port of the port plan (below Linux's ephemeral range)
@@ -76,6 +77,44 @@ def unreadable_variable(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+#: What a module name may hold (python/3.11, gcc/12.2.0-x86_64, Python/3.11.3-GCCcore-12.3.0): it is typed into
+#: shells, so anything a shell would read as code is refused, never quoted.
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.+/@:=-]{1,200}")
+#: What a path of env_manager may hold (it is typed into the windows' shells, unquoted where ~ must expand).
+MANAGER_PATH = re.compile(r"~?[A-Za-z0-9_./+@-]{1,1000}")
+MANAGERS = ("conda", "mamba", "micromamba")
+
+
+def check_env_manager(value: Any, host: str) -> str | None:
+    """env_manager as given (a manager's name, or the path of one on the host); ConfigError when neither."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if text in MANAGERS:
+        return text
+    if "/" in text and MANAGER_PATH.fullmatch(text) and text.rsplit("/", 1)[-1] in MANAGERS \
+            and text.startswith(("/", "~/")):
+        return text
+    raise ConfigError(f"env_manager {text!r} is neither conda, mamba or micromamba nor the path of one.", host=host,
+                      hint="Set env_manager to conda, mamba, micromamba, or a path such as /opt/conda/bin/conda.")
+
+
+def check_modules(value: Any, host: str) -> tuple[str, ...]:
+    """``modules`` (a list, or one comma-separated string as --module gives it) as a tuple of module names."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"modules {value!r} is not a list of module names.", host=host,
+                          hint="Write modules: [python/3.11, gcc/12] in portal.yaml, or pass --module python/3.11.")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        if not MODULE_NAME.fullmatch(name):
+            raise ConfigError(f"module name {name!r} holds characters a module name does not have.", host=host,
+                              hint="Use the name `module avail` shows (letters, digits, / . _ + - @).")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings in force for one host, validated."""
@@ -99,6 +138,8 @@ class Settings:
     #: the batch system's name and dask-jobqueue's job settings (queue, account, walltime, cores, memory, ...)
     jobqueue: Mapping[str, Any] = field(default_factory=dict)
     jobs_wait: float = 60
+    #: environment modules (Lmod, Environment Modules) loaded before the env: ``module load`` names
+    modules: tuple[str, ...] = ()
 
     @property
     def remote_python(self) -> str:
@@ -245,8 +286,8 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
     transport = merged.get("transport") or ("local" if is_local_host(host) else "openssh")
     if transport not in ("openssh", "fabric", "local"):
         raise ConfigError(f"unknown transport {transport!r}.", host=host, hint="Use openssh, fabric or local.")
-    if merged.get("env_manager") not in (None, "conda", "mamba", "micromamba"):
-        raise ConfigError(f"env_manager {merged['env_manager']!r} is not conda, mamba or micromamba.", host=host)
+    env_manager = check_env_manager(merged.get("env_manager"), host)
+    modules = check_modules(merged.get("modules"), host)
     port_base = _as_int("port_base", merged["port_base"], 1024, 65000, host)
     block_size = _as_int("block_size", merged["block_size"], 1, 10000, host)
     slots = _as_int("slots", merged["slots"], 1, 100000, host)
@@ -264,7 +305,8 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         ssh_config=merged["ssh_config"],
         transport=transport,
         session=session,
-        env_manager=merged.get("env_manager"),
+        env_manager=env_manager,
+        modules=modules,
         host_python=str(merged.get("host_python") or merged.get("remote_python") or "python3"),
         port_base=port_base,
         block_size=block_size,

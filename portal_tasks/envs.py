@@ -121,9 +121,17 @@ def activation_lines(kind: str, location: str, manager: str | None = None, shell
     return env_kind.activate(location, mgr, manager_kind(mgr), family, root)
 
 
-def chained(lines: list[str], command: str) -> list[str]:
-    """``lines`` with ``command`` run on the last one's success (``&&``: bash, zsh, fish 3, tcsh alike)."""
-    return [*lines[:-1], f"{lines[-1]} && {command}"] if lines else [command]
+def module_lines(names: tuple[str, ...]) -> list[str]:
+    """``module load NAMES`` as typed into a window (the same in every shell), or nothing without modules."""
+    return [shlex.join(["module", "load", *names])] if names else []
+
+
+def chained(lines: list[str], command: str, shell: str | None = None) -> list[str]:
+    """``lines`` then ``command``, each on the success of those before (``&&``: bash, zsh, fish 3, tcsh alike), as
+    one line; in csh and tcsh the last line only (an alias the hook defines is known from the next line on)."""
+    if shell_family(shell) == "csh":
+        return [*lines[:-1], f"{lines[-1]} && {command}"] if lines else [command]
+    return [" && ".join([*lines, command])]
 
 
 def dashboard_problem(env: str, dashboard: Mapping[str, object] | None) -> str | None:
@@ -165,24 +173,26 @@ class Env:
     prefix: str | None = None  # the env's sys.prefix on the host, once checked
     modules: Mapping[str, bool] | None = None  # IPython / jupyterlab / distributed, once checked
     shell: str | None = None  # the windows' shell on the host (its path or family); None: bash
+    loads: tuple[str, ...] = ()  # environment modules loaded before the env (module load)
 
     @property
     def key(self) -> str:
         return env_key(self.spec)
 
     def activation(self) -> list[str]:
-        """The lines that activate the env in a window's shell."""
-        return activation_lines(self.kind, self.location, self.manager, self.shell)
+        """The lines that load the env's modules and activate the env in a window's shell."""
+        return [*module_lines(self.loads), *activation_lines(self.kind, self.location, self.manager, self.shell)]
 
     def launch(self, command: str) -> list[str]:
         """The lines that activate the env and then, only if that worked, run ``command``."""
-        return chained(self.activation(), command)
+        return chained(self.activation(), command, self.shell)
 
     def has(self, module: str) -> bool:
         """True when checked and the module imports (unknown counts as present)."""
         return True if self.modules is None else bool(self.modules.get(module))
 
 
-def guess_env(spec: str, manager: str | None, shell: str | None = None) -> Env:
+def guess_env(spec: str, manager: str | None, shell: str | None = None, loads: tuple[str, ...] = ()) -> Env:
     """The env as far as its spelling tells: a name, or a path assumed to be a venv."""
-    return Env(spec=spec, kind="venv" if is_path(spec) else "named", location=spec, manager=manager, shell=shell)
+    return Env(spec=spec, kind="venv" if is_path(spec) else "named", location=spec, manager=manager, shell=shell,
+               loads=loads)

@@ -45,7 +45,8 @@ def inspect(target: Target, env: str | None) -> EnvInfo:
     spec = choose(target, env)
     checks = target.cache.env_checks
     if spec not in checks:  # env, cluster, ipython and jupyter of one `up` ask the same
-        checks[spec] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec)})
+        checks[spec] = target.link.helper("env-check", {"env": spec, "manager": manager(target, spec),
+                                                                  "modules": list(target.settings.modules)})
     return {"name": spec, **checks[spec]}
 
 
@@ -55,7 +56,8 @@ def from_info(target: Target, info: EnvInfo) -> Env:
     location = spec if info["kind"] == "named" else info["prefix"]
     return Env(spec=spec, kind=info["kind"], location=location,
                manager=info.get("manager_path") or info.get("manager") or manager(target, spec),
-               prefix=info["prefix"], modules=info["modules"], shell=info.get("shell") or shell(target))
+               prefix=info["prefix"], modules=info["modules"], shell=info.get("shell") or shell(target),
+               loads=target.settings.modules)
 
 
 def resolve(target: Target, env: str | None) -> Env:
@@ -73,7 +75,7 @@ def resolve_for_explain(target: Target, env: str | None) -> Env:
             mgr = found_manager(target)
         except PortalError:
             mgr = target.settings.env_manager
-        return guess_env(spec, mgr or "conda", shell(target))
+        return guess_env(spec, mgr or "conda", shell(target), target.settings.modules)
 
 
 def require(target: Target, env: Env, module: str, step: str) -> None:

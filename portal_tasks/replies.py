@@ -54,6 +54,7 @@ class EnvCheck(TypedDict):
     manager_path: NotRequired[str | None]
     manager_source: NotRequired[str | None]
     shell: NotRequired[str]  # the shell of the user's tmux windows
+    loaded: NotRequired[list[str]]  # the environment modules loaded before the env was looked at
     modules: dict[str, bool]
     dashboard: NotRequired[Dashboard | None]
 

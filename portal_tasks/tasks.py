@@ -22,6 +22,7 @@ HOST = "SSH host as your ~/.ssh/config knows it, or localhost (default)"
 SSH_CONFIG = "ssh config file to use (default: $PORTAL_SSH_CONFIG, else OpenSSH's own)"
 ENV = "conda/mamba/micromamba env name, or path to a venv or conda prefix"
 EXPLAIN = "print the shell commands this stands for, and do nothing"
+MODULE = "environment modules to load before the env, comma-separated (python/3.11,gcc/12); else modules in config"
 COMMON = {"host": HOST, "ssh-config": SSH_CONFIG, "explain": EXPLAIN}
 
 
@@ -162,6 +163,7 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
     "watch": "stay and keep the forwards alive",
     "page": "also open the local page of all your hosts (`portal page`; started in the background if none runs)",
     "workers-on": "also run workers on these servers (node1,node2; needs scheduler_interface for HOST in config)",
+    "module": MODULE,
     **JOBS_HELP,
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
@@ -169,7 +171,7 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
        workers: str | None = None, threads: str | None = None, memory: str | None = None,
        watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False,
        jobs: str | None = None, queue: str | None = None, account: str | None = None, walltime: str | None = None,
-       job_cores: str | None = None, job_memory: str | None = None) -> None:
+       job_cores: str | None = None, job_memory: str | None = None, module: str | None = None) -> None:
     """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
     if page and not explain:  # first: the page shows this host's services as they come up
         from .page import server
@@ -178,7 +180,7 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
         print(f"portal page: {url}", flush=True)
         if browser:
             server.open_in_browser(url)
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("up"), env=env, jupyter=jupyter,
+    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, _step("up"), env=env, jupyter=jupyter,
                     socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
                     memory=memory, watch=watch, workers_on=workers_on, jobs=jobs,
                     job=_job(queue, account, walltime, job_cores, job_memory))
@@ -234,10 +236,11 @@ def down(c: Context, env: str | None = None, host: str | None = None, ssh_config
     _explain_or_run(_target(c, host, ssh_config), explain, _step("down"), env=env, keep_cluster=keep_cluster)
 
 
-@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "env": ENV})
-def check(c: Context, host: str | None = None, ssh_config: str | None = None, env: str | None = None) -> None:
+@portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "env": ENV, "module": MODULE})
+def check(c: Context, host: str | None = None, ssh_config: str | None = None, env: str | None = None,
+          module: str | None = None) -> None:
     """Check the host is ready: ssh, tmux, env, python, dask, free planned ports (read-only)."""
-    if not _step("check").run(_target(c, host, ssh_config), env=env):
+    if not _step("check").run(_target(c, host, ssh_config, modules=module), env=env):
         raise Exit(code=1)
 
 

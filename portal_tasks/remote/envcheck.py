@@ -7,6 +7,7 @@ import os
 import subprocess
 
 from . import managers, system
+from . import modules as envmodules
 from .common import Failure, read_json, state_path, write_json
 
 MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension", "dask_jobqueue")
@@ -181,7 +182,7 @@ def probe(spec, prefix, python):
 
 
 def env_check(payload):
-    """{"env", "manager"} -> {"kind", "prefix", "python", "version", "manager", "manager_path",
+    """{"env", "manager", "modules"} -> {"kind", "prefix", "python", "version", "manager", "manager_path",
     "manager_source", "modules", "dashboard"}.
 
     ``manager`` is conda, mamba or micromamba (None for a venv), ``manager_path`` the executable the windows'
@@ -189,13 +190,14 @@ def env_check(payload):
     ``dashboard``: {"need": "bokeh>=3.1.0", "have": version or None, "ok"} when the env has distributed.
     """
     spec = str(payload.get("env") or "").strip()
+    envmodules.apply(payload.get("modules"))
     kind, prefix, manager, python = resolve(spec, payload.get("manager"))
     info = probe(spec, prefix, python)
     manager = manager or {}
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
             "manager": manager.get("kind"), "manager_path": manager.get("path"),
             "manager_source": manager.get("source"), "modules": info["modules"], "dashboard": info.get("dashboard"),
-            "shell": system.window_shell()}
+            "shell": system.window_shell(), "loaded": list(payload.get("modules") or [])}
 
 
 VERBS = {"env-check": env_check}

@@ -218,9 +218,13 @@ def write_atomic(path: str, data: bytes) -> None:
 SHELLS = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh", "mksh", "tcsh", "csh", "ash", "busybox", "login"})
 
 
+#: What runs in a window while it activates an env (the manager's hook and activate): not yet its program.
+ACTIVATING = frozenset({"conda", "mamba", "micromamba"})
+
+
 def runs_program(command: str) -> bool:
-    """True when a pane's foreground command is a program, not a shell at its prompt (busy)."""
-    return bool(command) and command not in SHELLS
+    """True when a pane's foreground command is a program, not a shell at its prompt nor an env's activation."""
+    return bool(command) and command not in SHELLS and command not in ACTIVATING
 
 
 def only_idle(commands: Iterable[str]) -> bool:

@@ -63,7 +63,8 @@ def sessions():
 def snapshot(payload):
     result = {"facts": system.probe({})}
     try:
-        result["env"] = envcheck.env_check({"env": payload.get("env"), "manager": payload.get("manager")})
+        result["env"] = envcheck.env_check({"env": payload.get("env"), "manager": payload.get("manager"),
+                                             "modules": payload.get("modules")})
     except Failure as exc:
         result["env"], result["env_error"] = None, exc.message
         result["env_failure"] = {"message": exc.message, "kind": exc.kind, "hint": exc.hint}

@@ -189,8 +189,8 @@ def _jupyter_wait(session, plan):
         if entry and (entry.get("healthy") or entry.get("taken")):
             return entry
         if not busy(session, name):
-            time.sleep(0.5)  # the shell may still be starting it; look once more
-            if not busy(session, name):
+            # the shell may still be activating the env (a conda hook takes seconds): idle for 3 s means gone
+            if not any(time.sleep(0.5) or busy(session, name) for _ in range(6)):
                 why = tail(session, name) if foreground(session, name) is not None else "its window is gone"
                 raise Failure("JupyterLab for env %r exited (%s)." % (plan["env"], why), "JupyterError",
                               "Attach and look at window %s." % name)

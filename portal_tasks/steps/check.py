@@ -63,8 +63,15 @@ def _tmux(target: Target) -> Line:
 def _env(target: Target, env: str | None) -> list[Line]:
     if env is None and not target.settings.is_local:
         return [Line(None, f"{target.host}: no --env given, so no env was checked")]
+    loads = target.settings.modules
     info = hostenv.inspect(target, env)
-    lines = [Line(True, f"{target.host}: env {info['name']!r} ({info['kind']}) at {info['prefix']}, python {info['python']}")]
+    lines = [Line(True, f"{target.host}: module load {' '.join(loads)} works (loaded before the env, in every "
+                        "window too)")] if loads else []
+    if info.get("manager_path"):
+        lines.append(Line(True, f"{target.host}: env manager {info['manager']} at {info['manager_path']} "
+                                f"(found in {info.get('manager_source')})"))
+    lines.append(Line(True, f"{target.host}: env {info['name']!r} ({info['kind']}) at {info['prefix']}, "
+                            f"python {info['python']}"))
     modules = info.get("modules", {})
     for module, label in REQUIRED_MODULES.items():
         if modules.get(module):

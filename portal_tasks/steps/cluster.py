@@ -69,9 +69,10 @@ def env_spec(target: Target, env: str | None) -> str:
 
 def activation(target: Target, spec: str, kind: str | None = None) -> list[str]:
     """The lines activating env ``spec`` in a window of ``target`` (a host the env was not checked on)."""
-    guessed = envs.guess_env(spec, hostenv.found_manager(target), target.facts().get("shell"))
+    guessed = envs.guess_env(spec, hostenv.found_manager(target), target.facts().get("shell"), target.settings.modules)
     if kind and kind != guessed.kind:
-        guessed = envs.Env(spec=spec, kind=kind, location=spec, manager=guessed.manager, shell=guessed.shell)
+        guessed = envs.Env(spec=spec, kind=kind, location=spec, manager=guessed.manager, shell=guessed.shell,
+                           loads=guessed.loads)
     return guessed.activation()
 
 

@@ -87,7 +87,8 @@ def snapshot(settings: config_mod.Settings, wait: float) -> dict[str, Any]:
     link = open_link(settings)
     link.batch = True
     reply: dict[str, Any] = link.helper("snapshot", {"session": settings.session, "env": None,
-                                                     "manager": settings.env_manager}, timeout=wait + 1)
+                                                     "manager": settings.env_manager,
+                                                     "modules": list(settings.modules)}, timeout=wait + 1)
     return reply
 
 

@@ -42,6 +42,7 @@ def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> tu
 
     planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
     payload: dict[str, Any] = {"session": target.settings.session, "env": spec, "manager": target.settings.env_manager,
+                               "modules": list(target.settings.modules),
                                "plan": planned, "key": plan.env_key(spec) if spec else None}
     if interface:
         payload["interface"] = target.settings.scheduler_interface
