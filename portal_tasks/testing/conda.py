@@ -20,6 +20,7 @@ fixture); `server.conda()` gives the prefix. So for carol: `ssh matagorda 'comma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -48,6 +49,7 @@ def _wheels() -> list[Path]:
     return sorted(ASSETS.glob("conda-*.whl"))
 
 
+@functools.cache
 def conda_key() -> str:
     """A short hash of the install script, the wheel and the system Python: a change installs afresh."""
     h = hashlib.sha256(INSTALL_SCRIPT.read_bytes())

@@ -90,6 +90,27 @@ def test_base_has_the_installs_own_python_without_dask(portal_server: TestServer
     assert "No module named 'dask'" in out, out
 
 
+#: role -> how a script in that user's login shell activates conda's base with conda's own hook (@P@: its prefix):
+#: csh runs an alias only from a later line than the one defining it, hence the newlines
+HOOKS = {
+    "zed": 'eval "$(@P@/bin/conda shell.zsh hook)"; conda activate base; echo $CONDA_PREFIX',
+    "fay": "@P@/bin/conda shell.fish hook | source; conda activate base; echo $CONDA_PREFIX",
+    "ted": "source @P@/etc/profile.d/conda.csh\nconda activate base\necho $CONDA_PREFIX",
+}
+
+
+@pytest.mark.parametrize("role", list(HOOKS))
+def test_the_conda_hook_of_each_shell_activates(portal_server: TestServer, request: pytest.FixtureRequest,
+                                                role: str) -> None:
+    """The shared install serves every login shell (what portal's per-shell activation relies on)."""
+    user: TestUser = request.getfixturevalue(role)
+    prefix = portal_server.conda() if portal_server.conda else None
+    assert prefix is not None
+    res = user.ssh(portal_server.host, HOOKS[role].replace("@P@", str(prefix)), timeout=60)
+    assert res.ok, res
+    assert res.stdout.strip().splitlines()[-1] == str(prefix), res
+
+
 # -- Lmod -------------------------------------------------------------------------------
 
 
