@@ -42,16 +42,15 @@ def check_env(spec: str) -> str:
     if is_path(spec):
         if ENV_PATH.fullmatch(spec):
             return spec
-        raise UsageError(f"env path {spec!r} holds {_first_bad(spec, ENV_PATH)}, which a shell would read; portal "
-                         "never sends it to a host.",
-                         hint="Give a path of letters, digits and / . _ + - @ , : = (for an env at such a path, "
-                              "make a link: ln -s 'PATH' ~/envs/NAME, and pass --env ~/envs/NAME).")
-    if ENV_NAME.fullmatch(spec) and not spec.startswith("-"):
+        what = _first_bad(spec, ENV_PATH)
+    elif ENV_NAME.fullmatch(spec) and not spec.startswith("-"):
         return spec
-    what = "'-' first" if spec.startswith("-") else _first_bad(spec, ENV_NAME)
-    raise UsageError(f"env name {spec!r} holds {what}, which a shell would read; portal never sends it to a host.",
-                     hint="An env name has letters, digits and . _ + - only (as `conda env list` shows it), "
-                          "or pass --env PATH.")
+    else:
+        what = "'-' first" if spec.startswith("-") else _first_bad(spec, ENV_NAME)
+    raise UsageError(f"env {spec!r} holds {what}, which a shell would read; portal never sends it to a host.",
+                     hint="An env is a name of letters, digits and . _ + - (as `conda env list` shows it), or a "
+                          "path of those and / ~ @ , : = (for an env at another path, make a link: "
+                          "ln -s 'PATH' ~/envs/NAME, and pass --env ~/envs/NAME).")
 
 
 def check_host(host: str) -> str:

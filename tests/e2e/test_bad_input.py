@@ -133,6 +133,14 @@ CASES: dict[str, Case] = {
     "session with ; (tmux --session)": Case(("--session", f"a;touch {PWNED}"), f"a;touch {PWNED}", command="tmux"),
     "session with backquotes (down)": Case((), f"`touch {PWNED}`", env={"PORTAL_SESSION": f"`touch {PWNED}`"},
                                            command="down"),
+    "env name with ; (up)": Case(("--env", f"a;touch {PWNED}"), f"a;touch {PWNED}"),
+    "env name with $(...) (check)": Case(("--env", EVIL), EVIL, command="check"),
+    "env name with backquotes (up)": Case(("--env", f"`touch {PWNED}`"), f"`touch {PWNED}`"),
+    "env path with $(...) (up)": Case(("--env", f"~/envs/{EVIL}"), f"~/envs/{EVIL}"),
+    "env name with a newline (check)": Case(("--env", f"a\ntouch {PWNED}"), "holds a newline", command="check"),
+    "host with ; (up)": Case(("--host", f"matagorda;touch {PWNED}"), f"matagorda;touch {PWNED}"),
+    "host with $(...) (check)": Case(("--host", EVIL), EVIL, command="check"),
+    "host with backquotes (up)": Case(("--host", f"`touch {PWNED}`"), f"`touch {PWNED}`"),
 }
 
 
