@@ -15,7 +15,7 @@ import base64
 import re
 import shlex
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import UsageError
 

@@ -27,7 +27,7 @@ def pythons(path_dirs, listdir=os.listdir, runnable=None):
     """[(minor, path)] of every ``python3.X`` in ``path_dirs``, newest first; of two with the same X the
     one earlier on the PATH (as the shell would find it)."""
     if runnable is None:
-        runnable = lambda p: os.path.isfile(p) and os.access(p, os.X_OK)  # noqa: E731
+        runnable = lambda p: os.path.isfile(p) and os.access(p, os.X_OK)
     found, seen = [], set()
     for rank, folder in enumerate(path_dirs):
         try:

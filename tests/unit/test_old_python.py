@@ -123,7 +123,7 @@ def old_host(tmp_path, monkeypatch):
 
 
 def test_through_the_link_an_old_python3_still_runs_the_helper_on_a_newer_one(old_host, tmp_path, monkeypatch):
-    old, old_bin = old_host
+    _, old_bin = old_host
     newer = bin_dir(tmp_path / "newer", python3_11=Path(sys.executable))
     monkeypatch.setenv("PATH", os.pathsep.join([str(old_bin), str(newer), str(tools(tmp_path / "tools"))]))
     link = LocalLink(resolve(None, "localhost"))
@@ -154,9 +154,8 @@ def test_a_helper_traceback_is_its_last_line_and_the_whole_under_debug(tmp_path,
                       "echo '  File \"x.py\", line 6' >&2\necho 'KeyError: plan' >&2\nexit 1\n")
     broken.chmod(0o755)
     link = LocalLink(resolve({"host_python": str(broken)}, "localhost"))
-    with caplog.at_level("DEBUG", logger="portal"):
-        with pytest.raises(RemoteCommandError) as info:
-            link.helper("ping", {})
+    with caplog.at_level("DEBUG", logger="portal"), pytest.raises(RemoteCommandError) as info:
+        link.helper("ping", {})
     assert info.value.message == "portal's helper (ping) failed: KeyError: plan"
     assert "--debug" in info.value.line() and "Traceback" not in info.value.line()
     assert 'File "x.py", line 6' in caplog.text
