@@ -244,8 +244,8 @@ class Link(ABC):
         return []
 
     def attach_hint(self, session: str) -> str:
-        """What a person types to attach to the session (plain commands, no portal options)."""
-        return shlex.join(tmux_commands.attach(session))
+        """What a person types to attach to the session (plain commands, no portal options; any shell)."""
+        return remote_shell.line(tmux_commands.attach(session))
 
     def attach_argv(self, session: str) -> list[str]:
         """The argv that attaches the user's terminal to the tmux session."""

@@ -59,7 +59,7 @@ def test_warm_up_is_one_snapshot_and_no_other_host_call(capsys: pytest.CaptureFi
     assert ("forward", 20001, "127.0.0.1:20001") in link.calls
     assert said == [
         f"{HOST}: tmux session 'portal' already running, reused.",
-        "attach: tmux attach -t =portal",  # the fake link's: Link.attach_hint
+        "attach: tmux attach -t '=portal'",  # the fake link's: Link.attach_hint
         f"{HOST}: env 'a' (named, /opt/conda/envs/a) already active, kept in window env-a of session 'portal'.",
         (f"{HOST}: reusing your Dask cluster for env a: tls://127.0.0.1:20000, dashboard port 20001, 2 workers x 2 "
          "threads, 2 GiB each (scheduler pid 11)."),
