@@ -141,6 +141,9 @@ CASES: dict[str, Case] = {
     "host with ; (up)": Case(("--host", f"matagorda;touch {PWNED}"), f"matagorda;touch {PWNED}"),
     "host with $(...) (check)": Case(("--host", EVIL), EVIL, command="check"),
     "host with backquotes (up)": Case(("--host", f"`touch {PWNED}`"), f"`touch {PWNED}`"),
+    "module with ; (up)": Case(("--module", f"python;touch {PWNED}"), f"python;touch {PWNED}"),
+    "module with $(...) (check)": Case(("--module", EVIL), EVIL, command="check"),
+    "module with backquotes (portal.yaml)": Case((), f"`touch {PWNED}`", yaml=f"modules: ['`touch {PWNED}`']\n"),
 }
 
 

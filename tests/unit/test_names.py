@@ -68,6 +68,16 @@ def test_every_command_refuses_an_evil_env_on_localhost_and_runs_nothing(command
     assert not (tmp_path / ".portal").exists(), "the helper ran"
 
 
+@pytest.mark.parametrize("command", ["check", "up"])
+@pytest.mark.parametrize("module", [f"python;touch {MARK}", f"$(touch {MARK})", f"`touch {MARK}`", "a b"])
+def test_an_evil_module_name_is_refused_on_localhost_and_runs_nothing(command, module, tmp_path):
+    extra = ["--no-attach", "--no-browser"] if command == "up" else []
+    res = portal(command, "--host", "localhost", "--module", module, *extra, home=tmp_path)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("portal:")]
+    assert res.returncode == 1 and len(lines) == 1 and repr(module) in lines[0], res.stdout + res.stderr
+    assert not Path(MARK).exists() and not (tmp_path / ".portal").exists()
+
+
 def test_up_refuses_an_evil_host_and_runs_nothing(tmp_path):
     res = portal("up", "--host", f"m;touch {MARK}", "--env", "a", "--no-attach", "--no-browser", home=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
