@@ -43,8 +43,8 @@ def payload(uid: int, **settings: Any) -> dict[str, Any]:
     return plan.plan_payload(config.resolve(None, "h", **settings) if settings else config.resolve(None, "h"), uid)
 
 
-def as_uid(uid: int, fn: Any) -> Any:
-    """``fn()`` run by uid in a forked child; its JSON-able result, or ``{"error": message, "hint": ...}``."""
+def start_as(uid: int, fn: Any) -> tuple[int, int]:
+    """Fork a child that runs ``fn()`` as uid; (its pid, the pipe its JSON result comes on)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -58,12 +58,16 @@ def as_uid(uid: int, fn: Any) -> Any:
                 out = fn()
             except ports.Failure as exc:
                 out = {"error": exc.message, "kind": exc.kind, "hint": exc.hint}
-            os.write(write, json.dumps(out).encode())
+            os.write(write, json.dumps(out).encode())  # a few hundred bytes: the pipe holds it
         except BaseException:  # noqa: BLE001 - reported through the exit code
             code = 1
         finally:
             os._exit(code)
     os.close(write)
+    return pid, read
+
+
+def result_of(uid: int, pid: int, read: int) -> Any:
     chunks = []
     while True:
         chunk = os.read(read, 65536)
@@ -76,14 +80,23 @@ def as_uid(uid: int, fn: Any) -> Any:
     return json.loads(b"".join(chunks))
 
 
+def as_uid(uid: int, fn: Any) -> Any:
+    """``fn()`` run by uid in a forked child; its JSON-able result, or ``{"error": message, "hint": ...}``."""
+    return result_of(uid, *start_as(uid, fn))
+
+
 def choose(uid: int, place: str, record: dict[str, Any] | None = None, **settings: Any) -> Any:
     """What uid's `up` does to the port plan: ensure_block against the place (its notes, data and block)."""
+    return as_uid(uid, choosing(uid, place, record, **settings))
+
+
+def choosing(uid: int, place: str, record: dict[str, Any] | None = None, **settings: Any) -> Any:
     def run() -> dict[str, Any]:
         data: dict[str, Any] = {"block": record, "envs": {"a": {"slot": 0}}} if record else {}
         notes: list[str] = []
         block = ports.ensure_block(data, payload(uid, **settings), notes, places=(place,))
         return {"block": block, "notes": notes, "envs": data.get("envs")}
-    return as_uid(uid, run)
+    return run
 
 
 def owner(place: str, name: str) -> int:
@@ -222,11 +235,16 @@ def ldap_uids(n: int = 300, seed: int = 19) -> list[int]:
     return random.Random(seed).sample(range(50000, 50000 + 20 * n), n)
 
 
-def everyone_chooses(uids: list[int], place: str, **settings: Any) -> dict[int, Any]:
-    """Each user's `up` (ensure_block as that uid), the users in a shuffled order."""
+def everyone_chooses(uids: list[int], place: str, at_once: int = 50, **settings: Any) -> dict[int, Any]:
+    """Each user's `up` (ensure_block as that uid), in a shuffled order, ``at_once`` users at a time
+    (racing for the same free blocks: O_EXCL decides)."""
     order = list(uids)
     random.Random(7).shuffle(order)
-    return {uid: choose(uid, place, **settings) for uid in order}
+    got = {}
+    for i in range(0, len(order), at_once):
+        running = [(uid, *start_as(uid, choosing(uid, place, **settings))) for uid in order[i:i + at_once]]
+        got.update({uid: result_of(uid, pid, read) for uid, pid, read in running})
+    return got
 
 
 @needs_root
@@ -258,3 +276,19 @@ def test_fewer_blocks_than_users_is_one_clear_line(place):
         assert r["error"].startswith(f"all 250 port blocks from 20000 (100 ports each) are claimed by other users in "
                                      f"{place} (")
         assert "port_base" in r["hint"] and "slots" in r["hint"] and "claims_dir" in r["hint"]
+
+
+def test_ports_and_check_say_where_the_claim_lives():
+    from portal_tasks.steps import ports as ports_step
+
+    block = {"index": 3, "start": 20300, "end": 20399, "claim": "/var/tmp/portal-block-20300-20399"}
+    said = {
+        "mine": ports_step.claim_state(dict(block, claimed=True, claimed_by=None)),
+        "theirs": ports_step.claim_state(dict(block, claimed=False, claimed_by="bob (uid 50103)")),
+        "free": ports_step.claim_state(dict(block, claimed=False, claimed_by=None)),
+        "nowhere": ports_step.claim_state(dict(block, claim=None, claimed=False, claimed_by=None)),
+    }
+    assert said["mine"] == "claimed: /var/tmp/portal-block-20300-20399"
+    assert said["theirs"].startswith("claimed by bob (uid 50103): /var/tmp/portal-block-20300-20399")
+    assert said["free"] == "not claimed yet, its claim would be /var/tmp/portal-block-20300-20399"
+    assert "by who holds them" in said["nowhere"]
