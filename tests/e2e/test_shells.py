@@ -41,3 +41,20 @@ def test_check_passes_on_a_first_call_and_names_the_helpers_python(portal_server
     assert "portal's helper runs on python 3." in res.stdout and "Traceback" not in said(res)
     again = run_portal(shell_user, "check", "--host", portal_server.host, "--env", env)
     assert again.rc == 0, said(again)
+
+
+@pytest.mark.parametrize("role", ["fay", "ted"])  # zed: zsh's first-run menu (no ~/.zshrc) is the windows' part
+def test_up_and_down_with_a_path_env(portal_server: TestServer, request: pytest.FixtureRequest, role: str,
+                                     run_portal) -> None:
+    """up's whole path (its ssh lines, the helper, the windows) for fish and tcsh users."""
+    shell_user: TestUser = request.getfixturevalue(role)
+    env = str(portal_server.envs["a"])
+    try:
+        res = run_portal(shell_user, "up", "--host", portal_server.host, "--env", env, "--no-attach", "--no-browser",
+                         timeout=300)
+        assert res.rc == 0, said(res)
+        status = run_portal(shell_user, "status", "--host", portal_server.host, "--json")
+        assert status.rc == 0 and '"healthy": true' in status.stdout, said(status)
+    finally:
+        down = run_portal(shell_user, "down", "--host", portal_server.host, timeout=120)
+    assert down.rc == 0, said(down)
