@@ -34,6 +34,18 @@ def found_manager(target: Target) -> str | None:
     return found["path"] if found else target.settings.env_manager
 
 
+def session_environment(target: Target, ask: bool = False) -> dict[str, str]:
+    """Variables of the user's tmux session: ZDOTDIR for a zsh user with no startup files at all (the host made an
+    empty ~/.portal/zsh/.zshrc), so zsh's first-run menu does not eat the lines portal types. From what this run
+    knows of the host; ``ask``: ask it when it knows nothing yet (--explain)."""
+    try:
+        facts = target.facts() if ask else target.cache.facts
+    except PortalError:
+        return {}
+    zdotdir = facts.get("zdotdir") if facts else None
+    return {"ZDOTDIR": zdotdir} if zdotdir else {}
+
+
 def shell(target: Target) -> str | None:
     """The shell of the host's tmux windows as far as this run knows it, asking nothing (None: bash lines)."""
     facts = target.cache.facts
@@ -57,6 +69,7 @@ def from_info(target: Target, info: EnvInfo) -> Env:
     return Env(spec=spec, kind=info["kind"], location=location,
                manager=info.get("manager_path") or info.get("manager") or manager(target, spec),
                prefix=info["prefix"], modules=info["modules"], shell=info.get("shell") or shell(target),
+               versions=info.get("versions"),
                loads=target.settings.modules)
 
 

@@ -21,6 +21,7 @@ class Facts(TypedDict):
     tmux: str | None
     manager: Manager | None
     shell: str
+    zdotdir: NotRequired[str | None]  # ZDOTDIR for the windows of a zsh user with no startup files
     cpus: int | None
     memory: int | None
     listeners: NotRequired[list[dict[str, Any]]]
@@ -56,6 +57,7 @@ class EnvCheck(TypedDict):
     shell: NotRequired[str]  # the shell of the user's tmux windows
     loaded: NotRequired[list[str]]  # the environment modules loaded before the env was looked at
     modules: dict[str, bool]
+    versions: NotRequired[dict[str, str]]  # jupyter_server, jupyter-server-proxy: what portal decides by
     dashboard: NotRequired[Dashboard | None]
 
 

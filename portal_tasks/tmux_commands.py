@@ -29,18 +29,22 @@ def has_session(session: str) -> list[str]:
     return ["tmux", "has-session", "-t", session_target(session)]
 
 
-def new_session(session: str, window: str = FIRST_WINDOW) -> list[str]:
-    return ["tmux", "new-session", "-d", "-s", session, "-n", window]
+def new_session(session: str, window: str = FIRST_WINDOW, environment: Mapping[str, str] | None = None) -> list[str]:
+    """A detached session, with variables in the environment of every window it will have."""
+    argv = ["tmux", "new-session", "-d", "-s", session, "-n", window]
+    for name, value in (environment or {}).items():
+        argv += ["-e", f"{name}={value}"]
+    return argv
 
 
-def session_plan(session: str) -> dict[str, Any]:
+def session_plan(session: str, environment: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The session as the helper's ``up`` verb ensures it: ``has`` asked first, ``new`` when it is missing."""
-    return {"name": session, "has": has_session(session), "new": new_session(session)}
+    return {"name": session, "has": has_session(session), "new": new_session(session, environment=environment)}
 
 
-def ensure_session_line(session: str) -> str:
+def ensure_session_line(session: str, environment: Mapping[str, str] | None = None) -> str:
     """One shell line: create the session unless it exists (pasteable, idempotent)."""
-    return f"{shlex.join(has_session(session))} 2>/dev/null || {shlex.join(new_session(session))}"
+    return f"{shlex.join(has_session(session))} 2>/dev/null || {shlex.join(new_session(session, environment=environment))}"
 
 
 def new_window(session: str, window: str, environment: Mapping[str, str] | None = None) -> list[str]:

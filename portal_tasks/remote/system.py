@@ -74,6 +74,30 @@ def window_shell(uid=None):
         return "/bin/sh"
 
 
+#: zsh's startup files in ZDOTDIR (else ~): with none of them, an interactive zsh opens its first-run menu
+ZSH_FILES = (".zshenv", ".zprofile", ".zshrc", ".zlogin")
+
+
+def zsh_dotdir(shell):
+    """For a zsh user with no startup files at all: a ZDOTDIR for portal's windows (~/.portal/zsh, an .zshrc
+    that only says why), so zsh's first-run menu does not take the lines portal types; else None. Such a user's
+    zsh reads nothing anyway, so their windows run the same shell."""
+    if os.path.basename(shell or "") != "zsh" or os.environ.get("ZDOTDIR"):
+        return None
+    home = os.path.expanduser("~")
+    if any(os.path.lexists(os.path.join(home, name)) for name in ZSH_FILES):
+        return None
+    folder = os.path.join(home, ".portal", "zsh")
+    rc = os.path.join(folder, ".zshrc")
+    if not os.path.isfile(rc):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(rc, "w") as fh:
+            fh.write("# portal: you have no zsh startup files, so portal's tmux windows read this empty one\n"
+                     "# instead (ZDOTDIR): zsh's first-run menu would take the lines portal types.\n"
+                     "# Make your own ~/.zshrc and portal's next session uses it.\n")
+    return folder
+
+
 def probe(payload):
     """Who the user is here, which tools exist, and (on request) who listens where."""
     uid = os.getuid()
@@ -87,6 +111,7 @@ def probe(payload):
         "tmux": tool_version(["tmux", "-V"]),
         "manager": managers.find(None),
         "shell": window_shell(uid),
+        "zdotdir": zsh_dotdir(window_shell(uid)),
         "cpus": os.cpu_count(),
         "memory": meminfo_bytes(),
     }

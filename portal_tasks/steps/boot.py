@@ -57,6 +57,7 @@ class Plan:
         self.jupyter, self.socket = "jupyter" in self.parts, socket
         target.cache.env_checks.setdefault(spec, snap["env"])  # type: ignore[arg-type]
         self.env: Env = hostenv.resolve(target, spec)
+        self.socket = socket and self.env.lab_socket()  # where its jupyter_server can, JupyterLab on a socket
         self.env_check: dict[str, Any] = dict(snap["env"] or {})
         self.key = plan.env_key(spec)
         facts = snap["facts"]
@@ -86,7 +87,7 @@ class Plan:
         running = next((c for c in snap.get("clusters") or [] if c.get("key") == self.key and c.get("healthy")), None)
         self.sched = dict(running) if running else None  # a healthy cluster: its ports, kept
         self.lab_port: int | None = None
-        if self.jupyter and not socket:
+        if self.jupyter and not self.socket:
             self.lab_port = int(self.ports.get("jupyter_port") or 0) or None
         self.tls_files: dict[str, Any] | None = None
         if "cluster" in self.parts:  # only a cluster needs the TLS files made now
@@ -146,7 +147,8 @@ class Plan:
 
     def payload(self) -> dict[str, Any]:
         session = self.target.settings.session
-        out: dict[str, Any] = {"session": cmds.session_plan(session), "locks": [], "tls": self.tls_files}
+        out: dict[str, Any] = {"session": cmds.session_plan(session, hostenv.session_environment(self.target)),
+                               "locks": [], "tls": self.tls_files}
         for part in self.parts:
             getattr(self, f"_{part}")(out)
         return out
@@ -193,7 +195,8 @@ class Plan:
         variables = self.client_environment()
         directory = layout.jupyter_dir(self.server, self.key)
         proxy = env.has("jupyter_server_proxy")
-        lab_env = through_jupyter(variables) if proxy and variables else dict(variables)
+        # a jupyter-server-proxy with a known hole is not used for the link: the dashboard's own forward
+        lab_env = through_jupyter(variables) if proxy and env.proxy_safe() and variables else dict(variables)
         lab_env["JUPYTER_TOKEN_FILE"] = f"{directory}/token"
         command = jupyter_step.jupyter_command(self.lab_port, f"{directory}/jupyter.sock" if self.socket else None,
                                                root=int(self.snap["facts"].get("uid", -1)) == 0,
@@ -288,7 +291,7 @@ def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], part
 def session_only(target: Target) -> bool:
     """Ensure the user's session (the `tmux` step): the ``up`` verb with nothing but the session; True when made now."""
     session = target.settings.session
-    payload = {"session": cmds.session_plan(session), "locks": []}
+    payload = {"session": cmds.session_plan(session, hostenv.session_environment(target)), "locks": []}
     created: list[bool] = []
     target.link.helper_stream("up", payload, lambda e: created.append(bool(e.get("created")))
                               if e["event"] == "tmux" else None, timeout=60)

@@ -147,7 +147,7 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     spec = _spec(target, key, EnvPorts.from_dict(ports), options,
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
-    lines.append(tmux_commands.ensure_session_line(target.settings.session))
+    lines.append(tmux_commands.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
     lines += tmux_commands.explain_window(window(target.settings.session, key,
                                                  daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
     return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..envs import Env
 from ..hostenv import resolve_for_explain
@@ -48,5 +49,5 @@ def kept(target: Target, seen: Seen) -> list[str] | None:
 def explain(target: Target, env: str | None = None) -> Explained:
     resolved = resolve_for_explain(target, env)
     session = target.settings.session
-    return Explained(remote=[cmds.ensure_session_line(session),
+    return Explained(remote=[cmds.ensure_session_line(session, hostenv.session_environment(target, ask=True)),
                              *cmds.explain_window(window(session, resolved))])

@@ -63,5 +63,5 @@ def explain(target: Target, env: str | None = None) -> Explained:
     resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
     variables = cluster_step.client_environment(target, resolved.spec)
-    return Explained(remote=[cmds.ensure_session_line(session),
+    return Explained(remote=[cmds.ensure_session_line(session, hostenv.session_environment(target, ask=True)),
                              *cmds.explain_window(window(session, resolved, variables))])

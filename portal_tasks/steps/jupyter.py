@@ -115,7 +115,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
     directory = layout.jupyter_dir(target.server_dir(), resolved.key)
     q = shlex.quote
     token = q(f"{directory}/token")
-    if socket:
+    if socket and resolved.lab_socket():
         command = jupyter_command(socket=f"{directory}/jupyter.sock", root=_root(target))
         url = f"unix socket {directory}/jupyter.sock, path /lab?token=$(cat {token})"
     else:
@@ -127,7 +127,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
         url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
     variables = dict(cluster_step.client_environment(target, resolved.spec), JUPYTER_TOKEN_FILE=f"{directory}/token")
     return Explained(remote=[
-        cmds.ensure_session_line(session),
+        cmds.ensure_session_line(session, hostenv.session_environment(target, ask=True)),
         f"(umask 077 && mkdir -p {q(directory)}) && chmod 700 ~/.portal",
         f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > {token})",
         *cmds.explain_window(window(session, resolved, command, variables)),

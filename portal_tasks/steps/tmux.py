@@ -3,6 +3,7 @@ path (``steps/boot``), this says what it did and what it stands for."""
 
 from __future__ import annotations
 
+from .. import hostenv
 from .. import tmux_commands as cmds
 from ..seen import Seen
 from ..target import Explained, Target
@@ -20,4 +21,4 @@ def kept(target: Target, seen: Seen) -> list[str] | None:
 
 
 def explain(target: Target) -> Explained:
-    return Explained(remote=[cmds.ensure_session_line(target.settings.session)])
+    return Explained(remote=[cmds.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True))])

@@ -112,7 +112,8 @@ def test_pasted_explain_for_a_conda_env_starts_the_cluster(portal_server: TestSe
                 break
             run(["sleep", "0.5"])
         else:
-            raise AssertionError(f"the pasted scheduler does not listen on {port}: {pasted.stderr[-2000:]}")
+            shows = carol.ssh(host, "tmux capture-pane -p -t =portal:=cluster-a").stdout
+            raise AssertionError(f"the pasted scheduler does not listen on {port}: {pasted.stderr[-2000:]}\n{shows}")
         pid = carol.ssh(host, f"pgrep -u $(id -u) -f 'dask scheduler.*--port {port}'").stdout.split()
         assert pid and args_of(carol, host, int(pid[0])).startswith(f"{conda.env_prefix(carol.home, 'a')}/bin/python")
     finally:
