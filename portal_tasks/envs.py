@@ -174,6 +174,7 @@ class Env:
     modules: Mapping[str, bool] | None = None  # IPython / jupyterlab / distributed, once checked
     shell: str | None = None  # the windows' shell on the host (its path or family); None: bash
     loads: tuple[str, ...] = ()  # environment modules loaded before the env (module load)
+    versions: Mapping[str, str] | None = None  # of jupyter_server and jupyter-server-proxy, once checked
 
     @property
     def key(self) -> str:
@@ -190,6 +191,26 @@ class Env:
     def has(self, module: str) -> bool:
         """True when checked and the module imports (unknown counts as present)."""
         return True if self.modules is None else bool(self.modules.get(module))
+
+    def lab_socket(self) -> bool:
+        """JupyterLab can listen on a Unix socket here (jupyter_server 1.9 and later); False when unknown."""
+        return version_tuple((self.versions or {}).get("jupyter_server")) >= LAB_SOCKET_SINCE
+
+    def proxy_safe(self) -> bool:
+        """jupyter-server-proxy is here without CVE-2024-28179 (unknown counts as safe: the host decides too)."""
+        from .remote.layout import proxy_safe
+
+        have = (self.versions or {}).get("jupyter-server-proxy")
+        return self.versions is None or "jupyter-server-proxy" not in self.versions or proxy_safe(have)
+
+
+#: The jupyter_server that has ``ServerApp.sock`` (a Unix socket instead of a port).
+LAB_SOCKET_SINCE = (1, 9, 0)
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    """(1, 9, 0) for "1.9.0rc1"; () for None."""
+    return tuple(int(x) for x in re.findall(r"[0-9]+", (text or "").split("+")[0])[:3])
 
 
 def guess_env(spec: str, manager: str | None, shell: str | None = None, loads: tuple[str, ...] = ()) -> Env:

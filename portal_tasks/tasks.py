@@ -22,6 +22,8 @@ HOST = "SSH host as your ~/.ssh/config knows it, or localhost (default)"
 SSH_CONFIG = "ssh config file to use (default: $PORTAL_SSH_CONFIG, else OpenSSH's own)"
 ENV = "conda/mamba/micromamba env name, or path to a venv or conda prefix"
 EXPLAIN = "print the shell commands this stands for, and do nothing"
+SOCKET = ("JupyterLab on a unix socket (0600, in a 0700 dir) where its jupyter_server allows, which is the "
+          "default; --no-socket: on a port of your block")
 MODULE = "environment modules to load before the env, comma-separated (python/3.11,gcc/12); else modules in config"
 COMMON = {"host": HOST, "ssh-config": SSH_CONFIG, "explain": EXPLAIN}
 
@@ -106,9 +108,9 @@ def ipython(c: Context, env: str | None = None, host: str | None = None, ssh_con
     _host_step(_target(c, host, ssh_config), explain, "ipython", env=env)
 
 
-@portal_task(help={**COMMON, "env": ENV, "socket": "listen on a unix socket in a 0700 dir instead of a port"})
+@portal_task(help={**COMMON, "env": ENV, "socket": SOCKET})
 def jupyter(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
-            socket: bool = False, explain: bool = False) -> None:
+            socket: bool = True, explain: bool = False) -> None:
     """Start JupyterLab for ENV on its planned port with a token (a running one is kept)."""
     _host_step(_target(c, host, ssh_config), explain, "jupyter", env=env, socket=socket)
 
@@ -157,7 +159,7 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
 
 @portal_task(help={
     **COMMON, "env": ENV, **CLUSTER_HELP,
-    "jupyter": "also start JupyterLab", "socket": "JupyterLab on a unix socket",
+    "jupyter": "also start JupyterLab", "socket": SOCKET,
     "attach": "attach to tmux at the end (--no-attach skips it)",
     "browser": "open the browser (--no-browser skips it; URLs are printed anyway)",
     "watch": "stay and keep the forwards alive",
@@ -167,7 +169,7 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
     **JOBS_HELP,
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
-       jupyter: bool = False, socket: bool = False, attach: bool = True, browser: bool = True,
+       jupyter: bool = False, socket: bool = True, attach: bool = True, browser: bool = True,
        workers: str | None = None, threads: str | None = None, memory: str | None = None,
        watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False,
        jobs: str | None = None, queue: str | None = None, account: str | None = None, walltime: str | None = None,

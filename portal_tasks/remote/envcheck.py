@@ -42,8 +42,15 @@ if modules.get("distributed"):
             number = lambda text: [int(x) for x in re.findall(r"[0-9]+", text)[:3]]
             ok = not least or number(have) >= number(least.group(1))
     dashboard = {"need": need, "have": have, "ok": ok}
+versions = {}  # of what portal decides by: JupyterLab on a socket, jupyter-server-proxy's known hole
+for dist in ("jupyter_server", "jupyter-server-proxy"):
+    try:
+        from importlib.metadata import version
+        versions[dist] = version(dist)
+    except Exception:
+        pass
 print(json.dumps({"prefix": sys.prefix, "version": sys.version.split()[0], "modules": modules,
-                  "dashboard": dashboard}))
+                  "dashboard": dashboard, "versions": versions}))
 """
 
 
@@ -168,7 +175,7 @@ def probe(spec, prefix, python):
     now = stamp(prefix, python)
     known = read_json(kept) or {}
     if isinstance(known, dict) and known.get("stamp") == now and known.get("python") == python \
-            and isinstance(known.get("info"), dict):
+            and known.get("probe") == _digest(_PROBE) and isinstance(known.get("info"), dict):
         return known["info"]
     try:
         out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
@@ -177,7 +184,7 @@ def probe(spec, prefix, python):
         raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
                       "Try `%s -c 1` on the host to see why." % python)
     if now == stamp(prefix, python):  # nothing changed while it ran
-        write_json(kept, {"stamp": now, "python": python, "info": info})
+        write_json(kept, {"stamp": now, "python": python, "info": info, "probe": _digest(_PROBE)})
     return info
 
 
@@ -197,6 +204,7 @@ def env_check(payload):
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
             "manager": manager.get("kind"), "manager_path": manager.get("path"),
             "manager_source": manager.get("source"), "modules": info["modules"], "dashboard": info.get("dashboard"),
+            "versions": info.get("versions") or {},
             "shell": system.window_shell(), "loaded": list(payload.get("modules") or [])}
 
 

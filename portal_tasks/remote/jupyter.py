@@ -8,7 +8,6 @@ gets a new token, and the token only ever goes to a listener of the user's own (
 import http.client
 import inspect
 import os
-import re
 import secrets
 import signal
 import socket
@@ -30,7 +29,7 @@ from .common import (
     tcp_rows,
     write_json,
 )
-from .layout import write_atomic
+from .layout import proxy_safe, write_atomic
 
 URL_PATH = "/lab"
 
@@ -149,19 +148,6 @@ def _portal_dask_labextension():
 
 _portal_dask_labextension()
 """
-
-
-#: Where CVE-2024-28179 is fixed: jupyter-server-proxy 4.1.1, and 3.2.3 in the 3.x line.
-PROXY_FIXED = ((4, 1, 1), (3, 2, 3))
-
-
-def proxy_safe(version):
-    """True for a jupyter-server-proxy version (text) without CVE-2024-28179; False for one with it or none."""
-    if not version:
-        return False
-    parts = tuple(int(x) for x in re.findall(r"[0-9]+", version.split("+")[0])[:3])
-    parts += (0,) * (3 - len(parts))
-    return parts >= (4, 1, 1) or (3, 2, 3) <= parts < (4, 0, 0)
 
 
 def _portal_proxy_version():

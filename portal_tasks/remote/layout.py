@@ -152,6 +152,17 @@ def per_worker(ports: dict[str, Any], index: int) -> dict[str, Any]:
     return {"worker_port": [w[0] + index, w[1]], "nanny_port": [n[0] + index, n[1]], "http_port": port}
 
 
+def proxy_safe(version: "str | None") -> bool:
+    """True for a jupyter-server-proxy version (text) without CVE-2024-28179 (websockets proxied without
+    Jupyter's login; fixed in 4.1.1, and 3.2.3 in the 3.x line); False for one with it, or for none.
+    (Also run inside JupyterLab by portal's config for it: standard library only, annotations quoted.)"""
+    if not version:
+        return False
+    parts = tuple(int(x) for x in re.findall(r"[0-9]+", version.split("+")[0])[:3])
+    parts += (0,) * (3 - len(parts))
+    return parts >= (4, 1, 1) or (3, 2, 3) <= parts < (4, 0, 0)
+
+
 def worker_pid_file(workers_pid_file: str, index: int) -> str:
     """Worker ``index``'s pid file beside ``workers_pid_file``: ``KEY.workers.pid`` -> ``KEY.workers-INDEX.pid``."""
     base = workers_pid_file[:-4] if workers_pid_file.endswith(".pid") else workers_pid_file

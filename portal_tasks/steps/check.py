@@ -8,18 +8,26 @@ from typing import Callable
 from .. import hostenv
 from ..envs import dashboard_problem
 from ..errors import PortalError
+from ..remote.layout import proxy_safe
 from ..target import Target
 
 REQUIRED_MODULES = {"IPython": "ipython", "distributed": "dask.distributed"}
 OPTIONAL_MODULES = {"jupyterlab": "jupyterlab (needed for --jupyter)"}
 
 
-def in_jupyter(name: str, modules: dict[str, bool]) -> list[tuple[bool | None, str]]:
+def in_jupyter(name: str, modules: dict[str, bool],
+               versions: dict[str, str] | None = None) -> list[tuple[bool | None, str]]:
     """What JupyterLab can do with the cluster in env ``name``: the dashboard through Jupyter's own
-    port (jupyter-server-proxy), dask-labextension's panes set to the shared cluster (needs both)."""
+    port (jupyter-server-proxy, not one with a known hole), dask-labextension's panes set to the shared
+    cluster (needs both)."""
     env, proxy, panes = repr(name), modules.get("jupyter_server_proxy"), modules.get("dask_labextension")
     lines: list[tuple[bool | None, str]] = []
-    if proxy:
+    have = (versions or {}).get("jupyter-server-proxy")
+    if proxy and have and not proxy_safe(have):
+        lines.append((None, (f"env {env} has jupyter-server-proxy {have}, which proxies websockets without Jupyter's "
+                             "login (CVE-2024-28179): portal does not use it, notebooks get the dashboard's direct "
+                             "link; `pip install -U 'jupyter-server-proxy>=4.1.1'`")))
+    elif proxy:
         lines.append((True, (f"env {env} has jupyter-server-proxy: JupyterLab also serves the dashboard "
                              "(at /proxy/PORT/status, only your own cluster's)")))
     else:
@@ -92,7 +100,8 @@ def _env(target: Target, env: str | None) -> list[Line]:
         else:
             lines.append(Line(True, f"{target.host}: env {info['name']!r} has {module}"))
     if modules.get("jupyterlab") and modules.get("distributed"):
-        lines += [Line(ok, f"{target.host}: {text}") for ok, text in in_jupyter(info["name"], modules)]
+        lines += [Line(ok, f"{target.host}: {text}")
+                  for ok, text in in_jupyter(info["name"], modules, info.get("versions"))]
     if modules.get("dask_jobqueue"):
         lines.append(Line(True, f"{target.host}: env {info['name']!r} has dask-jobqueue (for --jobs)"))
     else:

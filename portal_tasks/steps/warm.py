@@ -62,8 +62,8 @@ def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, o
     checked = snap.get("env")
     if not checked:
         return None
-    seen = Seen(snap, hostenv.from_info(target, {"name": spec, **checked}), jupyter=jupyter, socket=socket,
-                options=options)
+    env = hostenv.from_info(target, {"name": spec, **checked})
+    seen = Seen(snap, env, jupyter=jupyter, socket=socket and env.lab_socket(), options=options)
     kept: dict[str, list[str]] = {}
     for name in steps:
         lines: list[str] | None = STEPS[name].kept(target, seen)

@@ -65,7 +65,8 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
     assert code == 200 and "Dask" in body
     code, body = http_get(f"{origin}/proxy/{port}/status")  # without the token: Jupyter's login page
     assert "Dask" not in body and "token" in body.lower(), (code, body[:300])
-    assert http_get(f"{origin}/proxy/{lab['port']}/api/status?token={token}")[0] == 403  # not a dashboard
+    assert lab["socket"] and lab["port"] is None, lab  # JupyterLab on its Unix socket, the default
+    assert http_get(f"{origin}/proxy/{cluster['scheduler_port']}/?token={token}")[0] == 403  # not a dashboard
 
     session = chromium.new_context()  # one browser session: Jupyter's login cookie holds for every tab
     page = session.new_page()
@@ -109,3 +110,53 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
     assert bob.ssh(host, "sh", "-c", shlex.quote(grab)).rc == 0
     retry_until(lambda: http_get(f"{origin}/proxy/{port}/status?token={token}")[0] == 403, 10, 0.2,
                 what="the proxy to refuse a dashboard port another user also listens on")
+
+
+def _kernel_environ(lab_url: str, lab_pid: int) -> list[bytes]:
+    """Start a kernel through JupyterLab's API (with its token) and read that kernel's environment."""
+    import urllib.request
+
+    origin, token = lab_url.split("/lab?")[0], lab_url.rpartition("token=")[2]
+    request = urllib.request.Request(f"{origin}/api/kernels", data=b"{}", method="POST",
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        assert resp.status == 201
+
+    def kernel() -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(stat[1]) == lab_pid and b"ipykernel" in (entry / "cmdline").read_bytes():
+                        return int(entry.name)
+                except (OSError, IndexError, ValueError):
+                    continue
+        return None
+
+    pid = retry_until(kernel, 60, 0.2, what="the kernel JupyterLab started")
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+def test_a_jupyter_server_proxy_with_a_known_hole_is_named_by_check_and_not_used_for_the_link(
+        portal_server: TestServer, alice, run_portal):
+    host, env = portal_server.host, str(portal_server.envs["oldproxy"])
+    res = run_portal(alice, "check", "--host", host, "--env", env)
+    said = [line for line in res.stdout.splitlines() if "CVE-2024-28179" in line]
+    assert len(said) == 1 and "jupyter-server-proxy 4.1.0" in said[0], res.stdout
+    assert said[0].endswith("`pip install -U 'jupyter-server-proxy>=4.1.1'`"), said
+
+    up(run_portal, alice, host, env, "--jupyter")
+    (report,) = json.loads(run_portal(alice, "status", "--all", "--json").stdout)
+    (cluster,), (lab,) = report["clusters"], report["jupyter"]
+    port = cluster["dashboard_port"]
+    lab_url = next(f["url"] for f in report["forwards"] if f["service"].startswith("jupyter-"))
+    origin, token = lab_url.split("/lab?")[0], lab_url.rpartition("token=")[2]
+    direct = f"http://localhost:{port}/status"
+    environ = Path(f"/proc/{lab['pid']}/environ").read_bytes().split(b"\0")
+    assert f"DASK_DISTRIBUTED__DASHBOARD__LINK={direct}".encode() in environ  # not /proxy/PORT/status
+    assert f"DASK_DISTRIBUTED__DASHBOARD__LINK={direct}".encode() in _kernel_environ(lab_url, lab["pid"])
+    assert http_get(f"{origin}/proxy/{port}/status?token={token}")[0] == 403  # the proxy reaches nothing
+    settings = json.loads(http_get(f"{origin}/lab/api/settings/dask-labextension:plugin?token={token}")[1])
+    assert settings["schema"]["properties"]["defaultURL"]["default"] == f"http://localhost:{port}"
+    dashboard = next(f["url"] for f in report["forwards"] if f["service"].startswith("dashboard-"))
+    assert dashboard == direct and http_get(dashboard)[0] == 200  # the link is the dashboard's own forward

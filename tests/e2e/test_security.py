@@ -81,7 +81,7 @@ def test_another_user_reads_nothing_in_portal_state(portal_server, alice, bob, r
 
 def test_jupyter_refuses_another_user_without_the_token(portal_server, alice, bob, run_portal, env):
     host = portal_server.host
-    res = up(run_portal, alice, host, env, "--jupyter")
+    res = up(run_portal, alice, host, env, "--jupyter", "--no-socket")  # on a port (a socket is the default)
     entry = jupyter_entry(run_portal, alice, host)
     port = entry["port"]
     for path in ("/api/status", "/api/contents", "/api/kernels", "/lab"):
@@ -118,7 +118,7 @@ def test_each_jupyter_start_has_a_new_token_and_browse_opens_the_current_one(por
 
 def test_jupyter_on_a_unix_socket_is_unreachable_for_another_user(portal_server, alice, bob, run_portal, env):
     host = portal_server.host
-    res = up(run_portal, alice, host, env, "--jupyter", "--socket")
+    res = up(run_portal, alice, host, env, "--jupyter")  # on a socket by default
     entry = jupyter_entry(run_portal, alice, host)
     sock = entry["socket"]
     assert sock and entry["port"] is None, entry
@@ -154,7 +154,7 @@ def test_another_users_web_server_on_a_planned_port_is_never_taken_for_mine(port
     assert ports.rc == 0, ports.stderr
     planned = json.loads(ports.stdout)["block"]["start"] + plan.LAYOUT[service]
     with http_squatter(portal_server, bob, planned):
-        res = up(run_portal, alice, host, env, "--jupyter")
+        res = up(run_portal, alice, host, env, "--jupyter", "--no-socket")
         assert f"port {planned}" in res.stderr and "another user" in res.stderr, res.stderr
         report = status(run_portal, alice, host)
         used = report["clusters"][0]["dashboard_port"] if service == "dashboard_port" else report["jupyter"][0]["port"]
@@ -240,7 +240,7 @@ def test_a_co_user_grabbing_ports_during_up_gets_no_request_and_every_url_is_min
     block = json.loads(run_portal(alice, "ports", "--host", host, "--json").stdout)["block"]
     first_move = block["start"] + 3  # the free port of the slot, where a squatted Jupyter port goes first
     with port_grabber(portal_server, bob, alice, [first_move], jupyter_grabs=2) as seen:
-        res = up(run_portal, alice, host, env, "--jupyter")
+        res = up(run_portal, alice, host, env, "--jupyter", "--no-socket")  # Jupyter on a port, to be grabbed
     grabbed = [line for line in seen if "grabbed" in line]
     assert {line["why"] for line in grabbed} == {"before up", "jupyter cmdline", "dashboard cmdline"}, seen
     received = [line for line in seen if "got" in line]

@@ -34,7 +34,8 @@ class FakeLink(Link):
         kind = "named" if "/" not in spec else "venv"
         return {"kind": kind, "prefix": spec if kind == "venv" else f"/opt/conda/envs/{spec}",
                 "python": "x/bin/python", "version": "3.11", "manager": "conda",
-                "modules": {"IPython": True, "jupyterlab": True, "distributed": True}}
+                "modules": {"IPython": True, "jupyterlab": True, "distributed": True},
+                "versions": {"jupyter_server": "2.14.2" if spec != "old" else "1.8.0"}}
 
     def connect(self) -> None: ...
     def command_argv(self, command: str, *, tty: bool = False) -> list[str]: raise AssertionError("no commands")
@@ -88,6 +89,8 @@ def test_jupyter_socket_explain_uses_a_private_dir(target: Target) -> None:
     text = "\n".join(jupyter.explain(target, env="a", socket=True).remote)
     assert "--ServerApp.sock=/home/a/.portal/hosts/matagorda/jupyter/a/jupyter.sock" in text
     assert "(umask 077 && mkdir -p /home/a/.portal/hosts/matagorda/jupyter/a)" in text
+    old = "\n".join(jupyter.explain(target, env="old", socket=True).remote)  # its jupyter_server has no --sock
+    assert "--ServerApp.sock" not in old and "--port=20002" in old
 
 
 def test_explain_asks_the_host_only_read_only_questions(target: Target) -> None:

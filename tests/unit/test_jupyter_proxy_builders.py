@@ -88,3 +88,19 @@ def test_check_says_what_jupyterlab_can_do_with_the_cluster():
                     (None, "Dask panes in JupyterLab not available in env 'a'; `pip install dask-labextension`")]
     panes_only = in_jupyter("a", {"dask_labextension": True})
     assert panes_only[1][0] is None and "only with jupyter-server-proxy" in panes_only[1][1]
+
+
+def test_check_names_a_jupyter_server_proxy_with_a_known_hole_and_the_upgrade():
+    from portal_tasks.envs import Env
+    from portal_tasks.steps.check import in_jupyter
+
+    modules = {"jupyter_server_proxy": True, "dask_labextension": True}
+    (ok, text), *_ = in_jupyter("lab", modules, {"jupyter-server-proxy": "4.1.0"})
+    assert ok is None and "jupyter-server-proxy 4.1.0" in text and "CVE-2024-28179" in text
+    assert text.endswith("`pip install -U 'jupyter-server-proxy>=4.1.1'`") and "\n" not in text
+    (ok, text), *_ = in_jupyter("lab", modules, {"jupyter-server-proxy": "4.1.1"})
+    assert ok is True and "JupyterLab also serves the dashboard" in text
+    env = Env(spec="lab", kind="venv", location="/e", versions={"jupyter-server-proxy": "3.2.2", "jupyter_server": "1.9.0"})
+    assert not env.proxy_safe() and env.lab_socket()
+    assert Env(spec="x", kind="venv", location="/e").proxy_safe()  # not checked: the host decides
+    assert not Env(spec="x", kind="venv", location="/e", versions={"jupyter_server": "1.8.9"}).lab_socket()

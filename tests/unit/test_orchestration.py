@@ -104,7 +104,11 @@ def test_a_lab_on_a_port_is_not_kept_when_a_socket_is_asked() -> None:
     snap: Any = dict(WARM, jupyters=[LAB])
     steps = ["tmux", "env", "cluster", "ipython", "jupyter"]
     assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=False) is not None
+    assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=True) is not None  # unknown
+    snap["env"] = dict(ENV, versions={"jupyter_server": "2.14.2"})  # a jupyter_server that can listen on a socket
     assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=True) is None
+    snap["env"] = dict(ENV, versions={"jupyter_server": "1.8.1"})  # one that cannot: its lab on a port is kept
+    assert warm.decide(target, "a", snap, steps, options=OPTIONS, jupyter=True, socket=True) is not None
 
 
 @pytest.mark.parametrize("part", ["env", "cluster", "ipython", "jupyter"])
