@@ -371,8 +371,10 @@ class Link(ABC):
                     held, line = self._take(command, first)
                     err = held.finish()[1] if line != "locked" else ""
                 if line != "locked":
-                    self._raise_reported("lock", Result(("helper", "lock"), rc, line, err))
-                    raise errors.StateError(f"could not take the lock {name!r} in ~/.portal ({line or err or 'no answer'}).",
+                    failed = Result(("helper", "lock"), rc, line, err)
+                    self._raise_reported("lock", failed)
+                    said = failure_line(failed) if (line or err) else "no answer"
+                    raise errors.StateError(f"could not take the lock {name!r} in ~/.portal ({said}).",
                                             host=self.host, hint="Another portal command may hang; try again.")
             yield
         finally:

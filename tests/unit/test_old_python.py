@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from portal_tasks.config import resolve
-from portal_tasks.errors import ConfigError, RemoteCommandError
+from portal_tasks.errors import ConfigError, RemoteCommandError, StateError
 from portal_tasks.link.base import MAIN, bootstrap_program, helper_archive
 from portal_tasks.link.local import LocalLink
 from portal_tasks.remote import python_pick
@@ -159,6 +159,9 @@ def test_a_helper_traceback_is_its_last_line_and_the_whole_under_debug(tmp_path,
     assert info.value.message == "portal's helper (ping) failed: KeyError: plan"
     assert "--debug" in info.value.line() and "Traceback" not in info.value.line()
     assert 'File "x.py", line 6' in caplog.text
+    with pytest.raises(StateError) as locked:  # a held call (the lock) says the same
+        link.lock("t").__enter__()
+    assert "(KeyError: plan)" in locked.value.line() and "Traceback" not in locked.value.line()
 
 
 @pytest.mark.parametrize("dirs, expected", [
