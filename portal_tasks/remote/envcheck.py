@@ -68,8 +68,9 @@ def _path_kind(prefix):
     return "venv" if has_activate else None
 
 
-def _manager(wanted):
-    """The manager to use ({"kind", "path", "source", "root"}), or a Failure saying where portal looked."""
+def _manager(wanted, spec):
+    """The manager to use ({"kind", "path", "source", "root"}) for env name ``spec``, or a Failure saying where
+    portal looked."""
     found = managers.find(wanted)
     if found:
         return found
@@ -79,7 +80,8 @@ def _manager(wanted):
                       "or micromamba.")
     looked = "$CONDA_EXE, the conda initialize blocks of ~/.bashrc, ~/.zshrc and the like, the PATH, ~/miniforge3, " \
              "~/miniconda3, /opt/conda and the like"
-    raise Failure("no %s found here (looked at %s)." % (wanted or "conda, mamba or micromamba", looked), "EnvError",
+    raise Failure("env %r is a name, but no %s was found here (looked at %s)."
+                  % (spec, wanted or "conda, mamba or micromamba", looked), "EnvError",
                   "Set env_manager in portal.yaml to its path (e.g. env_manager: /path/to/bin/conda), "
                   "or pass --env PATH to a venv or conda prefix.")
 
@@ -87,7 +89,7 @@ def _manager(wanted):
 def _resolve_named(spec, wanted):
     """("named", prefix, manager) of env name ``spec``: from what is on disk first (no manager start),
     then from the manager's ``env list`` (kept per manager; asked again when a name is not in it)."""
-    manager = _manager(wanted)
+    manager = _manager(wanted, spec)
     prefix = managers.known_prefix(spec, manager)
     if prefix:
         return "named", prefix, manager
