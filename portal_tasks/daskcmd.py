@@ -55,6 +55,17 @@ def _tls_args(tls: TlsPaths) -> list[str]:
     return ["--tls-ca-file", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key]
 
 
+#: Ends the preload's text in --explain's here-document (never a line of the preload itself).
+PRELOAD_END = "PORTAL_PRELOAD_END"
+
+
+def preload_install_lines(path: str, source: str) -> list[str]:
+    """The lines that put portal's preload at ``path`` by hand (0600 in a 0700 directory), as the helper does."""
+    folder = path.rsplit("/", 1)[0]
+    return [f"mkdir -p -m 700 {shlex.quote(folder)} && (umask 077; cat > {shlex.quote(path)}) <<'{PRELOAD_END}'",
+            *source.rstrip("\n").split("\n"), PRELOAD_END]
+
+
 def _preload_args(preload: str | None) -> list[str]:
     """portal's preload (remote/owner_only.py): the process's HTTP servers answer the user alone."""
     return ["--preload", preload] if preload else []

@@ -7,6 +7,7 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from .. import daskcmd, envs, hostenv, plan, tls, tmux_commands
@@ -147,6 +148,9 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     spec = _spec(target, key, EnvPorts.from_dict(ports), options,
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
+    if spec.paths.get("preload"):  # the dashboard's owner-only listener, as the helper installs it
+        source = (Path(layout.__file__).parent / "owner_only.py").read_text()
+        lines += daskcmd.preload_install_lines(spec.paths["preload"], source)
     lines.append(tmux_commands.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
     lines += tmux_commands.explain_window(window(target.settings.session, key,
                                                  daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
