@@ -76,15 +76,19 @@ def tls_ports(records):
         if isinstance(rec.get("scheduler_port"), int):
             ports.add(rec["scheduler_port"])
         for name in ("worker_ports", "nanny_ports"):
-            lo, hi = rec.get(name) or [0, -1]
-            ports.update(range(lo, hi + 1))
+            try:
+                lo, hi = rec.get(name) or [0, -1]
+                ports.update(range(int(lo), int(hi) + 1))
+            except (TypeError, ValueError):  # a damaged record: its ports are not known
+                pass
     return ports
 
 
 def jupyter_ports():
     ports = set()
     for path in glob.glob(server_path("jupyter", "*", "state.json")):
-        port = (read_json(path, {}) or {}).get("port")
+        record = read_json(path, None)  # a damaged one (not an object) names no port
+        port = record.get("port") if isinstance(record, dict) else None
         if isinstance(port, int):
             ports.add(port)
     return ports

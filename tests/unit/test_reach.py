@@ -114,3 +114,14 @@ def test_ports_says_who_can_reach_each_listener() -> None:
     assert "127.0.0.1:20001  pid 7  dask scheduler  -- owner only (portal's owner check: 403 to anyone else)" in text
     assert "127.0.0.1:20050  pid 8  python -m http.server\n" in text + "\n"  # an older helper said nothing
     assert "/home/a/.portal/j.sock  pid 9  jupyter  -- owner only (Unix socket mode 0600)" in text
+
+
+def test_damaged_records_name_no_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from portal_tasks.remote import common
+
+    monkeypatch.setattr(common, "SERVER_DIR", str(tmp_path))
+    for where, text in (("jupyter/a/state.json", "[1, 2]"), ("jupyter/b/state.json", "not json"),
+                        ("clusters/a.json", "[]"), ("jupyter/c/state.json", '{"port": 20002}')):
+        (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / where).write_text(text)
+    assert reach.jupyter_ports() == {20002} and reach._records() == []
