@@ -76,11 +76,15 @@ def run_newer(argv=None, environ=None):
     argv = list(sys.argv if argv is None else argv)
     environ = os.environ if environ is None else environ
     found = pythons(environ.get("PATH", os.defpath).split(os.pathsep))
-    path = choice(found)
-    if path is not None and not environ.get(AGAIN):
+    if not environ.get(AGAIN):
         env = dict(environ)
         env[AGAIN] = sys.executable or "python"
-        os.execve(path, [path] + argv, env)
+        for minor, path in found:  # the newest that starts (a broken one is passed over)
+            if (3, minor) >= NEEDS:
+                try:
+                    os.execve(path, [path] + argv, env)
+                except OSError:
+                    continue
     version = sys.version.split()[0]
     sys.stdout.write(json.dumps({
         "ok": False, "kind": "PythonTooOld",

@@ -91,6 +91,16 @@ def test_a_too_old_python_hands_the_call_to_the_newest_on_the_path(version, arch
     assert python_pick.AGAIN not in out.stdout
 
 
+def test_a_newer_python_that_cannot_start_is_passed_over(archive, tmp_path):
+    old = pyenv_python("3.6")
+    broken = bin_dir(tmp_path / "broken", python3_13=tmp_path / "nowhere")
+    (tmp_path / "nowhere").write_text("#!/no/such/interpreter\n")
+    (tmp_path / "nowhere").chmod(0o755)
+    newer = bin_dir(tmp_path / "newer", python3_8=Path(sys.executable))
+    out = run_helper(old, archive, "probe", [broken, newer], tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["result"]["python_path"] == str(newer / "python3.8"), out
+
+
 def test_a_host_with_only_old_pythons_says_so_in_one_json_line(archive, tmp_path):
     old = pyenv_python("3.6")
     path = [bin_dir(tmp_path / "old", python3=old, python3_6=old),
