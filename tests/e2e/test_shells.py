@@ -43,10 +43,10 @@ def test_check_passes_on_a_first_call_and_names_the_helpers_python(portal_server
     assert again.rc == 0, said(again)
 
 
-@pytest.mark.parametrize("role", ["fay", "ted"])  # zed: zsh's first-run menu (no ~/.zshrc) is the windows' part
+@pytest.mark.parametrize("role", list(SHELLS))
 def test_up_and_down_with_a_path_env(portal_server: TestServer, request: pytest.FixtureRequest, role: str,
                                      run_portal) -> None:
-    """up's whole path (its ssh lines, the helper, the windows) for fish and tcsh users."""
+    """up's whole path (its ssh lines, the helper, the windows) for zsh, fish and tcsh users."""
     shell_user: TestUser = request.getfixturevalue(role)
     env = str(portal_server.envs["a"])
     try:
