@@ -14,7 +14,8 @@ import pytest
 
 from portal_tasks import remote_shell
 from portal_tasks.errors import UsageError
-from portal_tasks.link.base import bootstrap_command, helper_archive, helper_command, payload_line
+from portal_tasks.link.base import (bootstrap_command, helper_archive, helper_command, payload_line,
+                                    python_not_found)
 from portal_tasks.tmux_commands import attach
 
 SHELLS = ("sh", "bash", "zsh", "fish", "tcsh", "csh")
@@ -128,6 +129,16 @@ def test_the_helper_installs_and_answers_through_each_login_shell(shell, tmp_pat
     again = in_shell(shell, helper_command(sys.executable, "probe"), tmp_path, payload_line({}))
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["result"]["home"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("python", ["python-not-here", "/opt/no/such/python3"])
+@pytest.mark.parametrize("shell", shell_params())
+def test_a_missing_python_is_told_apart_in_each_shells_own_words(shell, python, tmp_path):
+    """sh, bash, zsh and fish exit 127, tcsh and csh 1, each saying it differently: all read as "no such python"."""
+    out = in_shell(shell, helper_command(python, "ping"), tmp_path, payload_line({}))
+    assert python_not_found(python, out.returncode, out.stderr.decode()), (out.returncode, out.stderr)
+    other = in_shell(shell, helper_command(sys.executable, "no-such-verb"), tmp_path, payload_line({}))
+    assert not python_not_found(sys.executable, other.returncode, other.stderr.decode())
 
 
 @pytest.mark.parametrize("shell", shell_params())
