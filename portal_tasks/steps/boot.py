@@ -57,7 +57,7 @@ class Plan:
         self.jupyter, self.socket = "jupyter" in self.parts, socket
         target.cache.env_checks.setdefault(spec, snap["env"])  # type: ignore[arg-type]
         self.env: Env = hostenv.resolve(target, spec)
-        self.socket = socket and self.env.lab_socket()  # where its jupyter_server can, JupyterLab on a socket
+        self.socket = jupyter_step.on_socket(target, self.env, socket)
         self.env_check: dict[str, Any] = dict(snap["env"] or {})
         self.key = plan.env_key(spec)
         facts = snap["facts"]

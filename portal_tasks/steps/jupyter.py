@@ -49,6 +49,12 @@ def jupyter_command(port: int | None = None, socket: str | None = None, *, root:
     return shlex.join(argv)
 
 
+def on_socket(target: Target, env: Env, asked: bool) -> bool:
+    """JupyterLab listens on a Unix socket: asked (the default), its jupyter_server can (1.9+), and a forward
+    carries it to the browser (portal on the host itself forwards nothing: a browser there needs the port)."""
+    return asked and env.lab_socket() and not target.settings.is_local
+
+
 def _root(target: Target) -> bool:
     """Jupyter refuses to run as root without --allow-root (containers, the localhost demo)."""
     try:
@@ -115,7 +121,7 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
     directory = layout.jupyter_dir(target.server_dir(), resolved.key)
     q = shlex.quote
     token = q(f"{directory}/token")
-    if socket and resolved.lab_socket():
+    if on_socket(target, resolved, socket):
         command = jupyter_command(socket=f"{directory}/jupyter.sock", root=_root(target))
         url = f"unix socket {directory}/jupyter.sock, path /lab?token=$(cat {token})"
     else:

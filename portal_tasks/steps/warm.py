@@ -20,6 +20,7 @@ from ..seen import Seen
 from ..services import Service, collect
 from ..target import Target
 from . import cluster, env, ipython, jupyter, tmux
+from .jupyter import on_socket as jupyter_on_socket
 
 #: The host steps of `up` by name; each has ``kept(target, seen) -> list[str] | None``.
 STEPS: dict[str, ModuleType] = {"tmux": tmux, "env": env, "cluster": cluster, "ipython": ipython, "jupyter": jupyter}
@@ -62,8 +63,8 @@ def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, o
     checked = snap.get("env")
     if not checked:
         return None
-    env = hostenv.from_info(target, {"name": spec, **checked})
-    seen = Seen(snap, env, jupyter=jupyter, socket=socket and env.lab_socket(), options=options)
+    resolved = hostenv.from_info(target, {"name": spec, **checked})
+    seen = Seen(snap, resolved, jupyter=jupyter, socket=jupyter_on_socket(target, resolved, socket), options=options)
     kept: dict[str, list[str]] = {}
     for name in steps:
         lines: list[str] | None = STEPS[name].kept(target, seen)

@@ -104,3 +104,15 @@ def test_check_names_a_jupyter_server_proxy_with_a_known_hole_and_the_upgrade():
     assert not env.proxy_safe() and env.lab_socket()
     assert Env(spec="x", kind="venv", location="/e").proxy_safe()  # not checked: the host decides
     assert not Env(spec="x", kind="venv", location="/e", versions={"jupyter_server": "1.8.9"}).lab_socket()
+
+
+def test_jupyter_on_a_socket_only_where_a_forward_carries_it():
+    from portal_tasks.config import resolve
+    from portal_tasks.envs import Env
+    from portal_tasks.steps.jupyter import on_socket
+
+    env = Env(spec="a", kind="venv", location="/e", versions={"jupyter_server": "2.14.2"})
+    remote = types.SimpleNamespace(settings=resolve(None, "matagorda"))
+    local = types.SimpleNamespace(settings=resolve(None, "localhost"))  # portal on the host itself
+    assert on_socket(remote, env, True) and not on_socket(remote, env, False)  # type: ignore[arg-type]
+    assert not on_socket(local, env, True)  # type: ignore[arg-type]
