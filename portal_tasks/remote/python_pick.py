@@ -2,10 +2,11 @@
 
 The zipapp's ``__main__`` imports this module only on a Python older than :data:`NEEDS`, so it is written
 for every Python from 2.7 on (no f-strings, no annotations): it re-execs the newest ``python3.X`` on the
-PATH (X at least NEEDS' minor) with the same arguments and the same stdin, or prints the helper's usual
-JSON error naming the Pythons found.
+PATH (X at least NEEDS' minor), else one in the usual conda places and envs of the user, with the same
+arguments and the same stdin; or it prints the helper's usual JSON error naming the Pythons found.
 """
 
+import glob
 import json
 import os
 import re
@@ -20,6 +21,10 @@ NEEDS = (3, 8)
 AGAIN = "PORTAL_HELPER_REEXEC"
 #: The names looked for on the PATH.
 VERSIONED = re.compile(r"^python3\.(\d+)$")
+#: Looked at after the PATH: where people install conda (its base has a python3.X), and their conda envs.
+PLACES = ("~/miniforge3/bin", "~/mambaforge/bin", "~/miniconda3/bin", "~/anaconda3/bin", "/opt/conda/bin",
+          "/opt/miniforge3/bin", "/opt/miniconda3/bin", "/opt/anaconda3/bin")
+ENVS = ("~/.conda/envs/*/bin", "~/miniforge3/envs/*/bin", "~/miniconda3/envs/*/bin", "~/micromamba/envs/*/bin")
 
 
 def pythons(path_dirs, listdir=os.listdir, runnable=None):
@@ -46,6 +51,16 @@ def pythons(path_dirs, listdir=os.listdir, runnable=None):
     return [(minor, path) for minor, _, path in found]
 
 
+def candidates(environ, find=pythons):
+    # type: (Mapping[str, str], Callable[[List[str]], List[Tuple[int, str]]]) -> List[Tuple[int, str]]
+    """The python3.X of the PATH (newest first), then those in the usual conda places and envs of this user
+    (no rc file is read): the first of them new enough runs the helper."""
+    more = [os.path.expanduser(place) for place in PLACES]
+    for pattern in ENVS:
+        more += sorted(glob.glob(os.path.expanduser(pattern)))
+    return find(environ.get("PATH", os.defpath).split(os.pathsep)) + find(more)
+
+
 def choice(found, needs=NEEDS):
     # type: (List[Tuple[int, str]], Tuple[int, int]) -> Optional[str]
     """The path of the newest Python in ``found`` that can run the helper, or None."""
@@ -63,9 +78,9 @@ def too_old_message(version, executable, found, needs=NEEDS):
     text = "portal's helper needs Python %d.%d or newer; this server has Python %s (%s)" % (
         needs[0], needs[1], version, executable)
     if others:
-        text += " and on the PATH " + ", ".join(others)
+        text += " and " + ", ".join(others)
     else:
-        text += " and no other python3.X on the PATH"
+        text += " and no other python3.X on the PATH or in the usual conda places"
     return text + "."
 
 
@@ -75,7 +90,7 @@ def run_newer(argv=None, environ=None):
     it; print the JSON error and exit 1 where there is none. Never returns."""
     argv = list(sys.argv if argv is None else argv)
     environ = os.environ if environ is None else environ
-    found = pythons(environ.get("PATH", os.defpath).split(os.pathsep))
+    found = candidates(environ)
     if not environ.get(AGAIN):
         env = dict(environ)
         env[AGAIN] = sys.executable or "python"

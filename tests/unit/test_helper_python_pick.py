@@ -112,7 +112,20 @@ def test_a_host_with_only_old_pythons_says_so_in_one_json_line(archive, tmp_path
     version = subprocess.run([str(old), "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
                              text=True, timeout=30).stdout.strip()
     assert reply["error"] == (f"portal's helper needs Python 3.8 or newer; this server has Python {version} ({old}) "
-                              f"and on the PATH python3.7 ({tmp_path}/other/python3.7).")
+                              f"and python3.7 ({tmp_path}/other/python3.7).")
+
+
+def test_with_no_newer_python_on_the_path_a_conda_env_of_the_user_runs_it(archive, tmp_path):
+    """RHEL 8 with only 3.6 installed, and the user's conda env (its own Python 3.8+) in ~/.conda/envs."""
+    old = pyenv_python("3.6")
+    env_bin = bin_dir(tmp_path / ".conda" / "envs" / "a" / "bin", python3_8=Path(sys.executable))
+    bin_dir(tmp_path / "miniconda3" / "bin", python3_7=pyenv_python("3.7"))  # too old: passed over
+    path_new = bin_dir(tmp_path / "onpath", python3_9=Path(sys.executable))
+    out = run_helper(old, archive, "probe", [bin_dir(tmp_path / "old", python3=old)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["result"]["python_path"] == str(env_bin / "python3.8")
+    out = run_helper(old, archive, "probe", [tmp_path / "old", path_new], tmp_path)  # the PATH's comes first
+    assert json.loads(out.stdout)["result"]["python_path"] == str(path_new / "python3.9"), out.stdout + out.stderr
 
 
 def test_a_python_that_claims_a_newer_name_but_is_old_ends_the_search(archive, tmp_path):
