@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import clients, forwards, jobs, latency, many_users, named_env, tmux_drive, up_cold, up_jupyter, up_warm
+from bench import (clients, forwards, jobs, latency, many_users, named_env, owner_only, tmux_drive, up_cold, up_jupyter,
+                   up_warm)
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -34,6 +35,7 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "jobs": jobs.run,
         "tmux": lambda b: tmux_drive.run(b.quick),
         "named": named_env.run_bench,
+        "owner": owner_only.run,
     }
 
 

@@ -2,13 +2,13 @@
 dashboard, /metrics, /health) answer the user who runs them, and nobody else on the server.
 
 Not run by the helper: the helper writes this file into the server's state directory
-(:func:`portal_remote.preload.install`) and the env's python imports it at the start of ``dask scheduler``
-and ``dask worker``. On import it wraps Tornado's ``HTTPServer.handle_stream`` in this process (Dask
-imports preloads before it starts its HTTP server, and no connection is served before): a connection
-whose other end is not a socket of this user (the kernel's ``/proc/net/tcp``: uid of the socket that
-connected) gets ``403`` and is closed. The user's own clients pass: the ssh forward (the user's sshd
-process), JupyterLab's proxy, dask-labextension, the helper. Dask's own TCP comms (tls://) are
-untouched. Python 3.8+, standard library and Tornado only.
+(``common.install_preload``) and the env's python imports it at the start of ``dask scheduler`` and
+``dask worker``. On import it wraps Tornado's ``HTTPServer.handle_stream`` in this process (Dask imports
+preloads before it starts its HTTP server, and no connection is served before): a connection whose
+other end is not a socket of this user (the uid of the socket that connected, asked of the kernel by
+sock_diag as ``ss`` does, or read from ``/proc/net/tcp``) gets ``403`` and is closed. The user's own
+clients pass: the ssh forward (the user's sshd process), JupyterLab's proxy, dask-labextension, the
+helper. Dask's own TCP comms (tls://) are untouched. Python 3.8+, standard library and Tornado only.
 """
 
 import os
@@ -34,13 +34,42 @@ def _plain(addr):
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
 
 
-def peer_uid(sock, tables=("/proc/net/tcp", "/proc/net/tcp6")):
-    """The uid owning the other end of the connected local TCP socket ``sock``, or None (not local, gone, no /proc)."""
+#: sock_diag (what `ss` asks): one socket by its addresses and ports, with its owner's uid
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, NO_COOKIE = 4, 20, 1, 0xFFFFFFFF
+
+
+def diag_uid(local, remote):
+    """The uid of the TCP socket whose own end is ``local`` and other end ``remote`` ((address, port) each),
+    asked of the kernel by netlink sock_diag (microseconds, where reading /proc/net/tcp walks the whole
+    table, milliseconds); None when there is no such socket or the kernel cannot be asked."""
+    family = socket.AF_INET if "." in local[0] else socket.AF_INET6
+    try:
+        addrs = b"".join(socket.inet_pton(family, a).ljust(16, b"\0") for a in (local[0], remote[0]))
+        sockid = struct.pack("!HH", local[1], remote[1]) + addrs + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE)
+        request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+        message = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + request
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as link:
+            link.settimeout(2)
+            link.sendto(message, (0, 0))
+            reply = link.recv(65536)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(reply) < 16 + 68 or struct.unpack("=H", reply[4:6])[0] != SOCK_DIAG_BY_FAMILY:
+        return None  # an error reply: no such socket (it closed already)
+    return struct.unpack("=I", reply[16 + 64:16 + 68])[0]  # inet_diag_msg.idiag_uid
+
+
+def peer_uid(sock, tables=("/proc/net/tcp", "/proc/net/tcp6"), diag=True):
+    """The uid owning the other end of the connected local TCP socket ``sock``, or None (not local, gone, no
+    way to ask). Asked by sock_diag, else read from ``tables``."""
     try:
         peer, here = sock.getpeername()[:2], sock.getsockname()[:2]
     except OSError:
         return None
     want = ((_plain(peer[0]), peer[1]), (_plain(here[0]), here[1]))
+    uid = diag_uid(*want) if diag else None
+    if uid is not None:
+        return uid
     for table in tables:
         try:
             with open(table) as fh:

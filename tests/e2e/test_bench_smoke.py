@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import clients, forwards, jobs, latency, many_users, up_cold, up_jupyter, up_warm
+from bench import clients, forwards, jobs, latency, many_users, owner_only, up_cold, up_jupyter, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import render
@@ -30,8 +30,8 @@ def _check(rows: list[Row]) -> None:
 
 
 @pytest.mark.parametrize("fn", [forwards.run, up_warm.run, clients.attach, clients.many, up_cold.run, up_jupyter.run,
-                                latency.run, many_users.run],
-                         ids=["forward", "warm", "attach", "clients", "cold", "jupyter", "latency", "users"])
+                                latency.run, many_users.run, owner_only.run],
+                         ids=["forward", "warm", "attach", "clients", "cold", "jupyter", "latency", "users", "owner"])
 def test_benchmark_runs_once(bench, fn):
     _check(fn(bench))
 

@@ -113,8 +113,11 @@ def test_peer_uid_names_who_connected() -> None:
             with conn:
                 assert owner_only.peer_uid(conn) == os.getuid()
                 assert owner_only.is_owner(conn) and not owner_only.is_owner(conn, uid=os.getuid() + 1)
-                # without /proc's tables nobody can be told apart: refused (the guard fails closed)
-                assert owner_only.peer_uid(conn, tables=("/nonexistent",)) is None
+                # the kernel asked by sock_diag, or its /proc table read: the same answer
+                assert owner_only.peer_uid(conn, diag=False) == os.getuid()
+                assert owner_only.diag_uid(client.getsockname(), client.getpeername()) == os.getuid()
+                # with neither, nobody can be told apart: refused (the guard fails closed)
+                assert owner_only.peer_uid(conn, tables=("/nonexistent",), diag=False) is None
             assert client.getsockname()
 
 
