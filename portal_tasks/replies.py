@@ -102,6 +102,7 @@ class ClusterState(TypedDict, total=False):
     healthy: bool
     dashboard_ok: bool
     dashboard_unowned: str | None
+    dashboard_open: bool  # its dashboard answers anyone on the server (started without portal's preload)
     dashboard_problem: str | None
     workers_on: list[str]
     hostname: str
@@ -160,6 +161,7 @@ class ClusterEntry(TypedDict):
     dashboard_problem: str | None
     dashboard_ok: bool
     dashboard_unowned: str | None
+    dashboard_open: bool  # its dashboard answers anyone on the server (started without portal's preload)
     scheduler_host: str
     workers_on: list[str]
     jobs: list[dict[str, Any]]

@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import jobs, layout, ports, share
+from . import jobs, layout, ports, reach, share
 from .common import (
     LISTEN,
     Failure,
@@ -239,9 +239,10 @@ def health(state):
     pids = workers_pids(state)
     healthy = bool(tls_ok and pids and all(own(p) for p in pids) and workers > 0)
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
+    dash_open = bool(alive and state.get("dashboard_port") and not reach.preloaded([int(sched)]))
     outside = outside_block(state.get("key"), state.get("block") or ports.recorded_block(), found) if alive else []
     return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy,
-            "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem,
+            "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem, "dashboard_open": dash_open,
             "outside_block": sorted({"%s:%d" % (e["addr"], e["port"]) for e in outside})}
 
 

@@ -126,6 +126,10 @@ def kept(target: Target, seen: Seen) -> list[str] | None:
 def _dashboard_lines(target: Target, state: ClusterState) -> list[str]:
     if state.get("dashboard_problem"):
         return [f"{target.host}: {state['dashboard_problem']} Then `portal down --env {state['env']}` and up again."]
+    if state.get("dashboard_open"):
+        return [f"{target.host}: the dashboard of this cluster answers anyone on the server (an earlier portal started "
+                f"it, before dashboards answered their owner only); `portal down --env {state['env']}` and up again "
+                "closes it."]
     return []
 
 
@@ -223,6 +227,7 @@ def describe_entry(state: ClusterState) -> ClusterEntry:
         "pid": state["scheduler_pid"], "workers_pid": state["workers_pid"], "healthy": state["healthy"],
         "window": window_name(state["key"]), "dashboard_problem": state.get("dashboard_problem"),
         "dashboard_ok": state.get("dashboard_ok", False), "dashboard_unowned": state.get("dashboard_unowned"),
+        "dashboard_open": bool(state.get("dashboard_open")),
         "scheduler_host": state.get("scheduler_host") or daskcmd.LOOPBACK, "workers_on": state.get("workers_on") or [],
         "jobs": state.get("jobs") or [],
         "outside_block": state.get("outside_block") or [],  # its listeners outside the user's port block

@@ -119,8 +119,10 @@ def test_a_co_user_gets_nothing_from_any_listener_of_the_user_during_up(portal_s
     described = {s["port"]: s for s in report["sockets"]} | {u["path"]: u for u in report["unix"]}
     assert set(ports) | set(paths) <= set(described), (ports, paths, sorted(described))
     assert {k: v["who"] for k, v in described.items() if v["who"] != "owner only"} == {}, described
-    dashboard = status(run_portal, alice, host)["clusters"][0]["dashboard_port"]
-    assert described[dashboard]["by"].startswith("portal's owner check"), described[dashboard]
+    (cluster,) = status(run_portal, alice, host)["clusters"]
+    assert cluster["dashboard_open"] is False, cluster
+    assert described[cluster["dashboard_port"]]["by"].startswith("portal's owner check"), described
+    assert described[cluster["scheduler_port"]]["by"].startswith("Dask's TLS"), described
     # the owner keeps everything: her dashboard and JupyterLab through her forwards
     urls = urls_in(res)
     assert any("/status" in u for u in urls) and any("/lab" in u for u in urls), res.stdout

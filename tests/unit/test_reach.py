@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,14 @@ def test_damaged_records_name_no_port(tmp_path: Path, monkeypatch: pytest.Monkey
         (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / where).write_text(text)
     assert reach.jupyter_ports() == {20002} and reach._records() == []
+
+
+def test_up_says_when_a_kept_cluster_has_an_open_dashboard() -> None:
+    import types
+
+    from portal_tasks.steps import cluster as cluster_step
+
+    target: Any = types.SimpleNamespace(host="h")
+    (line,) = cluster_step._dashboard_lines(target, {"env": "a", "dashboard_open": True})
+    assert "answers anyone on the server" in line and "`portal down --env a` and up again" in line
+    assert cluster_step._dashboard_lines(target, {"env": "a", "dashboard_open": False}) == []
