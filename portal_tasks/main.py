@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from invoke import Program
 from invoke.exceptions import Exit
@@ -18,8 +19,28 @@ def _config_failure(exc: Exception) -> Exit:
                 "Fix the file named above (portal.yaml, ~/.portal.yaml or /etc/portal.yaml).", code=1)
 
 
+def _reader_left() -> None:
+    """Send what stdout still holds to /dev/null: the reader of the pipe is gone (`portal up --help | head -1`)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class PortalProgram(Program):
-    """invoke's Program, plus ./portal.yaml as project config and one-line config errors."""
+    """invoke's Program, plus ./portal.yaml as project config, one-line config errors, and a closed pipe is no error."""
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        try:
+            super().run(argv, exit)
+            sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe would print "Exception ignored"
+        except SystemExit:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _reader_left()
+            raise
+        except BrokenPipeError:  # `portal --list | head -1`: the reader has what it wanted
+            _reader_left()
+            if exit:
+                sys.exit(0)
 
     def create_config(self) -> None:
         try:

@@ -8,14 +8,16 @@ import json as _json
 import logging
 import os
 import sys
+import typing
 from typing import Any, Callable
 
-from invoke import Collection, Context, task
-from invoke.exceptions import Exit
+from invoke import Collection, Context, Task, task
+from invoke.exceptions import Exit, ParseError
+from invoke.parser import Argument
 
 from . import names
 from .config import DEFAULTS
-from .errors import PortalError
+from .errors import PortalError, UsageError
 from .target import Target, make_target
 
 HOST = "SSH host as your ~/.ssh/config knows it, or localhost (default)"
@@ -26,6 +28,56 @@ SOCKET = ("JupyterLab on a unix socket (0600, in a 0700 dir) where its jupyter_s
           "default; --no-socket: on a port of your block")
 MODULE = "environment modules to load before the env, comma-separated (python/3.11,gcc/12); else modules in config"
 COMMON = {"host": HOST, "ssh-config": SSH_CONFIG, "explain": EXPLAIN}
+
+
+#: The only short flags: each is the letter a well-known tool gives the same thing (docs/DECISIONS.md), and means
+#: it in every task that has the option. Every other option is long only (invoke would pick a first free letter).
+SHORT_FLAGS = {
+    "host": "H",  # fabric -H, docker -H (-h stays help: `portal up -h`)
+    "ssh_config": "F",  # ssh -F
+    "env": "e",  # tox -e, nox -e
+    "explain": "n",  # make -n, rsync -n, git clean -n: print what would run, run nothing
+    "session": "s",  # tmux new -s
+    "all_": "a",  # ps -a, docker ps -a
+    "port": "p",  # ssh -p
+}
+
+
+class WholeNumber(Argument):
+    """An INT option: a value that is no whole number is one line, exit 1 (invoke's own int() would raise)."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            error = UsageError(f"--{self.name} {value!r} is not a whole number.", hint="Give it in digits.")
+            raise ParseError(f"portal: {error.line()}") from None
+
+
+class PortalTask(Task):
+    """invoke's Task with portal's short flags only, and INT for a parameter typed ``int | None`` (None: not given)."""
+
+    def __init__(self, body: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(body, **{"auto_shortflags": False, **kwargs})
+        self.hints = typing.get_type_hints(body)
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        if set(typing.get_args(self.hints.get(name))) == {int, type(None)}:
+            opts["kind"] = int
+        if name in SHORT_FLAGS:
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        kept = dict(self.help)  # invoke pops each help text it uses: a second run in one process would have none
+        try:
+            made = super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+        return [WholeNumber(names=a.names, kind=int, default=a.default, help=a.help, positional=a.positional,
+                            optional=a.optional, incrementable=a.incrementable, attr_name=a.attr_name)
+                if a.kind is int else a for a in made]
 
 
 def _debug() -> bool:
@@ -59,7 +111,7 @@ def portal_task(*args: Any, **kwargs: Any) -> Callable[..., Any]:
             except KeyboardInterrupt:
                 raise Exit("portal: interrupted; what already runs on the host keeps running.", code=130) from None
 
-        return task(*args, **kwargs)(body)
+        return task(*args, klass=PortalTask, **kwargs)(body)
 
     return wrap
 
@@ -130,14 +182,14 @@ JOBS_HELP = {
 }
 
 
-def _job(queue: str | None, account: str | None, walltime: str | None, job_cores: str | None,
-         job_memory: str | None) -> dict[str, str | None]:
+def _job(queue: str | None, account: str | None, walltime: str | None, job_cores: int | None,
+         job_memory: str | None) -> dict[str, Any]:
     return {"queue": queue, "account": account, "walltime": walltime, "job_cores": job_cores, "job_memory": job_memory}
 
 
 @portal_task(help={**COMMON, "env": ENV, **CLUSTER_HELP})
 def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
-            workers: str | None = None, threads: str | None = None, memory: str | None = None,
+            workers: int | None = None, threads: int | None = None, memory: str | None = None,
             explain: bool = False) -> None:
     """Start or reuse the user's Dask cluster for ENV (TLS, on the user's own ports)."""
     _host_step(_target(c, host, ssh_config), explain, "cluster", env=env, workers=workers, threads=threads,
@@ -170,10 +222,10 @@ def browse(c: Context, host: str | None = None, ssh_config: str | None = None, e
 })
 def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
        jupyter: bool = False, socket: bool = True, attach: bool = True, browser: bool = True,
-       workers: str | None = None, threads: str | None = None, memory: str | None = None,
+       workers: int | None = None, threads: int | None = None, memory: str | None = None,
        watch: bool = False, workers_on: str | None = None, explain: bool = False, page: bool = False,
-       jobs: str | None = None, queue: str | None = None, account: str | None = None, walltime: str | None = None,
-       job_cores: str | None = None, job_memory: str | None = None, module: str | None = None) -> None:
+       jobs: int | None = None, queue: str | None = None, account: str | None = None, walltime: str | None = None,
+       job_cores: int | None = None, job_memory: str | None = None, module: str | None = None) -> None:
     """Bring it all up: tmux, env, cluster, IPython (and JupyterLab), forwards, browser, attach."""
     if page and not explain:  # first: the page shows this host's services as they come up
         from .page import server
@@ -189,9 +241,9 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
 
 
 @portal_task(help={**COMMON, "env": ENV, **JOBS_HELP, "jobs": "the number of worker jobs the env's cluster should have"})
-def scale(c: Context, env: str | None = None, jobs: str | None = None, host: str | None = None,
+def scale(c: Context, env: str | None = None, jobs: int | None = None, host: str | None = None,
           ssh_config: str | None = None, queue: str | None = None, account: str | None = None,
-          walltime: str | None = None, job_cores: str | None = None, job_memory: str | None = None,
+          walltime: str | None = None, job_cores: int | None = None, job_memory: str | None = None,
           explain: bool = False) -> None:
     """Give the env's running cluster N worker jobs on the batch system: submit the missing, cancel the extra."""
     _explain_or_run(_target(c, host, ssh_config), explain, _step("scale"), env=env, jobs=jobs,
