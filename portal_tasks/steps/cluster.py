@@ -152,14 +152,21 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     spec = _spec(target, key, EnvPorts.from_dict(ports), options,
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
-    if spec.paths.get("preload"):  # the dashboard's owner-only listener, as the helper installs it
-        source = (Path(layout.__file__).parent / "owner_only.py").read_text()
-        lines += daskcmd.preload_install_lines(spec.paths["preload"], source)
+    lines += preload_lines(spec.paths)
     lines.append(tmux_commands.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
     lines += tmux_commands.explain_window(window(target.settings.session, key,
                                                  daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
     return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
                                                        spec.address)
+
+
+def preload_lines(paths: dict[str, str]) -> list[str]:
+    """The lines that install portal's preload (HTTP servers that answer their owner only) at ``paths["preload"]``
+    by hand, as the helper does before it starts the scheduler or workers."""
+    if not paths.get("preload"):
+        return []
+    source = (Path(layout.__file__).parent / "owner_only.py").read_text()
+    return daskcmd.preload_install_lines(paths["preload"], source)
 
 
 def planned_ports(target: Target, key: str) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explaine
             workers=options["workers"], threads=options["threads"],
             memory_limit=plan.split_memory(int(budget), options["workers"]))
         session = node.settings.session
-        lines = [tmux_commands.ensure_session_line(session),
+        lines = [*cluster.preload_lines(spec.paths), tmux_commands.ensure_session_line(session),
                  *tmux_commands.explain_window(tmux_commands.window_plan(
                      session, window_name(key), daskcmd.node_window_lines(spec, cluster.activation(node, spec_text))))]
         local.append(f"# workers on {host} (its home must hold your ~/.portal/tls, as a shared home does)")
