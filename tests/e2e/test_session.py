@@ -157,7 +157,8 @@ def test_jupyter_answers_with_its_token_through_a_forward_and_carries_cluster_va
         portal_server, alice, run_portal, fresh, listening_sockets):
     user = fresh(alice)
     env = str(portal_server.envs["a"])
-    res = ok(run_portal(user, "jupyter", "--env", env, "--host", portal_server.host, timeout=180))
+    # on a port (--no-socket): this test forwards the port by hand (a socket's forward: test_jupyter_proxy, test_up)
+    res = ok(run_portal(user, "jupyter", "--env", env, "--host", portal_server.host, "--no-socket", timeout=180))
     match = re.search(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)", res.stderr)
     assert match, res.stderr
     port, token = int(match.group(1)), match.group(2)
@@ -185,7 +186,7 @@ def test_jupyter_answers_with_its_token_through_a_forward_and_carries_cluster_va
     assert server["env"]["JUPYTER_TOKEN_FILE"].endswith("/token")
     assert token not in " ".join(server["args"])  # the token is not on the command line
 
-    again = ok(run_portal(user, "jupyter", "--env", env, "--host", portal_server.host))
+    again = ok(run_portal(user, "jupyter", "--env", env, "--host", portal_server.host, "--no-socket"))
     assert "kept" in again.stderr and token in again.stderr
 
 
