@@ -22,7 +22,7 @@ from bench.stats import Row, median
 #: Run in a child python, the counting tmux first on its PATH: one round of the work, then its seconds.
 HELPER = textwrap.dedent("""
     import json, sys, time
-    from portal_tasks import tmux_commands as cmds
+    from portal_tasks.remote import tmux as cmds
     from portal_tasks.remote import up
     session, windows = sys.argv[1], json.loads(sys.argv[2])
     start = time.perf_counter()

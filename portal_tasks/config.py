@@ -12,7 +12,7 @@ from invoke.exceptions import Exit, UncastableEnvVar
 
 from . import names
 from .errors import ConfigError, UsageError
-from .remote.layout import LAST_PORT, SLOT_SIZE
+from .remote.slots import LAST_PORT, SLOT_SIZE
 
 #: Every setting portal reads, with its default. Per-host overrides live under ``hosts.<name>``.
 DEFAULTS: dict[str, Any] = {

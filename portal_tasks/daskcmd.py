@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from .errors import ClusterError
 from .plan import EnvPorts
-from .remote import layout
-from .remote.layout import CLUSTER_MARK
+from .remote import hostpaths, slots
+from .remote.hostpaths import CLUSTER_MARK
 from .tls import TlsPaths
 
 LOOPBACK = "127.0.0.1"
@@ -27,7 +27,7 @@ class ClusterSpec:
     """Everything the scheduler and worker command lines are made of."""
 
     key: str
-    #: value of PORTAL_CLUSTER for its processes (KEY@MACHINE: layout.cluster_mark), so stop/cleanup find them
+    #: value of PORTAL_CLUSTER for its processes (KEY@MACHINE: hostpaths.cluster_mark), so stop/cleanup find them
     mark: str
     ports: EnvPorts
     tls: TlsPaths
@@ -81,15 +81,15 @@ def scheduler_argv(spec: ClusterSpec) -> list[str]:
 
 
 def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index: int, threads: int, memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str, preload: str | None = None) -> list[str]:
-    """One worker's ``dask worker``: its own worker, nanny and HTTP ports (layout.per_worker)."""
-    own = layout.per_worker(ports, index)
+    """One worker's ``dask worker``: its own worker, nanny and HTTP ports (slots.per_worker)."""
+    own = slots.per_worker(ports, index)
     w, n = own["worker_port"], own["nanny_port"]
     return [
         "dask", "worker", *scheduler, "--protocol", "tls", "--host", listen,
         "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
         "--dashboard-address", f"{LOOPBACK}:{own['http_port']}",  # its small HTTP server (/health); else on 0.0.0.0
         "--nthreads", str(threads), "--memory-limit", str(memory_limit),
-        "--local-directory", scratch, *_tls_args(tls), "--pid-file", layout.worker_pid_file(pid_file, index),
+        "--local-directory", scratch, *_tls_args(tls), "--pid-file", hostpaths.worker_pid_file(pid_file, index),
         *_preload_args(preload),
     ]
 
@@ -163,7 +163,7 @@ def record(spec: ClusterSpec, env: str, budget: int) -> dict[str, Any]:
 class NodeSpec:
     """Workers of a cluster on another server: they dial the scheduler and listen on the node's own address."""
 
-    mark: str  # value of PORTAL_CLUSTER for these processes on the node: layout.cluster_mark(KEY, NODE)
+    mark: str  # value of PORTAL_CLUSTER for these processes on the node: hostpaths.cluster_mark(KEY, NODE)
     scheduler: str  # tls://HOST:PORT
     listen: str  # the node's address that the scheduler's host reaches
     worker_ports: tuple[int, int]

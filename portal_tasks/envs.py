@@ -198,7 +198,7 @@ class Env:
 
     def proxy_safe(self) -> bool:
         """jupyter-server-proxy is here without CVE-2024-28179 (unknown counts as safe: the host decides too)."""
-        from .remote.layout import proxy_safe
+        from .remote.proxy import proxy_safe
 
         have = (self.versions or {}).get("jupyter-server-proxy")
         return self.versions is None or "jupyter-server-proxy" not in self.versions or proxy_safe(have)

@@ -13,10 +13,9 @@ from .config import Settings, check_host
 from .errors import UsageError
 
 from .envs import env_key  # one env key for every window name (cluster-KEY, ipython-KEY, ...)
-from .remote import layout
-from .remote.layout import (  # the helper's own arithmetic
-    LAYOUT, MAX_WORKERS, SLOT_SIZE, block_index, format_bytes, parse_amount, slots_per_block,
-)
+from .remote import slots
+from .remote.amounts import format_bytes, parse_amount
+from .remote.slots import LAYOUT, MAX_WORKERS, SLOT_SIZE, block_index, slots_per_block
 
 __all__ = [
     "SLOT_SIZE", "LAYOUT", "MAX_WORKERS", "Block", "EnvPorts", "block_index", "block_for", "slots_per_block",
@@ -66,7 +65,7 @@ class EnvPorts:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for name in layout.RANGES:
+        for name in slots.RANGES:
             data[name] = list(getattr(self, name))
         data["http"] = list(self.http)
         return data
@@ -81,17 +80,17 @@ class EnvPorts:
 
 
 def block_for(settings: Settings, index: int) -> Block:
-    return Block(**layout.block_range(settings.port_base, settings.block_size, settings.slots, index))
+    return Block(**slots.block_range(settings.port_base, settings.block_size, settings.slots, index))
 
 
 def env_ports(block_start: int, slot: int) -> EnvPorts:
     """The first-choice ports of env slot ``slot`` in the block starting at ``block_start``."""
-    return EnvPorts.from_dict(layout.slot_ports(block_start, slot))
+    return EnvPorts.from_dict(slots.slot_ports(block_start, slot))
 
 
 def next_free(preferred: int, block: Block, taken: Iterable[int]) -> int | None:
     """``preferred`` if free, else the next port of the block not in ``taken`` (wrapping), else None."""
-    return layout.next_free(preferred, block.start, block.end, taken)
+    return slots.next_free(preferred, block.start, block.end, taken)
 
 
 def plan_payload(settings: Settings, uid: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import platformdirs
 
-from .remote.layout import write_atomic
+from .remote.files import write_atomic
 
 
 def cache_dir() -> Path:

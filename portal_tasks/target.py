@@ -11,7 +11,7 @@ from invoke import Config
 from . import config as config_mod
 from .config import Settings
 from .link import Link, open_link
-from .remote import layout
+from .remote import hostpaths
 from .replies import Facts
 from .runcache import RunCache
 
@@ -53,7 +53,7 @@ class Target:
     def server_dir(self) -> str:
         """This server's state directory on the host (``~/.portal/hosts/MACHINE``): what runs there."""
         facts = self.facts()
-        return layout.server_dir(str(facts["home"]), str(facts["hostname"]))
+        return hostpaths.server_dir(str(facts["home"]), str(facts["hostname"]))
 
     def other(self, host: str) -> Target:
         """Another host of the same run (same configuration and ssh config), e.g. a server for workers."""

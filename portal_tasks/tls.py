@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .remote import layout
+from .remote.hostpaths import tls_dir
 from .target import Target
 
 #: A year: a leaked set stops opening the user's clusters on its own; `up` replaces an expired one.
@@ -48,7 +48,7 @@ class TlsPaths:
 
 
 def paths(home: str) -> TlsPaths:
-    return TlsPaths(layout.tls_dir(home))
+    return TlsPaths(tls_dir(home))
 
 
 def _name(common: str) -> x509.Name:

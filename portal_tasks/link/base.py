@@ -17,14 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .. import errors, remote_shell, state, tmux_commands
+from .. import errors, remote_shell, state
+from ..remote import tmux
+from ..remote.hostpaths import HELPER_DIR
 from ..config import Settings
 from ..remote.python_pick import AGAIN, NEEDS
 from ..runner import Result, log, redact, spawn
 
 REMOTE_PACKAGE = Path(__file__).resolve().parent.parent / "remote"
-#: Where the helper lives on the host; ``~`` is expanded by the host's shell.
-HELPER_DIR = ".portal/bin"
 #: Helper archives of other portal versions that nobody ran for this many days are removed on install.
 PRUNE_DAYS = 30
 
@@ -97,7 +97,9 @@ def helper_missing(rc: int, stderr: str) -> bool:
 #: (os.read on fd 0, no buffering), so the payload line stays for the helper. Helpers of other portal
 #: versions stay (another laptop may run one right now); only archives unused for PRUNE_DAYS (each run
 #: touches its own, see remote/main.py) and partial uploads older than an hour go. Written for every Python
-#: from 2.7 on: the helper's own ``__main__`` then finds a Python new enough (remote/python_pick.py).
+#: from 2.7 on: the helper's own ``__main__`` then finds a Python new enough (remote/python_pick.py). It stays
+#: self-contained (it runs before the helper exists, on a Python older than the helper needs), so its atomic
+#: write is its own few lines, not remote/files.py's ``write_atomic``.
 BOOTSTRAP = r"""import io, os, sys, time
 path, size, verb = os.path.expanduser(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data = b""
@@ -245,11 +247,11 @@ class Link(ABC):
 
     def attach_hint(self, session: str) -> str:
         """What a person types to attach to the session (plain commands, no portal options; any shell)."""
-        return remote_shell.line(tmux_commands.attach(session))
+        return remote_shell.line(tmux.attach(session))
 
     def attach_argv(self, session: str) -> list[str]:
         """The argv that attaches the user's terminal to the tmux session."""
-        return self.command_argv(remote_shell.line(tmux_commands.attach(session)), tty=True)
+        return self.command_argv(remote_shell.line(tmux.attach(session)), tty=True)
 
     # -- shared --------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: str | bytes | None = None, timeout: float | None = None) -> Result:

@@ -13,7 +13,8 @@ import sys
 import time
 from typing import Any
 
-from .. import errors, remote_shell, tmux_commands
+from .. import errors, remote_shell
+from ..remote import tmux
 from ..config import Settings
 from ..runner import Result
 from .base import Held, Link
@@ -226,7 +227,7 @@ class FabricLink(Link):
 
     def attach_argv(self, session: str) -> list[str]:
         """Fabric cannot hand a terminal over; this is what to type (with any ssh client)."""
-        return [*explain_ssh(self.settings), "-t", self.host, remote_shell.line(tmux_commands.attach(session))]
+        return [*explain_ssh(self.settings), "-t", self.host, remote_shell.line(tmux.attach(session))]
 
     def attach_hint(self, session: str) -> str:
         *ssh, remote = self.attach_argv(session)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from .. import tmux_commands
+from ..remote import tmux
 from ..runner import Result, run
 from .base import Link
 
@@ -30,4 +30,4 @@ class LocalLink(Link):
         return None
 
     def attach_argv(self, session: str) -> list[str]:
-        return tmux_commands.attach(session)
+        return tmux.attach(session)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
-from .. import errors, remote_shell, sockets, tmux_commands
+from .. import errors, remote_shell, sockets
+from ..remote import tmux
 from ..config import Settings
 from ..runner import Result, run, run_daemon
 from .base import Link
@@ -197,8 +198,8 @@ class OpenSSHLink(Link):
         return [shlex.join([*explain_ssh(self.settings), self.host])]
 
     def attach_argv(self, session: str) -> list[str]:
-        return self.command_argv(remote_shell.line(tmux_commands.attach(session)), tty=True)
+        return self.command_argv(remote_shell.line(tmux.attach(session)), tty=True)
 
     def attach_hint(self, session: str) -> str:
-        remote = remote_shell.pasteable(remote_shell.line(tmux_commands.attach(session)))
+        remote = remote_shell.pasteable(remote_shell.line(tmux.attach(session)))
         return f"{shlex.join([*explain_ssh(self.settings), '-t', self.host])} {remote}"

@@ -22,7 +22,7 @@ from .. import config as config_mod
 from .. import state
 from ..errors import PortalError, UsageError
 from ..link import open_link
-from ..remote.layout import write_atomic
+from ..remote.files import write_atomic
 from ..runner import start_detached
 from ..steps import browse, overview
 from ..target import Target

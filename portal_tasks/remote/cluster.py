@@ -11,7 +11,7 @@ import signal
 import ssl
 import time
 
-from . import jobs, layout, ports, reach, share
+from . import hostpaths, jobs, ports, reach, share, slots
 from .common import (
     LISTEN,
     Failure,
@@ -33,7 +33,7 @@ from .common import (
 from .interfaces import interface_address
 from .tls import tls_dir
 
-MARK = layout.CLUSTER_MARK
+MARK = hostpaths.CLUSTER_MARK
 #: What a cluster record must hold to be used (else it is damaged); a record of this version also has
 #: ``http_ports``, ``http`` (the workers' HTTP ports), ``workers_pids`` and ``block``.
 RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_port", "worker_ports", "nanny_ports",
@@ -77,7 +77,7 @@ def _environ(pid):
 
 
 def _needles(key):
-    return {("%s=%s" % (MARK, mark)).encode() for mark in (layout.cluster_mark(key, platform.node()), key)}
+    return {("%s=%s" % (MARK, mark)).encode() for mark in (hostpaths.cluster_mark(key, platform.node()), key)}
 
 
 def marked_pids(key):
@@ -109,7 +109,7 @@ def workers_pids(state):
 
 def worker_pid_files(paths):
     """Every pid file a cluster's workers may have written (one per ``dask worker`` process)."""
-    return [layout.worker_pid_file(paths["workers_pid_file"], i) for i in range(layout.MAX_WORKERS)]
+    return [hostpaths.worker_pid_file(paths["workers_pid_file"], i) for i in range(slots.MAX_WORKERS)]
 
 
 def read_pid(path):
@@ -123,7 +123,7 @@ def read_pid(path):
 def in_ranges(port, rec):
     if port in (rec.get("scheduler_port"), rec.get("dashboard_port")):
         return True
-    return any(lo <= port <= hi for lo, hi in (rec.get(name) or [0, -1] for name in layout.RANGES))
+    return any(lo <= port <= hi for lo, hi in (rec.get(name) or [0, -1] for name in slots.RANGES))
 
 
 def this_host(state):
@@ -178,7 +178,7 @@ def _running(pid):
 # -- state and health -----------------------------------------------------------------------------
 
 def state_file(key):
-    return layout.cluster_record(server_path(), key)
+    return hostpaths.cluster_record(server_path(), key)
 
 
 def _record_problem(record):
@@ -193,7 +193,7 @@ def read_record(key):
 
 def recorded_ports(key):
     """The env's ports in this server's port plan (None when not planned or the plan is unreadable)."""
-    data, _ = read_state(layout.ports_file(server_path()))
+    data, _ = read_state(hostpaths.ports_file(server_path()))
     rec = ((data or {}).get("envs") or {}).get(key)
     return rec if isinstance(rec, dict) else None
 
@@ -358,12 +358,12 @@ def wait(payload):
     """
     paths, rec, n = payload["paths"], payload["ports"], int(payload["workers"])
     block = payload.get("block") or ports.recorded_block()
-    http = [layout.per_worker(rec, i)["http_port"] for i in range(n)]
+    http = [slots.per_worker(rec, i)["http_port"] for i in range(n)]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     last = "nothing yet"
     while True:
         sched = read_pid(paths["scheduler_pid_file"])
-        workers = [read_pid(layout.worker_pid_file(paths["workers_pid_file"], i)) for i in range(n)]
+        workers = [read_pid(hostpaths.worker_pid_file(paths["workers_pid_file"], i)) for i in range(n)]
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
             held = holder_problem(rec["scheduler_port"], listeners())

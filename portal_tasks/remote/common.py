@@ -13,14 +13,14 @@ import socket
 import struct
 import time
 
-from . import layout
-from .layout import write_atomic
+from . import hostpaths
+from .files import write_atomic
 
 HOME = os.path.expanduser("~")
 #: ~/.portal: the helpers and the TLS material, shared by every server that mounts the home.
-STATE_DIR = layout.portal_dir(HOME)
+STATE_DIR = hostpaths.portal_dir(HOME)
 #: ~/.portal/hosts/MACHINE: what runs on this server (ports, clusters, Jupyter, locks, scratch).
-SERVER_DIR = layout.server_dir(HOME, platform.node())
+SERVER_DIR = hostpaths.server_dir(HOME, platform.node())
 
 
 class Failure(Exception):

@@ -18,9 +18,9 @@ not end is ``survivors`` and nothing after it is touched.
 import contextlib
 import os
 
-from . import cluster, jobs, jupyter, layout, snapshot, system
+from . import cluster, jobs, jupyter, slots, snapshot, system, tmux
 from .common import locked
-from .up import tmux
+from .up import run_tmux
 
 
 def _labs(key):
@@ -46,7 +46,7 @@ def _clusters(key, env):
 def _stop_clusters(session, found, plan, lock_timeout, result):
     """Jobs, processes and window of each cluster, under their locks; False when one left survivors."""
     with contextlib.ExitStack() as held:
-        for name in sorted("cluster-" + c["key"] for c in found):
+        for name in sorted(tmux.cluster_lock(c["key"]) for c in found):
             held.enter_context(locked(name, lock_timeout))
         for entry in found:
             cancelled = jobs.cancel({"key": entry["key"]})["cancelled"]
@@ -56,7 +56,7 @@ def _stop_clusters(session, found, plan, lock_timeout, result):
                 result["clusters"].append({"env": entry["env"], "env_key": entry["key"],
                                            "workers_on": entry["workers_on"], "at": len(result["stopped"])})
             done = cluster.stop({"key": entry["key"], "plan": plan})
-            tmux(layout.kill_window(session, "cluster-" + entry["key"]))  # gone already is as good
+            run_tmux(tmux.kill_window(session, tmux.cluster_window(entry["key"])))  # gone already is as good
             if done["survivors"]:
                 result["survivors"] = {"env": entry["env"], "env_key": entry["key"], "pids": done["survivors"]}
                 return False
@@ -69,12 +69,12 @@ def _windows(session, key, keep_cluster):
     shown = snapshot.windows(session)
     if shown is None:
         return []
-    killed = layout.step_windows(shown, key, keep_cluster)
+    killed = tmux.step_windows(shown, key, keep_cluster)
     for name in killed:
-        tmux(layout.kill_window(session, name))
+        run_tmux(tmux.kill_window(session, name))
     stopped = ["window %s" % name for name in killed]
-    if key is None and not keep_cluster and layout.only_idle(w["command"] for n, w in shown.items() if n not in killed):
-        tmux(layout.kill_session(session))  # gone with its last window already is as good
+    if key is None and not keep_cluster and tmux.only_idle(w["command"] for n, w in shown.items() if n not in killed):
+        run_tmux(tmux.kill_session(session))  # gone with its last window already is as good
         stopped.append("session %s" % session)
     return stopped
 
@@ -83,7 +83,7 @@ def down(payload):
     session, key, keep_cluster = payload["session"], payload.get("key"), bool(payload.get("keep_cluster"))
     plan = dict(payload["plan"])
     if plan.get("first") is None:  # the laptop leaves the user's own block to this side (it knows the uid)
-        plan["first"] = layout.block_index(os.getuid(), int(plan["slots"]))
+        plan["first"] = slots.block_index(os.getuid(), int(plan["slots"]))
     result = {"stopped": _labs(key), "clusters": [], "survivors": None}
     found = [] if keep_cluster else _clusters(key, payload.get("env"))
     done = _stop_clusters(session, found, plan, float(payload.get("lock_timeout", 120)), result) if found else True

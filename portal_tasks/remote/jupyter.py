@@ -29,7 +29,8 @@ from .common import (
     tcp_rows,
     write_json,
 )
-from .layout import proxy_safe, write_atomic
+from .files import write_atomic
+from .proxy import proxy_safe
 
 URL_PATH = "/lab"
 

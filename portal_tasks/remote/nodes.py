@@ -12,14 +12,14 @@ import platform
 import shutil
 import time
 
-from . import cluster, layout, ports, share
+from . import cluster, files, hostpaths, ports, share, slots
 from .common import Failure, install_preload, listeners, private_dirs, read_json, server_path, state_path, write_json
 from .interfaces import route_source
 from .tls import TLS_FILES, tls_dir, tls_status
 
 
 def node_key(key, origin):
-    return layout.node_key(key, origin)
+    return hostpaths.node_key(key, origin)
 
 
 def record_path(nkey):
@@ -27,7 +27,7 @@ def record_path(nkey):
 
 
 def node_paths(nkey):
-    return layout.node_paths(server_path(), nkey)
+    return hostpaths.node_paths(server_path(), nkey)
 
 
 def _healthy(record, found):
@@ -68,7 +68,7 @@ def prepare(payload):
     planned_ports = dict(planned["ports"], http=ports.choose_http(planned["ports"], listeners()))
     return {"reused": False, "ports": planned_ports, "notes": planned["notes"] + budget.pop("notes"),
             "share": budget, "listen": listen, "env_kind": kind, "paths": paths,
-            "mark": layout.cluster_mark(nkey, platform.node()), "tls_cert": tls.get("cert"), "tls_dir": tls["dir"]}
+            "mark": hostpaths.cluster_mark(nkey, platform.node()), "tls_cert": tls.get("cert"), "tls_dir": tls["dir"]}
 
 
 def wait(payload):
@@ -77,11 +77,11 @@ def wait(payload):
     nkey = node_key(payload["key"], payload["origin"])
     rec, n = payload["ports"], int(payload["workers"])
     block = ports.recorded_block()
-    http = [layout.per_worker(rec, i)["http_port"] for i in range(n)]
+    http = [slots.per_worker(rec, i)["http_port"] for i in range(n)]
     pid_file = node_paths(nkey)["workers_pid_file"]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     while True:
-        pids = [cluster.read_pid(layout.worker_pid_file(pid_file, i)) for i in range(n)]
+        pids = [cluster.read_pid(hostpaths.worker_pid_file(pid_file, i)) for i in range(n)]
         gone = [i for i, pid in enumerate(pids) if pid and not cluster.own(pid)]
         if gone:
             raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
@@ -139,7 +139,7 @@ def tls_for_workers(payload):
     private_dirs(directory)
     os.chmod(directory, 0o700)
     for name in TLS_FILES:
-        layout.write_atomic(os.path.join(directory, name), payload["files"][name].encode())
+        files.write_atomic(os.path.join(directory, name), payload["files"][name].encode())
     return {"dir": directory}
 
 

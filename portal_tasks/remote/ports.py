@@ -12,20 +12,10 @@ import stat
 
 from . import reach
 from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
-from .layout import (
-    DEFAULT_CLAIMS_DIR,
-    HOST_CONFIG,
-    OLD_RANGES,
-    RANGES,
-    SINGLES,
-    SLOT_SIZE,
-    block_range,
-    free_slots,
-    is_current,
-    next_free,
-    parse_host_config,
-    recorded_ports,
-    slot_ports,
+from .hostconfig import DEFAULT_CLAIMS_DIR, HOST_CONFIG, parse_host_config
+from .slots import (
+    OLD_RANGES, RANGES, SINGLES, SLOT_SIZE, block_range, free_slots, is_current, next_free, recorded_ports, slot_ports,
+    span,
 )
 
 ADMIN_HINT = "an admin can name a root-owned sticky directory as claims_dir in %s, see portal's README" % HOST_CONFIG
@@ -336,9 +326,8 @@ def choose_http(rec, found):
     listens on now (Dask's HTTP server takes one port, and goes outside the block when it is taken).
     With fewer free ports than workers, the last workers get the range's own ports and Dask's fallback
     (the start's wait says so)."""
-    lo, hi = rec.get("http_ports") or [0, -1]
     held = {e["port"] for e in found}
-    return [port for port in range(lo, hi + 1) if port not in held]
+    return [port for port in span(rec.get("http_ports")) if port not in held]
 
 
 def holders(port, found):

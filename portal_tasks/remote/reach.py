@@ -12,7 +12,7 @@ import glob
 import os
 import stat
 
-from . import layout
+from . import hostpaths
 from .common import _socket_pids, cmdline, pid_uid, read_json, server_path
 
 OWNER, SERVER, NETWORK = "owner only", "anyone on this server", "anyone on the network"
@@ -44,7 +44,7 @@ def _parent(pid):
 
 def marked(pids):
     """True when one of ``pids`` is a process of a portal cluster (PORTAL_CLUSTER in its environment)."""
-    mark = ("%s=" % layout.CLUSTER_MARK).encode()
+    mark = ("%s=" % hostpaths.CLUSTER_MARK).encode()
     return any(part.startswith(mark) for pid in pids for part in _environ(pid))
 
 
@@ -53,7 +53,7 @@ def preloaded(pids):
     portal's preload, so its HTTP server answers its owner only."""
     for pid in pids:
         for each in (pid, _parent(pid)):
-            if any(part.endswith("/" + layout.DASK_PRELOAD) for part in cmdline(each)):
+            if any(part.endswith("/" + hostpaths.DASK_PRELOAD) for part in cmdline(each)):
                 return True
     return False
 

@@ -23,7 +23,8 @@ import time
 
 from . import ports
 from .common import Failure, cmdline, pid_uid, state_path
-from .layout import HOST_CONFIG, format_bytes, parse_amount
+from .amounts import format_bytes, parse_amount
+from .hostconfig import HOST_CONFIG
 
 #: All portal clusters of a server together may use this share of its memory unless the admin says otherwise.
 DEFAULT_TOTAL = 0.9

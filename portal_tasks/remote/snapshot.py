@@ -13,7 +13,7 @@ user with its windows.
 import os
 import subprocess
 
-from . import cluster, envcheck, interfaces, jupyter, layout, ports, share, system, tls
+from . import cluster, envcheck, interfaces, jupyter, ports, share, slots, system, tls
 from .common import Failure
 
 #: tmux list-windows format: name, foreground command, portal's marker (tab-separated).
@@ -74,7 +74,7 @@ def snapshot(payload):
     if payload.get("plan"):
         plan = dict(payload["plan"])
         if plan.get("first") is None:
-            plan["first"] = layout.block_index(os.getuid(), int(plan["slots"]))
+            plan["first"] = slots.block_index(os.getuid(), int(plan["slots"]))
         key = payload.get("key")
         result["ports"] = ports.report({"plan": plan, "key": key})
         result["share"] = share.report({"plan": plan, "key": key})

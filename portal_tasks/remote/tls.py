@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 
-from . import layout
+from . import hostpaths
 from .common import HOME, STATE_DIR, Failure, private_dirs
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
@@ -21,7 +21,7 @@ LEFTOVER_SECONDS = 3600
 
 def tls_dir():
     """~/.portal/tls: one set for every server that shares the home."""
-    return layout.tls_dir(HOME)
+    return hostpaths.tls_dir(HOME)
 
 
 def tls_status(_payload):

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from . import cluster, jupyter, layout, ports, snapshot, tls
+from . import cluster, jupyter, ports, snapshot, tls, tmux
 from .common import Failure, locked
 
 #: tmux runs with a UTF-8 locale (its output is parsed).
@@ -48,7 +48,7 @@ def emit(event, **data):
         sys.stdout.flush()
 
 
-def tmux(argv, timeout=15):
+def run_tmux(argv, timeout=15):
     """Run a tmux argv (as built on the laptop, ``tmux ...``) here; (ok, stdout, stderr)."""
     try:
         out = subprocess.run(["tmux", "-u"] + list(argv[1:]), capture_output=True, text=True, timeout=timeout,
@@ -59,7 +59,7 @@ def tmux(argv, timeout=15):
 
 
 def must(argv, what):
-    ok, out, err = tmux(argv)
+    ok, out, err = run_tmux(argv)
     if not ok:
         raise Failure("tmux refused %s: %s" % (what, err or "no reason given"), "TmuxError",
                       "Run `%s` on the host by hand to see why." % " ".join(argv))
@@ -68,12 +68,12 @@ def must(argv, what):
 
 def ensure_session(plan):
     """(created) the session: an existing one is reused; one another portal made meanwhile too."""
-    if tmux(plan["has"])[0]:
+    if run_tmux(plan["has"])[0]:
         return False
-    ok, _, err = tmux(plan["new"])
+    ok, _, err = run_tmux(plan["new"])
     if ok:
         return True
-    if tmux(plan["has"])[0]:
+    if run_tmux(plan["has"])[0]:
         return False
     raise Failure("tmux could not create session %r: %s" % (plan["name"], err), "TmuxError",
                   "Run `tmux new-session -d` on the host by hand to see why.")
@@ -85,11 +85,11 @@ def foreground(session, name):
 
 
 def busy(session, name):
-    return layout.runs_program(foreground(session, name) or "")
+    return tmux.runs_program(foreground(session, name) or "")
 
 
 def tail(session, name, lines=5):
-    ok, out, _ = tmux(["tmux", "capture-pane", "-p", "-t", "=%s:=%s" % (session, name)])
+    ok, out, _ = run_tmux(["tmux", "capture-pane", "-p", "-t", "=%s:=%s" % (session, name)])
     if not ok:
         return ""
     text = [line.strip() for line in out.splitlines() if line.strip()]
@@ -104,9 +104,9 @@ def open_window(session, window, typed=True):
         keep = window.get("keep")
         if keep == "marker" and entry["marker"] == window.get("marker"):
             return False
-        if keep == "busy" and layout.runs_program(entry["command"]):
+        if keep == "busy" and tmux.runs_program(entry["command"]):
             return False
-        tmux(window["kill"])
+        run_tmux(window["kill"])
     for argv in window["argv"]:
         if typed or argv[1] != "send-keys":
             must(argv, "window %s (%s)" % (window["name"], argv[1]))

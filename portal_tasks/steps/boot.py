@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from .. import daskcmd, envs, hostenv, plan, progress, tls
-from .. import tmux_commands as cmds
+from ..remote import tmux as cmds
 from ..daskcmd import through_jupyter
 from ..envs import Env
 from ..errors import ClusterError, PortError, TmuxError
 from ..plan import EnvPorts
-from ..remote import layout
+from ..remote import hostpaths, slots
 from ..link.base import Conversation, reported
 from ..replies import Snapshot
 from ..services import Service, collect, not_forwarded
@@ -62,15 +62,11 @@ class Plan:
         self.key = plan.env_key(spec)
         facts = snap["facts"]
         self.plan = plan.plan_payload(target.settings, facts["uid"])
-        self.server = layout.server_dir(facts["home"], facts["hostname"])
-        report = snap["ports"]
-        recorded = report["envs"].get(self.key)
-        self.ports: dict[str, Any] = dict((recorded if recorded and layout.is_current(recorded) else None)
-                                          or report.get("would_be") or recorded or {})
+        self.server = hostpaths.server_dir(facts["home"], facts["hostname"])
+        self.ports: dict[str, Any] = slots.planned_ports(snap["ports"], self.key)
         target.cache.planned_ports[self.key] = dict(self.ports)
         if self.ports.get("http_ports") and "http" not in self.ports:
-            lo, hi = self.ports["http_ports"]
-            self.ports["http"] = list(range(lo, hi + 1))
+            self.ports["http"] = slots.span(self.ports["http_ports"])
         asked = cluster.share_request(target, options)
         self.share = asked
         self.budget = int(asked["memory"] if asked["memory"] is not None else snap["share"]["default_memory"])
@@ -154,7 +150,7 @@ class Plan:
         return out
 
     def _lock(self, out: dict[str, Any], name: str) -> None:
-        out["locks"].append(f"window-{self.target.settings.session}-{name}")
+        out["locks"].append(cmds.window_lock(self.target.settings.session, name))
 
     def _env(self, out: dict[str, Any]) -> None:
         name = env_step.window_name(self.env)
@@ -162,8 +158,8 @@ class Plan:
         out["env"] = {"window": env_step.window(self.target.settings.session, self.env)}
 
     def _cluster(self, out: dict[str, Any]) -> None:
-        out["locks"].append(f"cluster-{self.key}")
-        prepare = {"key": self.key, "env": self.spec, "paths": layout.cluster_paths(self.server, self.key),
+        out["locks"].append(cmds.cluster_lock(self.key))
+        prepare = {"key": self.key, "env": self.spec, "paths": hostpaths.cluster_paths(self.server, self.key),
                    "plan": self.plan, "share": self.share, "interface": self.interface}
         expect: dict[str, Any] = {"scheduler_host": self.listen, "budget": self.budget, "env_kind": self.kind}
         if self.sched:
@@ -193,7 +189,7 @@ class Plan:
         env, name = self.env, jupyter_step.window_name(self.env)
         self._lock(out, name)
         variables = self.client_environment()
-        directory = layout.jupyter_dir(self.server, self.key)
+        directory = hostpaths.jupyter_dir(self.server, self.key)
         proxy = env.has("jupyter_server_proxy")
         # a jupyter-server-proxy with a known hole is not used for the link: the dashboard's own forward
         lab_env = through_jupyter(variables) if proxy and env.proxy_safe() and variables else dict(variables)

@@ -18,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from .. import state
-from ..remote.layout import write_atomic
+from ..remote.files import write_atomic
 from ..target import Explained, Target
 from .forward import running
 

@@ -8,7 +8,7 @@ from typing import Callable
 from .. import hostenv
 from ..envs import dashboard_problem
 from ..errors import PortalError
-from ..remote.layout import proxy_safe
+from ..remote.proxy import proxy_safe
 from ..target import Target
 
 REQUIRED_MODULES = {"IPython": "ipython", "distributed": "dask.distributed"}

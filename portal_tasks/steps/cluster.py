@@ -10,11 +10,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .. import daskcmd, envs, hostenv, plan, tls, tmux_commands
+from .. import daskcmd, envs, hostenv, plan, tls
+from ..remote import tmux
 from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
-from ..remote import layout
+from ..remote import hostpaths, slots
 from ..replies import ClusterEntry, ClusterState, PortsReport
 from ..runcache import SchedulerPorts
 from ..seen import Seen
@@ -78,20 +79,20 @@ def activation(target: Target, spec: str, kind: str | None = None) -> list[str]:
 
 
 def window_name(key: str) -> str:
-    return f"cluster-{key}"
+    return tmux.cluster_window(key)
 
 
 def window(session: str, key: str, lines: list[str]) -> dict[str, Any]:
     """The cluster's window as the helper opens it (a window left from an earlier cluster is replaced)."""
-    return tmux_commands.window_plan(session, window_name(key), lines)
+    return tmux.window_plan(session, window_name(key), lines)
 
 
 def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int,
           listen: str = daskcmd.LOOPBACK) -> daskcmd.ClusterSpec:
     facts = target.facts()
     limit = plan.split_memory(budget, options["workers"])
-    spec = daskcmd.ClusterSpec(key=key, mark=layout.cluster_mark(key, facts["hostname"]), ports=ports,
-                               tls=tls.paths(facts["home"]), paths=layout.cluster_paths(target.server_dir(), key),
+    spec = daskcmd.ClusterSpec(key=key, mark=hostpaths.cluster_mark(key, facts["hostname"]), ports=ports,
+                               tls=tls.paths(facts["home"]), paths=hostpaths.cluster_paths(target.server_dir(), key),
                                workers=options["workers"],
                                threads=options["threads"], memory_limit=limit, listen=listen)
     return spec
@@ -153,8 +154,8 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
     lines = tls.explain_lines(spec.tls, facts["user"])
     lines += preload_lines(spec.paths)
-    lines.append(tmux_commands.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
-    lines += tmux_commands.explain_window(window(target.settings.session, key,
+    lines.append(tmux.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
+    lines += tmux.explain_window(window(target.settings.session, key,
                                                  daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
     return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
                                                        spec.address)
@@ -165,7 +166,7 @@ def preload_lines(paths: dict[str, str]) -> list[str]:
     by hand, as the helper does before it starts the scheduler or workers."""
     if not paths.get("preload"):
         return []
-    source = (Path(layout.__file__).parent / "owner_only.py").read_text()
+    source = (Path(hostpaths.__file__).parent / "owner_only.py").read_text()
     return daskcmd.preload_install_lines(paths["preload"], source)
 
 
@@ -175,9 +176,7 @@ def planned_ports(target: Target, key: str) -> dict[str, Any]:
     if key not in target.cache.planned_ports:
         payload = {"plan": plan.plan_payload(target.settings, target.facts()["uid"]), "key": key}
         report: PortsReport = target.link.helper("ports-report", payload)
-        recorded = report["envs"].get(key)  # one an earlier portal planned is planned again at the start: would_be
-        target.cache.planned_ports[key] = (recorded if recorded and layout.is_current(recorded) else None) or report.get(
-            "would_be") or recorded or {}
+        target.cache.planned_ports[key] = slots.planned_ports(report, key)
     return dict(target.cache.planned_ports[key])
 
 

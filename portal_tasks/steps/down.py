@@ -14,7 +14,7 @@ from .. import plan, state
 from ..envs import env_key
 from ..errors import ClusterError, PortalError
 from ..link.openssh import explain_ssh
-from ..remote import layout
+from ..remote import tmux
 from ..replies import Down
 from ..target import Explained, Target
 
@@ -63,8 +63,8 @@ def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> N
 
 def explain(target: Target, env: str | None = None, keep_cluster: bool = False) -> Explained:
     key = env_key(env) if env else "ENV"
-    remote = [shlex.join(layout.kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null"
-              for p in layout.step_prefixes(keep_cluster)]
+    remote = [shlex.join(tmux.kill_window(target.settings.session, f"{p}-{key}")) + " 2>/dev/null"
+              for p in tmux.step_prefixes(keep_cluster)]
     exit_master = shlex.join([*explain_ssh(target.settings), "-O", "exit", target.host])
     local = [] if target.settings.is_local else [f"{exit_master}    # ends the master connection and its forwards"]
     return Explained(remote=remote, local=local)

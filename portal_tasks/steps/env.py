@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import hostenv
-from .. import tmux_commands as cmds
+from ..remote import tmux as cmds
 from ..envs import Env
 from ..hostenv import resolve_for_explain
 from ..seen import Seen
@@ -16,7 +16,7 @@ from ..target import Explained, Target
 
 
 def window_name(env: Env) -> str:
-    return f"env-{env.key}"
+    return cmds.step_window("env", env.key)
 
 
 def window_mark(env: Env) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 import shlex
 
 from .. import hostenv
-from .. import tmux_commands as cmds
+from ..remote import tmux as cmds
 from ..envs import Env
 from ..seen import Seen
 from ..target import Explained, Target
-from ..tmux_commands import runs_program
+from ..remote.tmux import runs_program
 from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
@@ -33,7 +33,7 @@ def ipython_command(with_client: bool) -> str:
 
 
 def window_name(env: Env) -> str:
-    return f"ipython-{env.key}"
+    return cmds.step_window("ipython", env.key)
 
 
 def launch_lines(env: Env) -> list[str]:

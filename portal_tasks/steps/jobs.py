@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .. import daskcmd, plan, tls
 from ..errors import UsageError
-from ..remote import layout
+from ..remote.hostpaths import dask_preload
 from ..target import Explained, Target
 
 #: option name -> dask-jobqueue setting (what `up`/`scale` may say about one job)
@@ -57,7 +57,7 @@ def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, o
     paths = tls.paths(target.facts()["home"])
     named = bool(target.settings.jobqueue.get("interface"))  # the user's interface: dask-jobqueue's --interface
     ports = tuple(state["worker_ports"]), tuple(state["nanny_ports"])
-    preload = layout.dask_preload(target.server_dir())
+    preload = dask_preload(target.server_dir())
     http = tuple(state.get("http_ports") or state["worker_ports"])  # a record of the 20-port layout has none
     return {"key": state["key"], "env": spec_text, "manager": target.settings.env_manager, "modules": list(target.settings.modules),
             "system": target.settings.jobqueue.get("system", "slurm"), "scheduler": state["address"],

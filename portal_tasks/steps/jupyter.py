@@ -10,19 +10,17 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .. import hostenv
-from .. import tmux_commands as cmds
+from .. import hostenv, plan
+from ..remote import tmux as cmds
 from ..envs import Env, shell_family
 from ..errors import PortalError
-from ..remote import layout
+from ..remote import hostpaths, slots
 from ..replies import JupyterState
 from ..seen import Seen
 from ..target import Explained, Target
 from . import cluster as cluster_step
 
 START_SECONDS = 90.0
-#: Offset of the Jupyter port in an env's slot when the port plan cannot be asked.
-FALLBACK_OFFSET = 2
 
 
 #: Runs JupyterLab with portal's config directory first on JUPYTER_CONFIG_PATH, from any shell (argv: the
@@ -64,7 +62,7 @@ def _root(target: Target) -> bool:
 
 
 def window_name(env: Env) -> str:
-    return f"jupyter-{env.key}"
+    return cmds.step_window("jupyter", env.key)
 
 
 def window(session: str, env: Env, command: str, variables: dict[str, str]) -> dict[str, Any]:
@@ -75,16 +73,18 @@ def window(session: str, env: Env, command: str, variables: dict[str, str]) -> d
 
 def planned_port(target: Target, env: Env) -> int:
     """The env's Jupyter port from the port plan, read only (for --explain; `up` claims it on the host)."""
-    uid = int(target.facts()["uid"])
-    from .. import plan
+    ports = cluster_step.planned_ports(target, env.key)
+    return int(ports["jupyter_port"]) if "jupyter_port" in ports else fallback_port(target)
 
-    report = target.link.helper("ports-report", {"plan": plan.plan_payload(target.settings, uid), "key": env.key,
-                                                 "env": env.spec})
-    known = (report.get("envs") or {}).get(env.key) or report.get("would_be") or {}
-    if "jupyter_port" in known:
-        return int(known["jupyter_port"])
-    block = report["block"]
-    return int(block["start"] if isinstance(block, dict) else block[0]) + FALLBACK_OFFSET
+
+def fallback_port(target: Target) -> int:
+    """The Jupyter port of the first slot of the user's block, for --explain when the plan has none (a full
+    block) or the host cannot be asked (without the uid: the plan's first block)."""
+    try:
+        index = slots.block_index(int(target.facts()["uid"]), target.settings.slots)
+    except PortalError:
+        index = 0
+    return plan.block_for(target.settings, index).start + slots.LAYOUT["jupyter_port"]
 
 
 def _healthy(entry: JupyterState | None) -> bool:
@@ -118,7 +118,7 @@ def describe(target: Target) -> list[JupyterState]:
 def explain(target: Target, env: str | None = None, socket: bool = False) -> Explained:
     resolved = hostenv.resolve_for_explain(target, env)
     session = target.settings.session
-    directory = layout.jupyter_dir(target.server_dir(), resolved.key)
+    directory = hostpaths.jupyter_dir(target.server_dir(), resolved.key)
     q = shlex.quote
     token = q(f"{directory}/token")
     if on_socket(target, resolved, socket):
@@ -128,13 +128,13 @@ def explain(target: Target, env: str | None = None, socket: bool = False) -> Exp
         try:
             port = planned_port(target, resolved)
         except PortalError:  # explain still prints when the host cannot be asked
-            port = target.settings.port_base + FALLBACK_OFFSET
+            port = fallback_port(target)
         command = jupyter_command(port, root=_root(target))
         url = f"http://127.0.0.1:{port}/lab?token=$(cat {token})"
     variables = dict(cluster_step.client_environment(target, resolved.spec), JUPYTER_TOKEN_FILE=f"{directory}/token")
     return Explained(remote=[
         cmds.ensure_session_line(session, hostenv.session_environment(target, ask=True)),
-        f"(umask 077 && mkdir -p {q(directory)}) && chmod 700 ~/.portal",
+        f"(umask 077 && mkdir -p {q(directory)}) && chmod 700 ~/{hostpaths.PORTAL_DIR}",
         f"(umask 077 && python3 -c 'import secrets; print(secrets.token_hex(24), end=\"\")' > {token})",
         *cmds.explain_window(window(session, resolved, command, variables)),
         f'echo "{url}"',

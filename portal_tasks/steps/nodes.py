@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import daskcmd, plan, tls, tmux_commands
+from .. import daskcmd, plan, tls
+from ..remote import tmux
 from ..errors import ClusterError
-from ..remote import layout
+from ..remote import hostpaths
 from ..replies import ClusterState, WorkersOn
 from ..target import Explained, Target
 from ..tls import TlsPaths
@@ -26,8 +27,8 @@ def window_name(key: str) -> str:
 
 def _window_payload(session: str, name: str, lines: list[str]) -> dict[str, Any]:
     """The ``up`` verb's payload on a node: the session, and the workers window (a running one replaced)."""
-    return {"session": tmux_commands.session_plan(session), "locks": [],
-            "windows": [tmux_commands.window_plan(session, name, lines)]}
+    return {"session": tmux.session_plan(session), "locks": [],
+            "windows": [tmux.window_plan(session, name, lines)]}
 
 
 def _origin(target: Target) -> str:
@@ -93,7 +94,7 @@ def stop(target: Target, entry: WorkersOn) -> list[str]:
                    "plan": plan.plan_payload(node.settings, node.facts()["uid"])}
         with node.link.lock(f"nodes-{entry['env_key']}"):
             result = node.link.helper("nodes-stop", payload)
-            node.link.run(tmux_commands.kill_window(node.settings.session, window_name(entry["env_key"])),
+            node.link.run(tmux.kill_window(node.settings.session, window_name(entry["env_key"])),
                           timeout=15)  # a window gone already is as good
         if result["survivors"]:
             raise ClusterError(f"workers {result['survivors']} of env {entry['env']} did not end.", host=node.host,
@@ -115,23 +116,23 @@ def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explaine
     for host in hosts:
         node = target.other(host)
         facts = node.facts()
-        nkey = layout.node_key(key, _origin(target))
+        nkey = hostpaths.node_key(key, _origin(target))
         ports = cluster.planned_ports(node, nkey)
         if not ports:
             raise ClusterError(f"your port block has no free slot for the workers of env {spec_text}.", host=host)
         asked = cluster.share_request(node, options)["memory"]
         budget = asked if asked is not None else cluster.share_report(node, nkey)["default_memory"]
         spec = daskcmd.NodeSpec(
-            mark=layout.cluster_mark(nkey, str(facts["hostname"])), scheduler=address,
+            mark=hostpaths.cluster_mark(nkey, str(facts["hostname"])), scheduler=address,
             listen=node.link.helper("route-source", {"address": listen})["address"],
             worker_ports=tuple(ports["worker_ports"]), nanny_ports=tuple(ports["nanny_ports"]),  # type: ignore[arg-type]
             http_ports=tuple(ports.get("http_ports") or (0, -1)),  # type: ignore[arg-type]
-            tls=tls.paths(str(facts["home"])), paths=layout.node_paths(node.server_dir(), nkey),
+            tls=tls.paths(str(facts["home"])), paths=hostpaths.node_paths(node.server_dir(), nkey),
             workers=options["workers"], threads=options["threads"],
             memory_limit=plan.split_memory(int(budget), options["workers"]))
         session = node.settings.session
-        lines = [*cluster.preload_lines(spec.paths), tmux_commands.ensure_session_line(session),
-                 *tmux_commands.explain_window(tmux_commands.window_plan(
+        lines = [*cluster.preload_lines(spec.paths), tmux.ensure_session_line(session),
+                 *tmux.explain_window(tmux.window_plan(
                      session, window_name(key), daskcmd.node_window_lines(spec, cluster.activation(node, spec_text))))]
         local.append(f"# workers on {host} (its home must hold your ~/.portal/tls, as a shared home does)")
         local.append(node.render(Explained(remote=lines)))

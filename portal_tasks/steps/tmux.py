@@ -4,7 +4,7 @@ path (``steps/boot``), this says what it did and what it stands for."""
 from __future__ import annotations
 
 from .. import hostenv
-from .. import tmux_commands as cmds
+from ..remote import tmux as cmds
 from ..seen import Seen
 from ..target import Explained, Target
 

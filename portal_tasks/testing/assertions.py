@@ -14,7 +14,7 @@ import subprocess
 from typing import Any, Iterable, Iterator, Mapping
 
 from portal_tasks import daskcmd, plan, tls
-from portal_tasks.remote import layout
+from portal_tasks.remote import hostpaths
 from portal_tasks.runner import Result
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import Listener
@@ -47,7 +47,7 @@ def state_file(server: TestServer, user: TestUser, *parts: str, host: str | None
     """A path in the user's state directory of that server (``~/.portal/hosts/MACHINE/...``)."""
     res = user.ssh(host or server.host, "python3 -c 'import platform; print(platform.node())'")
     assert res.ok and res.stdout.strip(), res.stderr
-    return "/".join([layout.server_dir(str(user.home), res.stdout.strip()), *parts])
+    return "/".join([hostpaths.server_dir(str(user.home), res.stdout.strip()), *parts])
 
 
 def user_ports(result: Result) -> dict[str, Any]:

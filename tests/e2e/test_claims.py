@@ -14,7 +14,7 @@ import pytest
 
 from portal_tasks import plan
 from portal_tasks.config import resolve
-from portal_tasks.remote.layout import DEFAULT_CLAIMS_DIR
+from portal_tasks.remote.hostconfig import DEFAULT_CLAIMS_DIR
 from portal_tasks.remote.ports import CLAIM_PLACES, claim_name
 from portal_tasks.runner import Result
 from portal_tasks.testing import users as users_mod

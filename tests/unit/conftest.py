@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from portal_tasks.remote import common, layout
+from portal_tasks.remote import common, hostpaths
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home for the helper: ~/.portal (0700) and this server's directory in it (not made yet)."""
-    monkeypatch.setattr(common, "STATE_DIR", layout.portal_dir(str(tmp_path)))
-    monkeypatch.setattr(common, "SERVER_DIR", layout.server_dir(str(tmp_path), platform.node()))
+    monkeypatch.setattr(common, "STATE_DIR", hostpaths.portal_dir(str(tmp_path)))
+    monkeypatch.setattr(common, "SERVER_DIR", hostpaths.server_dir(str(tmp_path), platform.node()))
     (tmp_path / ".portal").mkdir(mode=0o700)
     return tmp_path
 

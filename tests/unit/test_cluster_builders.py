@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from portal_tasks import daskcmd, plan, tls
-from portal_tasks.remote import layout
+from portal_tasks.remote import hostpaths
 
 HOME = "/home/alice"
 GiB = 1024**3
@@ -17,9 +17,9 @@ GiB = 1024**3
 @pytest.fixture
 def spec() -> daskcmd.ClusterSpec:
     ports = plan.env_ports(23400, 1)
-    server = layout.server_dir(HOME, "matagorda")
-    return daskcmd.ClusterSpec(key="a", mark=layout.cluster_mark("a", "matagorda"), ports=ports, tls=tls.paths(HOME),
-                               paths=layout.cluster_paths(server, "a"), workers=2, threads=3, memory_limit=plan.split_memory(4 * GiB, 2))
+    server = hostpaths.server_dir(HOME, "matagorda")
+    return daskcmd.ClusterSpec(key="a", mark=hostpaths.cluster_mark("a", "matagorda"), ports=ports, tls=tls.paths(HOME),
+                               paths=hostpaths.cluster_paths(server, "a"), workers=2, threads=3, memory_limit=plan.split_memory(4 * GiB, 2))
 
 
 def _opt(argv: list[str], name: str) -> str:
@@ -104,14 +104,14 @@ def test_client_environment(spec: daskcmd.ClusterSpec) -> None:
 
 
 def test_window_plan_targets_exact_names_and_says_what_runs() -> None:
-    from portal_tasks import tmux_commands
+    from portal_tasks.remote import tmux
 
-    window = tmux_commands.window_plan("portal", "cluster-a", ["echo 'hi there'"], {"A": "1"}, mark="m")
+    window = tmux.window_plan("portal", "cluster-a", ["echo 'hi there'"], {"A": "1"}, mark="m")
     assert window["kill"] == ["tmux", "kill-window", "-t", "=portal:=cluster-a"]
     assert window["argv"] == [["tmux", "new-window", "-d", "-t", "=portal:", "-n", "cluster-a", "-e", "A=1"],
                               ["tmux", "set-option", "-w", "-t", "=portal:=cluster-a", "@portal", "m"],
                               ["tmux", "send-keys", "-t", "=portal:=cluster-a", "echo 'hi there'", "Enter"]]
-    lines = tmux_commands.explain_window(window)
+    lines = tmux.explain_window(window)
     assert lines[0] == "tmux kill-window -t =portal:=cluster-a 2>/dev/null || true"
     assert lines[-1] == "tmux send-keys -t =portal:=cluster-a 'echo '\"'\"'hi there'\"'\"'' Enter"
 

@@ -112,8 +112,8 @@ def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_m
     import subprocess
 
     from portal_tasks import plan as plan_mod
-    from portal_tasks import tmux_commands as cmds
-    from portal_tasks.remote import layout
+    from portal_tasks.remote import tmux as cmds
+    from portal_tasks.remote import hostpaths
 
     if not shutil.which("tmux"):
         pytest.skip("no tmux here")
@@ -121,7 +121,7 @@ def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_m
     monkeypatch.delenv("TMUX", raising=False)
     facts = link.helper("probe", {})
     planned = plan_mod.plan_payload(link.settings, facts["uid"])
-    server = layout.server_dir(facts["home"], facts["hostname"])
+    server = hostpaths.server_dir(facts["home"], facts["hostname"])
     session = "portal-test"
     window = {"name": "env-a", "keep": "marker", "marker": "env:a", "kill": cmds.kill_window(session, "env-a"),
               "argv": [cmds.new_window(session, "env-a"), cmds.set_window_option(session, "env-a", cmds.MARKER, "env:a"),
@@ -130,7 +130,7 @@ def test_up_verb_streams_its_steps_and_stops_before_the_cluster_when_its_ports_m
     payload = {"session": {"name": session, "has": cmds.has_session(session), "new": cmds.new_session(session)},
                "locks": ["cluster-a", f"window-{session}-env-a"], "tls": None, "env": {"window": window},
                "cluster": {"env": "a", "ports": wrong, "expect": {"scheduler_host": "127.0.0.1"},
-                           "prepare": {"key": "a", "env": "a", "paths": layout.cluster_paths(server, "a"),
+                           "prepare": {"key": "a", "env": "a", "paths": hostpaths.cluster_paths(server, "a"),
                                        "plan": planned, "share": {"memory": None, "cores": 1, "workers": 1},
                                        "interface": None}},
                "ipython": {}}
@@ -244,7 +244,7 @@ def _snapshot_payload(link):
 def test_a_conversation_answers_then_carries_the_plan_in_the_same_call(link, tmp_path, monkeypatch):
     import shutil
 
-    from portal_tasks import tmux_commands as cmds
+    from portal_tasks.remote import tmux as cmds
 
     if not shutil.which("tmux"):
         pytest.skip("no tmux here")

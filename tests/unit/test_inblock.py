@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from portal_tasks import config, plan
-from portal_tasks.remote import cluster, common, layout, ports
+from portal_tasks.remote import cluster, common, hostpaths, ports, slots
 
 BLOCK = {"index": 34, "start": 23400, "end": 23499}
 
@@ -36,31 +36,31 @@ def listener(port: int, pid: int | None = None, uid: int | None = None) -> dict:
 
 def test_slots_hold_each_workers_three_ports_and_do_not_overlap():
     seen: set[int] = set()
-    for slot in range(layout.slots_per_block(100)):
-        ports_ = layout.slot_ports(BLOCK["start"], slot)
-        every = layout.recorded_ports(ports_)
-        assert len(every) == 3 + 3 * layout.MAX_WORKERS and not every & seen
+    for slot in range(slots.slots_per_block(100)):
+        ports_ = slots.slot_ports(BLOCK["start"], slot)
+        every = slots.recorded_ports(ports_)
+        assert len(every) == 3 + 3 * slots.MAX_WORKERS and not every & seen
         assert all(BLOCK["start"] <= p <= BLOCK["end"] for p in every)
         seen |= every
-        assert layout.is_current(ports_)
-    assert layout.slots_per_block(100) == 3 and not layout.is_current(old_record(0, "a"))
+        assert slots.is_current(ports_)
+    assert slots.slots_per_block(100) == 3 and not slots.is_current(old_record(0, "a"))
 
 
 def test_per_worker_ports_and_pid_files():
-    ports_ = layout.slot_ports(BLOCK["start"], 0)
-    assert layout.per_worker(ports_, 0) == {"worker_port": [23404, 23411], "nanny_port": [23412, 23419],
+    ports_ = slots.slot_ports(BLOCK["start"], 0)
+    assert slots.per_worker(ports_, 0) == {"worker_port": [23404, 23411], "nanny_port": [23412, 23419],
                                             "http_port": 23420}
-    assert layout.per_worker(ports_, 7)["http_port"] == 23427
-    assert layout.per_worker(dict(ports_, http=[23421, 23425]), 1)["http_port"] == 23425
-    assert layout.per_worker(old_record(0, "a"), 1)["http_port"] == 0  # no HTTP range: the kernel picks (as before)
-    assert layout.worker_pid_file("/s/clusters/a.workers.pid", 3) == "/s/clusters/a.workers-3.pid"
+    assert slots.per_worker(ports_, 7)["http_port"] == 23427
+    assert slots.per_worker(dict(ports_, http=[23421, 23425]), 1)["http_port"] == 23425
+    assert slots.per_worker(old_record(0, "a"), 1)["http_port"] == 0  # no HTTP range: the kernel picks (as before)
+    assert hostpaths.worker_pid_file("/s/clusters/a.workers.pid", 3) == "/s/clusters/a.workers-3.pid"
 
 
 def test_new_slots_keep_clear_of_envs_the_earlier_layout_recorded():
     envs = {"a": old_record(0, "a"), "b": old_record(1, "b")}  # ports 23400-23439
-    assert layout.free_slots(BLOCK["start"], 3, envs) == [2]  # new slot 1 (23430-23459) overlaps b's old slot
-    envs["c"] = dict(layout.slot_ports(BLOCK["start"], 2), slot=2)
-    assert layout.free_slots(BLOCK["start"], 3, envs) == []
+    assert slots.free_slots(BLOCK["start"], 3, envs) == [2]  # new slot 1 (23430-23459) overlaps b's old slot
+    envs["c"] = dict(slots.slot_ports(BLOCK["start"], 2), slot=2)
+    assert slots.free_slots(BLOCK["start"], 3, envs) == []
 
 
 def test_an_env_of_the_earlier_layout_is_kept_until_its_cluster_starts_then_planned_again(payload):
@@ -69,9 +69,9 @@ def test_an_env_of_the_earlier_layout_is_kept_until_its_cluster_starts_then_plan
     assert kept == old_record(0, "a")
     notes: list[str] = []
     moved = ports.ensure_env(data, payload, "a", "a", BLOCK, replan=True, notes=notes)
-    assert moved["slot"] == 2 and moved["http_ports"] == [23480, 23487] and layout.is_current(moved)
+    assert moved["slot"] == 2 and moved["http_ports"] == [23480, 23487] and slots.is_current(moved)
     assert data["envs"]["a"] is moved and "earlier portal" in notes[0] and "slot 2" in notes[0]
-    assert not layout.recorded_ports(moved) & layout.recorded_ports(data["envs"]["b"])
+    assert not slots.recorded_ports(moved) & slots.recorded_ports(data["envs"]["b"])
     notes.clear()
     assert ports.ensure_env(data, payload, "a", "a", BLOCK, replan=True, notes=notes) is moved and not notes
     full = {"block": BLOCK, "envs": {n: old_record(i, n) for i, n in enumerate("abcde")}}
@@ -104,14 +104,14 @@ def test_a_port_plan_of_the_earlier_layout_is_read_not_damaged(home, payload, mo
 
 
 def test_http_ports_are_chosen_around_ports_others_hold():
-    rec = layout.slot_ports(BLOCK["start"], 0)
+    rec = slots.slot_ports(BLOCK["start"], 0)
     found = [listener(23420, uid=os.getuid() + 1), listener(23422, pid=99)]
     assert ports.choose_http(rec, found) == [23421, 23423, 23424, 23425, 23426, 23427]
     assert ports.choose_http(old_record(0, "a"), found) == []
 
 
 def test_a_listener_of_the_cluster_outside_the_block_is_found(monkeypatch):
-    mark = f"{layout.CLUSTER_MARK}={layout.cluster_mark('a', platform.node())}".encode()
+    mark = f"{hostpaths.CLUSTER_MARK}={hostpaths.cluster_mark('a', platform.node())}".encode()
     environ = {10: [mark], 11: [mark], 12: [b"OTHER=1"]}
     monkeypatch.setattr(cluster, "_environ", lambda pid: environ.get(pid, []))
     found = [listener(23420, 11), listener(41234, 11), listener(45000, 12), listener(46000, 10, os.getuid() + 1)]
@@ -134,19 +134,19 @@ def test_workers_pids_of_this_and_the_earlier_record():
     assert cluster.workers_pids({"workers_pid": 5}) == [5]
     assert cluster.workers_pids({"workers_pid": 5, "workers_pids": [5, 6]}) == [5, 6]
     assert cluster.workers_pids({}) == []
-    assert cluster.in_ranges(23425, layout.slot_ports(BLOCK["start"], 0))
-    paths = layout.cluster_paths("/s", "a")
-    assert layout.worker_pid_file(paths["workers_pid_file"], 0) in cluster.worker_pid_files(paths)
+    assert cluster.in_ranges(23425, slots.slot_ports(BLOCK["start"], 0))
+    paths = hostpaths.cluster_paths("/s", "a")
+    assert hostpaths.worker_pid_file(paths["workers_pid_file"], 0) in cluster.worker_pid_files(paths)
 
 
 def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home, monkeypatch):
     """A co-user took a worker's HTTP port between planning and start: Dask serves it on a kernel port
     (with only a warning in the window); the wait counts that worker, records and names the stray port."""
-    rec = dict(layout.slot_ports(BLOCK["start"], 0), http=[23420, 23421])
-    paths = layout.cluster_paths(common.server_path(), "a")
-    pids = {paths["scheduler_pid_file"]: 10, layout.worker_pid_file(paths["workers_pid_file"], 0): 11,
-            layout.worker_pid_file(paths["workers_pid_file"], 1): 12}
-    mark = f"{layout.CLUSTER_MARK}={layout.cluster_mark('a', platform.node())}".encode()
+    rec = dict(slots.slot_ports(BLOCK["start"], 0), http=[23420, 23421])
+    paths = hostpaths.cluster_paths(common.server_path(), "a")
+    pids = {paths["scheduler_pid_file"]: 10, hostpaths.worker_pid_file(paths["workers_pid_file"], 0): 11,
+            hostpaths.worker_pid_file(paths["workers_pid_file"], 1): 12}
+    mark = f"{hostpaths.CLUSTER_MARK}={hostpaths.cluster_mark('a', platform.node())}".encode()
     found = [listener(23400, 10), listener(23401, 10), listener(23404, 11), listener(23405, 12),
              listener(23412, 13), listener(23413, 14), listener(23420, 11), listener(41234, 12),
              listener(23421, uid=4242)]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from portal_tasks import state
-from portal_tasks import tmux_commands as cmds
+from portal_tasks.remote import tmux as cmds
 from portal_tasks.config import resolve
 from portal_tasks.errors import ClusterError
 from portal_tasks.steps import down, forward, up, warm

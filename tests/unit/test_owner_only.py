@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from portal_tasks import daskcmd, plan, tls
-from portal_tasks.remote import common, layout, owner_only
+from portal_tasks.remote import common, hostpaths, owner_only
 
 NOBODY = 65534
 
@@ -130,7 +130,7 @@ def test_the_guard_wraps_once() -> None:
 
 
 def test_the_helper_installs_the_preload_private_and_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "dask" / layout.DASK_PRELOAD)
+    path = str(tmp_path / "dask" / hostpaths.DASK_PRELOAD)
     assert common.install_preload(path) == path
     assert Path(path).read_bytes() == Path(owner_only.__file__).read_bytes()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(tmp_path / "dask").st_mode) == 0o700
@@ -141,14 +141,14 @@ def test_the_helper_installs_the_preload_private_and_once(tmp_path: Path) -> Non
 
 def test_scheduler_and_every_worker_load_the_preload() -> None:
     home = "/home/alice"
-    server = layout.server_dir(home, "matagorda")
+    server = hostpaths.server_dir(home, "matagorda")
     spec = daskcmd.ClusterSpec(key="a", mark="a@matagorda", ports=plan.env_ports(23400, 1), tls=tls.paths(home),
-                               paths=layout.cluster_paths(server, "a"), workers=2, threads=1, memory_limit=1)
+                               paths=hostpaths.cluster_paths(server, "a"), workers=2, threads=1, memory_limit=1)
     preload = f"{server}/dask/portal_owner_only.py"
     for argv in [daskcmd.scheduler_argv(spec), *daskcmd.workers_argv(spec)]:
         assert argv[argv.index("--preload") + 1] == preload
     node = daskcmd.NodeSpec(mark="m", scheduler="tls://10.0.0.1:1", listen="10.0.0.2", worker_ports=(1, 2),
-                            nanny_ports=(3, 4), tls=tls.paths(home), paths=layout.node_paths(server, "a.from-x"),
+                            nanny_ports=(3, 4), tls=tls.paths(home), paths=hostpaths.node_paths(server, "a.from-x"),
                             workers=1, threads=1, memory_limit=1)
     assert daskcmd.node_worker_argv(node)[-2:] == ["--preload", preload]
     args = daskcmd.job_worker_args((1, 2), (3, 4), preload="/home/al ice/p.py")

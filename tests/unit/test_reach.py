@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from portal_tasks.remote import layout, reach
+from portal_tasks.remote import hostpaths, reach
 from portal_tasks.steps import ports as ports_step
 
 
@@ -41,8 +41,8 @@ def dask_like(tmp_path: Path):
     def start(preload: bool) -> int:
         argv = [sys.executable, "-c", "import time; time.sleep(60)"]
         if preload:
-            argv += ["--preload", f"{tmp_path}/dask/{layout.DASK_PRELOAD}"]
-        proc = subprocess.Popen(argv, env=dict(os.environ, **{layout.CLUSTER_MARK: "a@here"}))
+            argv += ["--preload", f"{tmp_path}/dask/{hostpaths.DASK_PRELOAD}"]
+        proc = subprocess.Popen(argv, env=dict(os.environ, **{hostpaths.CLUSTER_MARK: "a@here"}))
         started.append(proc)
         return proc.pid
 

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from portal_tasks import config, plan
-from portal_tasks.remote import common, layout, ports
+from portal_tasks.remote import common, hostconfig, ports
 
 
 @pytest.fixture
@@ -114,9 +114,9 @@ def test_the_claims_dir_comes_from_the_user_then_the_admin_then_the_default(tmp_
 
 
 def test_host_config_reads_flat_lines_only():
-    assert layout.parse_host_config("a: 1\nclaims_dir: \"/x y\"\n  # c\nnot a line\n") == {"claims_dir": "/x y"}
-    assert layout.parse_host_config("hosts:\n  h:\n    claims_dir: /nested\n") == {}
-    assert layout.parse_host_config("") == {}
+    assert hostconfig.parse_host_config("a: 1\nclaims_dir: \"/x y\"\n  # c\nnot a line\n") == {"claims_dir": "/x y"}
+    assert hostconfig.parse_host_config("hosts:\n  h:\n    claims_dir: /nested\n") == {}
+    assert hostconfig.parse_host_config("") == {}
 
 
 def test_state_files_are_replaced_whole(tmp_path):

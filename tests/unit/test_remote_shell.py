@@ -16,7 +16,7 @@ from portal_tasks import remote_shell
 from portal_tasks.errors import UsageError
 from portal_tasks.link.base import (bootstrap_command, helper_archive, helper_command, payload_line,
                                     python_not_found)
-from portal_tasks.tmux_commands import attach
+from portal_tasks.remote.tmux import attach
 
 SHELLS = ("sh", "bash", "zsh", "fish", "tcsh", "csh")
 #: What each shell does wrong with a naive line: the reason it is in the list.

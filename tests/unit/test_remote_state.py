@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from portal_tasks.remote import cluster, common, layout, ports
+from portal_tasks.remote import cluster, common, hostpaths, ports, slots
 
 
 def test_each_server_has_its_own_directory_and_shares_tls():
-    a, b = layout.server_dir("/home/u/", "matagorda"), layout.server_dir("/home/u", "matagorda2")
+    a, b = hostpaths.server_dir("/home/u/", "matagorda"), hostpaths.server_dir("/home/u", "matagorda2")
     assert a == "/home/u/.portal/hosts/matagorda" and b == "/home/u/.portal/hosts/matagorda2"
-    assert layout.machine("../evil host") == "_evil_host" and layout.machine("") == "unnamed"
-    assert layout.tls_dir("/home/u") == "/home/u/.portal/tls"
-    paths = layout.cluster_paths(a, "a-c282")
+    assert hostpaths.machine("../evil host") == "_evil_host" and hostpaths.machine("") == "unnamed"
+    assert hostpaths.tls_dir("/home/u") == "/home/u/.portal/tls"
+    paths = hostpaths.cluster_paths(a, "a-c282")
     assert all(p.startswith(a + "/") for p in paths.values()) and paths["scratch"] == a + "/scratch/a-c282"
-    assert layout.cluster_mark("a", "matagorda") != layout.cluster_mark("a", "matagorda2")
+    assert hostpaths.cluster_mark("a", "matagorda") != hostpaths.cluster_mark("a", "matagorda2")
 
 
 def test_an_earlier_layout_is_adopted_once_with_this_machines_records_only(home):
@@ -53,7 +53,7 @@ def test_a_damaged_port_plan_is_one_line_naming_it_and_replans_nothing(home, con
     path = Path(common.state_path("ports.json"))
     path.write_text(content)
     plan = {"base": 20000, "block_size": 100, "slots": 100, "first": 3, "slot_size": 20, "slots_per_block": 5,
-            "layout": layout.LAYOUT, "claims_dir": str(home / "claims")}
+            "layout": slots.LAYOUT, "claims_dir": str(home / "claims")}
     with pytest.raises(common.Failure) as info:
         ports.assign({"plan": plan, "key": "a", "env": "a"})
     assert info.value.kind == "StateError" and str(path) in info.value.message and problem in info.value.message

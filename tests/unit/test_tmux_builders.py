@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from portal_tasks import tmux_commands as cmds
-from portal_tasks.remote import layout
+from portal_tasks.remote import tmux as cmds
+from portal_tasks.remote import tmux
 
 
 def test_session_commands_use_exact_targets() -> None:
@@ -63,12 +63,12 @@ def test_kill_session_is_an_exact_target() -> None:
 
 def test_down_closes_the_step_windows_of_the_env_or_of_all_in_the_sessions_order() -> None:
     names = ["shell", "env-a", "cluster-a", "ipython-a", "jupyter-b", "ipython-ab", "notes", "workers-a"]
-    assert layout.step_windows(names, "a", False) == ["env-a", "cluster-a", "ipython-a"]
-    assert layout.step_windows(names, "a", True) == ["env-a", "ipython-a"]
-    assert layout.step_windows(names, None, False) == ["env-a", "cluster-a", "ipython-a", "jupyter-b", "ipython-ab"]
-    assert layout.step_windows(names, None, True) == ["env-a", "ipython-a", "jupyter-b", "ipython-ab"]
+    assert tmux.step_windows(names, "a", False) == ["env-a", "cluster-a", "ipython-a"]
+    assert tmux.step_windows(names, "a", True) == ["env-a", "ipython-a"]
+    assert tmux.step_windows(names, None, False) == ["env-a", "cluster-a", "ipython-a", "jupyter-b", "ipython-ab"]
+    assert tmux.step_windows(names, None, True) == ["env-a", "ipython-a", "jupyter-b", "ipython-ab"]
 
 
 def test_only_shells_at_their_prompt_are_idle() -> None:
-    assert layout.only_idle(["bash", "zsh"]) and layout.only_idle([])
-    assert not layout.only_idle(["bash", "vim"]) and not layout.only_idle([""])
+    assert tmux.only_idle(["bash", "zsh"]) and tmux.only_idle([])
+    assert not tmux.only_idle(["bash", "vim"]) and not tmux.only_idle([""])
