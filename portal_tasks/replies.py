@@ -75,8 +75,8 @@ class Window(TypedDict):
 
 
 class ClusterState(TypedDict, total=False):
-    """A recorded cluster with its health: a ``cluster-list`` entry, ``cluster-prepare``'s reused state,
-    ``cluster-wait``'s answer."""
+    """A recorded cluster with its health: a ``cluster-list`` entry, or the state `up`'s cluster part reports
+    (reused, or started and waited for: ``cluster-starting`` and ``cluster-ready``)."""
 
     key: str
     env: str
@@ -124,21 +124,6 @@ class Block(TypedDict):
     index: int
     start: int
     end: int
-
-
-class ClusterPrepare(TypedDict, total=False):
-    """``cluster-prepare``: a healthy cluster to reuse (``state``), else the ports and budget of a new one."""
-
-    reused: bool
-    state: ClusterState
-    ports: dict[str, Any]  # plan.EnvPorts as a dict (plus env, slot)
-    block: Block
-    listen: str
-    share: Share
-    notes: list[str]
-    was_recorded: bool
-    env_kind: str
-    cleaned: list[int]
 
 
 class ClusterEntry(TypedDict):
@@ -198,14 +183,6 @@ class PortsReport(TypedDict):
     envs: dict[str, dict[str, Any]]
     listening: list[dict[str, Any]]
     would_be: NotRequired[dict[str, Any] | None]
-
-
-class PortsAssign(TypedDict):
-    """``ports-assign``: the env's ports, checked; notes when one moved."""
-
-    block: Block
-    ports: dict[str, Any]
-    notes: list[str]
 
 
 class Failed(TypedDict):

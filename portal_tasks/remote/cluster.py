@@ -290,7 +290,7 @@ def env_kind(spec):
 
 
 def prepare(payload):
-    """``cluster-prepare`` (a step of `up`): reuse a healthy cluster, else clean up what is stale and plan ports.
+    """The cluster part of the ``up`` verb, first: reuse a healthy cluster, else clean up what is stale and plan ports.
 
     A damaged record (empty, not JSON, fields missing) is stale when nothing of the env's cluster
     runs; while something does, it is one line and nothing is touched (``down`` is the way out).
@@ -351,7 +351,7 @@ def prepare(payload):
 
 
 def wait(payload):
-    """``cluster-wait`` (a step of `up` or `down`): bounded wait until scheduler (TLS) and every worker listen; records state.
+    """The cluster part of the ``up`` verb, once its window runs: bounded wait until scheduler (TLS) and every worker listen; records state.
 
     Every worker (its ``dask worker`` process, its worker, nanny and HTTP servers) is counted; an HTTP
     server Dask moved outside the block (its port was taken meanwhile) counts too, and a note says so.
@@ -454,7 +454,7 @@ def describe(_payload):
 
 
 def stop(payload):
-    """``cluster-stop`` (a step of `up` or `down`): end this user's cluster processes of the env and forget its state."""
+    """For the ``down`` verb: end this user's cluster processes of the env and forget its state."""
     key = payload["key"]
     state, _ = read_record(key)  # a damaged record: the marked processes are still found and stopped
     pids = stale_pids(key, state, recorded_ports(key))
@@ -469,4 +469,4 @@ def stop(payload):
     return {"stopped": pids, "survivors": survivors, "had_state": bool(state)}
 
 
-VERBS = {"cluster-list": describe}  # prepare, wait and stop run inside `up` and `down`
+VERBS = {"cluster-list": describe}  # prepare and wait run inside `up` (remote/up.py), stop inside `down`

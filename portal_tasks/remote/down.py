@@ -2,8 +2,8 @@
 
 {session, key (None: every env), env (as given), keep_cluster, plan} -> {stopped, clusters, survivors[, facts]}
 
-In order: the env's recorded Jupyter servers (``jupyter-stop``); unless ``keep_cluster``, each recorded
-cluster's worker jobs (``jobs-cancel``), its processes (``cluster-stop``) and its window, under the
+In order: the env's recorded Jupyter servers (``jupyter.stop``); unless ``keep_cluster``, each recorded
+cluster's worker jobs (``jobs.cancel``), its processes (``cluster.stop``) and its window, under the
 ``cluster-KEY`` locks (taken first, in sorted order, as ``up`` takes them); then portal's step windows
 of the env that are left; then the session, when only shells at their prompt remain in it (all envs,
 cluster included). The functions called signal only processes of this user.

@@ -305,12 +305,12 @@ def _url(state):
 
 
 def status(payload):
-    """``jupyter-status`` {key} (a step of `up`): the recorded server with its health, or None."""
+    """For the ``up`` verb's JupyterLab part {key}: the recorded server with its health, or None."""
     return _describe(payload["key"])
 
 
 def prepare(payload):
-    """``jupyter-prepare`` (a step of `up` or `down`) {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
+    """For the ``up`` verb's JupyterLab part {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
     key = payload["key"]
     directory = _dir(key)
     state = {"env": payload["env"], "env_key": key, "port": None, "socket": None,
@@ -338,7 +338,7 @@ def _anyone_listens(port):
 
 
 def wait(payload):
-    """``jupyter-wait`` (a step of `up` or `down`) {key, timeout}: poll until the server answers 200 with the token (bounded).
+    """For the ``up`` verb's JupyterLab part {key, timeout}: poll until the server answers 200 with the token (bounded).
 
     The described server (its pid now recorded), None on time-out, or {"taken": why, "port"} when
     the port is held by anything but the user's own process (Jupyter, with port_retries=0, then
@@ -381,7 +381,7 @@ def listing(_payload):
 
 
 def stop(payload):
-    """``jupyter-stop`` (a step of `up` or `down`) {key}: end the recorded server (SIGTERM, bounded wait) and forget its state."""
+    """For the ``down`` verb {key}: end the recorded server (SIGTERM, bounded wait) and forget its state."""
     entry = _describe(payload["key"])
     if not entry:
         return {"stopped": False}
@@ -397,4 +397,4 @@ def stop(payload):
     return {"stopped": bool(pid), "pid": pid}
 
 
-VERBS = {"jupyter-list": listing}  # status, prepare, wait and stop run inside `up` and `down`
+VERBS = {"jupyter-list": listing}  # status, prepare and wait run inside `up` (remote/up.py), stop inside `down`

@@ -396,7 +396,7 @@ def load_plan(path):
 
 
 def assign(payload):
-    """``ports-assign`` (a step of `up`): block + env slot, owners checked for ``check``; returns ports and notes."""
+    """For the ``up`` verb (its cluster and JupyterLab parts) and ``nodes-prepare``: block + env slot, owners checked for ``check``; returns ports and notes."""
     plan = payload["plan"]
     notes = []
     with locked("ports"):
@@ -461,4 +461,4 @@ def recorded_block():
     return block if isinstance(block, dict) and isinstance(block.get("start"), int) else None
 
 
-VERBS = {"ports-report": report}  # assign runs inside `up`
+VERBS = {"ports-report": report}  # assign runs inside `up` and `nodes-prepare`

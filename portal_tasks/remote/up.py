@@ -2,8 +2,8 @@
 
 The laptop plans (ports, windows, the lines typed into them, all from the builders ``--explain``
 prints) and sends the plan on stdin; this runs it here: TLS files, the tmux session, the env's
-window, the cluster (``cluster-prepare``, its window, ``cluster-wait``), IPython, JupyterLab
-(``jupyter-prepare``, its window, ``jupyter-wait``). The tmux argv come built in the plan and run
+window, the cluster (``cluster.prepare``, its window, ``cluster.wait``), IPython, JupyterLab
+(``jupyter.prepare``, its window, ``jupyter.wait``). The tmux argv come built in the plan and run
 here with subprocess (no ssh per tmux call). Dask and JupyterLab boot side by side; IPython starts once
 Dask is up (on a busy host its start would slow Dask's, and `up` waits for Dask).
 

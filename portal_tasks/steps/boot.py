@@ -46,9 +46,10 @@ def require(target: Target, spec: str | None, snap: Snapshot, parts: Sequence[st
         raise reported(failed["kind"], failed["message"], target.host, failed.get("hint"))
 
 
-class Plan:
-    """What one call of the ``up`` verb plans for ``parts`` (of PARTS), and what the host changed of it
-    (``replan``)."""
+class UpPlan:
+    """What one call of the ``up`` verb is given for ``parts`` (of PARTS), and what the host changed of it
+    (``replan``). "Plan" alone means the port plan (plan.py), which it carries as ``port_plan`` (the
+    payload key ``plan``, as in every helper call)."""
 
     def __init__(self, target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str],
                  socket: bool) -> None:
@@ -61,7 +62,7 @@ class Plan:
         self.env_check: dict[str, Any] = dict(snap["env"] or {})
         self.key = plan.env_key(spec)
         facts = snap["facts"]
-        self.plan = plan.plan_payload(target.settings, facts["uid"])
+        self.port_plan = plan.plan_payload(target.settings, facts["uid"])
         self.server = hostpaths.server_dir(facts["home"], facts["hostname"])
         self.ports: dict[str, Any] = slots.planned_ports(snap["ports"], self.key)
         target.cache.planned_ports[self.key] = dict(self.ports)
@@ -160,7 +161,7 @@ class Plan:
     def _cluster(self, out: dict[str, Any]) -> None:
         out["locks"].append(cmds.cluster_lock(self.key))
         prepare = {"key": self.key, "env": self.spec, "paths": hostpaths.cluster_paths(self.server, self.key),
-                   "plan": self.plan, "share": self.share, "interface": self.interface}
+                   "plan": self.port_plan, "share": self.share, "interface": self.interface}
         expect: dict[str, Any] = {"scheduler_host": self.listen, "budget": self.budget, "env_kind": self.kind}
         if self.sched:
             expect.update(scheduler_port=self.sched["scheduler_port"], dashboard_port=self.sched["dashboard_port"],
@@ -173,7 +174,7 @@ class Plan:
             record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=self.options.get("workers_on") or [],
                           dashboard_problem=envs.dashboard_problem(self.spec, self.env_check.get("dashboard")))
             part["window"] = cluster.window(self.target.settings.session, self.key, lines)
-            part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.plan,
+            part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.port_plan,
                             "workers": spec.workers, "seconds": cluster.WAIT_SECONDS, "record": record}
         else:
             part["window"] = {"name": cluster.window_name(self.key)}
@@ -198,7 +199,7 @@ class Plan:
                                                root=int(self.snap["facts"].get("uid", -1)) == 0,
                                                config_dir=f"{directory}/config" if proxy else None, shell=env.shell)
         out["jupyter"] = {"key": self.key, "env": self.spec, "socket": self.socket, "port": self.lab_port,
-                          "plan": self.plan, "seconds": jupyter_step.START_SECONDS,
+                          "plan": self.port_plan, "seconds": jupyter_step.START_SECONDS,
                           "window": jupyter_step.window(self.target.settings.session, env, command, lab_env)}
 
 
@@ -318,7 +319,7 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
          shown: dict[str, str] | None, hooks: Hooks, call: Conversation | None) -> Booted:
     labels = shown or {}
     require(target, spec, snap, parts)
-    planned = Plan(target, spec, snap, options, parts, socket)
+    planned = UpPlan(target, spec, snap, options, parts, socket)
     if "ipython" in planned.parts:
         hostenv.require(target, planned.env, "IPython", "ipython")
     if planned.jupyter:
@@ -369,7 +370,7 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
     return booted
 
 
-def _event(target: Target, planned: Plan, display: Display, event: dict[str, Any], booted: Booted,
+def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, Any], booted: Booted,
            hooks: Hooks) -> None:
     """One progress line of the helper: what the step says, and its ✓."""
     host, name, spec = target.host, event["event"], planned.spec
