@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import (clients, forwards, jobs, latency, many_users, named_env, owner_only, tmux_drive, up_cold, up_jupyter,
-                   up_warm)
+from bench import (clients, forwards, host_cpu, jobs, latency, many_users, named_env, owner_only, tmux_drive, up_cold,
+                   up_jupyter, up_warm)
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -30,6 +30,7 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "clients": clients.many,
         "cold": up_cold.run,
         "jupyter": up_jupyter.run,
+        "cpu": host_cpu.run,
         "latency": latency.run,
         "users": lambda b: many_users.run(b, workers=users_workers),
         "jobs": jobs.run,
@@ -44,7 +45,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, jupyter, latency, users, jobs, tmux")
+                   "forward, warm, attach, clients, cold, jupyter, cpu, latency, users, jobs, tmux, named, owner")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = TripCountingServer(extra_users=max(0, args.users - 2) if not args.only or "users" in args.only else 0)
     rows: list[Row] = []
     failed: list[str] = []
+    bench_notes: list[str] = []  # what benchmarks add below the table (per-process breakdowns)
     loads: list[str] = []  # the machine's 1-minute load average as each benchmark starts (the machine is shared)
     try:
         print(f"bench: starting the netns test server ({args.users} users)", file=sys.stderr, flush=True)
@@ -90,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             rows += got
             print(render(got).split("\n", 2)[2], file=sys.stderr)
             print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        bench_notes = bench.notes
     finally:
         print("bench: tearing down the test server", file=sys.stderr, flush=True)
         backend.close()
     loads.append(f"end {os.getloadavg()[0]:.1f}")
     text = document(rows, time.monotonic() - start, sys.argv[1:] if argv is None else argv,
                     load=f"1-minute load average of the machine as each benchmark started: {', '.join(loads)}")
+    if bench_notes:
+        text += "\n" + "\n\n".join(bench_notes) + "\n"
     if failed:
         text += f"\nFailed: {', '.join(failed)} (see the run's stderr).\n"
     print(text)

@@ -1,4 +1,8 @@
-"""(5) N users running `up` at the same time: all succeed, no port collisions, every dashboard loads."""
+"""(5) N users running `up` at the same time: all succeed, no port collisions, every dashboard loads; against the
+same clusters started by hand at once in the same run. Twenty, then a hundred where the machine's memory allows
+(with a longer wait: on two cores the ratio is the measure); and the resident memory of the idle server once
+everyone is up: portal's own share (tmux, the windows' shells, the kept ssh connection) against the users'
+clusters and IPython."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.context import Bench
+from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
 from bench.up_cold import by_hand, cluster_spec
 from portal_tasks.testing.assertions import user_ports
+from portal_tasks.testing.flows import admin_set_up_for
 from portal_tasks.testing.server import TestUser
 from portal_tasks.testing.sockets import Listener, parse_ss
 
@@ -33,24 +39,73 @@ def _listeners(b: Bench) -> list[Listener]:
     return parse_ss(b.server.admin_run(["ss", "-Htlnpe"], timeout=30).stdout)
 
 
-def baseline(b: Bench, users: list[TestUser], spec: tuple[int, int, int]) -> list[float]:
+MiB = 2**20
+MARGIN = 1.5  # memory a user's round needs over what their host side holds once idle (laptop side, start peaks)
+
+
+def baseline(b: Bench, users: list[TestUser], spec: tuple[int, int, int], wait: float = 120) -> list[float]:
     """Seconds until each user's by-hand cluster (bench/up_cold.py) sees its workers, all users at once."""
     with ThreadPoolExecutor(len(users)) as pool:
-        return list(pool.map(lambda u: by_hand(b, *spec, user=u), users))  # raises when any failed
+        return list(pool.map(lambda u: by_hand(b, *spec, user=u, wait=wait), users))  # raises when any failed
 
 
-def run(b: Bench, workers: int = 1) -> list[Row]:
+def available() -> int:
+    """Bytes of memory the machine can still give (MemAvailable)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run(b: Bench, workers: int = 1, rounds: tuple[int, ...] = (20, 100), admin: bool = True) -> list[Row]:
+    """A round of `up` at once for each count in rounds (as many users as the server has, at most), the next
+    only as many as the memory the last round took per user (×MARGIN) lets the machine hold. With `admin`, the
+    server is set up for each round's users first (README, "For admins": their fair share)."""
     users = b.extra_users()
+    counts = sorted({min(n, len(users)) for n in rounds})
+    rows: list[Row] = []
+    per_user, last = 0.0, 0
+    for n in counts:
+        fits = int(available() / (per_user * MARGIN)) if per_user else n
+        if fits < n:  # the hosts' clusters and the laptops' `portal` and ssh beside them: one machine here
+            instead = f"{fits} users at once instead" if fits > last + 10 else "not run"
+            b.notes.append(f"users: {n} users at once do not fit this machine: about "
+                           f"{per_user * MARGIN * n / 2**30:.1f} GiB needed ({per_user / MiB:.0f} MiB a user in the "
+                           f"round of {last}, ×{MARGIN} for the laptops' side), {available() / 2**30:.1f} GiB "
+                           f"available; {instead}.")
+            if fits <= last + 10:
+                continue
+            n = fits
+        if admin:
+            admin_set_up_for(b.server, n)
+        got, per_user = one_round(b, users[:n], workers, wait=max(120, 8 * n))
+        rows += got
+        last = n
+    return rows
+
+
+def one_round(b: Bench, users: list[TestUser], workers: int, wait: float) -> tuple[list[Row], float]:
+    """The rows of len(users) users at once, and the resident memory a user's work took (bytes)."""
     for user in users:
         b.reset(user)
 
-    def up(user: TestUser) -> tuple[TestUser, float, str]:
-        seconds, res = b.up(user, "--workers", str(workers), timeout=600)
+    failures: list[str] = []
+
+    def up(user: TestUser) -> tuple[TestUser, float, str] | None:
+        try:
+            seconds, res = b.up(user, "--workers", str(workers), timeout=wait + 300)
+        except RuntimeError as exc:
+            failures.append(str(exc).splitlines()[-1][:300])
+            return None
         return user, seconds, res.stdout
 
     with ThreadPoolExecutor(len(users)) as pool:
-        results = list(pool.map(up, users))  # raises when any `up` failed
+        results = [r for r in pool.map(up, users) if r is not None]
+    if not results:
+        raise RuntimeError(f"no `up` of {len(users)} at once succeeded: {failures[:3]}")
     times = [s for _, s, _ in results]
+    kinds = resident({u.uid for u in users}, {u.name for u in users})  # all up, idle
     spec = cluster_spec(b, users[0])
     dashboards = [m.group(1) for _, _, out in results for m in [URL.search(out)] if m]
     loaded = sum(1 for url in dashboards if _status(url) == 200)
@@ -69,20 +124,50 @@ def run(b: Bench, workers: int = 1) -> list[Row]:
     seed = n * (1 + 1 + 1)  # per user one env, one client (IPython), one LocalCluster for it
     for user in users:
         b.reset(user)
-    hands = baseline(b, users, spec)
+    hands = baseline(b, users, spec, wait)
     label = f"{n} users, `up --workers {workers}` at once"
     hand_what = (f"the same {n} clusters ({spec[0]} worker{'s' * (spec[0] != 1)} × {spec[1]} threads) "
                  "started by hand at once, "
                  "as in (2), one ssh each")
-    return [
+    rows = [
         Row("5", f"{label}: p50 of `up` time", percentile(times, 50), "s", f"{hand_what}: p50",
             percentile(hands, 50)),
         Row("5", f"{label}: p95 of `up` time", percentile(times, 95), "s", f"{hand_what}: p95",
-            percentile(hands, 95), target=1.3),
+            percentile(hands, 95), target=1.2 if n <= 20 else None),
         Row("5", f"{label}: succeeded / dashboards loading (HTTP 200)", float(min(len(results), loaded)), "of "
-            + str(n), note=f"{len(results)} succeeded, {loaded} of {len(dashboards)} dashboards loaded",
+            + str(n), note=f"{len(results)} succeeded, {loaded} of {len(dashboards)} dashboards loaded"
+            + (f"; failed: {failures[0]}" if failures else ""),
             target=float(n), higher_is_better=True),
         Row("5", f"{label}: port collisions", float(collisions), "", target=0.0),
         Row("5", f"{label}: listening ports of all of them", float(len(mine)), "ports",
             "seed scheme n_envs + n_clients + n_clusters (1 + 1 + 1 per user)", float(seed)),
+        *memory_rows(label, kinds, n),
     ]
+    b.notes.append(memory_table(label, kinds, n))
+    return rows, sum(size for _, size in kinds.values()) / n
+
+
+def memory_rows(label: str, kinds: dict[str, tuple[int, int]], n: int) -> list[Row]:
+    side = sides(kinds)
+    what = f"{label}: resident memory (PSS) of the idle server once all are up"
+    return [
+        Row("5", f"{what}: portal's own share (tmux servers, the windows' shells, the kept ssh connection's "
+            f"sshd, helpers), per user", side["portal"] / n / MiB, "MiB",
+            "the users' clusters (scheduler, nanny, worker) and IPython, per user",
+            (side["cluster"] + side["session"]) / n / MiB),
+        Row("5", f"{what}: all {n} users", sum(side.values()) / MiB, "MiB",
+            note=f"clusters {side['cluster'] / MiB:.0f} MiB, IPython {side['session'] / MiB:.0f} MiB, "
+                 f"portal's own {side['portal'] / MiB:.0f} MiB"),
+    ]
+
+
+def memory_table(label: str, kinds: dict[str, tuple[int, int]], n: int) -> str:
+    """Markdown: per process kind, how many and their PSS, in all and per user."""
+    lines = [f"#### {label}: resident memory of the idle server, per process kind", "",
+             "| process (what it runs) | processes | PSS, all users | PSS per user |", "|---|---:|---:|---:|"]
+    for kind, (count, size) in kinds.items():
+        lines.append(f"| {kind} | {count} | {size / MiB:.1f} MiB | {size / n / MiB:.1f} MiB |")
+    total = sum(size for _, size in kinds.values())
+    lines += [(f"| **total** | {sum(c for c, _ in kinds.values())} | **{total / MiB:.0f} MiB** | "
+               f"**{total / n / MiB:.1f} MiB** |"), ""]
+    return "\n".join(lines)

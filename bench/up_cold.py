@@ -25,11 +25,11 @@ W=$!
 python - $D/s.json <<'PY'
 import os, sys, time
 from dask.distributed import Client
-deadline = time.monotonic() + 120
+deadline = time.monotonic() + {wait}
 while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
     time.sleep(0.02)
-c = Client(scheduler_file=sys.argv[1], timeout=60)
-c.wait_for_workers({workers}, timeout=120)
+c = Client(scheduler_file=sys.argv[1], timeout={wait})
+c.wait_for_workers({workers}, timeout={wait})
 print("workers", len(c.scheduler_info()["workers"]), flush=True)
 c.close()
 PY
@@ -47,12 +47,13 @@ def cluster_spec(b: Bench, user: TestUser) -> tuple[int, int, int]:
 
 
 def by_hand(b: Bench, workers: int, threads: int, memory: int, user: TestUser | None = None,
-            host: str | None = None) -> float:
-    """Seconds from the ssh start until the client on the host sees every worker (teardown not timed)."""
+            host: str | None = None, wait: float = 120) -> float:
+    """Seconds from the ssh start until the client on the host sees every worker (teardown not timed); the
+    client gives up after `wait` seconds (a hundred users at once on two cores need more than 120)."""
     alice = user or b.user("alice")
-    script = BY_HAND.format(env=b.env, workers=workers, threads=threads, memory=memory)
+    script = BY_HAND.format(env=b.env, workers=workers, threads=threads, memory=memory, wait=int(wait))
     argv = alice.ssh_argv(host or b.host, "bash", "-s", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    seconds, line, rc, err = first_line(argv, script)  # the client waits at most 120 s, then the script ends
+    seconds, line, rc, err = first_line(argv, script, timeout=wait + 60)  # the client gives up after `wait` s
     if line.strip() != f"workers {workers}" or rc != 0:
         raise RuntimeError(f"starting the cluster by hand failed (rc {rc}): {line} {err}")
     return seconds

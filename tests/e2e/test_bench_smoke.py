@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 
-from bench import clients, forwards, jobs, latency, many_users, owner_only, up_cold, up_jupyter, up_warm
+from bench import clients, forwards, host_cpu, jobs, latency, many_users, owner_only, up_cold, up_jupyter, up_warm
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import render
@@ -30,10 +31,23 @@ def _check(rows: list[Row]) -> None:
 
 
 @pytest.mark.parametrize("fn", [forwards.run, up_warm.run, clients.attach, clients.many, up_cold.run, up_jupyter.run,
-                                latency.run, many_users.run, owner_only.run],
+                                latency.run, functools.partial(many_users.run, admin=False), owner_only.run],
                          ids=["forward", "warm", "attach", "clients", "cold", "jupyter", "latency", "users", "owner"])
 def test_benchmark_runs_once(bench, fn):
     _check(fn(bench))
+
+
+def test_the_host_cpu_benchmark_counts_every_process_both_ways(bench):
+    rows = host_cpu.run(bench)
+    _check(rows)
+    cpu = [r for r in rows if "host CPU" in r.what]
+    assert len(cpu) == 2 and all(r.value > 0 and r.baseline for r in cpu), rows
+    starts = [r for r in rows if "Python interpreters" in r.what]
+    # by hand at least: scheduler, the worker command and its 2 spawned workers, IPython; JupyterLab on top
+    plain, lab = (r.baseline or 0 for r in starts)
+    assert plain >= 5 and lab > plain, starts
+    assert all(r.value >= plain for r in starts), starts
+    assert "| dask scheduler | 1 (1) |" in bench.notes[-2] and "| portal helper | 1 (1) |" in bench.notes[-2]
 
 
 def test_the_jobs_benchmark_runs_once(bench, portal_slurm):
