@@ -1,14 +1,15 @@
-"""The invoke tasks: parse options, call the steps, print. No logic lives here."""
+"""The invoke tasks: parse options, call the parts (parts/), `up` (up/) and the other commands (commands/),
+print. No logic lives here. Each task imports what it runs inside its body (a task's module loads only when it runs)."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 import json as _json
 import logging
 import os
 import sys
 import typing
+from types import ModuleType
 from typing import Any, Callable
 
 from invoke import Collection, Context, Task, task
@@ -120,51 +121,57 @@ def _target(c: Context, host: str | None, ssh_config: str | None, **overrides: A
     return make_target(c.config, host, ssh_config=ssh_config, **overrides)
 
 
-def _step(name: str) -> Any:
-    return importlib.import_module(f"portal_tasks.steps.{name}")
-
-
-def _explain_or_run(target: Target, explain: bool, step: Any, **kw: Any) -> Any:
+def _explain_or_run(target: Target, explain: bool, command: ModuleType, **kw: Any) -> Any:
     if explain:
-        print(target.render(step.explain(target, **kw)))
+        print(target.render(command.explain(target, **kw)))
         return None
-    return step.run(target, **kw)
+    return command.run(target, **kw)
 
 
-def _host_step(target: Target, explain: bool, name: str, **kw: Any) -> Any:
-    """A host step of `up` on its own: its --explain, or the step on `up`'s path (``steps/single``)."""
+def _host_step(target: Target, explain: bool, part: ModuleType, **kw: Any) -> Any:
+    """A part of `up` on its own: its --explain, or the part on `up`'s path (``up/single``)."""
     if explain:
-        print(target.render(_step(name).explain(target, **kw)))
+        print(target.render(part.explain(target, **kw)))
         return None
-    return _step("single").run(target, name, **kw)
+    from .up import single
+
+    return single.run(target, part.__name__.rsplit(".", 1)[1], **kw)
 
 
 @portal_task(help={**COMMON, "session": "tmux session name (default: portal, or config 'session')"})
 def tmux(c: Context, host: str | None = None, ssh_config: str | None = None, session: str | None = None,
          explain: bool = False) -> None:
     """Ensure the user's tmux session exists on the host (an existing one is reused)."""
-    _host_step(_target(c, host, ssh_config, session=session), explain, "tmux")
+    from .parts import tmux as part
+
+    _host_step(_target(c, host, ssh_config, session=session), explain, part)
 
 
 @portal_task(name="env", help={**COMMON, "env": ENV})
 def env_(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
          explain: bool = False) -> None:
     """Activate ENV in its own tmux window (checks that it exists first)."""
-    _host_step(_target(c, host, ssh_config), explain, "env", env=env)
+    from .parts import env as part
+
+    _host_step(_target(c, host, ssh_config), explain, part, env=env)
 
 
 @portal_task(help={**COMMON, "env": ENV})
 def ipython(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
             explain: bool = False) -> None:
     """Start IPython in ENV with the cluster's address exported (a running one is kept)."""
-    _host_step(_target(c, host, ssh_config), explain, "ipython", env=env)
+    from .parts import ipython as part
+
+    _host_step(_target(c, host, ssh_config), explain, part, env=env)
 
 
 @portal_task(help={**COMMON, "env": ENV, "socket": SOCKET})
 def jupyter(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
             socket: bool = True, explain: bool = False) -> None:
     """Start JupyterLab for ENV on its planned port with a token (a running one is kept)."""
-    _host_step(_target(c, host, ssh_config), explain, "jupyter", env=env, socket=socket)
+    from .parts import jupyter as part
+
+    _host_step(_target(c, host, ssh_config), explain, part, env=env, socket=socket)
 
 
 CLUSTER_HELP = {
@@ -192,21 +199,26 @@ def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_con
             workers: int | None = None, threads: int | None = None, memory: str | None = None,
             explain: bool = False) -> None:
     """Start or reuse the user's Dask cluster for ENV (TLS, on the user's own ports)."""
-    _host_step(_target(c, host, ssh_config), explain, "cluster", env=env, workers=workers, threads=threads,
-               memory=memory)
+    from .parts import cluster as part
+
+    _host_step(_target(c, host, ssh_config), explain, part, env=env, workers=workers, threads=threads, memory=memory)
 
 
 @portal_task(help={**COMMON, "watch": "keep the forwards alive, re-making them after the link drops"})
 def forward(c: Context, host: str | None = None, ssh_config: str | None = None, watch: bool = False,
             explain: bool = False) -> None:
     """Forward the ports of the user's running services to free local ports."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("forward"), watch=watch)
+    from .commands import forward as command
+
+    _explain_or_run(_target(c, host, ssh_config), explain, command, watch=watch)
 
 
 @portal_task(help=COMMON)
 def browse(c: Context, host: str | None = None, ssh_config: str | None = None, explain: bool = False) -> None:
     """Open the browser at the forwarded Dask dashboard and JupyterLab."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("browse"))
+    from .commands import browse as command
+
+    _explain_or_run(_target(c, host, ssh_config), explain, command)
 
 
 @portal_task(help={
@@ -234,7 +246,9 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
         print(f"portal page: {url}", flush=True)
         if browser:
             server.open_in_browser(url)
-    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, _step("up"), env=env, jupyter=jupyter,
+    from .up import command
+
+    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, command, env=env, jupyter=jupyter,
                     socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
                     memory=memory, watch=watch, workers_on=workers_on, jobs=jobs,
                     job=_job(queue, account, walltime, job_cores, job_memory))
@@ -246,7 +260,9 @@ def scale(c: Context, env: str | None = None, jobs: int | None = None, host: str
           walltime: str | None = None, job_cores: int | None = None, job_memory: str | None = None,
           explain: bool = False) -> None:
     """Give the env's running cluster N worker jobs on the batch system: submit the missing, cancel the extra."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("scale"), env=env, jobs=jobs,
+    from .commands import scale as command
+
+    _explain_or_run(_target(c, host, ssh_config), explain, command, env=env, jobs=jobs,
                     job=_job(queue, account, walltime, job_cores, job_memory))
 
 
@@ -256,13 +272,14 @@ def scale(c: Context, env: str | None = None, jobs: int | None = None, host: str
 def status(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False,
            all_: bool = False, wait: float | None = None) -> None:
     """What runs for you on HOST (or on every host with --all): sessions, clusters, Jupyter, forwards (read-only)."""
+    from .commands import overview, status as command
+
     if all_:
-        overview = _step("overview")
         reports = overview.ask_all(c.config, wait=overview.check_wait(wait, host), ssh_config=ssh_config)
         print(_json.dumps(reports, indent=2, sort_keys=True) if json else overview.render(reports))
         return
-    report = _step("status").run(_target(c, host, ssh_config))
-    print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("status").render(report))
+    report = command.run(_target(c, host, ssh_config))
+    print(_json.dumps(report, indent=2, sort_keys=True) if json else command.render(report))
 
 
 @portal_task(help={"ssh-config": SSH_CONFIG, "port": "laptop port to serve on (default: a free one)",
@@ -271,30 +288,37 @@ def status(c: Context, host: str | None = None, ssh_config: str | None = None, j
 def page(c: Context, port: int = 0, browser: bool = True, wait: float | None = None,
          ssh_config: str | None = None) -> None:
     """A local page (127.0.0.1, a secret in its URL) with every host's services, health and actions; Ctrl-C ends it."""
+    from .commands import overview
     from .page import server
 
-    server.serve(c.config, port=port, browser=browser, wait=_step("overview").check_wait(wait), ssh_config=ssh_config)
+    server.serve(c.config, port=port, browser=browser, wait=overview.check_wait(wait), ssh_config=ssh_config)
 
 
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON"})
 def ports(c: Context, host: str | None = None, ssh_config: str | None = None, json: bool = False) -> None:
     """Your port plan on HOST and how many ports you hold there (read-only)."""
-    report = _step("ports").run(_target(c, host, ssh_config))
-    print(_json.dumps(report, indent=2, sort_keys=True) if json else _step("ports").render(report))
+    from .commands import ports as command
+
+    report = command.run(_target(c, host, ssh_config))
+    print(_json.dumps(report, indent=2, sort_keys=True) if json else command.render(report))
 
 
 @portal_task(help={**COMMON, "env": "stop only this env's services", "keep-cluster": "leave the Dask cluster running"})
 def down(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
          keep_cluster: bool = False, explain: bool = False) -> None:
     """Stop what `up` started for you (never anything of another user), remove forwards."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("down"), env=env, keep_cluster=keep_cluster)
+    from .commands import down as command
+
+    _explain_or_run(_target(c, host, ssh_config), explain, command, env=env, keep_cluster=keep_cluster)
 
 
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "env": ENV, "module": MODULE})
 def check(c: Context, host: str | None = None, ssh_config: str | None = None, env: str | None = None,
           module: str | None = None) -> None:
     """Check the host is ready: ssh, tmux, env, python, dask, free planned ports (read-only)."""
-    if not _step("check").run(_target(c, host, ssh_config, modules=module), env=env):
+    from .commands import check as command
+
+    if not command.run(_target(c, host, ssh_config, modules=module), env=env):
         raise Exit(code=1)
 
 
@@ -303,7 +327,9 @@ def check(c: Context, host: str | None = None, ssh_config: str | None = None, en
 def tls_(c: Context, host: str | None = None, ssh_config: str | None = None, rotate: bool = False,
          explain: bool = False) -> None:
     """Your TLS certificate on HOST (valid until when); --rotate makes and installs a new one."""
-    _explain_or_run(_target(c, host, ssh_config), explain, _step("tls"), rotate=rotate)
+    from .commands import tls as command
+
+    _explain_or_run(_target(c, host, ssh_config), explain, command, rotate=rotate)
 
 
 ns = Collection(tmux, env_, ipython, jupyter, cluster, forward, browse, up, scale, status, page, ports, down, check,

@@ -24,7 +24,7 @@ from ..errors import PortalError, UsageError
 from ..link import open_link
 from ..remote.files import write_atomic
 from ..runner import start_detached
-from ..steps import browse, overview
+from ..commands import browse, overview
 from ..target import Target
 from . import assets, guard
 from .view import view
@@ -66,7 +66,7 @@ class PageApp:
 
     def act(self, action: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Carry out a POSTed action; (HTTP status, {"ok", "message"})."""
-        from ..steps import down, forward
+        from ..commands import down, forward
 
         host = body.get("host")
         if not isinstance(host, str) or host not in overview.known_hosts():

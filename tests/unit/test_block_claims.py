@@ -279,7 +279,7 @@ def test_fewer_blocks_than_users_is_one_clear_line(place):
 
 
 def test_ports_and_check_say_where_the_claim_lives():
-    from portal_tasks.steps import ports as ports_step
+    from portal_tasks.commands import ports as ports_step
 
     block = {"index": 3, "start": 20300, "end": 20399, "claim": "/var/tmp/portal-block-20300-20399"}
     said = {

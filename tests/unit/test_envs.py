@@ -128,7 +128,7 @@ def test_dashboard_problem_names_the_bokeh_wanted_the_one_found_and_the_install_
 @pytest.mark.parametrize("shell", ["bash", "fish", "tcsh"])
 def test_jupyters_config_path_goes_first_in_every_shell(shell: str, tmp_path: Path) -> None:
     """The JupyterLab line with portal's config dir, run by each shell (with `env` standing in for jupyter)."""
-    from portal_tasks.steps.jupyter import jupyter_command
+    from portal_tasks.parts.jupyter import jupyter_command
 
     exe = shutil.which(shell)
     if exe is None:

@@ -9,7 +9,7 @@ import pytest
 
 from portal_tasks.config import resolve
 from portal_tasks.link.base import Link
-from portal_tasks.steps import cluster, env as env_step, ipython, jupyter, tmux
+from portal_tasks.parts import cluster, env as env_step, ipython, jupyter, tmux
 from portal_tasks.target import Target
 
 READ_ONLY = {"probe", "env-check", "ports-report"}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from portal_tasks.errors import ForwardError, LinkError
-from portal_tasks.steps import forward
+from portal_tasks.commands import forward
 
 
 class UpLink:

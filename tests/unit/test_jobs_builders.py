@@ -12,7 +12,7 @@ import pytest
 
 from portal_tasks import config, daskcmd
 from portal_tasks.errors import ConfigError, UsageError
-from portal_tasks.steps import jobs
+from portal_tasks.parts import jobs
 
 ENV_PROGRAM = Path(__file__).parents[2] / "portal_tasks" / "remote" / "jobqueue_env.py"
 

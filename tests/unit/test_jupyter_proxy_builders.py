@@ -9,7 +9,7 @@ import types
 
 from portal_tasks.daskcmd import DASHBOARD_LINK, through_jupyter
 from portal_tasks.remote import jupyter as remote_jupyter
-from portal_tasks.steps.jupyter import jupyter_command
+from portal_tasks.parts.jupyter import jupyter_command
 
 
 def test_kernels_get_the_dashboard_through_jupyters_own_port():
@@ -79,7 +79,7 @@ def test_the_proxy_config_reads_who_listens_on_a_port(tmp_path):
 
 
 def test_check_says_what_jupyterlab_can_do_with_the_cluster():
-    from portal_tasks.steps.check import in_jupyter
+    from portal_tasks.commands.check import in_jupyter
 
     both = in_jupyter("a", {"jupyter_server_proxy": True, "dask_labextension": True})
     assert [ok for ok, _ in both] == [True, True]
@@ -92,7 +92,7 @@ def test_check_says_what_jupyterlab_can_do_with_the_cluster():
 
 def test_check_names_a_jupyter_server_proxy_with_a_known_hole_and_the_upgrade():
     from portal_tasks.envs import Env
-    from portal_tasks.steps.check import in_jupyter
+    from portal_tasks.commands.check import in_jupyter
 
     modules = {"jupyter_server_proxy": True, "dask_labextension": True}
     (ok, text), *_ = in_jupyter("lab", modules, {"jupyter-server-proxy": "4.1.0"})
@@ -109,7 +109,7 @@ def test_check_names_a_jupyter_server_proxy_with_a_known_hole_and_the_upgrade():
 def test_jupyter_on_a_socket_only_where_a_forward_carries_it():
     from portal_tasks.config import resolve
     from portal_tasks.envs import Env
-    from portal_tasks.steps.jupyter import on_socket
+    from portal_tasks.parts.jupyter import on_socket
 
     env = Env(spec="a", kind="venv", location="/e", versions={"jupyter_server": "2.14.2"})
     remote = types.SimpleNamespace(settings=resolve(None, "matagorda"))

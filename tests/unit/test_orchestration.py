@@ -11,7 +11,8 @@ from portal_tasks import state
 from portal_tasks.remote import tmux as cmds
 from portal_tasks.config import resolve
 from portal_tasks.errors import ClusterError
-from portal_tasks.steps import down, forward, up, warm
+from portal_tasks.commands import down, forward
+from portal_tasks.up import command as up, warm
 from portal_tasks.target import Target
 from portal_tasks.testing.fakelink import FakeLink
 
@@ -113,7 +114,7 @@ def test_a_lab_on_a_port_is_not_kept_when_a_socket_is_asked() -> None:
 
 @pytest.mark.parametrize("part", ["env", "cluster", "ipython", "jupyter"])
 def test_a_single_step_is_the_snapshot_and_one_up_call_with_only_its_part(part: str) -> None:
-    from portal_tasks.steps import single
+    from portal_tasks.up import single
 
     said_events = {"env": [{"event": "env", "started": True}],
                    "cluster": [{"event": "cluster-starting", "prep": PREP}, {"event": "cluster-ready", "state": STATE}],
@@ -130,7 +131,7 @@ def test_a_single_step_is_the_snapshot_and_one_up_call_with_only_its_part(part: 
 
 
 def test_the_tmux_step_is_one_up_call_with_only_the_session() -> None:
-    from portal_tasks.steps import single
+    from portal_tasks.up import single
 
     target, link, said = make({"up": ([{"event": "tmux", "created": True}], {})})
     assert single.run(target, "tmux") is True
@@ -376,7 +377,7 @@ def test_a_failure_of_the_up_call_is_one_error_and_starts_nothing_more() -> None
 
 
 def test_status_is_one_snapshot_call_with_every_session() -> None:
-    from portal_tasks.steps import status
+    from portal_tasks.commands import status
 
     block = {"index": 0, "start": 20000, "end": 20099}
     snap = dict(WARM, sessions=[{"name": "portal", "windows": [{"name": "env-a", "command": "bash", "pid": 5}]},
@@ -395,7 +396,7 @@ def test_status_is_one_snapshot_call_with_every_session() -> None:
 
 def test_a_step_line_that_comes_early_waits_for_the_steps_before_it() -> None:
     """The cluster ready before JupyterLab: its lines wait, so the user reads the steps in their order."""
-    from portal_tasks.steps.boot import Display
+    from portal_tasks.up.boot import Display
 
     said: list[str] = []
     display = Display([("ipython", "ipython", ""), ("jupyter", "jupyter", ""), ("cluster-ready", "cluster", "")],

@@ -6,7 +6,7 @@ import pytest
 
 from portal_tasks import state
 from portal_tasks.errors import UsageError
-from portal_tasks.steps import overview
+from portal_tasks.commands import overview
 
 SNAP = {
     "facts": {"user": "alice", "uid": 1001},

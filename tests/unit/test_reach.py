@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from portal_tasks.remote import hostpaths, reach
-from portal_tasks.steps import ports as ports_step
+from portal_tasks.commands import ports as ports_step
 
 
 def entry(port: int, addr: str = "127.0.0.1", pid: int | None = None) -> dict[str, object]:
@@ -131,7 +131,7 @@ def test_damaged_records_name_no_port(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_up_says_when_a_kept_cluster_has_an_open_dashboard() -> None:
     import types
 
-    from portal_tasks.steps import cluster as cluster_step
+    from portal_tasks.parts import cluster as cluster_step
 
     target: Any = types.SimpleNamespace(host="h")
     (line,) = cluster_step._dashboard_lines(target, {"env": "a", "dashboard_open": True})

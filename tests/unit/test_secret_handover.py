@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from portal_tasks.runner import redact
-from portal_tasks.steps import browse
+from portal_tasks.commands import browse
 
 URL = "http://localhost:20002/lab?token=0123456789abcdef0123456789abcdef0123456789abcdef"
 

@@ -12,7 +12,7 @@ import pytest
 from portal_tasks import tls
 from portal_tasks.config import resolve
 from portal_tasks.link.local import LocalLink
-from portal_tasks.steps import tls as tls_step
+from portal_tasks.commands import tls as tls_step
 from portal_tasks.target import Target
 
 NOW = datetime.datetime.now(datetime.timezone.utc)

@@ -7,7 +7,7 @@ from typing import Any
 from ..envs import env_key
 from ..errors import ClusterError, UsageError
 from ..target import Explained, Target
-from . import cluster, jobs as jobs_step
+from ..parts import cluster, jobs as jobs_step
 
 
 def _running(target: Target, spec_text: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ..link.base import Conversation, reported
 from ..replies import Snapshot
 from ..services import Service, collect, not_forwarded
 from ..target import Target
-from . import cluster, env as env_step, ipython, jupyter as jupyter_step, tmux
+from ..parts import cluster, env as env_step, ipython, jupyter as jupyter_step, tmux
 
 #: How often the plan is made again when the host gives other ports (each time someone took one).
 REPLANS = 4

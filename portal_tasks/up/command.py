@@ -12,7 +12,9 @@ from ..link.base import Conversation
 from ..replies import Snapshot
 from ..services import Service
 from ..target import Explained, Target
-from . import boot, browse, cluster, forward, jobs as jobs_step, nodes, warm as warm_step
+from . import boot, warm as warm_step
+from ..commands import browse, forward
+from ..parts import cluster, jobs as jobs_step, nodes
 
 
 def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
@@ -102,7 +104,7 @@ def explain(target: Target, env: str | None = None, jupyter: bool = False, socke
             browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
             watch: bool = False, workers_on: str | None = None, jobs: str | None = None,
             job: dict[str, Any] | None = None) -> Explained:
-    from . import env as env_step, ipython, jupyter as jupyter_step, tmux
+    from ..parts import env as env_step, ipython, jupyter as jupyter_step, tmux
 
     options = cluster.validate(target, workers=workers, threads=threads, memory=memory, workers_on=workers_on,
                                jobs=jobs, job=job)

@@ -19,8 +19,8 @@ from ..replies import Snapshot
 from ..seen import Seen
 from ..services import Service, collect
 from ..target import Target
-from . import cluster, env, ipython, jupyter, tmux
-from .jupyter import on_socket as jupyter_on_socket
+from ..parts import cluster, env, ipython, jupyter, tmux
+from ..parts.jupyter import on_socket as jupyter_on_socket
 
 #: The host steps of `up` by name; each has ``kept(target, seen) -> list[str] | None``.
 STEPS: dict[str, ModuleType] = {"tmux": tmux, "env": env, "cluster": cluster, "ipython": ipython, "jupyter": jupyter}

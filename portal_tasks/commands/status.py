@@ -27,7 +27,8 @@ def forwards(target: Target) -> list[dict[str, Any]]:
 
 def run(target: Target) -> dict[str, Any]:
     """Everything from one ``snapshot`` call (sessions, clusters, Jupyter, ports, share), then the forwards."""
-    from . import cluster, ports
+    from . import ports
+    from ..parts import cluster
 
     planned = dict(plan.plan_payload(target.settings, 0), first=None)  # the host knows its uid: its own block
     snap = target.link.helper("snapshot", {"session": target.settings.session, "env": None, "plan": planned,

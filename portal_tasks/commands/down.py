@@ -29,7 +29,7 @@ def host_payload(target: Target, key: str | None, env: str | None, keep_cluster:
 
 
 def run(target: Target, env: str | None = None, keep_cluster: bool = False) -> None:
-    from . import nodes
+    from ..parts import nodes
 
     key = env_key(env) if env else None
     reply: Down = target.link.helper("down", host_payload(target, key, env, keep_cluster), timeout=HELPER_TIMEOUT)

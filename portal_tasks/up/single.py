@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..target import Target
-from . import boot, cluster, warm
+from . import boot, warm
+from ..parts import cluster
 
 
 def run(target: Target, part: str, env: str | None = None, socket: bool = False, workers: Any = None,

@@ -1,5 +1,5 @@
 """Step `tmux`: ensure the user's tmux session on the host (an existing one is reused); it runs on `up`'s
-path (``steps/boot``), this says what it did and what it stands for."""
+path (``up/boot``), this says what it did and what it stands for."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from ..errors import ForwardError, LinkError, PortalError
 from ..link.openssh import explain_ssh
 from ..services import Service, collect, not_forwarded
 from ..target import Explained, Target
-from . import cluster, jupyter
+from ..parts import cluster, jupyter
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .. import state
 from ..errors import PortalError, UsageError
 from ..link import open_link
 from ..services import probe_url
-from . import cluster as cluster_step
+from ..parts import cluster as cluster_step
 from . import forward as forward_step
 from .status import service_lines
 

@@ -1,1 +1,0 @@
-"""One module per step of `up`; each has run(target, ...) and explain(target, ...)."""
