@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from invoke import Program
+from invoke.program import Program
 from invoke.exceptions import Exit
 
 from . import __version__

@@ -3,11 +3,11 @@ what the `up` asks for. Each host step reads it in its ``kept`` to tell whether 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .envs import Env
 from .replies import ClusterState, JupyterState, Snapshot, Window
+from .request import ClusterOptions
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,8 @@ class Seen:
     #: `up --jupyter` / `--socket`
     jupyter: bool = False
     socket: bool = False
-    #: the checked cluster options of the `up` (workers, threads, memory, workers_on)
-    options: dict[str, Any] = field(default_factory=dict)
+    #: the checked cluster options of the `up` (None: none asked, as for a single part)
+    options: ClusterOptions | None = None
 
     @property
     def session(self) -> bool:

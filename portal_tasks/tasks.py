@@ -12,13 +12,16 @@ import typing
 from types import ModuleType
 from typing import Any, Callable
 
-from invoke import Collection, Context, Task, task
+from invoke.collection import Collection
+from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
-from invoke.parser import Argument
+from invoke.parser.argument import Argument
+from invoke.tasks import Task, task
 
 from . import names
 from .config import DEFAULTS
 from .errors import PortalError, UsageError
+from .request import ClusterAsk, JobSettings, UpRequest
 from .target import Target, make_target
 
 HOST = "SSH host as your ~/.ssh/config knows it, or localhost (default)"
@@ -55,7 +58,7 @@ class WholeNumber(Argument):
             raise ParseError(f"portal: {error.line()}") from None
 
 
-class PortalTask(Task):
+class PortalTask(Task[Any]):
     """invoke's Task with portal's short flags only, and INT for a parameter typed ``int | None`` (None: not given)."""
 
     def __init__(self, body: Callable[..., Any], **kwargs: Any) -> None:
@@ -189,11 +192,6 @@ JOBS_HELP = {
 }
 
 
-def _job(queue: str | None, account: str | None, walltime: str | None, job_cores: int | None,
-         job_memory: str | None) -> dict[str, Any]:
-    return {"queue": queue, "account": account, "walltime": walltime, "job_cores": job_cores, "job_memory": job_memory}
-
-
 @portal_task(help={**COMMON, "env": ENV, **CLUSTER_HELP})
 def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_config: str | None = None,
             workers: int | None = None, threads: int | None = None, memory: str | None = None,
@@ -201,7 +199,8 @@ def cluster(c: Context, env: str | None = None, host: str | None = None, ssh_con
     """Start or reuse the user's Dask cluster for ENV (TLS, on the user's own ports)."""
     from .parts import cluster as part
 
-    _host_step(_target(c, host, ssh_config), explain, part, env=env, workers=workers, threads=threads, memory=memory)
+    _host_step(_target(c, host, ssh_config), explain, part, env=env,
+               ask=ClusterAsk(workers=workers, threads=threads, memory=memory))
 
 
 @portal_task(help={**COMMON, "watch": "keep the forwards alive, re-making them after the link drops"})
@@ -248,10 +247,11 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
             server.open_in_browser(url)
     from .up import command
 
-    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, command, env=env, jupyter=jupyter,
-                    socket=socket, attach=attach, browser=browser, workers=workers, threads=threads,
-                    memory=memory, watch=watch, workers_on=workers_on, jobs=jobs,
-                    job=_job(queue, account, walltime, job_cores, job_memory))
+    job = JobSettings(queue=queue, account=account, walltime=walltime, job_cores=job_cores, job_memory=job_memory)
+    request = UpRequest(env=env, jupyter=jupyter, socket=socket, attach=attach, browser=browser, watch=watch,
+                        cluster=ClusterAsk(workers=workers, threads=threads, memory=memory, workers_on=workers_on,
+                                           jobs=jobs, job=job))
+    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, command, request=request)
 
 
 @portal_task(help={**COMMON, "env": ENV, **JOBS_HELP, "jobs": "the number of worker jobs the env's cluster should have"})
@@ -263,7 +263,8 @@ def scale(c: Context, env: str | None = None, jobs: int | None = None, host: str
     from .commands import scale as command
 
     _explain_or_run(_target(c, host, ssh_config), explain, command, env=env, jobs=jobs,
-                    job=_job(queue, account, walltime, job_cores, job_memory))
+                    job=JobSettings(queue=queue, account=account, walltime=walltime, job_cores=job_cores,
+                                    job_memory=job_memory))
 
 
 @portal_task(help={"host": HOST, "ssh-config": SSH_CONFIG, "json": "print JSON",

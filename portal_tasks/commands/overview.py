@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from invoke import Config
+from invoke.config import Config
 
 from .. import config as config_mod
 from .. import state

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..envs import env_key
 from ..errors import ClusterError, UsageError
+from ..request import JobSettings
 from ..target import Explained, Target
 from ..parts import cluster, jobs as jobs_step
 
@@ -20,21 +21,22 @@ def _running(target: Target, spec_text: str) -> dict[str, Any]:
     return dict(found)
 
 
-def _options(target: Target, jobs: Any, job: dict[str, Any] | None) -> dict[str, Any]:
-    if jobs in (None, ""):
+def _checked(target: Target, jobs: int | None, job: JobSettings) -> tuple[int, dict[str, Any]]:
+    if jobs is None:
         raise UsageError("scale needs --jobs N (0 cancels the env's jobs).", host=target.host)
-    return jobs_step.validate(target, jobs, **(job or {}))
+    return jobs_step.validate(target, jobs, job)
 
 
-def run(target: Target, env: str | None = None, jobs: Any = None, job: dict[str, Any] | None = None) -> None:
-    options = _options(target, jobs, job)
+def run(target: Target, env: str | None = None, jobs: int | None = None, job: JobSettings = JobSettings()) -> None:
+    count, given = _checked(target, jobs, job)
     spec_text = cluster.env_spec(target, env)
-    jobs_step.scale(target, _running(target, spec_text), spec_text, options["jobs"], options)
+    jobs_step.scale(target, _running(target, spec_text), spec_text, count, given)
 
 
-def explain(target: Target, env: str | None = None, jobs: Any = None, job: dict[str, Any] | None = None) -> Explained:
+def explain(target: Target, env: str | None = None, jobs: int | None = None,
+            job: JobSettings = JobSettings()) -> Explained:
     """The scripts of N worker jobs for the running cluster, each given to ``sbatch``."""
-    options = _options(target, jobs, job)
+    count, given = _checked(target, jobs, job)
     spec_text = cluster.env_spec(target, env)
     state = _running(target, spec_text)
-    return jobs_step.explain(target, spec_text, state["key"], state, options["jobs"], options, state["address"])
+    return jobs_step.explain(target, spec_text, state["key"], state, count, given, state["address"])

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from invoke import Config
+from invoke.config import Config
 
 from .. import config as config_mod
 from .. import state

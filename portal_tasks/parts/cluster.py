@@ -17,6 +17,7 @@ from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
 from ..remote import hostpaths, slots
 from ..replies import ClusterEntry, ClusterState, PortsReport
+from ..request import ClusterAsk, ClusterOptions
 from ..runcache import SchedulerPorts
 from ..seen import Seen
 from ..target import Explained, Target
@@ -25,43 +26,35 @@ from . import jobs as jobs_step
 WAIT_SECONDS = 90
 
 
-def validate(target: Target, workers: Any = None, threads: Any = None, memory: Any = None,
-             workers_on: Any = None, jobs: Any = None, job: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Checked options (bad values raise UsageError before anything starts); settings fill the gaps.
-
-    ``job``: the per-job options of ``--jobs`` (queue, account, walltime, job_cores, job_memory)."""
+def validate(target: Target, ask: ClusterAsk) -> ClusterOptions:
+    """The options checked (bad values raise UsageError before anything starts); settings fill the gaps."""
     s = target.settings
-    asked = str(s.memory if memory in (None, "") else memory)
-    options: dict[str, Any] = {
-        "workers": plan.parse_count("workers", s.workers if workers in (None, "") else workers, 1, plan.MAX_WORKERS),
-        "threads": plan.parse_count("threads", s.threads if threads in (None, "") else threads, 1, 1024),
-        "memory": None if asked == plan.FAIR else asked,  # None: the fair share the host gives
-        "workers_on": plan.parse_hosts("workers-on", workers_on, target.host),
-    }
-    options.update(jobs_step.validate(target, jobs, **(job or {})))
-    if options["workers_on"] and not s.scheduler_interface:
-        raise UsageError(f"--workers-on needs the scheduler to listen where {', '.join(options['workers_on'])} reach it.",
+    asked = str(s.memory if ask.memory in (None, "") else ask.memory)
+    jobs, job = jobs_step.validate(target, ask.jobs, ask.job)
+    options = ClusterOptions(
+        workers=plan.parse_count("workers", s.workers if ask.workers is None else ask.workers, 1, plan.MAX_WORKERS),
+        threads=plan.parse_count("threads", s.threads if ask.threads is None else ask.threads, 1, 1024),
+        memory=None if asked == plan.FAIR else asked,  # None: the fair share the host gives
+        workers_on=tuple(plan.parse_hosts("workers-on", ask.workers_on, target.host)),
+        jobs=jobs, job=job)
+    if options.workers_on and not s.scheduler_interface:
+        raise UsageError(f"--workers-on needs the scheduler to listen where {', '.join(options.workers_on)} reach it.",
                          host=target.host, hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
                                                 "e.g. the interface `ip -4 addr` shows on that network.")
-    if options["jobs"] and not s.scheduler_interface:
+    if options.jobs and not s.scheduler_interface:
         raise UsageError("--jobs needs the scheduler to listen where the compute nodes reach it.", host=target.host,
                          hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
                               "e.g. the interface `ip -4 addr` shows on the compute nodes' network.")
-    if options["memory"] is not None:
-        plan.parse_memory(options["memory"])
+    if options.memory is not None:
+        plan.parse_memory(options.memory)
     return options
 
 
-def beyond_host(options: dict[str, Any]) -> bool:
-    """Workers beyond this host (other servers, batch jobs): the scheduler listens on scheduler_interface."""
-    return bool(options.get("workers_on") or options.get("jobs"))
-
-
-def share_request(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+def share_request(target: Target, options: ClusterOptions) -> dict[str, Any]:
     """What the host registers for the cluster: memory in bytes (None: its fair share), cores, workers."""
-    memory = options["memory"]
+    memory = options.memory
     asked = None if memory is None else plan.memory_budget(memory, target.facts().get("memory"))
-    return {"memory": asked, "cores": options["workers"] * options["threads"], "workers": options["workers"]}
+    return {"memory": asked, "cores": options.workers * options.threads, "workers": options.workers}
 
 
 def env_spec(target: Target, env: str | None) -> str:
@@ -87,14 +80,14 @@ def window(session: str, key: str, lines: list[str]) -> dict[str, Any]:
     return tmux.window_plan(session, window_name(key), lines)
 
 
-def _spec(target: Target, key: str, ports: EnvPorts, options: dict[str, Any], budget: int,
+def _spec(target: Target, key: str, ports: EnvPorts, options: ClusterOptions, budget: int,
           listen: str = daskcmd.LOOPBACK) -> daskcmd.ClusterSpec:
     facts = target.facts()
-    limit = plan.split_memory(budget, options["workers"])
+    limit = plan.split_memory(budget, options.workers)
     spec = daskcmd.ClusterSpec(key=key, mark=hostpaths.cluster_mark(key, facts["hostname"]), ports=ports,
                                tls=tls.paths(facts["home"]), paths=hostpaths.cluster_paths(target.server_dir(), key),
-                               workers=options["workers"],
-                               threads=options["threads"], memory_limit=limit, listen=listen)
+                               workers=options.workers, threads=options.threads, memory_limit=limit,
+                               listen=listen)
     return spec
 
 
@@ -105,11 +98,11 @@ def summary(state: ClusterState) -> str:
             f"(scheduler pid {state['scheduler_pid']})")
 
 
-def _reused(target: Target, spec_text: str, state: ClusterState, options: dict[str, Any]) -> list[str]:
+def _reused(target: Target, spec_text: str, state: ClusterState, options: ClusterOptions) -> list[str]:
     """What `cluster` says when it keeps the env's healthy cluster."""
     lines = [f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.",
              *_dashboard_lines(target, state)]
-    if (state["workers"], state["threads"]) != (options["workers"], options["threads"]):
+    if (state["workers"], state["threads"]) != (options.workers, options.threads):
         lines.append(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
                      f"`portal down --env {spec_text}` first to change that.)")
     return lines
@@ -119,7 +112,7 @@ def kept(target: Target, seen: Seen) -> list[str] | None:
     """What `cluster` says when the snapshot shows the env's cluster healthy, its dashboard the
     scheduler's own; None when it is not."""
     state = seen.cluster()
-    if not (state and state.get("healthy") and state.get("dashboard_ok")):
+    if not (state and state.get("healthy") and state.get("dashboard_ok")) or seen.options is None:
         return None
     return _reused(target, seen.env.spec, state, seen.options)
 
@@ -134,12 +127,10 @@ def _dashboard_lines(target: Target, state: ClusterState) -> list[str]:
     return []
 
 
-def explain(target: Target, env: str | None = None, workers: Any = None, threads: Any = None,
-            memory: Any = None, workers_on: Any = None, jobs: Any = None,
-            job: dict[str, Any] | None = None) -> Explained:
+def explain(target: Target, env: str | None = None, ask: ClusterAsk = ClusterAsk()) -> Explained:
     """The commands typed on the host: TLS files (once), activate the env, scheduler in the background, workers
     (and with --jobs, the worker jobs dask-jobqueue writes, each given to ``sbatch``)."""
-    options = validate(target, workers, threads, memory, workers_on, jobs, job)
+    options = validate(target, ask)
     spec_text = env_spec(target, env)
     facts = target.facts()
     key = plan.env_key(spec_text)
@@ -148,7 +139,7 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
         raise UsageError(f"your port block has no free slot for env {spec_text}.", host=target.host)
     asked = share_request(target, options)["memory"]
     listen = daskcmd.LOOPBACK
-    if beyond_host(options):  # where the scheduler will listen (read-only)
+    if options.beyond_host:  # where the scheduler will listen (read-only)
         listen = target.link.helper("interface-address", {"name": target.settings.scheduler_interface})["address"]
     spec = _spec(target, key, EnvPorts.from_dict(ports), options,
                  asked if asked is not None else share_report(target, key)["default_memory"], listen)
@@ -157,7 +148,7 @@ def explain(target: Target, env: str | None = None, workers: Any = None, threads
     lines.append(tmux.ensure_session_line(target.settings.session, hostenv.session_environment(target, ask=True)))
     lines += tmux.explain_window(window(target.settings.session, key,
                                                  daskcmd.window_lines(spec, hostenv.resolve_for_explain(target, spec_text).activation())))
-    return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options["jobs"], options,
+    return Explained(remote=lines) + jobs_step.explain(target, spec_text, key, ports, options.jobs, options.job,
                                                        spec.address)
 
 

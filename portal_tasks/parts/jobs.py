@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from .. import daskcmd, plan, tls
 from ..errors import UsageError
 from ..remote.hostpaths import dask_preload
+from ..request import JobSettings
 from ..target import Explained, Target
 
 #: option name -> dask-jobqueue setting (what `up`/`scale` may say about one job)
@@ -26,25 +27,25 @@ JOB_OPTIONS = {"queue": "queue", "account": "account", "walltime": "walltime", "
 DEFAULT_JOB_MEMORY = "2GiB"
 
 
-def job_settings(target: Target, options: dict[str, Any]) -> dict[str, Any]:
-    """portal.yaml's ``jobqueue:`` of the host, then the options given (None: not given)."""
+def job_settings(target: Target, given: Mapping[str, Any]) -> dict[str, Any]:
+    """portal.yaml's ``jobqueue:`` of the host, then the per-job settings given (:meth:`JobSettings.given`)."""
     settings = {k: v for k, v in target.settings.jobqueue.items() if k != "system"}
-    settings.update({JOB_OPTIONS[k]: v for k, v in (options.get("job") or {}).items() if v not in (None, "")})
+    settings.update({JOB_OPTIONS[k]: v for k, v in given.items() if v not in (None, "")})
     if "cores" in settings:
         settings["cores"] = plan.parse_count("job-cores", settings["cores"], 1, 1024)
     return settings
 
 
-def validate(target: Target, jobs: Any = None, **job: Any) -> dict[str, Any]:
-    """``jobs`` (0: none) and the per-job options, checked before anything starts."""
-    count = 0 if jobs in (None, "") else plan.parse_count("jobs", jobs, 0, 1000)
-    given = {k: job.get(k) for k in JOB_OPTIONS if job.get(k) not in (None, "")}
+def validate(target: Target, jobs: int | None, job: JobSettings) -> tuple[int, dict[str, Any]]:
+    """``jobs`` (0: none) and the per-job settings given, checked before anything starts."""
+    count = 0 if jobs is None else plan.parse_count("jobs", jobs, 0, 1000)
+    given = job.given()
     if given and not count:
         raise UsageError(f"--{next(iter(given)).replace('_', '-')} is a setting of batch jobs, but no --jobs is asked.",
                          host=target.host, hint="Add --jobs N, or leave the job settings out.")
     if given.get("job_memory"):
         plan.parse_memory(given["job_memory"])
-    return {"jobs": count, "job": given}
+    return count, given
 
 
 def defaults(target: Target) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def defaults(target: Target) -> dict[str, Any]:
     return {"cores": target.settings.threads, "memory": DEFAULT_JOB_MEMORY, "processes": 1}
 
 
-def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
+def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, given: Mapping[str, Any]) -> dict[str, Any]:
     """The helper's payload for ``jobs-script`` / ``jobs-submit``: everything dask-jobqueue is told."""
     paths = tls.paths(target.facts()["home"])
     named = bool(target.settings.jobqueue.get("interface"))  # the user's interface: dask-jobqueue's --interface
@@ -62,18 +63,18 @@ def payload(target: Target, state: dict[str, Any], spec_text: str, count: int, o
     return {"key": state["key"], "env": spec_text, "manager": target.settings.env_manager, "modules": list(target.settings.modules),
             "system": target.settings.jobqueue.get("system", "slurm"), "scheduler": state["address"],
             "count": count, "tls": {"ca": paths.ca, "cert": paths.cert, "key": paths.key},
-            "worker_args": daskcmd.job_worker_args(*ports, listen=not named, preload=preload),  # type: ignore[arg-type]
+            "worker_args": daskcmd.job_worker_args(*ports, listen=not named, preload=preload),
             "preload": preload,
-            "prologue": daskcmd.job_prologue(state["address"], http),  # type: ignore[arg-type]
-            "settings": job_settings(target, options), "defaults": defaults(target)}
+            "prologue": daskcmd.job_prologue(state["address"], http),
+            "settings": job_settings(target, given), "defaults": defaults(target)}
 
 
-def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any],
+def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, given: Mapping[str, Any],
            exact: bool = False) -> None:
     """``count`` live worker jobs for the env's cluster (``state``: where it listens), in one helper call:
     the missing ones are submitted (with ``exact``, the newest extra ones cancelled); nothing is waited for."""
     daskcmd.require_reachable(target.host, state, spec_text, "batch jobs", "--jobs (scheduler_interface set)")
-    done = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, options), want=count,
+    done = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, given), want=count,
                                                   exact=exact), timeout=300)
     if done["submitted"]:
         ids = ", ".join(j["id"] for j in done["submitted"])
@@ -88,14 +89,15 @@ def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, op
 class Background:
     """:func:`ensure` in a thread of its own, while `up` goes on (the link carries calls side by side)."""
 
-    def __init__(self, target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> None:
+    def __init__(self, target: Target, state: dict[str, Any], spec_text: str, count: int,
+                 given: Mapping[str, Any]) -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(target, state, spec_text, options), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(target, state, spec_text, count, given), daemon=True)
         self._thread.start()
 
-    def _run(self, target: Target, state: dict[str, Any], spec_text: str, options: dict[str, Any]) -> None:
+    def _run(self, target: Target, state: dict[str, Any], spec_text: str, count: int, given: Mapping[str, Any]) -> None:
         try:
-            ensure(target, state, spec_text, options["jobs"], options)
+            ensure(target, state, spec_text, count, given)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by result()
             self._error = exc
 
@@ -137,19 +139,20 @@ def summary(jobs: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def scale(target: Target, state: dict[str, Any], spec_text: str, count: int, options: dict[str, Any]) -> dict[str, Any]:
+def scale(target: Target, state: dict[str, Any], spec_text: str, count: int,
+          given: Mapping[str, Any]) -> dict[str, Any]:
     """Make the env's live jobs ``count``: submit the missing ones, cancel the newest extra ones; then wait."""
-    ensure(target, state, spec_text, count, options, exact=True)
+    ensure(target, state, spec_text, count, given, exact=True)
     return wait(target, state, spec_text)
 
 
 def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], count: int,
-            options: dict[str, Any], address: str) -> Explained:
+            given: Mapping[str, Any], address: str) -> Explained:
     """The job scripts dask-jobqueue writes in the env (asked read-only), each given to ``sbatch <<'JOB'``;
     ``address``: where the scheduler listens (tls://HOST:PORT)."""
     if not count:
         return Explained()
     state: dict[str, Any] = {"key": key, "address": address}
     state.update({k: ports[k] for k in ("worker_ports", "nanny_ports", "http_ports") if k in ports})
-    made = target.link.helper("jobs-script", payload(target, state, spec_text, count, options), timeout=180)
+    made = target.link.helper("jobs-script", payload(target, state, spec_text, count, given), timeout=180)
     return Explained(remote=[f"{shlex.quote(made['submit'])} <<'JOB'\n{text.rstrip()}\nJOB" for text in made["scripts"]])

@@ -84,7 +84,7 @@ def fallback_port(target: Target) -> int:
         index = slots.block_index(int(target.facts()["uid"]), target.settings.slots)
     except PortalError:
         index = 0
-    return plan.block_for(target.settings, index).start + slots.LAYOUT["jupyter_port"]
+    return plan.block_for(target.settings, index).start + int(slots.LAYOUT["jupyter_port"])
 
 
 def _healthy(entry: JupyterState | None) -> bool:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import daskcmd, plan, tls
-from ..remote import tmux
 from ..errors import ClusterError
-from ..remote import hostpaths
+from ..remote import hostpaths, tmux
 from ..replies import ClusterState, WorkersOn
+from ..request import ClusterOptions
 from ..target import Explained, Target
 from ..tls import TlsPaths
 from . import cluster
@@ -35,9 +35,9 @@ def _origin(target: Target) -> str:
     return str(target.facts()["hostname"])
 
 
-def start(target: Target, state: ClusterState, spec_text: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """Start (or keep) the workers on each of ``options["workers_on"]``; their records."""
-    hosts = options.get("workers_on") or []
+def start(target: Target, state: ClusterState, spec_text: str, options: ClusterOptions) -> list[dict[str, Any]]:
+    """Start (or keep) the workers on each of ``options.workers_on``; their records."""
+    hosts = options.workers_on
     if not hosts:
         return []
     daskcmd.require_reachable(target.host, state, spec_text, ", ".join(hosts), "--workers-on")
@@ -46,7 +46,7 @@ def start(target: Target, state: ClusterState, spec_text: str, options: dict[str
 
 
 def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
-              options: dict[str, Any], cert: str | None) -> dict[str, Any]:
+              options: ClusterOptions, cert: str | None) -> dict[str, Any]:
     key, origin = state["key"], _origin(target)
     facts = node.facts()
     payload = {"key": key, "origin": origin, "env": spec_text, "scheduler": state["address"],
@@ -63,14 +63,14 @@ def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
             # a home this node does not share: the scheduler host's set for these workers only (0600, over stdin)
             files = target.link.helper("tls-export", {})["files"]
             tls_dir = node.link.helper("nodes-tls", {"key": key, "origin": origin, "files": files})["dir"]
-        limit = plan.split_memory(int(prep["share"]["memory"]), options["workers"])
+        limit = plan.split_memory(int(prep["share"]["memory"]), options.workers)
         spec = daskcmd.NodeSpec(mark=prep["mark"], scheduler=state["address"], listen=prep["listen"],
-                                worker_ports=tuple(prep["ports"]["worker_ports"]),  # type: ignore[arg-type]
-                                nanny_ports=tuple(prep["ports"]["nanny_ports"]),  # type: ignore[arg-type]
-                                http_ports=tuple(prep["ports"].get("http_ports") or (0, -1)),  # type: ignore[arg-type]
+                                worker_ports=tuple(prep["ports"]["worker_ports"]),
+                                nanny_ports=tuple(prep["ports"]["nanny_ports"]),
+                                http_ports=tuple(prep["ports"].get("http_ports") or (0, -1)),
                                 http=tuple(prep["ports"].get("http") or ()),
-                                tls=TlsPaths(tls_dir), paths=prep["paths"], workers=options["workers"],
-                                threads=options["threads"], memory_limit=limit)
+                                tls=TlsPaths(tls_dir), paths=prep["paths"], workers=options.workers,
+                                threads=options.threads, memory_limit=limit)
         lines = daskcmd.node_window_lines(spec, cluster.activation(node, spec_text, prep.get("env_kind")))
         node.link.helper_stream("up", _window_payload(node.settings.session, window_name(key), lines),
                                 lambda event: None, timeout=60)
@@ -103,10 +103,10 @@ def stop(target: Target, entry: WorkersOn) -> list[str]:
     return stopped
 
 
-def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explained:
-    """What a person types on each of ``options["workers_on"]`` (read-only questions only): the workers window
+def explain(target: Target, spec_text: str, options: ClusterOptions) -> Explained:
+    """What a person types on each of ``options.workers_on`` (read-only questions only): the workers window
     dialing the scheduler on scheduler_interface, on that node's block ports, each node in its own heredoc."""
-    hosts = options.get("workers_on") or []
+    hosts = options.workers_on
     if not hosts:
         return Explained()
     key = plan.env_key(spec_text)
@@ -125,11 +125,11 @@ def explain(target: Target, spec_text: str, options: dict[str, Any]) -> Explaine
         spec = daskcmd.NodeSpec(
             mark=hostpaths.cluster_mark(nkey, str(facts["hostname"])), scheduler=address,
             listen=node.link.helper("route-source", {"address": listen})["address"],
-            worker_ports=tuple(ports["worker_ports"]), nanny_ports=tuple(ports["nanny_ports"]),  # type: ignore[arg-type]
-            http_ports=tuple(ports.get("http_ports") or (0, -1)),  # type: ignore[arg-type]
+            worker_ports=tuple(ports["worker_ports"]), nanny_ports=tuple(ports["nanny_ports"]),
+            http_ports=tuple(ports.get("http_ports") or (0, -1)),
             tls=tls.paths(str(facts["home"])), paths=hostpaths.node_paths(node.server_dir(), nkey),
-            workers=options["workers"], threads=options["threads"],
-            memory_limit=plan.split_memory(int(budget), options["workers"]))
+            workers=options.workers, threads=options.threads,
+            memory_limit=plan.split_memory(int(budget), options.workers))
         session = node.settings.session
         lines = [*cluster.preload_lines(spec.paths), tmux.ensure_session_line(session),
                  *tmux.explain_window(tmux.window_plan(

@@ -53,7 +53,8 @@ def state_file(server: TestServer, user: TestUser, *parts: str, host: str | None
 def user_ports(result: Result) -> dict[str, Any]:
     """The JSON of `portal ports --json` (asserting it succeeded)."""
     assert result.rc == 0, result.stdout + result.stderr
-    return json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def assert_ports_in_block(listeners: Iterable[Listener], block: Mapping[str, int],

@@ -2,7 +2,7 @@
 so a test of a task's orchestration can assert what went to the host, in which order.
 
     link = FakeLink(settings, {"snapshot": SNAP, "cluster-list": lambda payload: []})
-    up.run(Target(settings, link), env="a", attach=False, browser=False)
+    up.run(Target(settings, link), UpRequest(env="a", attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot")]
 """
 

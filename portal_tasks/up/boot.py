@@ -23,6 +23,8 @@ from ..plan import EnvPorts
 from ..remote import hostpaths, slots
 from ..link.base import Conversation, reported
 from ..replies import Snapshot
+from ..request import ClusterOptions
+from ..runcache import SchedulerPorts
 from ..services import Service, collect, not_forwarded
 from ..target import Target
 from ..parts import cluster, env as env_step, ipython, jupyter as jupyter_step, tmux
@@ -51,7 +53,7 @@ class UpPlan:
     (``replan``). "Plan" alone means the port plan (plan.py), which it carries as ``port_plan`` (the
     payload key ``plan``, as in every helper call)."""
 
-    def __init__(self, target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str],
+    def __init__(self, target: Target, spec: str, snap: Snapshot, options: ClusterOptions, parts: Sequence[str],
                  socket: bool) -> None:
         self.target, self.spec, self.snap, self.options = target, spec, snap, options
         self.parts = tuple(p for p in PARTS if p in parts)
@@ -74,7 +76,7 @@ class UpPlan:
         self.kind = self.env.kind
         self.interface: str | None = None
         self.listen = daskcmd.LOOPBACK
-        if cluster.beyond_host(options):  # workers on other servers or in jobs dial scheduler_interface
+        if options.beyond_host:  # workers on other servers or in jobs dial scheduler_interface
             self.interface = target.settings.scheduler_interface
             where = snap.get("interface") or {}
             if "address" not in where:
@@ -171,7 +173,7 @@ class UpPlan:
             spec = self.cluster_spec()
             env = self.env if self.kind == self.env.kind else replace(self.env, kind=self.kind, location=self.spec)
             lines = daskcmd.window_lines(spec, env.activation())
-            record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=self.options.get("workers_on") or [],
+            record = dict(daskcmd.record(spec, self.spec, self.budget), workers_on=list(self.options.workers_on),
                           dashboard_problem=envs.dashboard_problem(self.spec, self.env_check.get("dashboard")))
             part["window"] = cluster.window(self.target.settings.session, self.key, lines)
             part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.port_plan,
@@ -276,7 +278,7 @@ class Hooks:
     ready: Callable[[Service], None] | None = None
 
 
-def run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool = False,
+def run(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, parts: Sequence[str], socket: bool = False,
         labels: dict[str, str] | None = None, hooks: Hooks | None = None, call: Conversation | None = None) -> Booted:
     """Start what is missing of ``parts`` (the session always) in one streaming call (more only when the
     host moved a port). ``labels``: the step lines' details (``tmux``, ``env``); None: no step lines.
@@ -315,7 +317,7 @@ def _each_line_once(target: Target) -> Iterator[None]:
         target.say = plain
 
 
-def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: Sequence[str], socket: bool,
+def _run(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, parts: Sequence[str], socket: bool,
          shown: dict[str, str] | None, hooks: Hooks, call: Conversation | None) -> Booted:
     labels = shown or {}
     require(target, spec, snap, parts)
@@ -356,7 +358,7 @@ def _run(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], par
     mine, labs = [], []
     if result.get("cluster"):
         booted.cluster = state = result["cluster"]
-        target.cache.cluster_ports[planned.key] = cluster.SchedulerPorts.of(state)
+        target.cache.cluster_ports[planned.key] = SchedulerPorts.of(state)
         mine = [cluster.describe_entry(state)]
     if result.get("jupyter"):
         booted.jupyter = result["jupyter"]

@@ -10,6 +10,7 @@ from typing import Any
 from .. import progress
 from ..link.base import Conversation
 from ..replies import Snapshot
+from ..request import ClusterOptions, UpRequest
 from ..services import Service
 from ..target import Explained, Target
 from . import boot, warm as warm_step
@@ -17,21 +18,18 @@ from ..commands import browse, forward
 from ..parts import cluster, jobs as jobs_step, nodes
 
 
-def run(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
-        browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-        watch: bool = False, workers_on: str | None = None, jobs: str | None = None,
-        job: dict[str, Any] | None = None) -> None:
-    options = cluster.validate(target, workers=workers, threads=threads, memory=memory,
-                               workers_on=workers_on, jobs=jobs, job=job)  # bad input: nothing started
+def run(target: Target, request: UpRequest) -> None:
+    options = cluster.validate(target, request.cluster)  # bad input: nothing started
+    env, jupyter, socket, attach = request.env, request.jupyter, request.socket, request.attach
     spec, steps = cluster.env_spec(target, env), _steps(target, env, jupyter)
     with progress.step("connect", target.host):
         target.link.connect()
         # one round trip says whether everything already runs, and brings what a cold start plans with;
         # the call stays open for that plan
-        snap, call = warm_step.snapshot(target, spec, interface=cluster.beyond_host(options))
+        snap, call = warm_step.snapshot(target, spec, interface=options.beyond_host)
     try:
         warm = None
-        if not cluster.beyond_host(options):  # the other servers and the queue are asked on the cold path
+        if not options.beyond_host:  # the other servers and the queue are asked on the cold path
             warm = warm_step.decide(target, spec, snap, [name for name, _ in steps],
                                     jupyter=jupyter, socket=socket, options=options)
         early = forward.Early(target)
@@ -51,10 +49,10 @@ def run(target: Target, env: str | None = None, jupyter: bool = False, socket: b
     with progress.step("forward"):
         made = forward.forward_all(target, services, early)
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
-    if browser:
+    if request.browser:
         with progress.step("browse"):
             browse.open_urls([f.url for f in made])
-    if watch or (made and not target.link.persistent_forwards):
+    if request.watch or (made and not target.link.persistent_forwards):
         if not target.link.persistent_forwards:
             print(f"{target.link.name} forwards live while portal runs; attach in another terminal with: "
                   f"{attach_line(target)}; Ctrl-C ends the forwards.", flush=True)
@@ -74,15 +72,15 @@ def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, st
     return steps + ([("jupyter", "")] if jupyter else [])
 
 
-def _cold(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], parts: list[str], socket: bool,
+def _cold(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, parts: list[str], socket: bool,
           labels: dict[str, str], early: forward.Early, call: Conversation) -> list[Service]:
     """Start what is missing in one host call; the workers on other servers, and the worker jobs (submitted
     as soon as the host prepared the cluster, so they queue while Dask boots), after it."""
     queueing: list[jobs_step.Background] = []
 
     def started(where: dict[str, Any]) -> None:
-        if options["jobs"] and not queueing:
-            queueing.append(jobs_step.Background(target, where, spec, options))
+        if options.jobs and not queueing:
+            queueing.append(jobs_step.Background(target, where, spec, options.jobs, options.job))
 
     try:
         booted = boot.run(target, spec, snap, options, parts, socket, labels, boot.Hooks(started, early.add), call)
@@ -90,32 +88,29 @@ def _cold(target: Target, spec: str, snap: Snapshot, options: dict[str, Any], pa
         for background in queueing:
             background.join()
     state: Any = booted.cluster
-    if options["workers_on"]:
-        with progress.step("workers", ", ".join(options["workers_on"])):
+    if options.workers_on:
+        with progress.step("workers", ", ".join(options.workers_on)):
             nodes.start(target, state, spec, options)
     if queueing:
-        with progress.step("jobs", f"{options['jobs']} on the batch system"):
+        with progress.step("jobs", f"{options.jobs} on the batch system"):
             queueing[0].result()
             jobs_step.wait(target, state, spec)
     return booted.services
 
 
-def explain(target: Target, env: str | None = None, jupyter: bool = False, socket: bool = False, attach: bool = True,
-            browser: bool = True, workers: str | None = None, threads: str | None = None, memory: str | None = None,
-            watch: bool = False, workers_on: str | None = None, jobs: str | None = None,
-            job: dict[str, Any] | None = None) -> Explained:
+def explain(target: Target, request: UpRequest) -> Explained:
     from ..parts import env as env_step, ipython, jupyter as jupyter_step, tmux
 
-    options = cluster.validate(target, workers=workers, threads=threads, memory=memory, workers_on=workers_on,
-                               jobs=jobs, job=job)
-    parts = tmux.explain(target) + env_step.explain(target, env=env) + cluster.explain(target, env=env, **options)
+    env = request.env
+    options = cluster.validate(target, request.cluster)
+    parts = tmux.explain(target) + env_step.explain(target, env=env) + cluster.explain(target, env, request.cluster)
     parts = parts + ipython.explain(target, env=env)
-    if jupyter:
-        parts = parts + jupyter_step.explain(target, env=env, socket=socket)
+    if request.jupyter:
+        parts = parts + jupyter_step.explain(target, env=env, socket=request.socket)
     parts.remote = _once(parts.remote, "tmux has-session")  # each step ensures the session; say it once
     parts = parts + nodes.explain(target, cluster.env_spec(target, env), options)
-    local = cluster.explain_forwards(target, env=env, jupyter=jupyter)
-    if attach:
+    local = cluster.explain_forwards(target, env=env, jupyter=request.jupyter)
+    if request.attach:
         local.append(attach_line(target))
     return parts + Explained(local=local)
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..request import ClusterAsk
 from ..target import Target
 from . import boot, warm
 from ..parts import cluster
 
 
-def run(target: Target, part: str, env: str | None = None, socket: bool = False, workers: Any = None,
-        threads: Any = None, memory: Any = None) -> Any:
+def run(target: Target, part: str, env: str | None = None, socket: bool = False, ask: ClusterAsk = ClusterAsk()) -> Any:
     """Run step ``part``: True/False (session made now) for ``tmux``; the Env for ``env`` and ``ipython``;
     the cluster's state for ``cluster``; JupyterLab's entry for ``jupyter``."""
-    options = cluster.validate(target, workers=workers, threads=threads, memory=memory)  # bad input: nothing runs
+    options = cluster.validate(target, ask)  # bad input: nothing runs
     target.link.connect()
     if part == "tmux":
         return boot.session_only(target)

@@ -16,6 +16,7 @@ from .. import hostenv
 from ..envs import Env
 from ..link.base import Conversation
 from ..replies import Snapshot
+from ..request import ClusterOptions
 from ..seen import Seen
 from ..services import Service, collect
 from ..target import Target
@@ -57,7 +58,7 @@ def snapshot(target: Target, spec: str | None, *, interface: bool = False) -> tu
     return snap, call
 
 
-def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, options: dict[str, Any],
+def decide(target: Target, spec: str, snap: Snapshot, steps: Sequence[str], *, options: ClusterOptions,
            jupyter: bool = False, socket: bool = False) -> Warm | None:
     """A Warm when each of ``steps`` finds its part running in the snapshot; else None (the full path)."""
     checked = snap.get("env")

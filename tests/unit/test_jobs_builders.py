@@ -13,6 +13,7 @@ import pytest
 from portal_tasks import config, daskcmd
 from portal_tasks.errors import ConfigError, UsageError
 from portal_tasks.parts import jobs
+from portal_tasks.request import JobSettings
 
 ENV_PROGRAM = Path(__file__).parents[2] / "portal_tasks" / "remote" / "jobqueue_env.py"
 
@@ -109,18 +110,18 @@ class _Target:
 
 
 def test_options_override_portal_yaml() -> None:
-    options = jobs.validate(_Target(), "2", queue="long", job_cores="3")  # type: ignore[arg-type]
-    assert options["jobs"] == 2
-    assert jobs.job_settings(_Target(), options) == {"queue": "long", "walltime": "01:00:00", "cores": 3}  # type: ignore[arg-type]
+    count, given = jobs.validate(_Target(), 2, JobSettings(queue="long", job_cores=3))  # type: ignore[arg-type]
+    assert count == 2
+    assert jobs.job_settings(_Target(), given) == {"queue": "long", "walltime": "01:00:00", "cores": 3}  # type: ignore[arg-type]
 
 
 def test_job_options_without_jobs_and_bad_counts_are_one_line() -> None:
     with pytest.raises(UsageError, match="--queue is a setting of batch jobs"):
-        jobs.validate(_Target(), None, queue="long")  # type: ignore[arg-type]
+        jobs.validate(_Target(), None, JobSettings(queue="long"))  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="--jobs 'x' is not a whole number"):
-        jobs.validate(_Target(), "x")  # type: ignore[arg-type]
+        jobs.validate(_Target(), "x", JobSettings())  # type: ignore[arg-type]
     with pytest.raises(UsageError):
-        jobs.validate(_Target(), "2", job_memory="much")  # type: ignore[arg-type]
+        jobs.validate(_Target(), 2, JobSettings(job_memory="much"))  # type: ignore[arg-type]
 
 
 def test_summary_names_states_workers_and_reasons() -> None:

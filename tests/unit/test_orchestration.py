@@ -11,6 +11,7 @@ from portal_tasks import state
 from portal_tasks.remote import tmux as cmds
 from portal_tasks.config import resolve
 from portal_tasks.errors import ClusterError
+from portal_tasks.request import ClusterAsk, ClusterOptions, UpRequest
 from portal_tasks.commands import down, forward
 from portal_tasks.up import command as up, warm
 from portal_tasks.target import Target
@@ -33,7 +34,7 @@ LAB = {"env": "a", "env_key": "a", "port": 20002, "socket": None, "token": "t0k"
        "url": "http://127.0.0.1:20002/lab?token=t0k", "pid": 13}
 WINDOWS = {"shell": {"command": "bash", "marker": ""}, "env-a": {"command": "bash", "marker": "env:a"},
            "cluster-a": {"command": "dask", "marker": ""}, "ipython-a": {"command": "python3", "marker": "ipython:a"}}
-OPTIONS = {"workers": 2, "threads": 2, "memory": None, "workers_on": []}
+OPTIONS = ClusterOptions(workers=2, threads=2, memory=None)
 WARM = {"facts": FACTS, "env": ENV, "windows": WINDOWS, "clusters": [CLUSTER], "jupyters": []}
 
 
@@ -55,7 +56,7 @@ def make(replies: dict[str, Any], shell: Any = None) -> tuple[Target, FakeLink, 
 
 def test_warm_up_is_one_snapshot_and_no_other_host_call(capsys: pytest.CaptureFixture[str]) -> None:
     target, link, said = make({"snapshot": WARM})
-    up.run(target, env="a", attach=False, browser=False)
+    up.run(target, UpRequest(env="a", attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot")]
     assert ("forward", 20001, "127.0.0.1:20001") in link.calls
     assert said == [
@@ -71,14 +72,14 @@ def test_warm_up_is_one_snapshot_and_no_other_host_call(capsys: pytest.CaptureFi
 
 def test_warm_up_says_what_the_kept_cluster_runs_when_asked_for_other_sizes() -> None:
     target, link, said = make({"snapshot": WARM})
-    up.run(target, env="a", attach=False, browser=False, workers="3")
+    up.run(target, UpRequest(env="a", attach=False, browser=False, cluster=ClusterAsk(workers=3)))
     assert link.host_calls() == [("helper", "snapshot")]
     assert f"{HOST}: (it runs 2 workers x 2 threads; `portal down --env a` first to change that.)" in said
 
 
 def test_warm_up_with_jupyter_keeps_the_running_lab(capsys: pytest.CaptureFixture[str]) -> None:
     target, link, said = make({"snapshot": dict(WARM, jupyters=[LAB])})
-    up.run(target, env="a", jupyter=True, attach=False, browser=False)
+    up.run(target, UpRequest(env="a", jupyter=True, attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot")]
     assert said[-1] == f"{HOST}: JupyterLab for env 'a' already running, kept: {LAB['url']}"
     assert sorted(c for c in link.calls if c[0] == "forward") == [("forward", 20001, "127.0.0.1:20001"),
@@ -165,7 +166,7 @@ def test_the_dashboard_is_forwarded_as_soon_as_the_host_says_it_is_ready() -> No
 
     up.boot._event = event  # type: ignore[assignment]
     try:
-        up.run(target, env="a", jupyter=True, attach=False, browser=False)
+        up.run(target, UpRequest(env="a", jupyter=True, attach=False, browser=False))
     finally:
         up.boot._event = real  # type: ignore[assignment]
     assert order[:2] == ["forward 20001", "jupyter still booting"]
@@ -304,7 +305,7 @@ def events(jupyter: bool = False, prep: dict[str, Any] = PREP, state: dict[str, 
 
 def test_cold_up_is_the_snapshot_and_one_up_call(capsys: pytest.CaptureFixture[str]) -> None:
     target, link, said = make({"snapshot": COLD, "up": (events(), {"cluster": STATE, "cluster_notes": []})})
-    up.run(target, env="a", attach=False, browser=False)
+    up.run(target, UpRequest(env="a", attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     assert len(link.host_calls()) <= 3
     assert ("forward", 20001, "127.0.0.1:20001") in link.calls
@@ -328,7 +329,7 @@ def test_cold_up_sends_a_new_tls_set_on_stdin_only_when_the_host_has_none() -> N
     target, link, said = make({"snapshot": snap, "up": ([{"event": "tls", "status": {"installed": True,
                                                                                    "dir": "/home/alice/.portal/tls"}},
                                                          *events()], {"cluster": STATE})})
-    up.run(target, env="a", attach=False, browser=False)
+    up.run(target, UpRequest(env="a", attach=False, browser=False))
     plan = dict(link.payloads)["up"]
     assert set(plan["tls"]["files"]) == {"ca.pem", "cert.pem", "key.pem"} and plan["tls"]["replace"] is False
     assert f"{HOST}: made your TLS certificate in /home/alice/.portal/tls (Dask accepts only it)." in said
@@ -336,7 +337,7 @@ def test_cold_up_sends_a_new_tls_set_on_stdin_only_when_the_host_has_none() -> N
 
 def test_cold_up_with_jupyter_plans_the_lab_on_the_envs_port() -> None:
     target, link, said = make({"snapshot": COLD, "up": (events(jupyter=True), {"cluster": STATE, "jupyter": LAB})})
-    up.run(target, env="a", jupyter=True, attach=False, browser=False)
+    up.run(target, UpRequest(env="a", jupyter=True, attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     lab = dict(link.payloads)["up"]["jupyter"]
     assert lab["port"] == 20002
@@ -353,7 +354,7 @@ def test_ports_the_host_gave_otherwise_make_a_second_call_with_them() -> None:
                       {"event": "replan", "cluster": {"scheduler_port": 20030}}], {"replan": {"cluster": moved}}),
                     (events(prep=moved, state=given), {"cluster": given})])
     target, link, said = make({"snapshot": COLD, "up": lambda payload: next(replies)})
-    up.run(target, env="a", attach=False, browser=False)
+    up.run(target, UpRequest(env="a", attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot"), ("then", "up"), ("helper", "up")]  # one more session
     first, second = [p for v, p in link.payloads if v == "up"]
     assert first["cluster"]["ports"]["scheduler_port"] == 20000
@@ -371,7 +372,7 @@ def test_a_failure_of_the_up_call_is_one_error_and_starts_nothing_more() -> None
 
     target, link, _ = make({"snapshot": COLD, "up": fail})
     with pytest.raises(ClusterError, match="did not come up"):
-        up.run(target, env="a", attach=False, browser=False)
+        up.run(target, UpRequest(env="a", attach=False, browser=False))
     assert link.host_calls() == [("helper", "snapshot"), ("then", "up")]  # one session
     assert not [c for c in link.calls if c[0] == "forward"]
 
