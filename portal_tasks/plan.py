@@ -60,8 +60,8 @@ class EnvPorts:
 
     def all_ports(self) -> list[int]:
         singles = [self.scheduler_port, self.dashboard_port, self.jupyter_port]
-        return singles + [p for lo, hi in (self.worker_ports, self.nanny_ports, self.http_ports)
-                          for p in range(lo, hi + 1)]
+        ranges = (self.worker_ports, self.nanny_ports, self.http_ports)
+        return singles + [p for pair in ranges for p in slots.span(pair)]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -35,13 +35,19 @@ def probe_url(name: str, url: str) -> str:
     return url
 
 
+def service_name(kind: str, key: str) -> str:
+    """A service's name: its ``kind`` (dashboard, jupyter) and its env's key, ``dashboard-KEY`` (forwards, pages)."""
+    return f"{kind}-{key}"
+
+
 def from_cluster(entry: ClusterEntry) -> Service | None:
     """The dashboard of a healthy cluster, only when the host-side helper confirmed its port is held
     by the user's own scheduler."""
     port = entry.get("dashboard_port")
     if not port or entry.get("healthy") is False or not entry.get("dashboard_ok"):
         return None
-    return Service(f"dashboard-{entry['env_key']}", entry["env"], "dashboard", f"127.0.0.1:{port}", int(port), "/status")
+    return Service(service_name("dashboard", entry["env_key"]), entry["env"], "dashboard", f"127.0.0.1:{port}",
+                   int(port), "/status")
 
 
 def from_jupyter(entry: JupyterState) -> Service | None:
@@ -52,10 +58,11 @@ def from_jupyter(entry: JupyterState) -> Service | None:
     path = f"/lab?token={token}" if token else "/lab"
     socket, port = entry.get("socket"), entry.get("port")
     if socket:
-        return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", socket, None, path)
+        return Service(service_name("jupyter", entry["env_key"]), entry["env"], "jupyter", socket, None, path)
     if not port:  # a record names a port or a socket; neither is nothing to forward
         return None
-    return Service(f"jupyter-{entry['env_key']}", entry["env"], "jupyter", f"127.0.0.1:{port}", int(port), path)
+    return Service(service_name("jupyter", entry["env_key"]), entry["env"], "jupyter", f"127.0.0.1:{port}", int(port),
+                   path)
 
 
 def collect(clusters: Iterable[ClusterEntry], jupyters: Iterable[JupyterState]) -> list[Service]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..plan import format_bytes
+from ..services import service_name
 
 OK, BAD, UNKNOWN = "ok", "bad", "unknown"
 
@@ -45,13 +46,13 @@ def services(report: dict[str, Any]) -> list[dict[str, Any]]:
     forwards = {f["service"]: f for f in report["forwards"]}
     rows = []
     for c in report["clusters"]:
-        name = f"dashboard-{c['env_key']}"
+        name = service_name("dashboard", c["env_key"])
         detail = (f"{c.get('workers_running')}/{c.get('workers')} workers, "
                   f"{format_bytes(c.get('memory_budget') or 0)}, scheduler {c.get('address')}")
         rows.append(row("dashboard", c["env"], name, bool(c.get("healthy")), detail, forwards.pop(name, None), host,
                         c.get("dashboard_unowned") or c.get("dashboard_problem")))
     for j in report["jupyter"]:
-        name = f"jupyter-{j['env_key']}"
+        name = service_name("jupyter", j["env_key"])
         where = j.get("socket") or f"127.0.0.1:{j.get('port')}"
         rows.append(row("jupyter", j["env"], name, bool(j.get("healthy")), f"JupyterLab on {where}",
                         forwards.pop(name, None), host, j.get("problem")))

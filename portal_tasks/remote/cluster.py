@@ -18,6 +18,7 @@ from .common import (
     NotYours,
     cmdline,
     connect_owned,
+    environ,
     holder_problem,
     install_preload,
     listeners,
@@ -68,14 +69,6 @@ def own(pid):
     return bool(pid) and pid_alive(pid) and pid_uid(int(pid)) == os.getuid()
 
 
-def _environ(pid):
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as fh:
-            return fh.read().split(b"\0")
-    except OSError:
-        return []
-
-
 def _needles(key):
     return {("%s=%s" % (MARK, mark)).encode() for mark in (hostpaths.cluster_mark(key, platform.node()), key)}
 
@@ -86,7 +79,7 @@ def marked_pids(key):
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) != os.getpid() and pid_uid(int(name)) == os.getuid():
-            if needles & set(_environ(int(name))):
+            if needles & set(environ(int(name))):
                 found.append(int(name))
     return found
 
@@ -98,7 +91,7 @@ def outside_block(key, block, found):
         return []
     needles, uid = _needles(key), os.getuid()
     return [e for e in found if e["uid"] == uid and e["pid"] and not block["start"] <= e["port"] <= block["end"]
-            and any(needles & set(_environ(pid)) for pid in (e.get("pids") or [e["pid"]]))]
+            and any(needles & set(environ(pid)) for pid in (e.get("pids") or [e["pid"]]))]
 
 
 def workers_pids(state):

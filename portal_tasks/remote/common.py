@@ -61,7 +61,7 @@ def server_path(*parts):
 def install_preload(path):
     """portal's Dask preload (this package's owner_only.py: HTTP servers that answer their owner only) at
     ``path`` (0600, directory 0700), written when missing or different; ``path`` returned."""
-    data = pkgutil.get_data(__package__, "owner_only.py")
+    data = pkgutil.get_data(__package__, "owner_only.py") or b""
     try:
         with open(path, "rb") as fh:
             if fh.read() == data:
@@ -222,7 +222,7 @@ def _parse_addr(hexaddr):
 def _socket_pids(every=None):
     """inode -> pid for the sockets of processes this user can see (its own); ``every`` (a dict)
     also gets inode -> every pid holding it (a socket inherited by a child is held by both)."""
-    owners = {}
+    owners: "dict[str, int]" = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -247,6 +247,15 @@ def cmdline(pid):
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as fh:
             return [part.decode(errors="replace") for part in fh.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def environ(pid):
+    """A process's environment, ``NAME=value`` byte strings ([] when it cannot be read: gone, or not ours)."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            return fh.read().split(b"\0")
     except OSError:
         return []
 
@@ -282,7 +291,8 @@ def tcp_rows():
 def listeners(rows=None):
     """Every listening TCP socket on the host: address, port, uid, inode, and pid/cmdline when it is ours."""
     found = []
-    pids, every = None, {}
+    pids: "dict[str, int] | None" = None
+    every: "dict[str, set[int]]" = {}
     for row in tcp_rows() if rows is None else rows:
         if row["state"] != LISTEN:
             continue

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from typing import Any
 
 from . import envcheck
 from . import modules as envmodules
@@ -73,7 +74,7 @@ def scripts(payload, names):
     python = envcheck.env_python(payload["env"], payload.get("manager"))
     if payload.get("preload"):  # the jobs' workers import it (a home shared with the compute nodes)
         install_preload(payload["preload"])
-    program = pkgutil.get_data(__package__, "jobqueue_env.py").decode()
+    program = (pkgutil.get_data(__package__, "jobqueue_env.py") or b"").decode()
     ask = {k: payload.get(k) for k in ("system", "scheduler", "tls", "worker_args", "prologue", "settings",
                                        "defaults")}
     ask["names"] = names
@@ -148,7 +149,7 @@ def submit(payload):
                           "ClusterError", hint="Use --jobs on a host with %s, or --workers-on for other servers."
                           % reply["submit"])
         private_dirs(server_path("jobs"))
-        made = []
+        made: "list[dict[str, Any]]" = []
         for name, text in zip(names, reply["scripts"]):
             path = server_path("jobs", name + ".sh")
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:

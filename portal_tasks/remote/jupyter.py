@@ -227,7 +227,7 @@ def _status(state, token, timeout=3.0, found=None):
     server's pid once known); otherwise NotYours is raised and nobody was sent anything.
     """
     if state.get("socket"):  # in a 0700 directory of the user's: nobody else can bind or reach it
-        conn = _UnixHTTPConnection(state["socket"], timeout)
+        conn: http.client.HTTPConnection = _UnixHTTPConnection(state["socket"], timeout)
     else:
         port = int(state["port"])
         try:

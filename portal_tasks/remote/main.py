@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from typing import NoReturn
 
 from .common import Failure
 
@@ -62,7 +63,7 @@ def mark_used(path):
         pass
 
 
-def fail(message, kind="RemoteCommandError"):
+def fail(message: str, kind: str = "RemoteCommandError") -> NoReturn:
     print(json.dumps({"ok": False, "kind": kind, "error": message}))
     sys.exit(1)
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+from typing import Any
 
 KINDS = ("micromamba", "mamba", "conda")
 #: rc files whose ``conda initialize`` / ``mamba initialize`` blocks name the manager (relative to ~).
@@ -81,8 +82,8 @@ def _rc_candidates(home):
             continue
         for block in _BLOCK.finditer(text):
             body = block.group(2)
-            root = _ROOT_PREFIX.search(body)
-            root = os.path.expanduser(next(g for g in root.groups() if g is not None)) if root else None
+            prefix = _ROOT_PREFIX.search(body)
+            root = os.path.expanduser(next(g for g in prefix.groups() if g is not None)) if prefix else None
             for path in block_paths(body):
                 found.append((path, "the %s initialize block of ~/%s" % (block.group(1), rc), root))
     return found
@@ -219,7 +220,7 @@ def listed_envs(manager):
         prefixes = json.loads(out.stdout).get("envs", [])
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return {}
-    found = {}
+    found: "dict[str, Any]" = {}
     root = manager.get("root")
     for prefix in prefixes:
         name = "base" if root and os.path.realpath(prefix) == os.path.realpath(root) \

@@ -8,7 +8,9 @@ preloads before it starts its HTTP server, and no connection is served before): 
 other end is not a socket of this user (the uid of the socket that connected, asked of the kernel by
 sock_diag as ``ss`` does, or read from ``/proc/net/tcp``) gets ``403`` and is closed. The user's own
 clients pass: the ssh forward (the user's sshd process), JupyterLab's proxy, dask-labextension, the
-helper. Dask's own TCP comms (tls://) are untouched. Python 3.8+, standard library and Tornado only.
+helper. Dask's own TCP comms (tls://) are untouched. Python 3.8+, standard library and Tornado only: a
+file on its own in the env's process, so its few lines reading /proc/net/tcp are its own (the helper's are
+``common.tcp_rows``).
 """
 
 import os

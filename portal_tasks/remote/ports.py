@@ -9,6 +9,7 @@ root-owned sticky directories every server has, where nobody can remove another 
 
 import os
 import stat
+from typing import Any
 
 from . import reach
 from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
@@ -253,7 +254,7 @@ def _take(data, plan, notes, lost, index):
 
 def _none_left(plan, held, where):
     """The one line for a plan whose blocks all belong to others: how many, whose most, what to change."""
-    counts = {}
+    counts: "dict[Any, int]" = {}
     for uid in held.values():
         counts[uid] = counts.get(uid, 0) + 1
     most = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:3]
@@ -398,7 +399,7 @@ def load_plan(path):
 def assign(payload):
     """For the ``up`` verb (its cluster and JupyterLab parts) and ``nodes-prepare``: block + env slot, owners checked for ``check``; returns ports and notes."""
     plan = payload["plan"]
-    notes = []
+    notes: "list[str]" = []
     with locked("ports"):
         path = state_path("ports.json")
         data = load_plan(path)

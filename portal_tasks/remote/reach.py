@@ -13,7 +13,7 @@ import os
 import stat
 
 from . import hostpaths
-from .common import _socket_pids, cmdline, pid_uid, read_json, server_path
+from .common import _socket_pids, cmdline, environ, pid_uid, read_json, server_path
 
 OWNER, SERVER, NETWORK = "owner only", "anyone on this server", "anyone on the network"
 LOOPBACK = ("127.", "::1", "::ffff:127.")
@@ -24,14 +24,6 @@ ACCEPTING = 0x10000
 def scope(addr):
     """Who can connect to a TCP address at all: the server (loopback) or the network."""
     return SERVER if addr.startswith(LOOPBACK) and addr != "::" else NETWORK
-
-
-def _environ(pid):
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as fh:
-            return fh.read().split(b"\0")
-    except OSError:
-        return []
 
 
 def _parent(pid):
@@ -45,7 +37,7 @@ def _parent(pid):
 def marked(pids):
     """True when one of ``pids`` is a process of a portal cluster (PORTAL_CLUSTER in its environment)."""
     mark = ("%s=" % hostpaths.CLUSTER_MARK).encode()
-    return any(part.startswith(mark) for pid in pids for part in _environ(pid))
+    return any(part.startswith(mark) for pid in pids for part in environ(pid))
 
 
 def preloaded(pids):

@@ -20,6 +20,7 @@ import pwd
 import random
 import stat
 import time
+from typing import Any
 
 from . import ports
 from .common import Failure, cmdline, pid_uid, state_path
@@ -77,7 +78,7 @@ def caps(admin, host_memory, host_cores):
 
 def per_user(holdings, limits):
     """One row per user holding a share: memory and cores counted (clamped to the per-user caps), clusters."""
-    rows = {}
+    rows: "dict[Any, dict[str, Any]]" = {}
     for h in holdings:
         row = rows.setdefault(h["uid"], {"uid": h["uid"], "user": h["user"], "memory": 0, "cores": 0, "clusters": 0})
         row["memory"] += int(h["memory"])

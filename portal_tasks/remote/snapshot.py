@@ -12,6 +12,7 @@ user with its windows.
 
 import os
 import subprocess
+from typing import Any
 
 from . import cluster, envcheck, interfaces, jupyter, ports, share, slots, system, tls
 from .common import Failure
@@ -30,7 +31,7 @@ def windows(session):
         return None
     if out.returncode != 0:
         return None
-    found = {}
+    found: "dict[str, Any]" = {}
     for line in out.stdout.splitlines():
         name, _, rest = line.partition("\t")
         command, _, marker = rest.partition("\t")
@@ -49,7 +50,7 @@ def sessions():
         out = subprocess.run(argv, capture_output=True, text=True, timeout=15, env=dict(os.environ, LC_ALL="C.UTF-8"))
     except (OSError, subprocess.TimeoutExpired):
         return []
-    found = {}
+    found: "dict[str, Any]" = {}
     for line in out.stdout.splitlines() if out.returncode == 0 else []:
         parts = line.split("\t")
         if len(parts) != 4:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from . import managers
+from . import hostpaths, managers
 from .common import listeners, locked
 
 
@@ -87,7 +87,7 @@ def zsh_dotdir(shell):
     home = os.path.expanduser("~")
     if any(os.path.lexists(os.path.join(home, name)) for name in ZSH_FILES):
         return None
-    folder = os.path.join(home, ".portal", "zsh")
+    folder = os.path.join(hostpaths.portal_dir(home), "zsh")
     rc = os.path.join(folder, ".zshrc")
     if not os.path.isfile(rc):
         os.makedirs(folder, mode=0o700, exist_ok=True)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any, Callable
 
 from . import cluster, jupyter, ports, snapshot, tls, tmux
 from .common import Failure, locked
@@ -181,6 +182,12 @@ def _ipython_wait(session, plan):
     return True
 
 
+def _after(seconds: float, check: Callable[..., bool], *args: Any) -> bool:
+    """``check(*args)`` once ``seconds`` have passed."""
+    time.sleep(seconds)
+    return check(*args)
+
+
 def _jupyter_wait(session, plan):
     name = plan["window"]["name"]
     deadline = time.monotonic() + float(plan.get("seconds", 90))
@@ -190,7 +197,7 @@ def _jupyter_wait(session, plan):
             return entry
         if not busy(session, name):
             # the shell may still be activating the env (a conda hook takes seconds): idle for 3 s means gone
-            if not any(time.sleep(0.5) or busy(session, name) for _ in range(6)):
+            if not any(_after(0.5, busy, session, name) for _ in range(6)):
                 why = tail(session, name) if foreground(session, name) is not None else "its window is gone"
                 raise Failure("JupyterLab for env %r exited (%s)." % (plan["env"], why), "JupyterError",
                               "Attach and look at window %s." % name)

@@ -113,7 +113,7 @@ def test_http_ports_are_chosen_around_ports_others_hold():
 def test_a_listener_of_the_cluster_outside_the_block_is_found(monkeypatch):
     mark = f"{hostpaths.CLUSTER_MARK}={hostpaths.cluster_mark('a', platform.node())}".encode()
     environ = {10: [mark], 11: [mark], 12: [b"OTHER=1"]}
-    monkeypatch.setattr(cluster, "_environ", lambda pid: environ.get(pid, []))
+    monkeypatch.setattr(cluster, "environ", lambda pid: environ.get(pid, []))
     found = [listener(23420, 11), listener(41234, 11), listener(45000, 12), listener(46000, 10, os.getuid() + 1)]
     outside = cluster.outside_block("a", BLOCK, found)
     assert [e["port"] for e in outside] == [41234]  # not another program of the user's, not another user's
@@ -157,7 +157,7 @@ def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home
     monkeypatch.setattr(cluster, "_scheduler_address", lambda path: "tls://127.0.0.1:23400")
     monkeypatch.setattr(cluster, "served_dashboard", lambda path: 23401)
     monkeypatch.setattr(cluster, "listeners", lambda: found)
-    monkeypatch.setattr(cluster, "_environ", lambda pid: [mark] if pid in (10, 11, 12, 13, 14) else [])
+    monkeypatch.setattr(cluster, "environ", lambda pid: [mark] if pid in (10, 11, 12, 13, 14) else [])
     monkeypatch.setattr(cluster.share, "bind", lambda *a: True)
     monkeypatch.setattr(common, "user_name", lambda uid: f"bob (uid {uid})")
     state = cluster.wait({"key": "a", "paths": paths, "ports": rec, "workers": 2, "seconds": 2, "block": BLOCK,
