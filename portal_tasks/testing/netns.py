@@ -39,6 +39,7 @@ from portal_tasks.testing import roles as roles_mod
 from portal_tasks.testing import slurm as slurm_mod
 from portal_tasks.testing import users as users_mod
 from portal_tasks.testing.envs import ensure_envs
+from portal_tasks.testing.machine import machine_lock
 from portal_tasks.testing.procs import kill_and_wait, pid_alive, pids_with_env
 from portal_tasks.testing.server import TestServer, TestServerError, TestServerUnavailable, TestUser, close_masters
 from portal_tasks.testing.waiting import retry_until
@@ -149,7 +150,13 @@ def _delete_netns(ns: str) -> None:
 
 
 def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
-    """Remove namespaces, users and run dirs of earlier runs whose pytest process is dead."""
+    """Remove namespaces, users and run dirs of earlier runs whose pytest process is dead (one sweep on the
+    machine at a time: parallel servers would each try to delete the same user)."""
+    with machine_lock():
+        return _clean_leftovers(base_root)
+
+
+def _clean_leftovers(base_root: Path) -> list[str]:
     cleaned = []
     for ns in netns_list():
         m = NETNS_RE.match(ns)
@@ -165,6 +172,15 @@ def clean_leftovers(base_root: Path = BASE_ROOT) -> list[str]:
             shutil.rmtree(d, ignore_errors=True)
             cleaned.append(f"dir {d}")
     return cleaned
+
+
+def _token_taken(token: str) -> bool:
+    """Whether a live or dead run on this machine has token (in its namespaces, users or interfaces)."""
+    if any((m := NETNS_RE.match(ns)) and m.group(2) == token for ns in netns_list()):
+        return True
+    if any(run_id.endswith(f"-{token}") for _, _, run_id in users_mod.tagged_users()):
+        return True
+    return f"pt{token}" in run(["ip", "-o", "link"], timeout=10).stdout
 
 
 def _pick_nets() -> Nets:
@@ -248,17 +264,8 @@ class NetnsServer:
         self.spec = spec
         #: roles beyond alice/bob/notmux (user01, user02, ...), e.g. for many-users benchmarks
         self.roles = ROLES + tuple(f"user{i:02d}" for i in range(1, extra_users + 1))
-        self.token = secrets.token_hex(2)
-        self.run_id = f"{os.getpid()}-{self.token}"
-        self.base = (base_root or BASE_ROOT) / f"{PREFIX}{self.run_id}"
-        self.runtime = RUNTIME_ROOT / f"{PREFIX}{self.run_id}"  # short paths for unix sockets
-        self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
-        self.ns_login = f"{PREFIX}{self.run_id}-login"
-        self.ns_second = f"{PREFIX}{self.run_id}-matagorda2"
-        #: matagorda's interface on the net it shares with matagorda2 (its scheduler_interface for workers there)
-        self.between_interface = f"pt{self.token}n0"
-        #: matagorda's interface on the batch system's net (its scheduler_interface for SLURM jobs on node1)
-        self.node_interface = f"pt{self.token}c0"
+        self.base_root = base_root or BASE_ROOT
+        self._name_after(secrets.token_hex(2))
         self.nets: Nets | None = None
         self._slurm: slurm_mod.SlurmDaemons | None = None
         self._slurm_cluster: slurm_mod.SlurmCluster | None = None
@@ -282,7 +289,9 @@ class NetnsServer:
         reason = unavailable()
         if reason:
             raise TestServerUnavailable(reason)
-        clean_leftovers(self.base.parent)
+        clean_leftovers(self.base_root)
+        while _token_taken(self.token):  # names of a live or dead run: another token
+            self._name_after(secrets.token_hex(2))
         envs = self._envs = ensure_envs()
         self.base.mkdir(mode=0o755, parents=True)
         self.base.chmod(0o755)
@@ -324,6 +333,20 @@ class NetnsServer:
         )
         return self.server
 
+    def _name_after(self, token: str) -> None:
+        """The names of this run's namespaces, dirs, interfaces and users: its pid and token."""
+        self.token = token
+        self.run_id = f"{os.getpid()}-{token}"
+        self.base = self.base_root / f"{PREFIX}{self.run_id}"
+        self.runtime = RUNTIME_ROOT / f"{PREFIX}{self.run_id}"  # short paths for unix sockets
+        self.ns_host = f"{PREFIX}{self.run_id}-matagorda"
+        self.ns_login = f"{PREFIX}{self.run_id}-login"
+        self.ns_second = f"{PREFIX}{self.run_id}-matagorda2"
+        #: matagorda's interface on the net it shares with matagorda2 (its scheduler_interface for workers there)
+        self.between_interface = f"pt{token}n0"
+        #: matagorda's interface on the batch system's net (its scheduler_interface for SLURM jobs on node1)
+        self.node_interface = f"pt{token}c0"
+
     def make_user(self, role: str) -> TestUser:
         """A user of a lazy role (roles.py), made now; TestServerUnavailable where it cannot be made here."""
         spec = roles_mod.role(role)
@@ -353,7 +376,10 @@ class NetnsServer:
     def _network(self) -> Nets:
         for ns in (self.ns_host, self.ns_login, self.ns_second):
             self._add_netns(ns)
-        nets = _pick_nets()
+        with machine_lock():  # the nets are free until their addresses are on the veths: pick and take them
+            return self._veths(_pick_nets())
+
+    def _veths(self, nets: Nets) -> Nets:
         t = self.token
         # (namespace of end 0 or None for root, name 0, addr 0, namespace of end 1, name 1, addr 1)
         pairs = [

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "portal: keep the developer's HOME, ssh config, tmux and DASK_* variables out of this test"
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """Before pytest-xdist reads `-n`: tests run one at a time where parallel workers would share one server."""
+    reason = serial_reason(config)
+    if reason and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0  # xdist then runs no workers
+        if reason != "--pdb":
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(f"portal: {reason}: the tests run one at a time (-n ignored)"), 2)
+    return (yield)
+
+
+def serial_reason(config: pytest.Config) -> str | None:
+    """Why this run's tests must run one at a time, or None: with pytest-xdist (`-n`, see pyproject.toml) each
+    worker is a session of its own and starts a netns or docker server of its own, but an ssh:// server is one
+    real machine with one set of users (alice's `down` would end what another worker's test of hers runs)."""
+    if config.getoption("usepdb", False):
+        return "--pdb"  # a debugger needs the terminal of the one process
+    spec = str(config.getoption("--portal-server", "netns"))
+    if spec.startswith("ssh://"):
+        return f"the test server {spec} has one set of users for every test"
+    return None
 
 
 # -- the server --------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from portal_tasks.runner import run, spawn
 from portal_tasks.testing import netns
 from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.machine import machine_lock
 from portal_tasks.testing.procs import pids_of_uid, pids_with_env
 from portal_tasks.testing.users import tagged_users
 from portal_tasks.testing.waiting import retry_until
@@ -178,9 +181,15 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, reques
 @pytest.mark.usefixtures("needs_netns")
 def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(pytester: pytest.Pytester,
                                                             request: pytest.FixtureRequest) -> None:
-    info = _interrupted_inner(pytester, request.config, lambda proc: proc.kill())  # no teardown at all
-    assert [ns for ns in netns.netns_list() if info["run"] in ns], "a killed run leaves its namespaces"
-    cleaned = netns.clean_leftovers(Path(info["base"]).parent)
+    with contextlib.ExitStack() as held:
+
+        def kill(proc: subprocess.Popen[bytes]) -> None:
+            held.enter_context(machine_lock())  # from the kill to this sweep no other run's server sweeps
+            proc.kill()  # no teardown at all
+
+        info = _interrupted_inner(pytester, request.config, kill)
+        assert [ns for ns in netns.netns_list() if info["run"] in ns], "a killed run leaves its namespaces"
+        cleaned = netns.clean_leftovers(Path(info["base"]).parent)
     assert any(info["run"] in c for c in cleaned)
     assert_nothing_left(info)
 

@@ -5,6 +5,7 @@ The same against the real test server: tests/e2e/test_bad_input.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,8 @@ from portal_tasks import names
 from portal_tasks.config import resolve
 from portal_tasks.errors import UsageError
 
-MARK = f"/tmp/portal-mark-{uuid.uuid4().hex[:8]}"
+#: one per run, the same in every pytest-xdist worker (they must collect the same test ids)
+MARK = f"/tmp/portal-mark-{os.environ.get('PYTEST_XDIST_TESTRUNUID', uuid.uuid4().hex)[:8]}"
 EVIL_ENVS = [f"a;touch {MARK}", f"$(touch {MARK})", f"`touch {MARK}`", f"a|touch {MARK}", f"a&touch {MARK}",
              f"a\ntouch {MARK}", "a b", "a*", "'a'", '"a"', "a\\b", "-a", f"~/envs/$(touch {MARK})", "~/my envs/a",
              "/opt/a;b", "a!b"]
