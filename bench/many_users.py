@@ -7,6 +7,7 @@ clusters and IPython."""
 from __future__ import annotations
 
 import re
+import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from typing import Any
 from bench.context import Bench
 from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
+from bench.table import render
 from bench.up_cold import by_hand, cluster_spec
 from portal_tasks.testing.assertions import user_ports
 from portal_tasks.testing.flows import admin_set_up_for
@@ -41,7 +43,9 @@ def _listeners(b: Bench) -> list[Listener]:
 
 MiB = 2**20
 CHECKS = 8  # dashboards loaded and `portal ports` asked this many at a time, once everyone is up
-MARGIN = 1.5  # memory a user's round needs over what their host side holds once idle (laptop side, start peaks)
+#: memory a user's round needs over what their host side holds once idle: the laptops' side and start peaks
+#: (1.5), and room for the other work of a shared machine (a run at 1.5, 71 users, left 4 GiB of 24)
+MARGIN = 2.5
 
 
 def baseline(b: Bench, users: list[TestUser], spec: tuple[int, int, int], wait: float = 120) -> list[float]:
@@ -93,6 +97,7 @@ def _rounds(b: Bench, users: list[TestUser], counts: list[int], workers: int, ad
         if admin:
             admin_set_up_for(b.server, n)
         got, per_user = one_round(b, users[:n], workers, wait=max(120, 8 * n))
+        print(render(got), b.notes[-1], sep="\n", file=sys.stderr, flush=True)  # kept should a later round fail
         rows += got
         last = n
     return rows
