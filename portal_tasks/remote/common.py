@@ -26,7 +26,7 @@ SERVER_DIR = hostpaths.server_dir(HOME, platform.node())
 class Failure(Exception):
     """An error reported back to the laptop as a PortalError subclass named by ``kind``."""
 
-    def __init__(self, message, kind="RemoteCommandError", hint=None):
+    def __init__(self, message: str, kind: str = "RemoteCommandError", hint: "str | None" = None) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind

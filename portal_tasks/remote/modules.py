@@ -8,8 +8,11 @@ on: the manager, the env's python and its probe see what a window sees after the
 Module names come as arguments, never as shell code.
 """
 
+from __future__ import annotations
+
 import os
 import subprocess
+from typing import Any, Callable, Iterable
 
 from .common import Failure
 
@@ -21,7 +24,7 @@ LOAD = ('. /etc/profile >/dev/null 2>&1 </dev/null; '
 KEEP = ("PWD", "OLDPWD", "SHLVL", "_", "HOME", "USER", "LOGNAME", "SHELL")
 
 
-def message(stderr):
+def message(stderr: str) -> str:
     """The module system's own words, as one line: its first line that says something."""
     for line in stderr.splitlines():
         text = " ".join(line.split())
@@ -30,26 +33,26 @@ def message(stderr):
     return "no message"
 
 
-def load(names, runner=subprocess.run):
+def load(names: Iterable[Any] | None, runner: Callable[..., Any] = subprocess.run) -> dict[str, str] | None:
     """The environment after ``module load NAMES`` (a dict), or a Failure naming the module and the reason."""
-    names = [str(n) for n in names or []]
-    if not names:
+    given = [str(n) for n in names or []]
+    if not given:
         return None
     try:
-        out = runner(["/bin/sh", "-c", LOAD, "portal-modules", *names], stdin=subprocess.DEVNULL,
+        out = runner(["/bin/sh", "-c", LOAD, "portal-modules", *given], stdin=subprocess.DEVNULL,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise Failure("module load %s did not finish (%s)." % (" ".join(names), exc), "EnvError",
-                      "Try `module load %s` in a login shell on the host." % " ".join(names))
+        raise Failure("module load %s did not finish (%s)." % (" ".join(given), exc), "EnvError",
+                      "Try `module load %s` in a login shell on the host." % " ".join(given))
     stderr = out.stderr.decode(errors="replace")
     if out.returncode == 97:
         raise Failure("modules %s asked for, but this server has no `module` command (no Lmod or Environment "
-                      "Modules in /etc/profile)." % " ".join(names), "EnvError",
+                      "Modules in /etc/profile)." % " ".join(given), "EnvError",
                       "Remove modules for this host from portal.yaml, or ask the admins which module system it has.")
     if out.returncode != 0:
-        raise Failure("module load %s failed: %s" % (" ".join(names), message(stderr)), "EnvError",
+        raise Failure("module load %s failed: %s" % (" ".join(given), message(stderr)), "EnvError",
                       "See `module avail` on the host for the names it has, and fix modules in portal.yaml or --module.")
-    environ = {}
+    environ: dict[str, str] = {}
     for item in out.stdout.decode(errors="replace").split("\0"):
         name, sep, value = item.partition("=")
         if sep and name and name not in KEEP:
@@ -57,7 +60,7 @@ def load(names, runner=subprocess.run):
     return environ
 
 
-def apply(names):
+def apply(names: Iterable[Any] | None) -> dict[str, str] | None:
     """Load ``names`` into this helper's own environment (its subprocesses see them); nothing without names."""
     environ = load(names)
     if environ:
