@@ -3,7 +3,7 @@
 Debian's `lmod` package reads its MODULEPATH from /etc/lmod/modulespath (in /etc/profile.d/lmod.sh, so
 in login shells: `bash -lc`, `ssh -t`), whose only directories are /etc/lmod/modules (empty) and Lmod's own.
 The netns server binds the run's modulefiles directory over /etc/lmod/modules inside matagorda's and
-matagorda2's mount namespaces (HOST_SETUP in netns.py), so every user of those hosts finds them, system-wide,
+matagorda2's mount namespaces (HOST_SETUP in hosts.py), so every user of those hosts finds them, system-wide,
 and nothing of this machine changes. `server.lmod` (an `Lmod`, or None where Lmod is not installed; the
 `portal_lmod` fixture skips then):
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-#: not under the `portal-t-` prefix: the sweep of leftovers must never take it for a dead run's dir
-LOCK = Path("/run/portal-testing.lock")
+PREFIX = "portal-t-"  # every namespace and run dir a netns server makes starts with it
+BASE_ROOT = Path(os.environ.get("PORTAL_TEST_BASE", "/home"))  # run dirs (homes, laptops) go under it
+RUNTIME_ROOT = Path("/run")  # and short dirs for unix sockets under this
+#: not under PREFIX: the sweep of leftovers must never take it for a dead run's dir
+LOCK = RUNTIME_ROOT / "portal-testing.lock"
 
 _held: dict[Path, int] = {}  # lock file -> how deep this process holds it
 _guard = threading.RLock()

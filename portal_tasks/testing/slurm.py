@@ -1,7 +1,7 @@
 """A real SLURM for the netns test server: one munged, slurmctld on matagorda, slurmd on compute nodes.
 
 The pure part builds the per-run files (`SlurmLayout`, `slurm_conf`); `SlurmDaemons` starts and stops
-the daemons, each inside the namespaces of its host (given as an `nsenter` prefix by netns.py), with
+the daemons, each inside the namespaces of its host (given as an `nsenter` prefix by slurm_hosts.py), with
 pids it owns: of the machine's own SLURM and munge (if any) only the munge key is used. Users on the
 hosts see this run's config as /etc/slurm/slurm.conf (a bind mount in the hosts' mount namespaces),
 so plain `sbatch`, `squeue` and `scancel` work in an ssh session.

@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from portal_tasks.testing.netns import BASE_ROOT, PREFIX, NetnsServer
 
@@ -123,5 +122,4 @@ DEBUG_LOGS = "Match all\n    LogLevel DEBUG1\n"
 class TripCountingServer(NetnsServer):
     """The netns test server whose sshds also log forward channels (``DEBUG_LOGS``)."""
 
-    def _sshd_in(self, ns: str, label: str, listen: list[str], allow: list[str], extra: str = "") -> Any:
-        return super()._sshd_in(ns, label, listen, allow, extra + DEBUG_LOGS)
+    sshd_extra = DEBUG_LOGS
