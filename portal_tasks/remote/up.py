@@ -89,6 +89,12 @@ def busy(session, name):
     return tmux.runs_program(foreground(session, name) or "")
 
 
+def at_prompt(session, name):
+    """True when the window's shell is at its prompt (or the window is gone): nothing started, nothing activates."""
+    command = foreground(session, name)
+    return command is None or command in tmux.SHELLS
+
+
 def tail(session, name, lines=5):
     ok, out, _ = run_tmux(["tmux", "capture-pane", "-p", "-t", "=%s:=%s" % (session, name)])
     if not ok:
@@ -195,9 +201,10 @@ def _jupyter_wait(session, plan):
         entry = jupyter.wait({"key": plan["key"], "timeout": 3})
         if entry and (entry.get("healthy") or entry.get("taken")):
             return entry
-        if not busy(session, name):
-            # the shell may still be activating the env (a conda hook takes seconds): idle for 3 s means gone
-            if not any(_after(0.5, busy, session, name) for _ in range(6)):
+        if at_prompt(session, name):
+            # gone only when the shell stays at its prompt for 3 s: the line may still be on its way, and an
+            # env's activation (conda, seconds on a busy host) is not the prompt
+            if all(_after(0.5, at_prompt, session, name) for _ in range(6)):
                 why = tail(session, name) if foreground(session, name) is not None else "its window is gone"
                 raise Failure("JupyterLab for env %r exited (%s)." % (plan["env"], why), "JupyterError",
                               "Attach and look at window %s." % name)
