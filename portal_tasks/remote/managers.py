@@ -10,6 +10,7 @@ install places, and ``MAMBA_ROOT_PREFIX`` / ``~/micromamba``.
 import json
 import os
 import re
+import shutil
 import subprocess
 from typing import Any
 
@@ -95,7 +96,7 @@ def candidates(home=None, environ=None, which=None):
     environ = os.environ if environ is None else environ
     found = [(environ[var], "$" + var, None) for var in ("CONDA_EXE", "MAMBA_EXE") if environ.get(var)]
     found += _rc_candidates(home)
-    which = which or _which
+    which = which or shutil.which
     found += [(path, "the PATH", None) for path in (which(kind) for kind in ("conda", "mamba", "micromamba")) if path]
     for place in INSTALL_PLACES:
         root = os.path.join(home, place[2:]) if place.startswith("~/") else place
@@ -106,14 +107,6 @@ def candidates(home=None, environ=None, which=None):
     found += [(os.path.join(home, place[2:]) if place.startswith("~/") else place, place, None)
               for place in MICROMAMBA_PLACES]
     return found
-
-
-def _which(name):
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        path = os.path.join(folder or ".", name)
-        if _executable(path):
-            return path
-    return None
 
 
 def find(wanted=None):
