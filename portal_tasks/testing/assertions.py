@@ -74,6 +74,15 @@ def client_env(ports_report: Mapping[str, Any], env: str, home: str) -> dict[str
     return daskcmd.client_environment(rec["scheduler_port"], rec["dashboard_port"], tls.paths(str(home)))
 
 
+#: The scheduler's clients as a plain Client() on the host sees them: its scheduler's id, its own id, every client
+#: id; it stays connected until stdin closes. One line: the user's login shell runs it, and tcsh reads no newline
+#: inside quotes.
+CLIENTS_SCRIPT = ("import json, sys; from dask.distributed import Client; c = Client(timeout=20); "
+                  "ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients)); "
+                  "print(json.dumps({'id': c.scheduler_info()['id'], 'mine': c.id, 'clients': ids}), flush=True); "
+                  "sys.stdin.read()")
+
+
 def client_command(python: str, environment: Mapping[str, str], script: str = CLIENT_SCRIPT) -> str:
     assigns = [f"{k}={v}" for k, v in environment.items()]
     return shlex.join(["env", *assigns, python, "-c", script])

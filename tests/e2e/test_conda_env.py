@@ -12,22 +12,12 @@ import pytest
 
 from portal_tasks.runner import run
 from portal_tasks.testing import conda
-from portal_tasks.testing.assertions import client_env, dask_client, user_ports
+from portal_tasks.testing.assertions import CLIENTS_SCRIPT, client_env, dask_client, user_ports
 from portal_tasks.testing.flows import laptop_ssh_pids, status, up
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
-
-#: The scheduler's clients, seen from a plain Client() of the env's python on the host.
-CLIENTS_SCRIPT = """
-import json, sys
-from dask.distributed import Client
-c = Client(timeout=20)
-ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
-print(json.dumps({"mine": c.id, "clients": ids}), flush=True)
-sys.stdin.read()
-"""
 
 
 def args_of(user: TestUser, host: str, pid: int) -> str:

@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 
 from portal_tasks.runner import Result
-from portal_tasks.testing.assertions import client_env, dask_client, user_ports
+from portal_tasks.testing.assertions import CLIENTS_SCRIPT, client_env, dask_client, user_ports
 from portal_tasks.testing.flows import (followed, http_get, laptop_ssh_pids, recording_browser, status, up, urls_in,
                                        via_login_host)
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
-
-#: Lists the scheduler's clients from a plain Client() on the host.
-CLIENTS_SCRIPT = """
-import json, sys
-from dask.distributed import Client
-c = Client(timeout=20)
-ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
-print(json.dumps({"id": c.scheduler_info()["id"], "mine": c.id, "clients": ids}), flush=True)
-sys.stdin.read()
-"""
 
 
 @pytest.fixture

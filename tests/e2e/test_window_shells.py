@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from portal_tasks.testing.assertions import client_env, dask_client, user_ports
+from portal_tasks.testing.assertions import CLIENTS_SCRIPT, client_env, dask_client, user_ports
 from portal_tasks.testing.flows import http_get, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
 
 pytestmark = pytest.mark.e2e
 
-#: The scheduler's clients, seen from a plain Client() of the env's python on the host (one line: tcsh reads
-#: no newline inside quotes, and the user's login shell runs it).
-CLIENTS_SCRIPT = ("import json, sys; from dask.distributed import Client; c = Client(timeout=20); "
-                  "ids = c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients)); "
-                  "print(json.dumps({'mine': c.id, 'clients': ids}), flush=True); sys.stdin.read()")
 SHELL_OF = {"zed": "zsh", "fay": "fish", "ted": "tcsh"}
 
 
