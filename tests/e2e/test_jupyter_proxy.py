@@ -92,12 +92,20 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
 
     # dask-labextension's task-stream pane, pointed at the shared cluster, shows a notebook's computation
     page.click('.jp-LauncherCard[data-category="Notebook"]')
-    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
-    page.click(".jp-Notebook .jp-Cell .cm-content")
-    page.keyboard.type("import dask.array as da; from dask.distributed import Client; client = Client(); "
-                       "print('sum', da.ones((2000, 2000), chunks=250).sum().compute())")
+    # the kernel is started and idle before the cell is typed in: on a busy host it takes a while
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+    cell = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    cell.click()
+    source = ("import dask.array as da; from dask.distributed import Client; client = Client(); "
+              "print('sum', da.ones((2000, 2000), chunks=250).sum().compute())")
+    page.keyboard.type(source)
+    assert "print('sum'" in cell.inner_text(), cell.inner_text()  # the keys reached the cell's editor
     page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".jp-OutputArea-output:has-text('sum 4000000')", timeout=60_000)
+    try:
+        page.wait_for_selector(".jp-OutputArea-output:has-text('sum 4000000')", timeout=120_000)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(artifacts(request) / "notebook-failed.png"), full_page=True)
+        pytest.fail("the notebook's computation printed no sum: " + page.locator(".jp-Notebook").inner_text()[:2000])
     page.click('li[data-id="dask-dashboard-launcher"]')
     page.wait_for_selector(".dask-DashboardListing-item", timeout=30_000)
     page.click('.dask-DashboardListing-item:has-text("Task Stream")')
