@@ -1,5 +1,7 @@
 """Shared host-side pieces: the state directory, failures, JSON files, locks, who listens where."""
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl
@@ -12,9 +14,33 @@ import shutil
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import hostpaths
 from .files import write_atomic
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class TcpRow(TypedDict):
+        """A row of /proc/net/tcp or tcp6 (:func:`tcp_rows`)."""
+
+        local: tuple[str, int]
+        remote: tuple[str, int]
+        state: str
+        uid: int
+        inode: str
+
+    class Listener(TypedDict):
+        """A listening TCP socket (:func:`listeners`); pid, pids and cmdline only for the user's own."""
+
+        addr: str
+        port: int
+        uid: int
+        inode: str
+        pid: int | None
+        pids: list[int]
+        cmdline: list[str]
 
 HOME = os.path.expanduser("~")
 #: ~/.portal: the helpers and the TLS material, shared by every server that mounts the home.
@@ -26,14 +52,14 @@ SERVER_DIR = hostpaths.server_dir(HOME, platform.node())
 class Failure(Exception):
     """An error reported back to the laptop as a PortalError subclass named by ``kind``."""
 
-    def __init__(self, message: str, kind: str = "RemoteCommandError", hint: "str | None" = None) -> None:
+    def __init__(self, message: str, kind: str = "RemoteCommandError", hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
         self.hint = hint
 
 
-def private_dirs(path):
+def private_dirs(path: str) -> None:
     """Make ``path`` and its missing parents 0700."""
     old = os.umask(0o077)
     try:
@@ -42,7 +68,7 @@ def private_dirs(path):
         os.umask(old)
 
 
-def state_path(*parts):
+def state_path(*parts: str) -> str:
     """A path in this server's state directory, creating private (0700) directories on the way."""
     path = server_path(*parts)
     private_dirs(os.path.dirname(path))
@@ -50,7 +76,7 @@ def state_path(*parts):
     return path
 
 
-def server_path(*parts):
+def server_path(*parts: str) -> str:
     """A path in this server's state directory (made, with what an earlier layout left, on first use)."""
     if not os.path.isdir(SERVER_DIR):
         private_dirs(os.path.dirname(SERVER_DIR))
@@ -58,7 +84,7 @@ def server_path(*parts):
     return os.path.join(SERVER_DIR, *parts)
 
 
-def install_preload(path):
+def install_preload(path: str) -> str:
     """portal's Dask preload (this package's owner_only.py: HTTP servers that answer their owner only) at
     ``path`` (0600, directory 0700), written when missing or different; ``path`` returned."""
     data = pkgutil.get_data(__package__, "owner_only.py") or b""
@@ -73,7 +99,7 @@ def install_preload(path):
     return path
 
 
-def read_json(path, default=None):
+def read_json(path: str, default: Any = None) -> Any:
     try:
         with open(path) as fh:
             return json.load(fh)
@@ -81,7 +107,7 @@ def read_json(path, default=None):
         return default
 
 
-def damage(path, shape=dict):
+def damage(path: str, shape: type = dict) -> str | None:
     """What is wrong with a state file that exists (empty, not JSON, cut short, wrong shape), or None.
 
     A missing file is not damaged (nothing recorded).
@@ -106,7 +132,8 @@ def damage(path, shape=dict):
     return None
 
 
-def read_state(path, check=None):
+def read_state(path: str, check: Callable[[dict[str, Any]], str | None] | None = None
+               ) -> tuple[dict[str, Any] | None, str | None]:
     """``(data, None)``, ``(None, None)`` when the file does not exist, or ``(None, what is wrong)``.
 
     ``check(data)`` may name what is missing in an object of the right type.
@@ -114,7 +141,7 @@ def read_state(path, check=None):
     problem = damage(path)
     if problem:
         return None, problem
-    data = read_json(path, None)
+    data: dict[str, Any] | None = read_json(path, None)
     if data is None:
         return None, None
     problem = check(data) if check else None
@@ -123,7 +150,7 @@ def read_state(path, check=None):
 
 # -- state of an earlier layout -------------------------------------------------------------------
 
-def adopt_legacy(server_dir):
+def adopt_legacy(server_dir: str) -> None:
     """Make this server's state directory, adopting what an earlier portal kept in ~/.portal itself.
 
     Taken over (copied; other servers that share the home adopt their own part): the port plan,
@@ -132,7 +159,7 @@ def adopt_legacy(server_dir):
     """
     tmp = "%s.%d.%s.tmp" % (server_dir, os.getpid(), os.urandom(4).hex())
     private_dirs(tmp)
-    moved = []
+    moved: list[str] = []
     try:
         legacy_ports = os.path.join(STATE_DIR, "ports.json")
         if not damage(legacy_ports) and os.path.isfile(legacy_ports):
@@ -164,14 +191,14 @@ def adopt_legacy(server_dir):
             pass
 
 
-def _listdir(path):
+def _listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
     except OSError:
         return []
 
 
-def _answers_here(record):
+def _answers_here(record: dict[str, Any]) -> bool:
     """True when the recorded Jupyter server listens on this machine (its unix socket, or its port by this user)."""
     if record.get("socket"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -186,13 +213,13 @@ def _answers_here(record):
     return any(e["port"] == record.get("port") and e["uid"] == os.getuid() for e in listeners())
 
 
-def write_json(path, data):
+def write_json(path: str, data: Any) -> None:
     """Write atomically with mode 0600: a temporary file beside it, flushed to disk, renamed over it."""
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 @contextlib.contextmanager
-def locked(name, timeout=60.0):
+def locked(name: str, timeout: float = 60.0) -> Iterator[None]:
     """Hold this server's lock NAME (~/.portal/hosts/MACHINE/locks/NAME, flock) for the block; bounded wait."""
     fd = os.open(state_path("locks", name), os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout
@@ -210,7 +237,7 @@ def locked(name, timeout=60.0):
         os.close(fd)
 
 
-def _parse_addr(hexaddr):
+def _parse_addr(hexaddr: "str") -> "tuple[str, int]":  # quoted: jupyter.py copies it into JupyterLab's config
     host, port = hexaddr.split(":")
     raw = bytes.fromhex(host)
     if len(raw) == 4:
@@ -219,10 +246,10 @@ def _parse_addr(hexaddr):
     return socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *words)), int(port, 16)
 
 
-def _socket_pids(every=None):
+def _socket_pids(every: dict[str, set[int]] | None = None) -> dict[str, int]:
     """inode -> pid for the sockets of processes this user can see (its own); ``every`` (a dict)
     also gets inode -> every pid holding it (a socket inherited by a child is held by both)."""
-    owners: "dict[str, int]" = {}
+    owners: dict[str, int] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -243,7 +270,7 @@ def _socket_pids(every=None):
     return owners
 
 
-def cmdline(pid):
+def cmdline(pid: int) -> list[str]:
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as fh:
             return [part.decode(errors="replace") for part in fh.read().split(b"\0") if part]
@@ -251,7 +278,7 @@ def cmdline(pid):
         return []
 
 
-def environ(pid):
+def environ(pid: int) -> list[bytes]:
     """A process's environment, ``NAME=value`` byte strings ([] when it cannot be read: gone, or not ours)."""
     try:
         with open("/proc/%d/environ" % pid, "rb") as fh:
@@ -260,7 +287,7 @@ def environ(pid):
         return []
 
 
-def pid_uid(pid):
+def pid_uid(pid: int) -> int | None:
     try:
         return os.stat("/proc/%d" % pid).st_uid
     except OSError:
@@ -270,9 +297,9 @@ def pid_uid(pid):
 LISTEN = "0A"
 
 
-def tcp_rows():
+def tcp_rows() -> "list[TcpRow]":  # quoted: jupyter.py copies it into JupyterLab's config
     """Every row of /proc/net/tcp and tcp6: local and remote (addr, port), state, uid, inode."""
-    found = []
+    found: "list[TcpRow]" = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
@@ -288,16 +315,17 @@ def tcp_rows():
     return found
 
 
-def listeners(rows=None):
+def listeners(rows: list[TcpRow] | None = None) -> list[Listener]:
     """Every listening TCP socket on the host: address, port, uid, inode, and pid/cmdline when it is ours."""
-    found = []
-    pids: "dict[str, int] | None" = None
-    every: "dict[str, set[int]]" = {}
+    found: list[Listener] = []
+    pids: dict[str, int] | None = None
+    every: dict[str, set[int]] = {}
     for row in tcp_rows() if rows is None else rows:
         if row["state"] != LISTEN:
             continue
         (addr, port), uid, inode = row["local"], row["uid"], row["inode"]
-        entry = {"addr": addr, "port": port, "uid": uid, "inode": inode, "pid": None, "pids": [], "cmdline": []}
+        entry: Listener = {"addr": addr, "port": port, "uid": uid, "inode": inode, "pid": None, "pids": [],
+                           "cmdline": []}
         if uid == os.getuid():
             if pids is None:
                 pids = _socket_pids(every)
@@ -310,7 +338,7 @@ def listeners(rows=None):
     return found
 
 
-def user_name(uid):
+def user_name(uid: int) -> str:
     """"bob (uid 1001)", or "uid 1001" for a uid without a passwd entry."""
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
@@ -321,13 +349,13 @@ def user_name(uid):
 class NotYours(Failure):
     """A port portal would talk to (or forward) is held by something that is not the user's expected service."""
 
-    def __init__(self, port, holder, expected="your service"):
+    def __init__(self, port: int, holder: str, expected: str = "your service") -> None:
         self.port, self.holder = port, holder
         super().__init__(f"port {port} is held by {holder}, not by {expected}.", "PortError",
                          "portal sent it nothing. Run portal again to move to another port of your block.")
 
 
-def holder_problem(port, found, pids=None):
+def holder_problem(port: int, found: list[Listener], pids: list[int] | None = None) -> str | None:
     """Why ``port`` is not (only) the user's own listener (of one of ``pids`` when given), or None.
 
     None also when nothing listens: a connection then fails, nobody receives anything.
@@ -343,11 +371,12 @@ def holder_problem(port, found, pids=None):
     return None
 
 
-def _held(port, found):
+def _held(port: int, found: list[Listener]) -> list[str]:
     return sorted(e["inode"] for e in found if e["port"] == port)
 
 
-def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=None, host="127.0.0.1"):
+def connect_owned(port: int, pids: list[int] | None = None, timeout: float = 3.0, expected: str = "your service",
+                  found: list[Listener] | None = None, host: str = "127.0.0.1") -> socket.socket:
     """A socket connected to host:port (a local address), only when the user's own listener (pid in ``pids``) holds it.
 
     Check, connect, check: nothing is connected to unless the user's own listener holds the port
@@ -383,7 +412,7 @@ def connect_owned(port, pids=None, timeout=3.0, expected="your service", found=N
     return sock
 
 
-def pid_alive(pid):
+def pid_alive(pid: int | str | None) -> bool:
     if not pid:
         return False
     try:
