@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 import uuid
 from pathlib import Path
 
@@ -44,12 +43,10 @@ def _wait_state(server: TestServer, job: str, *states: str, seconds: float = 60)
 def test_a_job_runs_on_the_compute_node_as_the_user(portal_server: TestServer, portal_slurm: SlurmCluster,
                                                     alice: TestUser) -> None:
     out = alice.home / "hello.out"
-    started = time.monotonic()
     job = _sbatch(portal_server, alice, f"--output={out}", "--wrap", "hostname; id -un")
-    assert _wait_state(portal_server, job, "COMPLETED", "FAILED") == "COMPLETED", out.read_text()
-    took = time.monotonic() - started
+    # how fast SLURM starts a job is in benchmark 9 (`up --jobs 2` against dask-jobqueue, the same SLURM)
+    assert _wait_state(portal_server, job, "COMPLETED", "FAILED", seconds=120) == "COMPLETED", out.read_text()
     assert out.read_text().split() == [portal_slurm.node, alice.name]
-    assert took < 30, f"a trivial job took {took:.1f}s"
 
 
 def test_users_need_no_slurm_conf_of_their_own(portal_server: TestServer, portal_slurm: SlurmCluster,
@@ -150,10 +147,8 @@ def test_teardown_leaves_no_daemon_and_no_node(request: pytest.FixtureRequest) -
             assert all(pid_alive(pid) for pid in pids.values()), pids
             conf = server.host_path("/etc/slurm/slurm.conf")
             assert f"ClusterName={cluster.cluster_name}" in conf.read_text()
-        started = time.monotonic()
-        retry_until(lambda: not any(pid_alive(pid) for pid in pids.values()), 5, 0.05,
-                    what=f"SLURM daemons {pids} to be gone")
-        assert time.monotonic() - started < 5
+        # gone when slurm_on returns (it waits for each of them), not some time later
+        assert not {name: pid for name, pid in pids.items() if pid_alive(pid)}, pids
         assert not [ns for ns in netns_list() if ns.endswith(f"{server.run_id}-{cluster.node}")]
         assert not cluster.conf.exists()
         assert server.admin_run(["findmnt", "-n", "/etc/slurm"]).stdout.strip() == ""  # matagorda's bind is gone
