@@ -8,16 +8,19 @@ for whatever ``settings`` leaves out, as it does for ``SLURMCluster``; ``default
 memory per job) apply only where neither gives a value.
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import shlex
 import sys
+from typing import Any
 
 #: portal's name of a batch system -> dask-jobqueue's job class (one code path for all of them)
 JOB_CLASSES = {"slurm": "slurm.SLURMJob", "pbs": "pbs.PBSJob", "sge": "sge.SGEJob", "lsf": "lsf.LSFJob"}
 
 
-def job_scripts(payload):
+def job_scripts(payload: dict[str, Any]) -> dict[str, Any]:
     system = payload["system"]
     module, name = JOB_CLASSES[system].split(".")
     try:
@@ -28,14 +31,14 @@ def job_scripts(payload):
         return {"ok": False, "kind": "EnvError", "error": "the env cannot import dask_jobqueue (%s)." % exc}
     tls = payload["tls"]
     security = Security(tls_ca_file=tls["ca"], tls_worker_cert=tls["cert"], tls_worker_key=tls["key"],
-                        require_encryption=True)
+                        require_encryption=True)  # type: ignore[no-untyped-call]
     settings = dict(payload.get("settings") or {})
     for key, value in (payload.get("defaults") or {}).items():
         if settings.get(key) is None and dask.config.get("jobqueue.%s.%s" % (system, key), None) is None:
             settings[key] = value
     python = shlex.quote(sys.executable)
     theirs = list(settings.pop("job_script_prologue", None) or [])
-    scripts = []
+    scripts: list[str] = []
     try:
         for name in payload["names"]:
             number = name.rsplit("-", 1)[-1]

@@ -8,12 +8,14 @@ holds its lock until stdin closes).
 Only the verb's own module is imported: the zipapp compiles what it imports on every call.
 """
 
+from __future__ import annotations
+
 import importlib
 import json
 import os
 import sys
 import time
-from typing import NoReturn
+from typing import IO, Any, Callable, Dict, NoReturn
 
 from .common import Failure
 
@@ -37,15 +39,17 @@ VERB_MODULES = {
 MARK_USED_SECONDS = 3600
 
 
-def verb(name):
+def verb(name: str) -> Callable[[dict[str, Any]], Any] | None:
     """The function of a verb, or None."""
     module = VERB_MODULES.get(name)
     if module is None:
         return None
-    return getattr(importlib.import_module("." + module, __package__), "VERBS", {}).get(name)
+    verbs: Dict[str, Callable[[dict[str, Any]], Any]] = getattr(importlib.import_module("." + module, __package__),
+                                                                "VERBS", {})
+    return verbs.get(name)
 
 
-def read_payload(stream):
+def read_payload(stream: IO[str]) -> Any:
     """The payload: the first line of ``stream`` as JSON ({} for an empty line or no input)."""
     line = stream.readline()
     if not line.strip():
@@ -53,7 +57,7 @@ def read_payload(stream):
     return json.loads(line)
 
 
-def mark_used(path):
+def mark_used(path: str) -> None:
     """Touch this helper archive (at most hourly): a portal of another version installing its own
     helper prunes only archives nobody used for a long time, never one that runs."""
     try:
@@ -68,7 +72,7 @@ def fail(message: str, kind: str = "RemoteCommandError") -> NoReturn:
     sys.exit(1)
 
 
-def main(argv=None, stdin=None):
+def main(argv: list[str] | None = None, stdin: IO[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if argv is None and sys.argv[0].endswith(".pyz"):
         mark_used(sys.argv[0])

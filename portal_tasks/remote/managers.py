@@ -7,12 +7,25 @@ Debian's "not interactive: return" guard. So the manager is looked for, in order
 install places, and ``MAMBA_ROOT_PREFIX`` / ``~/micromamba``.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import shutil
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Callable, Mapping
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class Manager(TypedDict):
+        """conda, mamba or micromamba: its executable, where it was found, its install's root prefix."""
+
+        kind: str
+        path: str
+        source: str
+        root: str
 
 KINDS = ("micromamba", "mamba", "conda")
 #: rc files whose ``conda initialize`` / ``mamba initialize`` blocks name the manager (relative to ~).
@@ -33,9 +46,9 @@ _MANAGER_PATH = re.compile(r"^(/.*/(?:bin|condabin)/(?:micromamba|mamba|conda))$
 _ROOT_PREFIX = re.compile(r"""MAMBA_ROOT_PREFIX\s*[= ]\s*(?:'([^']*)'|"([^"]*)"|([^\s;'"]+))""")
 
 
-def block_paths(body):
+def block_paths(body: str) -> list[str]:
     """The manager paths an initialize block names, in order (pure)."""
-    found = []
+    found: list[str] = []
     for word in _WORD.finditer(body):
         text = next(part for part in word.groups() if part is not None)
         match = _MANAGER_PATH.match(text)
@@ -46,17 +59,17 @@ def block_paths(body):
     return found
 
 
-def _executable(path):
+def _executable(path: str) -> bool:
     return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def kind_of(path):
+def kind_of(path: str) -> str | None:
     """conda, mamba or micromamba by the executable's name, else None."""
     name = os.path.basename(path)
     return name if name in KINDS else None
 
 
-def root_of(path, kind, hint=None):
+def root_of(path: str, kind: str, hint: str | None = None) -> str:
     """The install's root prefix (its ``base``): two levels above ``bin/conda``; for micromamba the root
     its init block set (``hint``), else ``MAMBA_ROOT_PREFIX``, else the same two levels when they hold
     conda-meta, else ``~/micromamba``."""
@@ -71,10 +84,10 @@ def root_of(path, kind, hint=None):
     return os.path.expanduser("~/micromamba")
 
 
-def _rc_candidates(home):
+def _rc_candidates(home: str) -> list[tuple[str, str, str | None]]:
     """(path, source, root) of every manager an rc file's initialize block names, in the rc files' order
     (root: the ``MAMBA_ROOT_PREFIX`` the block sets, else None)."""
-    found = []
+    found: list[tuple[str, str, str | None]] = []
     for rc in RC_FILES:
         try:
             with open(os.path.join(home, rc), errors="replace") as fh:
@@ -90,14 +103,17 @@ def _rc_candidates(home):
     return found
 
 
-def candidates(home=None, environ=None, which=None):
+def candidates(home: str | None = None, environ: Mapping[str, str] | None = None,
+               which: Callable[[str], str | None] | None = None) -> list[tuple[str, str, str | None]]:
     """(path, source, root or None) of every manager the user's shell could find, most trusted first."""
     home = home or os.path.expanduser("~")
     environ = os.environ if environ is None else environ
-    found = [(environ[var], "$" + var, None) for var in ("CONDA_EXE", "MAMBA_EXE") if environ.get(var)]
+    found: list[tuple[str, str, str | None]] = [(environ[var], "$" + var, None) for var in ("CONDA_EXE", "MAMBA_EXE")
+                                                if environ.get(var)]
     found += _rc_candidates(home)
     which = which or shutil.which
     found += [(path, "the PATH", None) for path in (which(kind) for kind in ("conda", "mamba", "micromamba")) if path]
+    root: str | None
     for place in INSTALL_PLACES:
         root = os.path.join(home, place[2:]) if place.startswith("~/") else place
         found += [(os.path.join(root, "bin", kind), place, None) for kind in ("conda", "mamba")]
@@ -109,7 +125,7 @@ def candidates(home=None, environ=None, which=None):
     return found
 
 
-def find(wanted=None):
+def find(wanted: str | None = None) -> Manager | None:
     """{"kind", "path", "source", "root"} of the manager to use, or None when there is none.
 
     ``wanted``: None (any), a kind (conda, mamba, micromamba) or a path to one of them. A conda install is
@@ -143,10 +159,10 @@ def find(wanted=None):
     return None
 
 
-def condarc_envs_dirs(home, root):
+def condarc_envs_dirs(home: str, root: str | None) -> list[str]:
     """The ``envs_dirs`` of ~/.condarc (and of the install's own .condarc), in order (a small YAML subset:
     ``envs_dirs:`` followed by ``- path`` items, or a flow list ``[a, b]``)."""
-    dirs = []
+    dirs: list[str] = []
     for path in (os.path.join(home, ".condarc"), os.path.join(home, ".config", "conda", ".condarc"),
                  os.path.join(home, ".config", "conda", "condarc"), os.path.join(root or "", ".condarc")):
         try:
@@ -176,7 +192,7 @@ def condarc_envs_dirs(home, root):
     return [os.path.expanduser(os.path.expandvars(d)) for d in dirs]
 
 
-def known_prefix(name, manager, home=None):
+def known_prefix(name: str, manager: Manager | None, home: str | None = None) -> str | None:
     """The prefix of named env ``name`` from what is on disk (no manager start), or None.
 
     ``base`` is the install's root. Else the envs directories in conda's order (``envs_dirs`` of
@@ -205,7 +221,7 @@ def known_prefix(name, manager, home=None):
     return None
 
 
-def listed_envs(manager):
+def listed_envs(manager: Manager) -> dict[str, str]:
     """name -> prefix from ``MANAGER env list --json`` (a manager start: the last resort)."""
     try:
         out = subprocess.run([manager["path"], "env", "list", "--json"], stdout=subprocess.PIPE,
@@ -213,7 +229,7 @@ def listed_envs(manager):
         prefixes = json.loads(out.stdout).get("envs", [])
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return {}
-    found: "dict[str, Any]" = {}
+    found: dict[str, str] = {}
     root = manager.get("root")
     for prefix in prefixes:
         name = "base" if root and os.path.realpath(prefix) == os.path.realpath(root) \

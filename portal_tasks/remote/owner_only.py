@@ -1,5 +1,7 @@
 """portal's Dask preload (``--preload``) for the scheduler and each worker: their HTTP servers (the
-dashboard, /metrics, /health) answer the user who runs them, and nobody else on the server.
+dashboard, /metrics, /health) answer the user who runs them, and nobody else on the server. As
+``--preload-nanny`` of ``dask worker --nworkers N`` it gives each nanny's worker its own HTTP port of the
+user's block (:func:`dask_setup`): Dask gives them all one address, and all but one would move to a random port.
 
 Not run by the helper: the helper writes this file into the server's state directory
 (``common.install_preload``) and the env's python imports it at the start of ``dask scheduler`` and
@@ -13,16 +15,23 @@ file on its own in the env's process, so its few lines reading /proc/net/tcp are
 ``common.tcp_rows``).
 """
 
+from __future__ import annotations
+
 import os
 import socket
 import struct
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from tornado.httpserver import HTTPServer
+    from tornado.iostream import IOStream
 
 #: The answer to anyone but the owner (no more: not even which Dask version runs).
 REFUSAL = b"This server answers its owner only.\n"
 MARK = "_portal_owner_only"
 
 
-def _address(hexaddr):
+def _address(hexaddr: str) -> tuple[str, int]:
     host, port = hexaddr.split(":")
     raw = bytes.fromhex(host)
     if len(raw) == 4:
@@ -31,7 +40,7 @@ def _address(hexaddr):
     return _plain(text), int(port, 16)
 
 
-def _plain(addr):
+def _plain(addr: str) -> str:
     """An IPv4 address seen through an IPv6 socket (``::ffff:127.0.0.1``) as itself."""
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
 
@@ -40,7 +49,7 @@ def _plain(addr):
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, NO_COOKIE = 4, 20, 1, 0xFFFFFFFF
 
 
-def diag_uid(local, remote):
+def diag_uid(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
     """The uid of the TCP socket whose own end is ``local`` and other end ``remote`` ((address, port) each),
     asked of the kernel by netlink sock_diag (microseconds, where reading /proc/net/tcp walks the whole
     table, milliseconds); None when there is no such socket or the kernel cannot be asked."""
@@ -58,10 +67,12 @@ def diag_uid(local, remote):
         return None
     if len(reply) < 16 + 68 or struct.unpack("=H", reply[4:6])[0] != SOCK_DIAG_BY_FAMILY:
         return None  # an error reply: no such socket (it closed already)
-    return struct.unpack("=I", reply[16 + 64:16 + 68])[0]  # inet_diag_msg.idiag_uid
+    uid: int = struct.unpack("=I", reply[16 + 64:16 + 68])[0]  # inet_diag_msg.idiag_uid
+    return uid
 
 
-def peer_uid(sock, tables=("/proc/net/tcp", "/proc/net/tcp6"), diag=True):
+def peer_uid(sock: socket.socket, tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6"),
+             diag: bool = True) -> int | None:
     """The uid owning the other end of the connected local TCP socket ``sock``, or None (not local, gone, no
     way to ask). Asked by sock_diag, else read from ``tables``."""
     try:
@@ -85,12 +96,12 @@ def peer_uid(sock, tables=("/proc/net/tcp", "/proc/net/tcp6"), diag=True):
     return None
 
 
-def is_owner(sock, uid=None):
+def is_owner(sock: socket.socket, uid: int | None = None) -> bool:
     """True when the process at the other end of ``sock`` runs as this process's user (``uid``)."""
     return peer_uid(sock) == (os.getuid() if uid is None else uid)
 
 
-def refuse(stream):
+def refuse(stream: IOStream) -> None:
     """Answer 403 (a plain socket) and close: nothing of the user's is read or sent."""
     body = REFUSAL
     head = ("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
@@ -105,22 +116,48 @@ def refuse(stream):
     stream.close()
 
 
-def guard(server_class):
+def guard(server_class: type[HTTPServer]) -> None:
     """Wrap ``server_class.handle_stream`` (once) so it serves the owner's connections only."""
-    handle = server_class.handle_stream
+    # Tornado's TCPServer runs what handle_stream returns when it is a coroutine: passed on as it is.
+    handle: Callable[..., Awaitable[None] | None] = server_class.handle_stream
     if getattr(handle, MARK, False):
         return
 
-    def handle_stream(self, stream, address):
+    def handle_stream(self: HTTPServer, stream: IOStream, address: tuple[Any, ...]) -> Awaitable[None] | None:
         if not is_owner(stream.socket):
-            return refuse(stream)
+            refuse(stream)
+            return None
         return handle(self, stream, address)
 
     setattr(handle_stream, MARK, True)
-    server_class.handle_stream = handle_stream
+    server_class.handle_stream = handle_stream  # type: ignore[method-assign,assignment]
 
 
-def _install():
+#: In the environment of ``dask worker --nworkers N``: the workers' HTTP ports, ``P0,P1,...`` (worker i's is Pi).
+#: hostpaths.WORKER_HTTP_PORTS names it for the laptop; this file runs alone in the env's Python (a test ties them).
+HTTP_PORTS = "PORTAL_WORKER_HTTP"
+
+
+def worker_http_port(name: object, ports: str) -> int | None:
+    """The HTTP port of the worker a nanny called ``name`` starts: Dask names the nannies of ``--name KEY
+    --nworkers N`` ``KEY-0`` ... ``KEY-(N-1)`` (one alone is ``KEY``); None when ``ports`` gives none for it."""
+    listed = [int(p) for p in ports.split(",") if p.strip().isdigit()]
+    if len(listed) == 1:
+        return listed[0]
+    index = str(name).rpartition("-")[2]
+    return listed[int(index)] if index.isdigit() and int(index) < len(listed) else None
+
+
+def dask_setup(server: Any) -> None:
+    """Run by Dask for each server this file preloads; acts on a nanny alone (before it starts its worker):
+    the worker's HTTP server listens on its own port of the block (on the loopback, as planned)."""
+    kwargs = getattr(server, "worker_kwargs", None)
+    port = worker_http_port(getattr(server, "name", None), os.environ.get(HTTP_PORTS, ""))
+    if isinstance(kwargs, dict) and port:
+        kwargs["dashboard_address"] = "127.0.0.1:%d" % port
+
+
+def _install() -> None:
     from tornado.httpserver import HTTPServer
 
     guard(HTTPServer)

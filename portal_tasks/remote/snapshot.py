@@ -10,6 +10,8 @@ TLS files' status (``tls-status``). With ``sessions`` (``status``) also every tm
 user with its windows.
 """
 
+from __future__ import annotations
+
 import os
 import subprocess
 from typing import Any
@@ -21,7 +23,7 @@ from .common import Failure
 WINDOW_FORMAT = "#{window_name}\t#{pane_current_command}\t#{@portal}"
 
 
-def windows(session):
+def windows(session: str) -> dict[str, dict[str, str]] | None:
     """{window name: {"command", "marker"}} of the session, or None when it does not exist (or no tmux)."""
     argv = ["tmux", "-u", "list-windows", "-t", "=" + session, "-F", WINDOW_FORMAT]
     try:
@@ -31,7 +33,7 @@ def windows(session):
         return None
     if out.returncode != 0:
         return None
-    found: "dict[str, Any]" = {}
+    found: dict[str, dict[str, str]] = {}
     for line in out.stdout.splitlines():
         name, _, rest = line.partition("\t")
         command, _, marker = rest.partition("\t")
@@ -43,14 +45,14 @@ def windows(session):
 SESSIONS_FORMAT = "#{session_name}\t#{window_name}\t#{pane_current_command}\t#{pane_pid}"
 
 
-def sessions():
+def sessions() -> list[dict[str, Any]]:
     """Every tmux session of the user with its windows (for ``status``): [{name, windows: [...]}]."""
     argv = ["tmux", "-u", "list-windows", "-a", "-F", SESSIONS_FORMAT]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=15, env=dict(os.environ, LC_ALL="C.UTF-8"))
     except (OSError, subprocess.TimeoutExpired):
         return []
-    found: "dict[str, Any]" = {}
+    found: dict[str, dict[str, Any]] = {}
     for line in out.stdout.splitlines() if out.returncode == 0 else []:
         parts = line.split("\t")
         if len(parts) != 4:
@@ -61,8 +63,8 @@ def sessions():
     return list(found.values())
 
 
-def snapshot(payload):
-    result = {"facts": system.probe({})}
+def snapshot(payload: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {"facts": system.probe({})}
     try:
         result["env"] = envcheck.env_check({"env": payload.get("env"), "manager": payload.get("manager"),
                                              "modules": payload.get("modules")})

@@ -1,5 +1,7 @@
 """Verbs about the host itself: ping, probe (who am I, tools, listeners), and a held lock."""
 
+from __future__ import annotations
+
 import functools
 import os
 import platform
@@ -8,16 +10,17 @@ import pwd
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from . import hostpaths, managers
 from .common import listeners, locked
 
 
-def ping(_payload):
+def ping(_payload: dict[str, Any]) -> str:
     return "pong"
 
 
-def tool_version(argv):
+def tool_version(argv: list[str]) -> str | None:
     path = shutil.which(argv[0])
     if not path:
         return None
@@ -28,7 +31,7 @@ def tool_version(argv):
     return (out.stdout or out.stderr).strip() or "unknown"
 
 
-def meminfo_bytes():
+def meminfo_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -44,7 +47,7 @@ _DEFAULT_SHELL = re.compile(r"^\s*set(?:-option)?\s+(?:-\w*g\w*\s+)+default-shel
 
 
 @functools.lru_cache(maxsize=4)
-def window_shell(uid=None):
+def window_shell(uid: int | None = None) -> str:
     """The shell tmux runs in a new window: the running server's default-shell, else the one a tmux.conf
     sets, else $SHELL (tmux's own default, which sshd sets to the login shell), else the passwd entry's."""
     uid = os.getuid() if uid is None else uid
@@ -60,7 +63,7 @@ def window_shell(uid=None):
     for conf in ("~/.tmux.conf", "~/.config/tmux/tmux.conf"):
         try:
             with open(os.path.expanduser(conf), errors="replace") as fh:
-                found = _DEFAULT_SHELL.findall(fh.read(1 << 16))
+                found: list[str] = _DEFAULT_SHELL.findall(fh.read(1 << 16))
         except OSError:
             continue
         if found:
@@ -78,7 +81,7 @@ def window_shell(uid=None):
 ZSH_FILES = (".zshenv", ".zprofile", ".zshrc", ".zlogin")
 
 
-def zsh_dotdir(shell):
+def zsh_dotdir(shell: str | None) -> str | None:
     """For a zsh user with no startup files at all: a ZDOTDIR for portal's windows (~/.portal/zsh, an .zshrc
     that only says why), so zsh's first-run menu does not take the lines portal types; else None. Such a user's
     zsh reads nothing anyway, so their windows run the same shell."""
@@ -98,10 +101,10 @@ def zsh_dotdir(shell):
     return folder
 
 
-def probe(payload):
+def probe(payload: dict[str, Any]) -> dict[str, Any]:
     """Who the user is here, which tools exist, and (on request) who listens where."""
     uid = os.getuid()
-    result = {
+    result: dict[str, Any] = {
         "uid": uid,
         "user": pwd.getpwuid(uid).pw_name,
         "home": os.path.expanduser("~"),
@@ -120,7 +123,7 @@ def probe(payload):
     return result
 
 
-def lock(payload):
+def lock(payload: dict[str, Any]) -> str:
     """Take this server's lock NAME, say 'locked', hold it until stdin closes (the laptop went away)."""
     with locked(payload.get("name", "lock"), float(payload.get("timeout", 120))):
         sys.stdout.write("locked\n")

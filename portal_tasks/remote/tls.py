@@ -6,10 +6,13 @@ over in one rename: nobody ever sees a certificate of one set with the key of an
 install's plain directory is moved aside the first time it is replaced.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import tempfile
 import time
+from typing import Any
 
 from . import hostpaths
 from .common import HOME, STATE_DIR, Failure, private_dirs
@@ -19,12 +22,12 @@ TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 LEFTOVER_SECONDS = 3600
 
 
-def tls_dir():
+def tls_dir() -> str:
     """~/.portal/tls: one set for every server that shares the home."""
     return hostpaths.tls_dir(HOME)
 
 
-def tls_status(_payload):
+def tls_status(_payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``tls-status``: do the user's CA, certificate and key exist (modes fixed to 0700/0600);
     with the certificate's text (public) so the laptop can read its expiry."""
     path = tls_dir()
@@ -38,7 +41,7 @@ def tls_status(_payload):
     return {"exists": True, "dir": path, "cert": cert}
 
 
-def _write_set(files):
+def _write_set(files: dict[str, str]) -> str:
     """A new private directory beside ``tls`` with the three files, written and synced."""
     private_dirs(STATE_DIR)
     os.chmod(STATE_DIR, 0o700)
@@ -52,7 +55,7 @@ def _write_set(files):
     return new
 
 
-def _swap(new):
+def _swap(new: str) -> str | None:
     """Point ``tls`` at ``new`` in one rename; returns the directory the old set was in (or None)."""
     link = tls_dir()
     old = None
@@ -67,7 +70,7 @@ def _swap(new):
     return old
 
 
-def _prune_leftovers(current):
+def _prune_leftovers(current: str) -> None:
     """Remove old ``tls-*`` sets that are not ``current`` (lost races, installs that died);
     a young one may be another install's that is about to take over."""
     for name in os.listdir(STATE_DIR):
@@ -81,7 +84,7 @@ def _prune_leftovers(current):
             continue
 
 
-def tls_install(payload):
+def tls_install(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``tls-install`` {files, replace}: put a new set in place atomically.
 
     Without ``replace`` (first use) a set that is already there wins (two first `up` at once);
