@@ -1,14 +1,20 @@
 """Host-side verb ``env-check``: does the env exist, where is it, which kind, and what can it import."""
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import json
 import os
 import subprocess
+from typing import TYPE_CHECKING, Any
 
 from . import managers, system
 from . import modules as envmodules
 from .common import Failure, read_json, state_path, write_json
+
+if TYPE_CHECKING:
+    from .managers import Manager
 
 MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask_labextension", "dask_jobqueue")
 #: Run by the env's own python (argv: the modules to look for). Besides which modules it has, it says
@@ -54,11 +60,11 @@ print(json.dumps({"prefix": sys.prefix, "version": sys.version.split()[0], "modu
 """
 
 
-def _is_path(spec):
+def _is_path(spec: str) -> bool:
     return "/" in spec or spec.startswith(("~", "."))
 
 
-def _path_kind(prefix):
+def _path_kind(prefix: str) -> str | None:
     """venv (bin/activate, pyvenv.cfg) or conda prefix (conda-meta/), else None."""
     has_activate = os.path.isfile(os.path.join(prefix, "bin", "activate"))
     if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")) and has_activate:
@@ -68,7 +74,7 @@ def _path_kind(prefix):
     return "venv" if has_activate else None
 
 
-def _manager(wanted, spec):
+def _manager(wanted: str | None, spec: str) -> Manager:
     """The manager to use ({"kind", "path", "source", "root"}) for env name ``spec``, or a Failure saying where
     portal looked."""
     found = managers.find(wanted)
@@ -86,7 +92,7 @@ def _manager(wanted, spec):
                   "or pass --env PATH to a venv or conda prefix.")
 
 
-def _resolve_named(spec, wanted):
+def _resolve_named(spec: str, wanted: str | None) -> tuple[str, str, Manager]:
     """("named", prefix, manager) of env name ``spec``: from what is on disk first (no manager start),
     then from the manager's ``env list`` (kept per manager; asked again when a name is not in it)."""
     manager = _manager(wanted, spec)
@@ -109,7 +115,7 @@ def _resolve_named(spec, wanted):
     return "named", envs[spec], manager
 
 
-def _resolve_path(spec, wanted=None):
+def _resolve_path(spec: str, wanted: str | None = None) -> tuple[str, str, Manager | None]:
     prefix = os.path.abspath(os.path.expanduser(spec))
     if os.path.exists(prefix) and not os.path.isdir(prefix):
         raise Failure("env %s is a file, not an env directory." % spec, "EnvError",
@@ -130,39 +136,41 @@ def _resolve_path(spec, wanted=None):
     return kind, prefix, (managers.find(wanted) if kind == "conda-prefix" else None)
 
 
-def resolve(spec, manager=None):
+def resolve(spec: str, manager: str | None = None) -> tuple[str, str, Manager | None, str]:
     """(kind, prefix, manager, python) of env ``spec`` (Failure with what to do when it is not usable);
-    manager: {"kind", "path", "source", "root"} for a named env or a conda prefix, else None."""
+    ``manager`` the one asked for (env_manager: a kind or a path, or None); the one returned:
+    {"kind", "path", "source", "root"} for a named env or a conda prefix, else None."""
     if not spec:
         raise Failure("no env given.", "UsageError", "Pass --env NAME or --env PATH.")
+    found: Manager | None
     if _is_path(spec):
-        kind, prefix, manager = _resolve_path(spec, manager)
+        kind, prefix, found = _resolve_path(spec, manager)
     else:
-        kind, prefix, manager = _resolve_named(spec, manager)
+        kind, prefix, found = _resolve_named(spec, manager)
     python = next((os.path.join(prefix, "bin", exe) for exe in ("python", "python3")
                    if os.access(os.path.join(prefix, "bin", exe), os.X_OK)), None)
     if python is None:
         raise Failure("env %s has no python (nothing at %s/bin/python)." % (spec, prefix), "EnvError",
                       "Install python into it, e.g. conda install -p %s python." % prefix)
-    return kind, prefix, manager, python
+    return kind, prefix, found, python
 
 
-def env_python(spec, manager=None):
+def env_python(spec: str | None, manager: str | None = None) -> str:
     """The python of env ``spec``."""
     return resolve(str(spec or "").strip(), manager)[3]
 
 
-def _digest(text):
+def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def stamp(prefix, python):
+def stamp(prefix: str, python: str) -> list[list[str | int]]:
     """What changes when the env's python or packages change: the modification times of its python, its
     ``conda-meta`` and its site-packages directories (installing or removing a package adds or removes an
     entry there)."""
     paths = [python, os.path.join(prefix, "conda-meta")]
     paths += sorted(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))
-    found = []
+    found: list[list[str | int]] = []
     for path in paths:
         try:
             found.append([path, os.stat(path).st_mtime_ns])
@@ -171,17 +179,18 @@ def stamp(prefix, python):
     return found
 
 
-def probe(spec, prefix, python):
+def probe(spec: str, prefix: str, python: str) -> dict[str, Any]:
     """What the env's python says of itself (:data:`_PROBE`), kept per env until its :func:`stamp` changes."""
     kept = state_path("envs", "%s.json" % _digest(prefix))
     now = stamp(prefix, python)
     known = read_json(kept) or {}
     if isinstance(known, dict) and known.get("stamp") == now and known.get("python") == python \
             and known.get("probe") == _digest(_PROBE) and isinstance(known.get("info"), dict):
-        return known["info"]
+        kept_info: dict[str, Any] = known["info"]
+        return kept_info
     try:
         out = subprocess.run([python, "-c", _PROBE, *MODULES], capture_output=True, text=True, timeout=60)
-        info = json.loads(out.stdout.strip().splitlines()[-1])
+        info: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
         raise Failure("the python of env %s does not run (%s)." % (spec, python), "EnvError",
                       "Try `%s -c 1` on the host to see why." % python)
@@ -190,7 +199,7 @@ def probe(spec, prefix, python):
     return info
 
 
-def env_check(payload):
+def env_check(payload: dict[str, Any]) -> dict[str, Any]:
     """{"env", "manager", "modules"} -> {"kind", "prefix", "python", "version", "manager", "manager_path",
     "manager_source", "modules", "dashboard"}.
 
@@ -200,6 +209,7 @@ def env_check(payload):
     """
     spec = str(payload.get("env") or "").strip()
     envmodules.apply(payload.get("modules"))
+    manager: Manager | dict[str, str] | None
     kind, prefix, manager, python = resolve(spec, payload.get("manager"))
     info = probe(spec, prefix, python)
     manager = manager or {}

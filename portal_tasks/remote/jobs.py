@@ -7,6 +7,8 @@ their workers joined, and cancels them. Each job is one ``dask worker`` (one or 
 dials the user's TLS-only scheduler on ``scheduler_interface``.
 """
 
+from __future__ import annotations
+
 import http.client
 import json
 import os
@@ -22,7 +24,7 @@ from . import modules as envmodules
 from .common import Failure, NotYours, connect_owned, install_preload, locked, private_dirs, read_json, server_path, write_json
 
 #: batch system -> argv that lists jobs ``{ids}`` as ``ID|STATE|REASON`` lines (SLURM is the one tested)
-QUEUE_COMMANDS = {"slurm": ["squeue", "-h", "-o", "%i|%T|%r", "-j", "{ids}"]}
+QUEUE_COMMANDS: dict[str | None, list[str]] = {"slurm": ["squeue", "-h", "-o", "%i|%T|%r", "-j", "{ids}"]}
 #: queue states of a job that is waiting to start
 PENDING = ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD")
 
@@ -31,26 +33,26 @@ PENDING = ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub"}
 
 
-def check(payload):
+def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``jobs-check`` {system}: where this host's submit command is (None when it has none)."""
     command = SUBMIT_COMMANDS.get(payload.get("system") or "slurm", "sbatch")
     return {"command": command, "path": shutil.which(command)}
 
 
-def record_path(key):
+def record_path(key: str) -> str:
     return server_path("jobs", key + ".json")
 
 
-def read_record(key):
+def read_record(key: str) -> dict[str, Any] | None:
     record = read_json(record_path(key), None)
     return record if isinstance(record, dict) and isinstance(record.get("jobs"), list) else None
 
 
-def job_name(key, number):
+def job_name(key: str, number: int) -> str:
     return "portal-%s-%d" % (key, number)
 
 
-def _run(argv, stdin=None, timeout=60):
+def _run(argv: list[str], stdin: str | None = None, timeout: int = 60) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
                               cwd=os.path.expanduser("~"))
@@ -62,13 +64,13 @@ def _run(argv, stdin=None, timeout=60):
                       hint="Is the batch system's controller up? Try `%s` by hand." % " ".join(argv))
 
 
-def _words(res):
+def _words(res: subprocess.CompletedProcess[str]) -> str:
     """The batch system's own words for a refusal: its stderr (or stdout) on one line."""
     text = (res.stderr.strip() or res.stdout.strip() or "exit code %d" % res.returncode)
     return " / ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
 
 
-def scripts(payload, names):
+def scripts(payload: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The job scripts dask-jobqueue writes in the env for workers ``names`` (nothing is submitted)."""
     envmodules.apply(payload.get("modules"))
     python = envcheck.env_python(payload["env"], payload.get("manager"))
@@ -80,7 +82,7 @@ def scripts(payload, names):
     ask["names"] = names
     res = _run([python, "-c", program], json.dumps(ask) + "\n", timeout=120)
     try:
-        reply = json.loads(res.stdout.strip().splitlines()[-1])
+        reply: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise Failure("dask-jobqueue in env %s could not write the job script: %s" % (payload["env"], _words(res)),
                       "EnvError", hint="Install it there: pip install dask-jobqueue.")
@@ -91,26 +93,26 @@ def scripts(payload, names):
     return reply
 
 
-def script_verb(payload):
+def script_verb(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``jobs-script`` (read-only, for --explain): the scripts that ``jobs-submit`` would submit."""
     names = _names(payload["key"], read_record(payload["key"]) or {}, int(payload["count"]))
     reply = scripts(payload, names)
     return {"scripts": reply["scripts"], "submit": reply["submit"], "names": names}
 
 
-def _names(key, record, count):
+def _names(key: str, record: dict[str, Any], count: int) -> list[str]:
     """Names of the next ``count`` jobs of env ``key`` (numbered on from the record's)."""
     first = int(record.get("next", 0))
     return [job_name(key, first + i) for i in range(count)]
 
 
-def _live(record):
+def _live(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The recorded jobs the queue still lists (all of them where this system's queue is not asked)."""
     states = queue_states(record.get("system"), [j["id"] for j in record["jobs"]])
     return [j for j in record["jobs"] if states is None or j["id"] in states]
 
 
-def _forget(key, record, gone, keep):
+def _forget(key: str, record: dict[str, Any], gone: list[dict[str, Any]], keep: list[dict[str, Any]]) -> list[str]:
     """Cancel ``gone``, keep only ``keep`` of the record (the jobs the queue no longer lists go too)."""
     _cancel(record.get("cancel") or "scancel", [j["id"] for j in gone])
     for job in record["jobs"]:
@@ -124,7 +126,7 @@ def _forget(key, record, gone, keep):
     return [j["id"] for j in gone]
 
 
-def submit(payload):
+def submit(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``jobs-submit``: as many worker jobs as make ``want`` live ones for the env's cluster; with
     ``exact``, the newest extra ones are cancelled too. Ids are kept in the per-server state.
 
@@ -149,7 +151,7 @@ def submit(payload):
                           "ClusterError", hint="Use --jobs on a host with %s, or --workers-on for other servers."
                           % reply["submit"])
         private_dirs(server_path("jobs"))
-        made: "list[dict[str, Any]]" = []
+        made: list[dict[str, Any]] = []
         for name, text in zip(names, reply["scripts"]):
             path = server_path("jobs", name + ".sh")
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
@@ -168,13 +170,13 @@ def submit(payload):
     return {"submitted": made, "cancelled": []}
 
 
-def queue_states(system, ids):
+def queue_states(system: str | None, ids: list[str]) -> dict[str, dict[str, str]] | None:
     """id -> {"state", "reason"} for the jobs the queue still lists; None when this system is not asked."""
     argv = QUEUE_COMMANDS.get(system)
     if not argv or not ids:
         return {} if argv else None
     res = _run([part.replace("{ids}", ",".join(ids)) for part in argv], timeout=30)
-    states = {}
+    states: dict[str, dict[str, str]] = {}
     for line in res.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 3 and parts[0] in ids:
@@ -182,7 +184,7 @@ def queue_states(system, ids):
     return states
 
 
-def joined_workers(port, scheduler_pid, timeout=3.0):
+def joined_workers(port: int, scheduler_pid: int | None, timeout: float = 3.0) -> dict[str, str] | None:
     """name -> address of the workers the user's scheduler knows (its dashboard's identity.json), or None
     when the scheduler's HTTP port is not the user's own (nothing is asked then)."""
     try:
@@ -201,12 +203,12 @@ def joined_workers(port, scheduler_pid, timeout=3.0):
     return {str(w.get("name")): addr for addr, w in (identity.get("workers") or {}).items()}
 
 
-def _of_job(name, workers):
+def _of_job(name: str, workers: dict[str, str]) -> list[str]:
     """The workers of job ``name`` (dask-jobqueue names them NAME, or NAME-0, NAME-1 with processes > 1)."""
     return sorted(addr for wname, addr in workers.items() if wname == name or wname.startswith(name + "-"))
 
 
-def describe(key, dashboard_port=None, scheduler_pid=None):
+def describe(key: str, dashboard_port: int | None = None, scheduler_pid: int | None = None) -> dict[str, Any]:
     """The env's jobs now: each with its queue state (or ``ended``) and the workers of it that joined."""
     record = read_record(key)
     if not record:
@@ -214,7 +216,7 @@ def describe(key, dashboard_port=None, scheduler_pid=None):
     ids = [j["id"] for j in record["jobs"]]
     states = queue_states(record.get("system"), ids)
     workers = joined_workers(dashboard_port, scheduler_pid) if dashboard_port else None
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for job in record["jobs"]:
         seen = None if states is None else states.get(job["id"], {"state": "ended", "reason": ""})
         jobs.append({"id": job["id"], "name": job["name"], "state": (seen or {}).get("state", "unknown"),
@@ -223,7 +225,7 @@ def describe(key, dashboard_port=None, scheduler_pid=None):
     return {"jobs": jobs, "system": record.get("system")}
 
 
-def wait(payload):
+def wait(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``jobs-wait``: until every job's workers joined, or ``seconds`` passed (jobs still pending
     then are no reason to wait longer: the reply says which and why)."""
     deadline = time.monotonic() + float(payload.get("seconds", 60))
@@ -235,12 +237,12 @@ def wait(payload):
         time.sleep(0.25)
 
 
-def _cancel(command, ids):
+def _cancel(command: str, ids: list[str]) -> None:
     if ids:
         _run([command, *ids], timeout=60)
 
 
-def cancel(payload):
+def cancel(payload: dict[str, Any]) -> dict[str, Any]:
     """Cancel every job of the env and forget them (``down``): {cancelled: [ids]}."""
     key = payload["key"]
     with locked("jobs-" + key):

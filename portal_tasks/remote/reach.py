@@ -8,12 +8,18 @@ Anything else the user runs answers whoever can connect: everyone on the server 
 network for other addresses.
 """
 
+from __future__ import annotations
+
 import glob
 import os
 import stat
+from typing import TYPE_CHECKING, Any
 
 from . import hostpaths
 from .common import _socket_pids, cmdline, environ, pid_uid, read_json, server_path
+
+if TYPE_CHECKING:
+    from .common import Listener
 
 OWNER, SERVER, NETWORK = "owner only", "anyone on this server", "anyone on the network"
 LOOPBACK = ("127.", "::1", "::ffff:127.")
@@ -21,12 +27,12 @@ LOOPBACK = ("127.", "::1", "::ffff:127.")
 ACCEPTING = 0x10000
 
 
-def scope(addr):
+def scope(addr: str) -> str:
     """Who can connect to a TCP address at all: the server (loopback) or the network."""
     return SERVER if addr.startswith(LOOPBACK) and addr != "::" else NETWORK
 
 
-def _parent(pid):
+def _parent(pid: int) -> int:
     try:
         with open("/proc/%d/stat" % pid) as fh:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
@@ -34,13 +40,13 @@ def _parent(pid):
         return 0
 
 
-def marked(pids):
+def marked(pids: list[int]) -> bool:
     """True when one of ``pids`` is a process of a portal cluster (PORTAL_CLUSTER in its environment)."""
     mark = ("%s=" % hostpaths.CLUSTER_MARK).encode()
     return any(part.startswith(mark) for pid in pids for part in environ(pid))
 
 
-def preloaded(pids):
+def preloaded(pids: list[int]) -> bool:
     """True when one of ``pids`` (or its parent: a worker is the child of its ``dask worker``) started with
     portal's preload, so its HTTP server answers its owner only."""
     for pid in pids:
@@ -50,9 +56,9 @@ def preloaded(pids):
     return False
 
 
-def _records():
+def _records() -> list[dict[str, Any]]:
     """The cluster and worker records of this server (clusters here, workers for clusters elsewhere)."""
-    found = []
+    found: list[dict[str, Any]] = []
     for pattern in (("clusters", "*.json"), ("nodes", "*.json")):
         for path in glob.glob(server_path(*pattern)):
             data = read_json(path, None)
@@ -61,9 +67,9 @@ def _records():
     return found
 
 
-def tls_ports(records):
+def tls_ports(records: list[dict[str, Any]]) -> set[int]:
     """The ports of recorded clusters that speak Dask's TLS: scheduler, workers, nannies."""
-    ports = set()
+    ports: set[int] = set()
     for rec in records:
         if isinstance(rec.get("scheduler_port"), int):
             ports.add(rec["scheduler_port"])
@@ -76,8 +82,8 @@ def tls_ports(records):
     return ports
 
 
-def jupyter_ports():
-    ports = set()
+def jupyter_ports() -> set[int]:
+    ports: set[int] = set()
     for path in glob.glob(server_path("jupyter", "*", "state.json")):
         record = read_json(path, None)  # a damaged one (not an object) names no port
         port = record.get("port") if isinstance(record, dict) else None
@@ -86,9 +92,10 @@ def jupyter_ports():
     return ports
 
 
-def tcp(entry, tls, lab):
+def tcp(entry: Listener, tls: set[int], lab: set[int]) -> tuple[str, str]:
     """(who, by) for one TCP listener of the user (an entry of ``common.listeners()``)."""
-    pids = entry.get("pids") or ([entry["pid"]] if entry.get("pid") else [])
+    pid = entry.get("pid")
+    pids = entry.get("pids") or ([pid] if pid else [])
     where = scope(entry["addr"])
     if pids and marked(pids):
         if entry["port"] in tls:
@@ -103,7 +110,7 @@ def tcp(entry, tls, lab):
     return where, "nothing portal knows of (not started by portal)"
 
 
-def unix_path(path):
+def unix_path(path: str) -> tuple[str, str]:
     """(who, by) for a Unix socket at ``path``: others need write on it and search on every directory."""
     if path.startswith("@"):
         return SERVER, "an abstract socket: no file permissions"
@@ -124,13 +131,15 @@ def unix_path(path):
     return SERVER, "Unix socket others may open (mode %04o)" % stat.S_IMODE(mode)
 
 
-def unix_listeners():
+def unix_listeners() -> list[dict[str, Any]]:
     """The listening Unix sockets of the user's processes: {path, pid, command, who, by}."""
     try:
         with open("/proc/net/unix") as fh:
             rows = fh.read().splitlines()[1:]
     except OSError:
         return []
+    pids: dict[str, int] | None
+    found: list[dict[str, Any]]
     pids, uid, found = None, os.getuid(), []
     for row in rows:
         cols = row.split()
@@ -146,11 +155,11 @@ def unix_listeners():
     return sorted(found, key=lambda e: e["path"])
 
 
-def describe(mine):
+def describe(mine: list[Listener]) -> list[dict[str, Any]]:
     """The user's TCP listeners (entries of ``common.listeners()``) as reported: addr, port, pid, command, who, by."""
     records, lab = _records(), jupyter_ports()
     tls = tls_ports(records)
-    shown = []
+    shown: list[dict[str, Any]] = []
     for e in sorted(mine, key=lambda e: e["port"]):
         who, by = tcp(e, tls, lab)
         shown.append({"addr": e["addr"], "port": e["port"], "pid": e["pid"], "command": " ".join(e["cmdline"][:4]),
