@@ -5,6 +5,8 @@ line; portal reads the URL back from its own state, never from the server's log.
 gets a new token, and the token only ever goes to a listener of the user's own (``connect_owned``).
 """
 
+from __future__ import annotations
+
 import http.client
 import inspect
 import os
@@ -12,6 +14,7 @@ import secrets
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING, Any
 
 from .common import (
     LISTEN,
@@ -31,6 +34,9 @@ from .common import (
 )
 from .files import write_atomic
 from .proxy import proxy_safe
+
+if TYPE_CHECKING:
+    from .common import Listener
 
 URL_PATH = "/lab"
 
@@ -151,7 +157,7 @@ _portal_dask_labextension()
 """
 
 
-def _portal_proxy_version():
+def _portal_proxy_version() -> "str | None":  # quoted: copied into JupyterLab's config (PROXY_CONFIG)
     """The installed jupyter-server-proxy's version, or None."""
     try:
         from importlib.metadata import version
@@ -160,7 +166,7 @@ def _portal_proxy_version():
         return None
 
 
-def proxy_config(clusters_dir, config_dir):
+def proxy_config(clusters_dir: str, config_dir: str) -> str:
     """PROXY_CONFIG for the user's cluster state in clusters_dir, written to config_dir, with the
     helper's own /proc/net/tcp reader and version test."""
     return PROXY_CONFIG % {"clusters": clusters_dir, "config_dir": config_dir,
@@ -168,7 +174,7 @@ def proxy_config(clusters_dir, config_dir):
                            "proxy_safe": inspect.getsource(proxy_safe) + "\n\n" + inspect.getsource(_portal_proxy_version)}
 
 
-def write_proxy_config(directory):
+def write_proxy_config(directory: str) -> str:
     """The config directory (0700) holding PROXY_CONFIG (0600) for the env's server; returned."""
     from .cluster import state_file
 
@@ -181,7 +187,7 @@ def write_proxy_config(directory):
     return config_dir
 
 
-def _dir(key):
+def _dir(key: str) -> str:
     if not key or "/" in key or key.startswith("."):
         raise Failure("bad env key %r" % key, "UsageError")
     path = os.path.dirname(state_path("jupyter", key, "state.json"))
@@ -189,7 +195,7 @@ def _dir(key):
     return path
 
 
-def _token(directory):
+def _token(directory: str) -> str:
     """The token of the server last started for the env ("" when there is none)."""
     try:
         with open(os.path.join(directory, "token")) as fh:
@@ -198,7 +204,7 @@ def _token(directory):
         return ""
 
 
-def _new_token(directory):
+def _new_token(directory: str) -> tuple[str, str]:
     """A new token for a server about to start (0600; no newline: Jupyter takes the file verbatim).
 
     A token lives as long as one server, so one that leaked opens nothing after a restart.
@@ -210,17 +216,17 @@ def _new_token(directory):
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
+    def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
-    def connect(self):
+    def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self._path)
 
 
-def _status(state, token, timeout=3.0, found=None):
+def _status(state: dict[str, Any], token: str, timeout: float = 3.0, found: list[Listener] | None = None) -> int | None:
     """HTTP status of GET /api/status with the token, or None when nothing answers.
 
     On a port the request goes out only on a connection to the user's own listener (the recorded
@@ -245,7 +251,8 @@ def _status(state, token, timeout=3.0, found=None):
         conn.close()
 
 
-def _check(state, token, timeout=3.0, found=None):
+def _check(state: dict[str, Any], token: str, timeout: float = 3.0, found: list[Listener] | None = None
+           ) -> tuple[int | None, str | None]:
     """(HTTP status or None, why the port is not the user's own server or None)."""
     if not token:
         return None, None
@@ -255,7 +262,7 @@ def _check(state, token, timeout=3.0, found=None):
         return None, exc.message
 
 
-def _unix_socket_pid(path):
+def _unix_socket_pid(path: str) -> int | None:
     try:
         with open("/proc/net/unix") as fh:
             rows = fh.read().splitlines()[1:]
@@ -266,7 +273,7 @@ def _unix_socket_pid(path):
     return next((pids[i] for i in inodes if i in pids), None)
 
 
-def _pid(state, found=None):
+def _pid(state: dict[str, Any], found: list[Listener] | None = None) -> int | None:
     """The user's process serving the recorded server (only the recorded pid, once recorded)."""
     if state.get("socket"):
         return _unix_socket_pid(state["socket"])
@@ -276,13 +283,13 @@ def _pid(state, found=None):
     return pid if not state.get("pid") or pid == state["pid"] else None
 
 
-def _state_problem(state):
+def _state_problem(state: dict[str, Any]) -> str | None:
     if not (state.get("port") or state.get("socket")):
         return "names neither a port nor a socket"
     return None
 
 
-def _describe(key, with_pid=True):
+def _describe(key: str, with_pid: bool = True) -> dict[str, Any] | None:
     directory = _dir(key)
     state, _ = read_state(os.path.join(directory, "state.json"), _state_problem)
     if not state:  # none, or damaged: stale (the next start writes it whole again)
@@ -297,23 +304,23 @@ def _describe(key, with_pid=True):
     return state
 
 
-def _url(state):
+def _url(state: dict[str, Any]) -> str:
     query = "?token=" + state["token"]
     if state.get("socket"):
         return "http+unix://%s%s%s" % (state["socket"].replace("/", "%2F"), URL_PATH, query)
     return "http://127.0.0.1:%d%s%s" % (state["port"], URL_PATH, query)
 
 
-def status(payload):
+def status(payload: dict[str, Any]) -> dict[str, Any] | None:
     """For the ``up`` verb's JupyterLab part {key}: the recorded server with its health, or None."""
     return _describe(payload["key"])
 
 
-def prepare(payload):
+def prepare(payload: dict[str, Any]) -> dict[str, Any]:
     """For the ``up`` verb's JupyterLab part {key, env, port | socket}: a new token, private dir, state; checks the port is free."""
     key = payload["key"]
     directory = _dir(key)
-    state = {"env": payload["env"], "env_key": key, "port": None, "socket": None,
+    state: dict[str, Any] = {"env": payload["env"], "env_key": key, "port": None, "socket": None,
              "token_file": os.path.join(directory, "token"), "url_path": URL_PATH, "dir": directory}
     if payload.get("socket"):
         sock = os.path.join(directory, "jupyter.sock")
@@ -333,11 +340,11 @@ def prepare(payload):
     return dict(state, token=token, url=_url(dict(state, token=token)))
 
 
-def _anyone_listens(port):
+def _anyone_listens(port: int) -> bool:
     return any(row["state"] == LISTEN and row["local"][1] == port for row in tcp_rows())
 
 
-def wait(payload):
+def wait(payload: dict[str, Any]) -> dict[str, Any] | None:
     """For the ``up`` verb's JupyterLab part {key, timeout}: poll until the server answers 200 with the token (bounded).
 
     The described server (its pid now recorded), None on time-out, or {"taken": why, "port"} when
@@ -369,10 +376,10 @@ def wait(payload):
         time.sleep(0.2)
 
 
-def listing(_payload):
+def listing(_payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Verb ``jupyter-list``: every recorded server of this user, with health."""
     root = os.path.dirname(state_path("jupyter", "x"))
-    found = []
+    found: list[dict[str, Any]] = []
     for key in sorted(os.listdir(root)):
         entry = _describe(key) if os.path.isdir(os.path.join(root, key)) else None
         if entry:
@@ -380,7 +387,7 @@ def listing(_payload):
     return found
 
 
-def stop(payload):
+def stop(payload: dict[str, Any]) -> dict[str, Any]:
     """For the ``down`` verb {key}: end the recorded server (SIGTERM, bounded wait) and forget its state."""
     entry = _describe(payload["key"])
     if not entry:

@@ -7,9 +7,11 @@ claims directory an admin (or the user) named, else ``portal-block-START-END`` i
 root-owned sticky directories every server has, where nobody can remove another user's file.
 """
 
+from __future__ import annotations
+
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import reach
 from .common import Failure, listeners, locked, read_state, server_path, state_path, user_name, write_json
@@ -18,6 +20,9 @@ from .slots import (
     OLD_RANGES, RANGES, SINGLES, SLOT_SIZE, block_range, free_slots, is_current, next_free, recorded_ports, slot_ports,
     span,
 )
+
+if TYPE_CHECKING:
+    from .common import Listener
 
 ADMIN_HINT = "an admin can name a root-owned sticky directory as claims_dir in %s, see portal's README" % HOST_CONFIG
 #: Where port blocks are claimed when nobody names a claims directory: the first of these that root owns
@@ -29,7 +34,7 @@ CLAIM_PREFIX = "portal-block-"
 MINE = "mine"
 
 
-def host_config(path=HOST_CONFIG):
+def host_config(path: str = HOST_CONFIG) -> dict[str, str]:
     """The admin's settings for portal on this host ({} without the file)."""
     try:
         with open(path) as fh:
@@ -38,23 +43,23 @@ def host_config(path=HOST_CONFIG):
         return {}
 
 
-def configured_claims(plan, config=HOST_CONFIG):
+def configured_claims(plan: dict[str, Any], config: str = HOST_CONFIG) -> str | None:
     """The claims directory someone named: the user's claims_dir for this host, else the admin's, else None."""
     return plan.get("claims_dir") or host_config(config).get("claims_dir") or None
 
 
-def claims_path(plan, config=HOST_CONFIG):
+def claims_path(plan: dict[str, Any], config: str = HOST_CONFIG) -> str:
     """The directory of the memory-share registrations: the named claims directory, else the default."""
     return configured_claims(plan, config) or DEFAULT_CLAIMS_DIR
 
 
-def claim_name(start, end):
+def claim_name(start: int, end: int) -> str:
     """A claim's file name in a shared place: plans that differ in base or block size name different
     ports, so they never mix, and the same ports always have the same name."""
     return "%s%d-%d" % (CLAIM_PREFIX, start, end)
 
 
-def open_claims(path, make=True):
+def open_claims(path: str, make: bool = True) -> tuple[int | None, str | None]:
     """``(fd, None)`` for a claims directory portal can trust, else ``(None, what is wrong with it)``.
 
     Trusted: a real directory (not a symlink), sticky, owned by root or by this user (made here
@@ -99,7 +104,7 @@ def open_claims(path, make=True):
     return fd, None
 
 
-def open_place(places=CLAIM_PLACES):
+def open_place(places: Iterable[str] = CLAIM_PLACES) -> tuple[int | None, str | None]:
     """``(fd, path)`` of the first of ``places`` that root owns and that is sticky and writable (a
     directory every server has: nobody but root can take it away, nobody can remove another's file
     in it), else ``(None, None)``."""
@@ -118,16 +123,16 @@ def open_place(places=CLAIM_PLACES):
 class Claims:
     """An open, trusted directory of block claims and how a block's claim is named in it."""
 
-    def __init__(self, fd, path, shared):
+    def __init__(self, fd: int, path: str, shared: bool) -> None:
         self.fd, self.path, self.shared = fd, path, shared  # shared: a place like /var/tmp, not a claims_dir
 
-    def name(self, plan, index):
+    def name(self, plan: dict[str, Any], index: int) -> str:
         if self.shared:
             block = _block(plan, index)
             return claim_name(block["start"], block["end"])
         return "block-%d" % index
 
-    def owner(self, name):
+    def owner(self, name: str) -> int | str | None:
         """``MINE`` for the user's claim (a regular file of theirs), None when nobody claims it, else the
         uid of what is there (a co-user's file, or anything that is not a regular file)."""
         try:
@@ -138,7 +143,7 @@ class Claims:
             return MINE
         return st.st_uid
 
-    def create(self, name):
+    def create(self, name: str) -> bool:
         """Claim ``name`` (O_EXCL, never through a link); False when something is already there."""
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self.fd)
@@ -150,15 +155,16 @@ class Claims:
             os.close(fd)
         return True
 
-    def refresh(self, name):
+    def refresh(self, name: str) -> None:
         """Touch the user's claim, so tmp cleaners (which age files by their times) keep it."""
         os.utime(name, dir_fd=self.fd, follow_symlinks=False)
 
-    def close(self):
+    def close(self) -> None:
         os.close(self.fd)
 
 
-def open_where(plan, claims=None, places=CLAIM_PLACES, make=True):
+def open_where(plan: dict[str, Any], claims: str | None = None, places: Iterable[str] = CLAIM_PLACES,
+               make: bool = True) -> tuple[Claims | None, str | None]:
     """``(Claims or None, problem)``: the named claims directory when portal can trust it, else the
     first trusted shared place (``problem`` then says what is wrong with the named one), else None."""
     named = claims or configured_claims(plan)
@@ -169,17 +175,17 @@ def open_where(plan, claims=None, places=CLAIM_PLACES, make=True):
             return Claims(fd, named, False), None
         problem = "claims directory %s %s" % (named, why)
     fd, place = open_place(places)
-    if fd is not None:
+    if fd is not None and place is not None:  # open_place gives both or neither
         return Claims(fd, place, True), problem
     return None, problem or ("no directory of %s is owned by root and sticky for block claims" % ", ".join(places))
 
 
-def _block(plan, index):
+def _block(plan: dict[str, Any], index: int) -> dict[str, int]:
     return block_range(plan["base"], plan["block_size"], plan["slots"], index)
 
 
-def _recorded_block(data, plan):
-    rec = data.get("block")
+def _recorded_block(data: dict[str, Any], plan: dict[str, Any]) -> dict[str, int] | None:
+    rec: dict[str, int] | None = data.get("block")
     if not rec:
         return None
     if rec != _block(plan, rec.get("index", -1)):  # base or block size changed: plan again
@@ -188,7 +194,8 @@ def _recorded_block(data, plan):
     return rec
 
 
-def ensure_block(data, plan, notes, claims=None, places=CLAIM_PLACES):
+def ensure_block(data: dict[str, Any], plan: dict[str, Any], notes: list[str], claims: str | None = None,
+                 places: Iterable[str] = CLAIM_PLACES) -> dict[str, int]:
     """The user's block: the recorded one while its claim is (or can be made) theirs, else a block
     they claim already, else the first free one from the uid's first choice, claimed.
 
@@ -199,8 +206,8 @@ def ensure_block(data, plan, notes, claims=None, places=CLAIM_PLACES):
     """
     rec = _recorded_block(data, plan)
     where, problem = open_where(plan, claims, places)
-    if where is None:
-        return _unclaimed(data, plan, rec, notes, problem)
+    if where is None:  # open_where then always says why
+        return _unclaimed(data, plan, rec, notes, problem or "")
     if problem:
         notes.append("%s, so portal does not trust it; your port block is claimed in %s instead." % (problem, where.path))
     try:
@@ -211,7 +218,8 @@ def ensure_block(data, plan, notes, claims=None, places=CLAIM_PLACES):
         where.close()
 
 
-def _claim_block(data, plan, notes, rec, where):
+def _claim_block(data: dict[str, Any], plan: dict[str, Any], notes: list[str], rec: dict[str, int] | None,
+                 where: Claims) -> dict[str, int]:
     lost = None
     if rec:
         name = where.name(plan, rec["index"])
@@ -219,6 +227,8 @@ def _claim_block(data, plan, notes, rec, where):
             where.refresh(name)
             return rec
         lost = rec
+    held: dict[int, int | str | None]
+    free: list[int]
     held, free = {}, []
     for step in range(plan["slots"]):
         index = (plan["first"] + step) % plan["slots"]
@@ -237,7 +247,8 @@ def _claim_block(data, plan, notes, rec, where):
     raise _none_left(plan, held, where)
 
 
-def _take(data, plan, notes, lost, index):
+def _take(data: dict[str, Any], plan: dict[str, Any], notes: list[str], lost: dict[str, int] | None,
+          index: int) -> dict[str, int]:
     block = _block(plan, index)
     if lost:
         notes.append("your port block %d (ports %d-%d) is claimed by another user now; you have block %d "
@@ -252,9 +263,9 @@ def _take(data, plan, notes, lost, index):
     return block
 
 
-def _none_left(plan, held, where):
+def _none_left(plan: dict[str, Any], held: dict[int, int | str | None], where: Claims) -> Failure:
     """The one line for a plan whose blocks all belong to others: how many, whose most, what to change."""
-    counts: "dict[Any, int]" = {}
+    counts: dict[Any, int] = {}
     for uid in held.values():
         counts[uid] = counts.get(uid, 0) + 1
     most = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:3]
@@ -270,7 +281,8 @@ def _none_left(plan, held, where):
     return Failure(message, "PortError", hint=hint)
 
 
-def _unclaimed(data, plan, rec, notes, why):
+def _unclaimed(data: dict[str, Any], plan: dict[str, Any], rec: dict[str, int] | None, notes: list[str],
+               why: str) -> dict[str, int]:
     block = rec or _block(plan, plan["first"])
     notes.append("%s; choosing ports %d-%d by who holds them. To share claims again, %s."
                  % (why, block["start"], block["end"], ADMIN_HINT))
@@ -278,16 +290,17 @@ def _unclaimed(data, plan, rec, notes, why):
     return block
 
 
-def used_ports(envs, skip=None):
+def used_ports(envs: dict[str, dict[str, Any]], skip: str | None = None) -> set[int]:
     """Every port recorded for the user's envs (except env ``skip``)."""
-    used = set()
+    used: set[int] = set()
     for key, rec in envs.items():
         if key != skip:
             used |= recorded_ports(rec)
     return used
 
 
-def ensure_env(data, plan, key, env, block, replan=False, notes=None):
+def ensure_env(data: dict[str, Any], plan: dict[str, Any], key: str, env: str, block: dict[str, int],
+               replan: bool = False, notes: list[str] | None = None) -> dict[str, Any]:
     """The env's recorded ports, or a new slot (the first slot no env of the user holds).
 
     A record an earlier portal planned (20-port slots, no room for the workers' HTTP servers) is
@@ -295,7 +308,7 @@ def ensure_env(data, plan, key, env, block, replan=False, notes=None):
     env moves to a slot of this layout, and a note says so. Where no such slot is free (other envs'
     old records hold the ports), it keeps its record, and its workers' HTTP servers the kernel's ports.
     """
-    envs = data.setdefault("envs", {})
+    envs: dict[str, dict[str, Any]] = data.setdefault("envs", {})
     old = envs.get(key)
     if old is not None and (is_current(old) or not replan):
         return old
@@ -322,7 +335,7 @@ def ensure_env(data, plan, key, env, block, replan=False, notes=None):
     return rec
 
 
-def choose_http(rec, found):
+def choose_http(rec: dict[str, Any], found: list[Listener]) -> list[int]:
     """The workers' HTTP ports, worker i's the i-th: the ports of the env's HTTP range that nothing
     listens on now (Dask's HTTP server takes one port, and goes outside the block when it is taken).
     With fewer free ports than workers, the last workers get the range's own ports and Dask's fallback
@@ -331,17 +344,18 @@ def choose_http(rec, found):
     return [port for port in span(rec.get("http_ports")) if port not in held]
 
 
-def holders(port, found):
+def holders(port: int, found: list[Listener]) -> list[Listener]:
     return [entry for entry in found if entry["port"] == port]
 
 
-def _describe(entry):
+def _describe(entry: Listener) -> str:
     if entry["uid"] != os.getuid():
         return "another user, " + user_name(entry["uid"])
     return "another program of yours (%s)" % (" ".join(entry["cmdline"][:3]) or "pid %s" % entry["pid"])
 
 
-def check_ports(data, rec, key, block, services, own_pids, notes):
+def check_ports(data: dict[str, Any], rec: dict[str, Any], key: str, block: dict[str, int], services: Iterable[str],
+                own_pids: Iterable[int] | None, notes: list[str]) -> None:
     """Move each planned port of ``services`` held by anything but ``own_pids`` to the next free port."""
     found = listeners()
     own = set(own_pids or ())
@@ -368,7 +382,7 @@ def check_ports(data, rec, key, block, services, own_pids, notes):
                             "portal" if name == "http_ports" else "Dask"))
 
 
-def _plan_problem(data):
+def _plan_problem(data: dict[str, Any]) -> str | None:
     block = data.get("block")
     if block is not None and not (isinstance(block, dict) and all(isinstance(block.get(k), int)
                                                                   for k in ("index", "start", "end"))):
@@ -385,7 +399,7 @@ def _plan_problem(data):
     return None
 
 
-def load_plan(path):
+def load_plan(path: str) -> dict[str, Any]:
     """The recorded plan ({} when none). A damaged file is one line and re-plans nothing: the ports
     in it may be in use by running services, so the user decides."""
     data, problem = read_state(path, _plan_problem)
@@ -396,10 +410,10 @@ def load_plan(path):
     return data or {}
 
 
-def assign(payload):
+def assign(payload: dict[str, Any]) -> dict[str, Any]:
     """For the ``up`` verb (its cluster and JupyterLab parts) and ``nodes-prepare``: block + env slot, owners checked for ``check``; returns ports and notes."""
     plan = payload["plan"]
-    notes: "list[str]" = []
+    notes: list[str] = []
     with locked("ports"):
         path = state_path("ports.json")
         data = load_plan(path)
@@ -410,7 +424,7 @@ def assign(payload):
     return {"block": block, "ports": rec, "notes": notes}
 
 
-def report(payload):
+def report(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``ports-report``: the recorded plan, where the block's claim lives, and the listening sockets
     the user holds. It claims nothing; the user's own claim is touched (kept from tmp cleaners)."""
     plan = payload["plan"]
@@ -420,7 +434,7 @@ def report(payload):
     uid = os.getuid()
     mine = [e for e in listeners() if e["uid"] == uid]
     shown = block or _block(plan, plan["first"])
-    result = {
+    result: dict[str, Any] = {
         "uid": uid,
         "block": shown,
         "envs": envs,
@@ -436,7 +450,8 @@ def report(payload):
     return result
 
 
-def claim_of(plan, index, claims=None, places=CLAIM_PLACES):
+def claim_of(plan: dict[str, Any], index: int, claims: str | None = None,
+             places: Iterable[str] = CLAIM_PLACES) -> dict[str, Any]:
     """Where block ``index``'s claim lives (``claim``: its path, None when nothing can be trusted),
     whether it is the user's (``claimed``; then it is touched) or whose it is (``claimed_by``)."""
     where, _ = open_where(plan, claims, places, make=False)
@@ -448,14 +463,14 @@ def claim_of(plan, index, claims=None, places=CLAIM_PLACES):
         if owner == MINE:
             where.refresh(name)
         return {"claim": os.path.join(where.path, name), "claimed": owner == MINE,
-                "claimed_by": None if owner in (None, MINE) else user_name(owner)}
+                "claimed_by": user_name(owner) if isinstance(owner, int) else None}  # None: nobody's or MINE
     except OSError:
         return {"claim": None, "claimed": False, "claimed_by": None}
     finally:
         where.close()
 
 
-def recorded_block():
+def recorded_block() -> dict[str, Any] | None:
     """The block this server's port plan records ({start, end, index}), or None."""
     data, _ = read_state(server_path("ports.json"))
     block = (data or {}).get("block")

@@ -12,6 +12,8 @@ least one sees the other), and takes it back when it no longer fits.
 The arithmetic (caps, what is free, the fair default, the refusal line) is pure and comes first.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -20,12 +22,44 @@ import pwd
 import random
 import stat
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import ports
 from .common import Failure, cmdline, pid_uid, state_path
 from .amounts import format_bytes, parse_amount
 from .hostconfig import HOST_CONFIG
+
+if TYPE_CHECKING:
+    from typing import Literal, TypedDict
+
+    class Caps(TypedDict):
+        """A server's caps (:func:`caps`): memory in bytes, cores (None: no cap), and what they come from."""
+
+        memory_total: int
+        memory_per_user: int
+        cores_total: int | None
+        cores_per_user: int | None
+        fair_users: int
+        host_memory: int
+        host_cores: int
+
+    class Holding(TypedDict):
+        """One share that counts now (:func:`holdings`): a registration, or a co-user's running workers."""
+
+        uid: int
+        user: str
+        id: Any
+        memory: int
+        cores: int
+
+    class Row(TypedDict):
+        """One user's shares together (:func:`per_user`), clamped to the per-user caps."""
+
+        uid: int
+        user: str
+        memory: int
+        cores: int
+        clusters: int
 
 #: All portal clusters of a server together may use this share of its memory unless the admin says otherwise.
 DEFAULT_TOTAL = 0.9
@@ -41,7 +75,7 @@ ATTEMPTS = 4
 
 # -- arithmetic (pure) ----------------------------------------------------------------------------
 
-def _admin_size(admin, name, host_memory):
+def _admin_size(admin: dict[str, str], name: str, host_memory: int) -> int | None:
     text = admin.get(name)
     if text is None:
         return None
@@ -52,7 +86,7 @@ def _admin_size(admin, name, host_memory):
     return int(parsed[1] * host_memory) if parsed[0] == "share" else int(parsed[1])
 
 
-def _admin_count(admin, name):
+def _admin_count(admin: dict[str, str], name: str) -> int | None:
     text = admin.get(name)
     if text is None:
         return None
@@ -62,7 +96,7 @@ def _admin_count(admin, name):
     return int(text)
 
 
-def caps(admin, host_memory, host_cores):
+def caps(admin: dict[str, str], host_memory: int, host_cores: int) -> Caps:
     """The server's caps from the admin's settings: memory in bytes, cores (None: no cap), fair_users."""
     total = _admin_size(admin, "memory_total", host_memory) or int(host_memory * DEFAULT_TOTAL)
     per_user = _admin_size(admin, "memory_per_user", host_memory)
@@ -76,9 +110,9 @@ def caps(admin, host_memory, host_cores):
     }
 
 
-def per_user(holdings, limits):
+def per_user(holdings: list[Holding], limits: Caps) -> list[Row]:
     """One row per user holding a share: memory and cores counted (clamped to the per-user caps), clusters."""
-    rows: "dict[Any, dict[str, Any]]" = {}
+    rows: dict[int, Row] = {}
     for h in holdings:
         row = rows.setdefault(h["uid"], {"uid": h["uid"], "user": h["user"], "memory": 0, "cores": 0, "clusters": 0})
         row["memory"] += int(h["memory"])
@@ -91,7 +125,7 @@ def per_user(holdings, limits):
     return sorted(rows.values(), key=lambda r: (-r["memory"], r["user"]))
 
 
-def free_for(limits, rows, uid):
+def free_for(limits: Caps, rows: list[Row], uid: int) -> tuple[int, int | None]:
     """What ``uid`` may still take: ``(memory, cores)``, each the smaller of what the total cap and the
     user's own cap leave (cores None without a cap)."""
     mine = [r for r in rows if r["uid"] == uid]
@@ -105,7 +139,7 @@ def free_for(limits, rows, uid):
     return memory, (max(0, min(left)) if left else None)
 
 
-def fair_default(limits, rows, uid):
+def fair_default(limits: Caps, rows: list[Row], uid: int) -> int:
     """A new cluster's default budget: an equal share of the total cap among ``fair_users`` users (or
     among everyone holding a share and this user, when more), less what the user already holds,
     within what is free."""
@@ -116,7 +150,7 @@ def fair_default(limits, rows, uid):
     return max(0, min(fair - mine, free_for(limits, rows, uid)[0]))
 
 
-def holders_text(rows, uid, key="memory"):
+def holders_text(rows: list[Row], uid: int, key: Literal["memory", "cores"] = "memory") -> str:
     """``alice 8 GiB, bob 6 GiB`` (you for ``uid``), biggest first."""
     shown = sorted((r for r in rows if r[key]), key=lambda r: (-r[key], r["user"]))
     if not shown:
@@ -125,7 +159,7 @@ def holders_text(rows, uid, key="memory"):
     return ", ".join(f"{'you' if r['uid'] == uid else r['user']} {amount(r[key])}" for r in shown)
 
 
-def refusal(limits, rows, uid, memory, cores):
+def refusal(limits: Caps, rows: list[Row], uid: int, memory: float, cores: int) -> str | None:
     """Why a budget of ``memory`` bytes and ``cores`` cores does not fit (one line), or None."""
     free_mem, free_cores = free_for(limits, rows, uid)
     mine = [r for r in rows if r["uid"] == uid]
@@ -147,12 +181,12 @@ def refusal(limits, rows, uid, memory, cores):
 
 # -- registrations on disk ------------------------------------------------------------------------
 
-def reg_id(uid, key, machine):
+def reg_id(uid: int, key: str, machine: str) -> str:
     """The file name part of a cluster's registration: names no env (co-users read the directory)."""
     return hashlib.sha256(f"{uid}:{machine}:{key}".encode()).hexdigest()[:16]
 
 
-def start_time(pid):
+def start_time(pid: int | str) -> int | None:
     """The process's start time (clock ticks since boot), or None: a pid reused later has another."""
     try:
         with open(f"/proc/{int(pid)}/stat") as fh:
@@ -161,7 +195,7 @@ def start_time(pid):
         return None
 
 
-def counts(data, owner, now, machine):
+def counts(data: Any, owner: int, now: float, machine: str) -> bool:
     """True while the registration holds a share: its scheduler runs (owned by the file's owner), or it is pending."""
     if not isinstance(data, dict) or data.get("machine") != machine:
         return False
@@ -172,7 +206,7 @@ def counts(data, owner, now, machine):
                for p in procs)
 
 
-def worker_budget(argv):
+def worker_budget(argv: list[str]) -> tuple[int, int] | None:
     """``(memory bytes, cores)`` a ``dask worker`` command line asks for (limit x nworkers, threads x nworkers),
     or None for any other command line or a limit that is not a size."""
     names = [os.path.basename(a) for a in argv]
@@ -180,7 +214,7 @@ def worker_budget(argv):
     starts += [i + 1 for i in range(1, len(names)) if names[i] == "worker" and names[i - 1] == "dask"]
     if not starts:
         return None
-    options = {}
+    options: dict[str, str] = {}
     rest = argv[starts[0]:]
     for i, arg in enumerate(rest):
         name, eq, value = arg.partition("=")
@@ -197,10 +231,10 @@ def worker_budget(argv):
     return int(limit[1]) * workers, threads * workers
 
 
-def tmp_mount(mountinfo):
+def tmp_mount(mountinfo: str) -> tuple[str, str] | None:
     """Which file system a process sees as /tmp (device and root of the last mount on /tmp, else on /), from
     its /proc/PID/mountinfo (world-readable): processes of one server see the same one."""
-    found = {}
+    found: dict[str, tuple[str, str]] = {}
     for line in mountinfo.splitlines():
         fields = line.split()
         if len(fields) > 4 and fields[4] in ("/", "/tmp"):
@@ -208,7 +242,7 @@ def tmp_mount(mountinfo):
     return found.get("/tmp") or found.get("/")
 
 
-def _tmp_of(pid):
+def _tmp_of(pid: str) -> tuple[str, str] | None:
     try:
         with open(f"/proc/{pid}/mountinfo") as fh:
             return tmp_mount(fh.read())
@@ -216,11 +250,11 @@ def _tmp_of(pid):
         return None
 
 
-def observed(skip_uid):
+def observed(skip_uid: int) -> list[Holding]:
     """Other users' shares as their running ``dask worker`` command lines say (world-readable in
     /proc): the owner is the process's. Only processes that see this server's /tmp count (where
     several hosts share one process table, as containers do, the others are not on this server)."""
-    held = []
+    held: list[Holding] = []
     here = _tmp_of("self")
     for name in os.listdir("/proc"):
         owner = pid_uid(int(name)) if name.isdigit() else None
@@ -233,7 +267,7 @@ def observed(skip_uid):
     return held
 
 
-def open_registry(plan):
+def open_registry(plan: dict[str, Any]) -> tuple[int, bool, str | None]:
     """``(dir fd, trusted, note)``: the claims directory when trusted, else a private directory of the user's."""
     fd, problem = ports.open_claims(ports.claims_path(plan))
     if fd is not None:
@@ -244,7 +278,7 @@ def open_registry(plan):
     return os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW), False, note
 
 
-def _read(fd, name):
+def _read(fd: int, name: str) -> tuple[Any, int | None]:
     try:
         entry = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError:
@@ -262,9 +296,9 @@ def _read(fd, name):
         return None, None
 
 
-def registrations(fd):
+def registrations(fd: int) -> list[tuple[str, int, Any]]:
     """Every registration file in the directory: ``(name, owner uid, data)``."""
-    found = []
+    found: list[tuple[str, int, Any]] = []
     for name in sorted(os.listdir(fd)):
         if name.startswith(PREFIX):
             data, owner = _read(fd, name)
@@ -273,19 +307,21 @@ def registrations(fd):
     return found
 
 
-def login_name(uid):
+def login_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
 
 
-def holdings(fd, skip=None, now=None):
+def holdings(fd: int, skip: str | None = None, now: float | None = None) -> list[Holding]:
     """The shares that count now, ``{uid, user, memory, cores, id}`` each (one per owner and id);
     ``skip``: a registration id left out. A user with no registration here (they could not trust
     this directory, or run Dask without portal) holds what their running workers ask for."""
     now = time.time() if now is None else now
     machine = platform.node()
+    held: list[Holding]
+    seen: set[tuple[int, Any]]
     held, seen = [], set()
     for _name, owner, data in registrations(fd):
         if counts(data, owner, now, machine) and data.get("id") != skip and (owner, data.get("id")) not in seen:
@@ -299,12 +335,12 @@ def holdings(fd, skip=None, now=None):
     return held + [h for h in observed(os.getuid()) if h["uid"] not in registered]
 
 
-def _mine(fd, rid):
+def _mine(fd: int, rid: str) -> list[str]:
     uid = os.getuid()
     return [name for name, owner, data in registrations(fd) if owner == uid and isinstance(data, dict) and data.get("id") == rid]
 
 
-def write(fd, rid, record):
+def write(fd: int, rid: str, record: dict[str, Any]) -> None:
     """Replace this user's registration ``rid`` whole (a file of another user's by that name: a new name)."""
     for old in _mine(fd, rid)[1:]:
         _unlink(fd, old)
@@ -324,14 +360,14 @@ def write(fd, rid, record):
         os.rename(tmp, f"{PREFIX}{rid}-{os.urandom(4).hex()}", src_dir_fd=fd, dst_dir_fd=fd)
 
 
-def _unlink(fd, name):
+def _unlink(fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=fd)
     except OSError:
         pass
 
 
-def host_resources():
+def host_resources() -> tuple[int, int]:
     from .system import meminfo_bytes
 
     try:
@@ -341,7 +377,7 @@ def host_resources():
     return meminfo_bytes() or 0, cores
 
 
-def limits_here():
+def limits_here() -> Caps:
     memory, cores = host_resources()
     if not memory:
         raise Failure("the host's memory is unknown (no /proc/meminfo).", "ClusterError",
@@ -351,7 +387,8 @@ def limits_here():
 
 # -- verbs and what the cluster verbs call --------------------------------------------------------
 
-def register(plan, key, memory=None, cores=0, workers=1):
+def register(plan: dict[str, Any], key: str, memory: float | None = None, cores: int = 0,
+             workers: int = 1) -> dict[str, Any]:
     """Register the budget of the env's new cluster: ``memory`` bytes when asked for, else the fair default.
 
     Returns ``{memory, cores, trusted, notes}``; a budget that does not fit is a Failure naming who holds what.
@@ -387,7 +424,7 @@ def register(plan, key, memory=None, cores=0, workers=1):
         os.close(fd)
 
 
-def bind(plan, key, pids):
+def bind(plan: dict[str, Any], key: str, pids: Iterable[int | None]) -> bool:
     """The cluster is up: its registration now counts while these processes (the scheduler's first) run."""
     uid, machine = os.getuid(), platform.node()
     rid = reg_id(uid, key, machine)
@@ -404,7 +441,7 @@ def bind(plan, key, pids):
         os.close(fd)
 
 
-def adopt(plan, key, state):
+def adopt(plan: dict[str, Any], key: str, state: dict[str, Any]) -> bool:
     """A running cluster without a registration (started before shares existed, or its file lost): register it
     as it is, never refused (it already runs)."""
     uid, machine = os.getuid(), platform.node()
@@ -421,7 +458,7 @@ def adopt(plan, key, state):
     return bind(plan, key, [state.get("scheduler_pid"), state.get("workers_pid")])
 
 
-def release(plan, key):
+def release(plan: dict[str, Any], key: str) -> None:
     """The env's cluster ended: its registration goes (and any of this user's that no longer count)."""
     uid, machine = os.getuid(), platform.node()
     rid = reg_id(uid, key, machine)
@@ -436,7 +473,7 @@ def release(plan, key):
         os.close(fd)
 
 
-def report(payload):
+def report(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``share-report`` (read-only): the caps, who holds how much, what is free, and the default a new cluster would get."""
     limits = limits_here()
     uid = os.getuid()
