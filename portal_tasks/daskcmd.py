@@ -2,8 +2,9 @@
 
 Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate; with workers on other
 servers, the scheduler and workers listen on the address those servers reach (still TLS only).
-Each worker is a ``dask worker`` process of its own, so each one's worker, nanny and HTTP ports are
-its own ports of the env's slot (``--nworkers N`` would give all N HTTP servers one address).
+The env's workers are one ``dask worker --nworkers N`` (one interpreter for all the nannies, each worker a
+process of its own under its nanny); portal's preload gives each worker its own HTTP port of the slot
+(Dask would give them all one address). Workers on other servers are one ``dask worker`` each.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Mapping
 from .errors import ClusterError
 from .plan import EnvPorts
 from .remote import hostpaths, slots
-from .remote.hostpaths import CLUSTER_MARK
+from .remote.hostpaths import CLUSTER_MARK, WORKER_HTTP_PORTS
 from .tls import TlsPaths
 
 LOOPBACK = "127.0.0.1"
@@ -66,9 +67,12 @@ def preload_install_lines(path: str, source: str) -> list[str]:
             *source.rstrip("\n").split("\n"), PRELOAD_END]
 
 
-def _preload_args(preload: str | None) -> list[str]:
-    """portal's preload (remote/owner_only.py): the process's HTTP servers answer the user alone."""
-    return ["--preload", preload] if preload else []
+def _preload_args(preload: str | None, nanny: bool = False) -> list[str]:
+    """portal's preload (remote/owner_only.py): the process's HTTP servers answer the user alone; with
+    ``nanny``, also each nanny's (its worker's HTTP port)."""
+    if not preload:
+        return []
+    return ["--preload", preload, *(["--preload-nanny", preload] if nanny else [])]
 
 
 def scheduler_argv(spec: ClusterSpec) -> list[str]:
@@ -80,41 +84,47 @@ def scheduler_argv(spec: ClusterSpec) -> list[str]:
     ]
 
 
-def _worker_argv(scheduler: list[str], listen: str, ports: dict[str, Any], index: int, threads: int, memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str, preload: str | None = None) -> list[str]:
-    """One worker's ``dask worker``: its own worker, nanny and HTTP ports (slots.per_worker)."""
-    own = slots.per_worker(ports, index)
-    w, n = own["worker_port"], own["nanny_port"]
+def _workers_argv(scheduler: list[str], listen: str, ports: dict[str, Any], workers: int, name: str, threads: int,
+                  memory_limit: int, scratch: str, tls: TlsPaths, pid_file: str, preload: str | None) -> list[str]:
+    """``workers`` workers in one ``dask worker --nworkers N`` named ``name-I``: its nannies take the worker and nanny
+    ports of the slot's ranges (Dask deals them out in turn), each worker its HTTP port (:func:`_workers_environment`)."""
+    w, n = ports["worker_ports"], ports["nanny_ports"]
     return [
-        "dask", "worker", *scheduler, "--protocol", "tls", "--host", listen,
+        "dask", "worker", *scheduler, "--protocol", "tls", "--host", listen, "--nworkers", str(workers), "--name", name,
         "--worker-port", f"{w[0]}:{w[1]}", "--nanny-port", f"{n[0]}:{n[1]}", "--no-dashboard",
-        "--dashboard-address", f"{LOOPBACK}:{own['http_port']}",  # its small HTTP server (/health); else on 0.0.0.0
+        # the first worker's HTTP server (/health); else on 0.0.0.0. The preload gives each worker its own.
+        "--dashboard-address", f"{LOOPBACK}:{slots.per_worker(ports, 0)['http_port']}",
         "--nthreads", str(threads), "--memory-limit", str(memory_limit),
-        "--local-directory", scratch, *_tls_args(tls), "--pid-file", hostpaths.worker_pid_file(pid_file, index),
-        *_preload_args(preload),
+        "--local-directory", scratch, *_tls_args(tls), "--pid-file", pid_file, *_preload_args(preload, nanny=True),
     ]
 
 
-def worker_argv(spec: ClusterSpec, index: int = 0) -> list[str]:
-    """Worker ``index`` of the env's cluster (0 <= index < spec.workers)."""
-    return _worker_argv(["--scheduler-file", spec.paths["scheduler_file"]], spec.listen, spec.ports.as_dict(), index,
-                        spec.threads, spec.memory_limit, spec.paths["scratch"], spec.tls,
-                        spec.paths["workers_pid_file"], spec.paths.get("preload"))
+def _workers_environment(ports: dict[str, Any], workers: int) -> dict[str, str]:
+    """The variables of the workers' ``dask worker``: each worker's HTTP port, for portal's nanny preload."""
+    return {WORKER_HTTP_PORTS: ",".join(str(slots.per_worker(ports, i)["http_port"]) for i in range(workers))}
 
 
-def workers_argv(spec: ClusterSpec) -> list[list[str]]:
-    """Every worker's ``dask worker``, one process each."""
-    return [worker_argv(spec, i) for i in range(spec.workers)]
+def workers_argv(spec: ClusterSpec) -> list[str]:
+    """The env's workers, all of them, in one ``dask worker`` (one interpreter for all their nannies)."""
+    return _workers_argv(["--scheduler-file", spec.paths["scheduler_file"]], spec.listen, spec.ports.as_dict(),
+                         spec.workers, spec.mark, spec.threads, spec.memory_limit, spec.paths["scratch"], spec.tls,
+                         spec.paths["workers_pid_file"], spec.paths.get("preload"))
+
+
+def workers_environment(spec: ClusterSpec) -> dict[str, str]:
+    return _workers_environment(spec.ports.as_dict(), spec.workers)
 
 
 #: In the environment of every process the cluster window starts: only TLS, whatever the user's Dask config.
 ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
 
 
-def _started(mark: str, argvs: list[list[str]]) -> list[str]:
-    """Lines that start ``argvs`` marked, each in the background but the last (the window shows its log).
-    ``env NAME=VALUE`` sets their variables the same way in every shell (bash, zsh, fish, tcsh)."""
-    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *argv]) + (" &" if i < len(argvs) - 1 else "")
-            for i, argv in enumerate(argvs)]
+def _started(mark: str, commands: list[tuple[dict[str, str], list[str]]]) -> list[str]:
+    """Lines that start each (variables, argv) of ``commands`` marked, each in the background but the last (the
+    window shows its log). ``env NAME=VALUE`` sets variables the same way in every shell (bash, zsh, fish, tcsh)."""
+    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *(f"{k}={v}" for k, v in variables.items()),
+                        *argv]) + (" &" if i < len(commands) - 1 else "")
+            for i, (variables, argv) in enumerate(commands)]
 
 
 def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
@@ -123,7 +133,7 @@ def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
         *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
-        *_started(spec.mark, [scheduler_argv(spec), *workers_argv(spec)]),
+        *_started(spec.mark, [({}, scheduler_argv(spec)), (workers_environment(spec), workers_argv(spec))]),
     ]
 
 
@@ -178,12 +188,16 @@ class NodeSpec:
     http: tuple[int, ...] = ()
 
 
-def node_worker_argv(spec: NodeSpec, index: int = 0) -> list[str]:
-    """Worker ``index`` on the node: its own ports of the user's block there."""
-    ports = {"worker_ports": list(spec.worker_ports), "nanny_ports": list(spec.nanny_ports),
-             "http_ports": list(spec.http_ports), "http": list(spec.http)}
-    return _worker_argv([spec.scheduler], spec.listen, ports, index, spec.threads, spec.memory_limit,
-                        spec.paths["scratch"], spec.tls, spec.paths["workers_pid_file"], spec.paths.get("preload"))
+def _node_ports(spec: NodeSpec) -> dict[str, Any]:
+    return {"worker_ports": list(spec.worker_ports), "nanny_ports": list(spec.nanny_ports),
+            "http_ports": list(spec.http_ports), "http": list(spec.http)}
+
+
+def node_workers_argv(spec: NodeSpec) -> list[str]:
+    """The workers on the node, all in one ``dask worker``: their own ports of the user's block there."""
+    return _workers_argv([spec.scheduler], spec.listen, _node_ports(spec), spec.workers, spec.mark, spec.threads,
+                         spec.memory_limit, spec.paths["scratch"], spec.tls, spec.paths["workers_pid_file"],
+                         spec.paths.get("preload"))
 
 
 def node_window_lines(spec: NodeSpec, activation: list[str]) -> list[str]:
@@ -191,7 +205,7 @@ def node_window_lines(spec: NodeSpec, activation: list[str]) -> list[str]:
     return [
         *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['workers_pid_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
-        *_started(spec.mark, [node_worker_argv(spec, i) for i in range(spec.workers)]),
+        *_started(spec.mark, [(_workers_environment(_node_ports(spec), spec.workers), node_workers_argv(spec))]),
     ]
 
 

@@ -95,13 +95,13 @@ def outside_block(key, block, found):
 
 
 def workers_pids(state):
-    """The pids of a cluster's ``dask worker`` processes (one per worker; one for all in earlier records)."""
+    """The pids of a cluster's ``dask worker`` processes (one for all; one per worker in some earlier records)."""
     pids = (state or {}).get("workers_pids") or [(state or {}).get("workers_pid")]
     return [int(p) for p in pids if p]
 
 
 def worker_pid_files(paths):
-    """Every pid file a cluster's workers may have written (one per ``dask worker`` process)."""
+    """The pid files of an earlier portal's clusters, one per ``dask worker`` process (removed with the cluster)."""
     return [hostpaths.worker_pid_file(paths["workers_pid_file"], i) for i in range(slots.MAX_WORKERS)]
 
 
@@ -356,16 +356,15 @@ def wait(payload):
     last = "nothing yet"
     while True:
         sched = read_pid(paths["scheduler_pid_file"])
-        workers = [read_pid(hostpaths.worker_pid_file(paths["workers_pid_file"], i)) for i in range(n)]
+        workers = [read_pid(paths["workers_pid_file"])]  # one `dask worker --nworkers N` for all
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
             held = holder_problem(rec["scheduler_port"], listeners())
             why = f": its port {rec['scheduler_port']} was taken by {held} meanwhile" if held else ""
             raise Failure(f"the scheduler exited right after starting{why}.", "ClusterError",
                           "Run portal again to move to another port of your block." if held else None)
-        gone = [i for i, pid in enumerate(workers) if pid and not own(pid)]
-        if gone:
-            raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
+        if workers[0] and not own(workers[0]):
+            raise Failure("the workers' `dask worker` exited right after starting.", "ClusterError")
         if sched and address and _all_listen(rec, n) and handshake(rec["scheduler_port"], 1.0, sched,
                                                                    host=payload.get("listen") or "127.0.0.1"):
             found = listeners()

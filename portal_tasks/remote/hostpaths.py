@@ -16,6 +16,9 @@ HELPER_DIR = PORTAL_DIR + "/bin"
 HOSTS_DIR = "hosts"
 #: Environment variable that marks a cluster's processes: ``PORTAL_CLUSTER=KEY@MACHINE``.
 CLUSTER_MARK = "PORTAL_CLUSTER"
+#: Environment variable of the env's ``dask worker --nworkers N``: its workers' HTTP ports, ``P0,P1,...``, which
+#: portal's preload (owner_only.HTTP_PORTS) gives them one each.
+WORKER_HTTP_PORTS = "PORTAL_WORKER_HTTP"
 #: The file name of portal's Dask preload (remote/owner_only.py) on the host: a module name for Python.
 DASK_PRELOAD = "portal_owner_only.py"
 

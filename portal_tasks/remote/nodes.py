@@ -7,30 +7,36 @@ reaches the scheduler from, the bounded wait for the workers, and their stop. Th
 ``PORTAL_CLUSTER=KEY.from-ORIGIN@NODE``.
 """
 
+from __future__ import annotations
+
 import os
 import platform
 import shutil
 import time
+from typing import TYPE_CHECKING, Any
 
 from . import cluster, files, hostpaths, ports, share, slots
 from .common import Failure, install_preload, listeners, private_dirs, read_json, server_path, state_path, write_json
 from .interfaces import route_source
 from .tls import TLS_FILES, tls_dir, tls_status
 
+if TYPE_CHECKING:
+    from .common import Listener
 
-def node_key(key, origin):
+
+def node_key(key: str, origin: str) -> str:
     return hostpaths.node_key(key, origin)
 
 
-def record_path(nkey):
+def record_path(nkey: str) -> str:
     return server_path("nodes", f"{nkey}.json")
 
 
-def node_paths(nkey):
+def node_paths(nkey: str) -> dict[str, str]:
     return hostpaths.node_paths(server_path(), nkey)
 
 
-def _healthy(record, found):
+def _healthy(record: Any, found: list[Listener]) -> bool:
     if not isinstance(record, dict):
         return False
     pids = cluster.workers_pids(record)
@@ -39,7 +45,7 @@ def _healthy(record, found):
     return bool(cluster.own_listeners(found, *record.get("worker_ports", [0, -1])))
 
 
-def prepare(payload):
+def prepare(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``nodes-prepare`` (on a node): reuse workers that run for the same scheduler, else stop stale ones,
     plan ports, register a share; returns what the worker command line needs."""
     nkey = node_key(payload["key"], payload["origin"])
@@ -71,7 +77,7 @@ def prepare(payload):
             "mark": hostpaths.cluster_mark(nkey, platform.node()), "tls_cert": tls.get("cert"), "tls_dir": tls["dir"]}
 
 
-def wait(payload):
+def wait(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``nodes-wait`` (on a node): bounded wait until each worker, its nanny and its HTTP server listen
     (one moved outside the block by Dask counts, with a note); records them."""
     nkey = node_key(payload["key"], payload["origin"])
@@ -81,10 +87,9 @@ def wait(payload):
     pid_file = node_paths(nkey)["workers_pid_file"]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     while True:
-        pids = [cluster.read_pid(hostpaths.worker_pid_file(pid_file, i)) for i in range(n)]
-        gone = [i for i, pid in enumerate(pids) if pid and not cluster.own(pid)]
-        if gone:
-            raise Failure("worker %s exited right after starting." % ", ".join(map(str, gone)), "ClusterError")
+        pids = [cluster.read_pid(pid_file)]  # one `dask worker --nworkers N` for all
+        if pids[0] and not cluster.own(pids[0]):
+            raise Failure("the workers' `dask worker` exited right after starting.", "ClusterError")
         found = listeners()
         got = len(cluster.own_listeners(found, *rec["worker_ports"]))
         served = sum(1 for e in found if e["uid"] == os.getuid() and e["port"] in http)
@@ -98,7 +103,7 @@ def wait(payload):
         time.sleep(0.1)
     found = listeners()
     note = cluster.moved_http_note(payload["key"], http, cluster.outside_block(nkey, block, found), [], found, block)
-    record = {"key": payload["key"], "origin": payload["origin"], "scheduler": payload["scheduler"],
+    record: dict[str, Any] = {"key": payload["key"], "origin": payload["origin"], "scheduler": payload["scheduler"],
               "workers_pid": pids[0], "workers_pids": pids, "workers": n, "worker_ports": rec["worker_ports"],
               "nanny_ports": rec["nanny_ports"], "http_ports": rec.get("http_ports"), "http": http, "block": block,
               "memory_limit": payload.get("memory_limit"), "hostname": platform.node(), "started": time.time()}
@@ -107,7 +112,7 @@ def wait(payload):
     return dict(record, notes=[note] if note else [])
 
 
-def stop(payload):
+def stop(payload: dict[str, Any]) -> dict[str, Any]:
     """Verb ``nodes-stop`` (on a node): end the user's workers of that cluster here and forget them."""
     nkey = node_key(payload["key"], payload["origin"])
     pids = cluster.marked_pids(nkey)
@@ -122,17 +127,17 @@ def stop(payload):
     return {"stopped": pids, "survivors": survivors}
 
 
-def tls_export(_payload):
+def tls_export(_payload: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Verb ``tls-export`` (on the scheduler's host): the user's TLS files, for a node that does not share
     them. They travel in the reply over the user's ssh connection, never in an argv."""
-    found = {}
+    found: dict[str, str] = {}
     for name in TLS_FILES:
         with open(os.path.join(tls_dir(), name)) as fh:
             found[name] = fh.read()
     return {"files": found}
 
 
-def tls_for_workers(payload):
+def tls_for_workers(payload: dict[str, Any]) -> dict[str, str]:
     """Verb ``nodes-tls`` (on a node) {key, origin, files}: the scheduler host's TLS set for these workers
     only, in a 0700 directory of files 0600 beside their record; the node's own set is left alone."""
     directory = server_path("nodes", node_key(payload["key"], payload["origin"]) + ".tls")

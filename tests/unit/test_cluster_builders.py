@@ -39,56 +39,53 @@ def test_scheduler_binds_loopback_with_tls(spec: daskcmd.ClusterSpec) -> None:
 
 
 def test_workers_loopback_ports_in_block_memory_split(spec: daskcmd.ClusterSpec) -> None:
-    argvs = daskcmd.workers_argv(spec)
-    assert len(argvs) == spec.workers == 2 and argvs[0] == daskcmd.worker_argv(spec)
+    argv = daskcmd.workers_argv(spec)  # every worker in one `dask worker`: one interpreter for their nannies
     block = plan.Block(34, 23400, 23499)
-    for i, argv in enumerate(argvs):  # one `dask worker` process per worker
-        assert argv[:2] == ["dask", "worker"]
-        assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
-        assert "--no-dashboard" in argv and "--nworkers" not in argv
-        assert _opt(argv, "--memory-limit") == str(2 * GiB) and _opt(argv, "--nthreads") == "3"
-        # its own worker and nanny port first (then the rest of the range), its own HTTP port
-        assert _opt(argv, "--worker-port") == f"{23434 + i}:23441" and _opt(argv, "--nanny-port") == f"{23442 + i}:23449"
-        assert _opt(argv, "--dashboard-address") == f"127.0.0.1:{23450 + i}"
-        assert _opt(argv, "--pid-file").endswith(f"/clusters/a.workers-{i}.pid")
-        assert _opt(argv, "--scheduler-file") == _opt(daskcmd.scheduler_argv(spec), "--scheduler-file")
-        assert "0.0.0.0" not in " ".join(argv + daskcmd.scheduler_argv(spec))
-        ports = [int(p) for flag in ("--worker-port", "--nanny-port") for p in _opt(argv, flag).split(":")]
-        assert all(p in block for p in ports + [int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1])])
-    http = {_opt(argv, "--dashboard-address") for argv in argvs}
-    assert len(http) == spec.workers  # never one address for several HTTP servers
+    assert argv[:2] == ["dask", "worker"] and _opt(argv, "--nworkers") == "2" == str(spec.workers)
+    assert _opt(argv, "--name") == "a@matagorda"  # its nannies are a@matagorda-0 and -1: the preload's index
+    assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
+    assert "--no-dashboard" in argv
+    assert _opt(argv, "--memory-limit") == str(2 * GiB) and _opt(argv, "--nthreads") == "3"
+    # the slot's worker and nanny ranges, which Dask deals out to the nannies in turn
+    assert _opt(argv, "--worker-port") == "23434:23441" and _opt(argv, "--nanny-port") == "23442:23449"
+    assert _opt(argv, "--dashboard-address") == "127.0.0.1:23450"
+    assert _opt(argv, "--pid-file").endswith("/clusters/a.workers.pid")
+    assert _opt(argv, "--scheduler-file") == _opt(daskcmd.scheduler_argv(spec), "--scheduler-file")
+    assert _opt(argv, "--preload") == _opt(argv, "--preload-nanny") == spec.paths["preload"]
+    assert "0.0.0.0" not in " ".join(argv + daskcmd.scheduler_argv(spec))
+    ports = [int(p) for flag in ("--worker-port", "--nanny-port") for p in _opt(argv, flag).split(":")]
+    assert all(p in block for p in ports + [int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1])])
+    # each worker its own HTTP port, never one address for several HTTP servers
+    assert daskcmd.workers_environment(spec) == {hostpaths.WORKER_HTTP_PORTS: "23450,23451"}
 
 
 def test_workers_take_the_http_ports_the_helper_chose(spec: daskcmd.ClusterSpec) -> None:
     chosen = dataclasses.replace(spec, ports=dataclasses.replace(spec.ports, http=(23450, 23452)))
-    assert [_opt(a, "--dashboard-address") for a in daskcmd.workers_argv(chosen)] == ["127.0.0.1:23450",
-                                                                                       "127.0.0.1:23452"]
+    assert daskcmd.workers_environment(chosen) == {hostpaths.WORKER_HTTP_PORTS: "23450,23452"}
+    assert _opt(daskcmd.workers_argv(chosen), "--dashboard-address") == "127.0.0.1:23450"
 
 
 @pytest.mark.parametrize("workers", [1, 4, plan.MAX_WORKERS])
 def test_every_worker_port_of_the_largest_cluster_is_in_its_slot(spec: daskcmd.ClusterSpec, workers: int) -> None:
     big = dataclasses.replace(spec, workers=workers)
     slot = set(big.ports.all_ports())
-    http, firsts = set(), set()
-    for argv in daskcmd.workers_argv(big):
-        http.add(int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1]))
-        for flag in ("--worker-port", "--nanny-port"):
-            lo, hi = (int(x) for x in _opt(argv, flag).split(":"))
-            assert {lo, hi} <= slot and lo <= hi
-            firsts.add(lo)
-    assert http <= slot and len(http) == workers and len(firsts) == 2 * workers
+    argv = daskcmd.workers_argv(big)
+    http = {int(p) for p in daskcmd.workers_environment(big)[hostpaths.WORKER_HTTP_PORTS].split(",")}
+    assert http <= slot and len(http) == workers
+    for flag in ("--worker-port", "--nanny-port"):
+        lo, hi = (int(x) for x in _opt(argv, flag).split(":"))
+        assert set(range(lo, hi + 1)) <= slot and hi - lo + 1 >= workers  # a port each, dealt out by Dask
 
 
 def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     lines = daskcmd.window_lines(spec, ["source /opt/venv/bin/activate"])
     assert lines[0] == "source /opt/venv/bin/activate"
     sched = [line for line in lines if " scheduler " in line][0]
-    work = [line for line in lines if " worker " in line]
-    assert sched.endswith(" &") and work[0].endswith(" &") and not work[-1].endswith("&")  # the last one's log shows
+    (work,) = [line for line in lines if " worker " in line]
+    assert sched.endswith(" &") and not work.endswith("&")  # the workers' log shows
     marked = ["env", "PORTAL_CLUSTER=a@matagorda", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"]
     assert shlex.split(sched[:-2]) == [*marked, *daskcmd.scheduler_argv(spec)]
-    for line, argv in zip(work, daskcmd.workers_argv(spec), strict=True):
-        assert shlex.split(line.removesuffix(" &")) == [*marked, *argv]
+    assert shlex.split(work) == [*marked, "PORTAL_WORKER_HTTP=23450,23451", *daskcmd.workers_argv(spec)]
     # nothing a shell other than bash would read differently: no export, no VAR=value prefix, no $
     assert not any(line.startswith("export ") or "$" in line for line in lines)
 

@@ -38,7 +38,7 @@ def spec(listen: str) -> daskcmd.ClusterSpec:
 def test_scheduler_and_local_workers_listen_where_asked_and_only_with_tls():
     loop, wide = spec(daskcmd.LOOPBACK), spec("10.0.0.1")
     assert loop.address == "tls://127.0.0.1:23000" and wide.address == "tls://10.0.0.1:23000"
-    for argv in (daskcmd.scheduler_argv(wide), daskcmd.worker_argv(wide)):
+    for argv in (daskcmd.scheduler_argv(wide), daskcmd.workers_argv(wide)):
         assert argv[argv.index("--host") + 1] == "10.0.0.1" and argv[argv.index("--protocol") + 1] == "tls"
         assert "0.0.0.0" not in " ".join(argv)
     assert daskcmd.client_environment(23000, 23001, wide.tls, "10.0.0.1")["DASK_SCHEDULER_ADDRESS"] == wide.address
@@ -49,22 +49,18 @@ def test_a_node_worker_dials_the_scheduler_and_listens_on_the_nodes_address():
                             worker_ports=(23604, 23611), nanny_ports=(23612, 23619), tls=TlsPaths("/h/.portal/tls"),
                             paths={"workers_pid_file": "/n.pid", "scratch": "/scr"}, workers=2, threads=3,
                             memory_limit=2**30, http_ports=(23620, 23627), http=(23621, 23622))
-    argv = daskcmd.node_worker_argv(node)
+    argv = daskcmd.node_workers_argv(node)
     assert argv[:3] == ["dask", "worker", "tls://10.0.0.1:23000"]
     assert argv[argv.index("--host") + 1] == "10.0.0.2" and argv[argv.index("--worker-port") + 1] == "23604:23611"
-    assert argv[argv.index("--protocol") + 1] == "tls"
+    assert argv[argv.index("--protocol") + 1] == "tls" and argv[argv.index("--nanny-port") + 1] == "23612:23619"
     assert argv[argv.index("--tls-key") + 1] == "/h/.portal/tls/key.pem" and "--no-dashboard" in argv
-    assert argv[argv.index("--memory-limit") + 1] == str(2**30) and "--nworkers" not in argv
-    # one process per worker: its own ports of the node's block, its HTTP server the one the helper chose
-    second = daskcmd.node_worker_argv(node, 1)
-    assert second[second.index("--worker-port") + 1] == "23605:23611"
-    assert second[second.index("--nanny-port") + 1] == "23613:23619"
-    assert second[second.index("--dashboard-address") + 1] == "127.0.0.1:23622"
-    assert second[second.index("--pid-file") + 1] == "/n-1.pid"
+    assert argv[argv.index("--memory-limit") + 1] == str(2**30) and argv[argv.index("--nworkers") + 1] == "2"
+    assert argv[argv.index("--pid-file") + 1] == "/n.pid" and argv[argv.index("--name") + 1] == "a.from-m@n"
+    # one process for the node's workers, each worker the HTTP port the helper chose (portal's preload)
     lines = daskcmd.node_window_lines(node, ["source /e/bin/activate"])
-    started = [line for line in lines if line.startswith("env PORTAL_CLUSTER=a.from-m@n "
-                                                         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True dask worker ")]
-    assert len(started) == 2 and started[0].endswith(" &") and not started[1].endswith("&")
+    (started,) = [line for line in lines if line.startswith("env PORTAL_CLUSTER=a.from-m@n "
+                                                            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True ")]
+    assert " PORTAL_WORKER_HTTP=23621,23622 dask worker " in started and not started.endswith("&")
 
 
 def test_interface_address_and_route_source():

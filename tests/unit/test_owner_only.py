@@ -145,11 +145,41 @@ def test_scheduler_and_every_worker_load_the_preload() -> None:
     spec = daskcmd.ClusterSpec(key="a", mark="a@matagorda", ports=plan.env_ports(23400, 1), tls=tls.paths(home),
                                paths=hostpaths.cluster_paths(server, "a"), workers=2, threads=1, memory_limit=1)
     preload = f"{server}/dask/portal_owner_only.py"
-    for argv in [daskcmd.scheduler_argv(spec), *daskcmd.workers_argv(spec)]:
+    for argv in [daskcmd.scheduler_argv(spec), daskcmd.workers_argv(spec)]:
         assert argv[argv.index("--preload") + 1] == preload
+    assert daskcmd.workers_argv(spec)[-2:] == ["--preload-nanny", preload]  # each worker its own HTTP port
     node = daskcmd.NodeSpec(mark="m", scheduler="tls://10.0.0.1:1", listen="10.0.0.2", worker_ports=(1, 2),
                             nanny_ports=(3, 4), tls=tls.paths(home), paths=hostpaths.node_paths(server, "a.from-x"),
                             workers=1, threads=1, memory_limit=1)
-    assert daskcmd.node_worker_argv(node)[-2:] == ["--preload", preload]
+    assert daskcmd.node_workers_argv(node)[-4:] == ["--preload", preload, "--preload-nanny", preload]
     args = daskcmd.job_worker_args((1, 2), (3, 4), preload="/home/al ice/p.py")
     assert args[args.index("--preload") + 1] == "'/home/al ice/p.py'"  # joined into the job script unquoted
+
+
+def test_the_nanny_preload_gives_each_worker_its_own_http_port() -> None:
+    assert owner_only.HTTP_PORTS == hostpaths.WORKER_HTTP_PORTS  # the preload runs alone: its copy of the name
+    assert owner_only.worker_http_port("a@m-0", "23450,23452") == 23450
+    assert owner_only.worker_http_port("a@m-1", "23450,23452") == 23452
+    assert owner_only.worker_http_port("a-b@m-host", "23450") == 23450  # one worker: its nanny's name is the key
+    assert owner_only.worker_http_port("a@m-2", "23450,23452") is None  # none planned for it: Dask's default
+    assert owner_only.worker_http_port(None, "") is None
+
+
+def test_the_preload_sets_the_port_on_nannies_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Nanny:
+        name = "a@m-1"
+        worker_kwargs = {"dashboard_address": "127.0.0.1:23450"}
+
+    class Worker:
+        name = "a@m-1"
+
+    monkeypatch.setenv(owner_only.HTTP_PORTS, "23450,23451")
+    nanny, worker = Nanny(), Worker()
+    owner_only.dask_setup(nanny)
+    owner_only.dask_setup(worker)  # a worker or the scheduler: nothing to set
+    assert nanny.worker_kwargs == {"dashboard_address": "127.0.0.1:23451"} and not hasattr(worker, "worker_kwargs")
+    monkeypatch.delenv(owner_only.HTTP_PORTS)
+    unset = Nanny()
+    unset.worker_kwargs = {"dashboard_address": "127.0.0.1:23450"}
+    owner_only.dask_setup(unset)  # started by hand without the variable: left as Dask has it
+    assert unset.worker_kwargs == {"dashboard_address": "127.0.0.1:23450"}
