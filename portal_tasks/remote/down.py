@@ -15,17 +15,20 @@ servers): ``clusters`` lists the stopped clusters that have some, ``at`` is wher
 not end is ``survivors`` and nothing after it is touched.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from typing import Any
 
 from . import cluster, jobs, jupyter, slots, snapshot, system, tmux
 from .common import locked
 from .up import run_tmux
 
 
-def _labs(key):
+def _labs(key: str | None) -> list[str]:
     """Words for the env's (or every) recorded Jupyter server, each stopped."""
-    stopped = []
+    stopped: list[str] = []
     for lab in jupyter.listing({}):
         if key is None or lab.get("env_key") == key:
             jupyter.stop({"key": lab["env_key"]})
@@ -33,7 +36,7 @@ def _labs(key):
     return stopped
 
 
-def _clusters(key, env):
+def _clusters(key: str | None, env: str | None) -> list[dict[str, Any]]:
     """The recorded clusters to stop: {key, env, workers_on}. With ``key``, a damaged record of it too
     (no listing shows one; its marked processes are still found and stopped)."""
     found = [{"key": rec["key"], "env": rec["env"], "workers_on": list(rec.get("workers_on") or [])}
@@ -43,7 +46,8 @@ def _clusters(key, env):
     return found
 
 
-def _stop_clusters(session, found, plan, lock_timeout, result):
+def _stop_clusters(session: str, found: list[dict[str, Any]], plan: dict[str, Any], lock_timeout: float,
+                   result: dict[str, Any]) -> bool:
     """Jobs, processes and window of each cluster, under their locks; False when one left survivors."""
     with contextlib.ExitStack() as held:
         for name in sorted(tmux.cluster_lock(c["key"]) for c in found):
@@ -64,7 +68,7 @@ def _stop_clusters(session, found, plan, lock_timeout, result):
     return True
 
 
-def _windows(session, key, keep_cluster):
+def _windows(session: str, key: str | None, keep_cluster: bool) -> list[str]:
     """Words for portal's step windows left in the session, each killed, and the session when only shells remain."""
     shown = snapshot.windows(session)
     if shown is None:
@@ -79,12 +83,12 @@ def _windows(session, key, keep_cluster):
     return stopped
 
 
-def down(payload):
+def down(payload: dict[str, Any]) -> dict[str, Any]:
     session, key, keep_cluster = payload["session"], payload.get("key"), bool(payload.get("keep_cluster"))
     plan = dict(payload["plan"])
     if plan.get("first") is None:  # the laptop leaves the user's own block to this side (it knows the uid)
         plan["first"] = slots.block_index(os.getuid(), int(plan["slots"]))
-    result = {"stopped": _labs(key), "clusters": [], "survivors": None}
+    result: dict[str, Any] = {"stopped": _labs(key), "clusters": [], "survivors": None}
     found = [] if keep_cluster else _clusters(key, payload.get("env"))
     done = _stop_clusters(session, found, plan, float(payload.get("lock_timeout", 120)), result) if found else True
     if done:
