@@ -12,8 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import (clients, forwards, host_cpu, jobs, latency, many_users, named_env, owner_only, tmux_drive, up_cold,
-                   up_jupyter, up_warm)
+from bench import (
+    clients,
+    forward_watch,
+    forwards,
+    host_cpu,
+    jobs,
+    latency,
+    many_users,
+    named_env,
+    owner_only,
+    page_start,
+    tmux_drive,
+    up_cold,
+    up_jupyter,
+    up_warm,
+)
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import document, render
@@ -37,6 +51,8 @@ def benchmarks(users_workers: int) -> dict[str, Callable[[Bench], list[Row]]]:
         "tmux": lambda b: tmux_drive.run(b.quick),
         "named": named_env.run_bench,
         "owner": owner_only.run,
+        "page": page_start.run,
+        "watch": forward_watch.run,
     }
 
 
@@ -45,7 +61,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=20, help="users running `up` at once in benchmark 5 (default 20)")
     p.add_argument("--users-workers", type=int, default=1, help="workers per user in benchmark 5 (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable): "
-                   "forward, warm, attach, clients, cold, jupyter, cpu, latency, users, jobs, tmux, named, owner")
+                   "forward, warm, attach, clients, cold, jupyter, cpu, latency, users, jobs, tmux, named, owner, "
+                   "page, watch")
     p.add_argument("--quick", action="store_true", help="one tiny iteration of each (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     return p.parse_args(argv)

@@ -7,7 +7,20 @@ import math
 
 import pytest
 
-from bench import clients, forwards, host_cpu, jobs, latency, many_users, owner_only, up_cold, up_jupyter, up_warm
+from bench import (
+    clients,
+    forward_watch,
+    forwards,
+    host_cpu,
+    jobs,
+    latency,
+    many_users,
+    owner_only,
+    page_start,
+    up_cold,
+    up_jupyter,
+    up_warm,
+)
 from bench.context import Bench
 from bench.stats import Row
 from bench.table import render
@@ -31,8 +44,10 @@ def _check(rows: list[Row]) -> None:
 
 
 @pytest.mark.parametrize("fn", [forwards.run, up_warm.run, clients.attach, clients.many, up_cold.run, up_jupyter.run,
-                                latency.run, functools.partial(many_users.run, admin=False), owner_only.run],
-                         ids=["forward", "warm", "attach", "clients", "cold", "jupyter", "latency", "users", "owner"])
+                                latency.run, functools.partial(many_users.run, admin=False), owner_only.run,
+                                page_start.run, forward_watch.run],
+                         ids=["forward", "warm", "attach", "clients", "cold", "jupyter", "latency", "users", "owner",
+                              "page", "watch"])
 def test_benchmark_runs_once(bench, fn):
     _check(fn(bench))
 
