@@ -136,15 +136,12 @@ def test_tmux_server_killed_next_up_rebuilds_the_session_and_the_cluster(portal_
     up(run_portal, alice, host, env)
     assert alice.ssh(host, "tmux kill-server").rc == 0
     retry_until(lambda: not alice.ssh(host, "tmux has-session").ok, 10, 0.1, what="tmux to end")
-    started = time.monotonic()
     again = up(run_portal, alice, host, env)
-    took = time.monotonic() - started
     report = status(run_portal, alice, host)
     assert_one_healthy_cluster(portal_server, alice, report)
     assert_windows_run_their_process(report)
     assert {w["name"].split("-")[0] for s in report["sessions"] for w in s["windows"]} >= {"cluster", "ipython"}
     assert all(is_dashboard(u) for u in urls_in(again)), again.stdout
-    print(f"up after tmux kill-server: {took:.1f}s")
 
 
 @pytest.mark.parametrize("victims", [("pid",), ("workers_pid",), ("pid", "workers_pid")],
@@ -176,13 +173,10 @@ def test_stale_control_socket_is_recovered_without_user_action(portal_server, al
     kill_masters(alice)
     left = [p for p in alice.runtime.rglob("*") if p.is_socket()]
     assert left, "SIGKILL left no control socket behind; nothing to test"
-    started = time.monotonic()
     for command in (["status", "--host", host], ["up", "--host", host, "--env", env, "--no-attach", "--no-browser"]):
         res = run_portal(alice, *command, timeout=120)
         assert res.rc == 0, res.stdout + res.stderr
-    took = time.monotonic() - started
     assert all(is_dashboard(u) for u in urls_in(res)) and urls_in(res) == urls_in(first), res.stdout
-    print(f"status + up after a stale control socket: {took:.1f}s")
 
 
 class NotPortal(http.server.BaseHTTPRequestHandler):
@@ -265,7 +259,8 @@ def test_laptop_port_taken_after_a_drop_is_never_mistaken_for_the_forward(portal
 # -- forward --watch -----------------------------------------------------------------------------
 
 
-def test_forward_watch_brings_the_url_back_within_5s_after_the_link_drops(portal_server, alice, run_portal, env):
+def test_forward_watch_brings_the_url_back_after_the_link_drops(portal_server, alice, run_portal, env):
+    """Twice, and the watcher says so each time. How soon: benchmark 15 (against the same forward by hand)."""
     host = portal_server.host
     first = up(run_portal, alice, host, env)
     [url] = urls_in(first)
@@ -273,19 +268,14 @@ def test_forward_watch_brings_the_url_back_within_5s_after_the_link_drops(portal
                                env={**os.environ, **portal_env(alice)}, cwd=str(alice.laptop),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        retry_until(lambda: watcher.poll() is None and is_dashboard(url), 30, 0.2, what="the watcher's forward")
-        times = []
+        retry_until(lambda: watcher.poll() is None and is_dashboard(url), 60, 0.2, what="the watcher's forward")
         for _ in range(2):  # twice: the second drop comes after a reconnect the watcher made itself
             kill_masters(alice)
-            dropped = time.monotonic()
             with pytest.raises(OSError):
                 urllib.request.urlopen(url, timeout=2)
-            retry_until(lambda: is_dashboard(url), 10, 0.05, what=f"{url} to answer again",
+            retry_until(lambda: is_dashboard(url), 60, 0.05, what=f"{url} to answer again",
                         retry_on=(OSError, ValueError))
-            times.append(time.monotonic() - dropped)
             assert watcher.poll() is None, "the watcher exited"
-        assert max(times) < 5, times
-        print(f"forward --watch: URL back after {', '.join(f'{t:.2f}s' for t in times)}")
     finally:
         watcher.terminate()
         try:
@@ -295,3 +285,6 @@ def test_forward_watch_brings_the_url_back_within_5s_after_the_link_drops(portal
             out, _ = watcher.communicate()
         print(f"forward --watch said:\n{out}")  # shown when the test fails
     assert "Traceback" not in out, out
+    said = out.splitlines()  # each drop once: lost, then back (it was the watcher that re-made the forward)
+    assert said.count(f"{host}: link lost; reconnecting") == 2, out
+    assert len([line for line in said if line.startswith(f"{host}: link back after ")]) == 2, out
