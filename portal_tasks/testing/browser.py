@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,15 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+#: `page --wait` for the tests: long enough for a busy machine (answering hosts end each refresh's wait early).
+PAGE_WAIT = "30"
+
+
 @contextlib.contextmanager
-def page_running(user: TestUser, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, float]]:
-    """`portal page --no-browser` as user: its process, its URL, and seconds until the page answered;
-    the process is ended (by pid) when the block ends."""
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "portal_tasks", "page", "--no-browser", *args],
+def page_running(user: TestUser, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`portal page --no-browser --wait PAGE_WAIT` as user, once it answers: its process and its URL; the
+    process is ended (by pid) when the block ends. (How soon a page answers is benchmark 14, not a test.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "portal_tasks", "page", "--no-browser", "--wait", PAGE_WAIT, *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **portal_env(user)}, cwd=str(user.laptop))
     try:
@@ -68,8 +70,8 @@ def page_running(user: TestUser, *args: str) -> Iterator[tuple[subprocess.Popen[
             kill_and_wait([proc.pid])
             pytest.fail(f"portal page did not start: {line}{proc.stderr.read().decode()}")
         url = line.split()[2]
-        retry_until(lambda: http_get(url)[0] == 200, 10, 0.02, what="the page to answer", retry_on=(OSError,))
-        yield proc, url, time.monotonic() - start
+        retry_until(lambda: http_get(url)[0] == 200, 60, 0.02, what="the page to answer", retry_on=(OSError,))
+        yield proc, url
     finally:
         kill_and_wait([proc.pid])
         for pipe in (proc.stdout, proc.stderr):

@@ -50,14 +50,14 @@ def test_up_says_the_dashboard_needs_bokeh_and_the_page_shows_it(portal_server: 
     again = up(run_portal, alice, host, env)  # warm: the cluster is kept, and the line comes again
     assert [line for line in again.stderr.splitlines() if NEEDS in line] == said
 
-    res = run_portal(alice, "status", "--all", "--json")
+    res = run_portal(alice, "status", "--all", "--json", "--wait", "60")
     (cluster,) = json.loads(res.stdout)[0]["clusters"]
     assert NEEDS in cluster["dashboard_problem"]
 
-    with page_running(alice) as (_, url, _took):
+    with page_running(alice) as (_, url):
         page = chromium.new_page()
         page.goto(url)
         selector = f'tr[data-host="{host}"][data-service="dashboard-{cluster["env_key"]}"].health-bad'
-        shown(page, selector, 20)
+        shown(page, selector, 60)
         text = page.inner_text(selector)
         assert "needs bokeh>=3.1.0" in text and INSTALL in text

@@ -48,7 +48,7 @@ def test_dashboard_through_jupyter_draws_and_reaches_only_the_users_own_dashboar
     assert "Dask panes in JupyterLab not available in env" in res.stdout and "`pip install dask-labextension`" in res.stdout
 
     up(run_portal, alice, host, env, "--jupyter")
-    res = run_portal(alice, "status", "--all", "--json")
+    res = run_portal(alice, "status", "--all", "--json", "--wait", "60")  # a busy host answers late
     (report,) = json.loads(res.stdout)
     (cluster,), (lab,) = report["clusters"], report["jupyter"]
     port = cluster["dashboard_port"]
@@ -154,7 +154,7 @@ def test_a_jupyter_server_proxy_with_a_known_hole_is_named_by_check_and_not_used
     assert said[0].endswith("`pip install -U 'jupyter-server-proxy>=4.1.1'`"), said
 
     up(run_portal, alice, host, env, "--jupyter")
-    (report,) = json.loads(run_portal(alice, "status", "--all", "--json").stdout)
+    (report,) = json.loads(run_portal(alice, "status", "--all", "--json", "--wait", "60").stdout)
     (cluster,), (lab,) = report["clusters"], report["jupyter"]
     port = cluster["dashboard_port"]
     lab_url = next(f["url"] for f in report["forwards"] if f["service"].startswith("jupyter-"))

