@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .errors import ClusterError
 from .plan import EnvPorts
-from .remote import hostpaths, slots
+from .remote import slots
 from .remote.hostpaths import CLUSTER_MARK, WORKER_HTTP_PORTS
 from .tls import TlsPaths
 

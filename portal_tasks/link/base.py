@@ -8,7 +8,6 @@ import importlib.util
 import io
 import json
 import marshal
-import shlex
 import subprocess
 import threading
 import zipfile

@@ -13,7 +13,6 @@ import time
 
 from . import hostpaths, jobs, ports, reach, share, slots
 from .common import (
-    LISTEN,
     Failure,
     NotYours,
     cmdline,
@@ -28,7 +27,7 @@ from .common import (
     read_state,
     server_path,
     state_path,
-    tcp_rows,
+    listening_rows,
     write_json,
 )
 from .interfaces import interface_address
@@ -400,10 +399,10 @@ def wait(payload):
 
 
 def _all_listen(rec, n):
-    """A cheap look first (/proc/net/tcp alone): the scheduler's port and n worker and n nanny ports listen
-    as this user. Only then are owners by pid and the TLS handshake asked, so a wait costs little on a
-    busy host where many users start clusters at once."""
-    mine = {row["local"][1] for row in tcp_rows() if row["state"] == LISTEN and row["uid"] == os.getuid()}
+    """A cheap look first (the kernel's listeners alone, common.listening_rows): the scheduler's port and n worker
+    and n nanny ports listen as this user. Only then are owners by pid and the TLS handshake asked, so a wait
+    costs little on a busy host where many users start clusters at once."""
+    mine = {row["local"][1] for row in listening_rows() if row["uid"] == os.getuid()}
     inside = lambda lo, hi: sum(1 for port in mine if lo <= port <= hi)  # noqa: E731
     return rec["scheduler_port"] in mine and inside(*rec["worker_ports"]) >= n and inside(*rec["nanny_ports"]) >= n
 

@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .common import (
-    LISTEN,
     Failure,
     NotYours,
     _parse_addr,
@@ -29,6 +28,7 @@ from .common import (
     read_json,
     read_state,
     state_path,
+    listening_rows,
     tcp_rows,
     write_json,
 )
@@ -341,7 +341,7 @@ def prepare(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _anyone_listens(port: int) -> bool:
-    return any(row["state"] == LISTEN and row["local"][1] == port for row in tcp_rows())
+    return any(row["local"][1] == port for row in listening_rows())
 
 
 def wait(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -179,7 +179,7 @@ def test_the_cheap_look_needs_the_scheduler_and_every_worker_and_nanny_listening
 
     for listening, expected in (((23400, 23410, 23411, 23420, 23421), True), ((23400, 23410, 23420, 23421), False),
                                 ((23410, 23411, 23420, 23421), False)):
-        monkeypatch.setattr(cluster, "tcp_rows", lambda listening=listening: rows(*listening))
+        monkeypatch.setattr(cluster, "listening_rows", lambda listening=listening: rows(*listening))
         assert cluster._all_listen(rec, 2) is expected, listening
-    monkeypatch.setattr(cluster, "tcp_rows", lambda: rows(23400, 23410, 23411, 23420, 23421, owner=uid + 1))
+    monkeypatch.setattr(cluster, "listening_rows", lambda: rows(23400, 23410, 23411, 23420, 23421, owner=uid + 1))
     assert cluster._all_listen(rec, 2) is False  # another user's listeners are not ours

@@ -74,12 +74,9 @@ def test_connect_owned_reaches_my_listener_and_checks_its_pid():
 
 def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch):
     real = common.tcp_rows
-    calls: list[int] = []
 
-    def swapped():
-        calls.append(1)  # the first look (before connecting) is true; afterwards another socket holds the port
-        return [dict(r, inode=r["inode"] + "0") if len(calls) > 1 and r["state"] == common.LISTEN else r
-                for r in real()]
+    def swapped():  # the look before connecting (the kernel's listeners) is true; afterwards another socket holds it
+        return [dict(r, inode=r["inode"] + "0") if r["state"] == common.LISTEN else r for r in real()]
 
     monkeypatch.setattr(common, "tcp_rows", swapped)
     with socket.socket() as srv:
@@ -171,3 +168,21 @@ def test_a_moved_dashboard_is_one_note_naming_who_took_the_port():
     note = cluster.moved_dashboard_note(23401, 41234, [entry(23401, os.getuid() + 1)], block)
     assert note.startswith("dashboard port 23401 was taken by another user, ")
     assert "serves the dashboard on 41234 (outside your block)" in note
+
+
+def test_the_kernels_listeners_are_the_listening_rows_of_proc_net_tcp():
+    """sock_diag's dump (what the waits look at) and /proc/net/tcp agree on this host's listeners, v4 and v6."""
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, socket.socket() as idle:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        idle.bind(("127.0.0.1", 0))  # bound, not listening: in neither
+        mine = {v4.getsockname()[1], v6.getsockname()[1], idle.getsockname()[1]}  # others come and go meanwhile
+        rows = common.listening_rows()
+        seen = {(r["local"], r["uid"], r["inode"]) for r in rows if r["local"][1] in mine}
+        assert seen == {(r["local"], r["uid"], r["inode"]) for r in common.tcp_rows()
+                        if r["state"] == common.LISTEN and r["local"][1] in mine}
+        assert {(addr, port) for (addr, port), uid, _ in seen if uid == os.getuid()} == {
+            ("127.0.0.1", v4.getsockname()[1]), ("::1", v6.getsockname()[1])}
+        assert all(r["state"] == common.LISTEN for r in rows)
