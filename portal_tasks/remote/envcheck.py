@@ -23,6 +23,27 @@ MODULES = ("IPython", "jupyterlab", "distributed", "jupyter_server_proxy", "dask
 _PROBE = r"""
 import importlib.util, json, os, re, sys
 modules = {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}
+number = lambda text: [int(x) for x in re.findall(r"[0-9]+", text)[:3]]
+
+def version(dist):
+    # the installed version from its .dist-info directory's name (no importlib.metadata: its import costs
+    # more than the rest of this program), else asked of importlib.metadata
+    wanted = re.sub(r"[-_.]+", "_", dist).lower()
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for entry in names:
+            name, _, found = entry[:-len(".dist-info")].partition("-")
+            if entry.endswith(".dist-info") and found and re.sub(r"[-_.]+", "_", name).lower() == wanted:
+                return found
+    try:
+        from importlib.metadata import version as metadata_version
+        return metadata_version(dist)
+    except Exception:
+        return None
+
 dashboard = None
 if modules.get("distributed"):
     need = "bokeh>=3.1.0"
@@ -33,28 +54,24 @@ if modules.get("distributed"):
         need = found.group(1) if found else need
     except (OSError, AttributeError, TypeError):
         pass
-    try:
-        from importlib.metadata import version
-        have = version("bokeh")
-    except Exception:
-        have = None
+    have = version("bokeh")
     ok = have is not None
-    if ok:
+    least = re.fullmatch(r"[A-Za-z0-9_.-]+\s*>=\s*([0-9.]+)", need)
+    if ok and least and re.fullmatch(r"[0-9.]+", have):  # the usual "bokeh>=3.1.0": no packaging to import
+        ok = number(have) >= number(least.group(1))
+    elif ok:
         try:
             from packaging.requirements import Requirement
             ok = Requirement(need).specifier.contains(have, prereleases=True)
         except Exception:
             least = re.search(r">=\s*([0-9.]+)", need)
-            number = lambda text: [int(x) for x in re.findall(r"[0-9]+", text)[:3]]
             ok = not least or number(have) >= number(least.group(1))
     dashboard = {"need": need, "have": have, "ok": ok}
 versions = {}  # of what portal decides by: JupyterLab on a socket, jupyter-server-proxy's known hole
 for dist in ("jupyter_server", "jupyter-server-proxy"):
-    try:
-        from importlib.metadata import version
-        versions[dist] = version(dist)
-    except Exception:
-        pass
+    number = version(dist)
+    if number:
+        versions[dist] = number
 print(json.dumps({"prefix": sys.prefix, "version": sys.version.split()[0], "modules": modules,
                   "dashboard": dashboard, "versions": versions}))
 """

@@ -9,7 +9,6 @@ dials the user's TLS-only scheduler on ``scheduler_interface``.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import pkgutil
@@ -191,6 +190,8 @@ def joined_workers(port: int, scheduler_pid: int | None, timeout: float = 3.0) -
         sock = connect_owned(int(port), [int(scheduler_pid)] if scheduler_pid else None, timeout, "your scheduler")
     except (OSError, NotYours, TypeError, ValueError):
         return None
+    import http.client  # here: the helper's other verbs do without it
+
     conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=timeout)
     conn.sock = sock
     try:

@@ -7,8 +7,6 @@ gets a new token, and the token only ever goes to a listener of the user's own (
 
 from __future__ import annotations
 
-import http.client
-import inspect
 import os
 import secrets
 import signal
@@ -36,6 +34,8 @@ from .files import write_atomic
 from .proxy import proxy_safe
 
 if TYPE_CHECKING:
+    import http.client
+
     from .common import Listener
 
 URL_PATH = "/lab"
@@ -169,6 +169,8 @@ def _portal_proxy_version() -> "str | None":  # quoted: copied into JupyterLab's
 def proxy_config(clusters_dir: str, config_dir: str) -> str:
     """PROXY_CONFIG for the user's cluster state in clusters_dir, written to config_dir, with the
     helper's own /proc/net/tcp reader and version test."""
+    import inspect
+
     return PROXY_CONFIG % {"clusters": clusters_dir, "config_dir": config_dir,
                            "tcp_rows": inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows),
                            "proxy_safe": inspect.getsource(proxy_safe) + "\n\n" + inspect.getsource(_portal_proxy_version)}
@@ -215,15 +217,18 @@ def _new_token(directory: str) -> tuple[str, str]:
     return path, token
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _unix_connection(path: str, timeout: float) -> http.client.HTTPConnection:
+    """An HTTP connection to JupyterLab's unix socket (http.client is imported here: a start without
+    JupyterLab does not pay for it)."""
+    import http.client
 
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(path)
+
+    return UnixHTTPConnection("localhost", timeout=timeout)
 
 
 def _status(state: dict[str, Any], token: str, timeout: float = 3.0, found: list[Listener] | None = None) -> int | None:
@@ -232,8 +237,10 @@ def _status(state: dict[str, Any], token: str, timeout: float = 3.0, found: list
     On a port the request goes out only on a connection to the user's own listener (the recorded
     server's pid once known); otherwise NotYours is raised and nobody was sent anything.
     """
+    import http.client
+
     if state.get("socket"):  # in a 0700 directory of the user's: nobody else can bind or reach it
-        conn: http.client.HTTPConnection = _UnixHTTPConnection(state["socket"], timeout)
+        conn: http.client.HTTPConnection = _unix_connection(state["socket"], timeout)
     else:
         port = int(state["port"])
         try:
