@@ -3,7 +3,7 @@ of a cold `up --jupyter` against the same plus `jupyter lab` by hand. Wall times
 
 Counted on both sides: every process the work starts on the host, from the ssh connection's sshd on, until
 ready and settled (bench/hostcpu.py: the CPU use of those processes is flat again). By hand means what a
-person types over one ssh: `dask scheduler` and `dask worker --nworkers 2` in the background, then an
+person types over one ssh, in their login shell: `dask scheduler` and `dask worker --nworkers 2` in the background, then an
 `ipython` (in the ssh's terminal, as portal's runs in tmux's) whose `Client()` waits for both workers; plain
 TCP (portal's cluster uses TLS: portal does more and should cost no more).
 """
@@ -90,7 +90,8 @@ def by_hand(b: Bench, user: TestUser, spec: tuple[int, int, int], lab: bool, lis
     """Seconds from the ssh start until IPython's client sees every worker (and JupyterLab answers, with lab),
     and what it cost the host until settled; then everything of it ends."""
     script = by_hand_script(b.env, *spec, lab=lab)
-    argv = user.ssh_argv(b.host, shlex.join(["bash", "-c", script]),
+    # a login shell: a person logs in (its profile runs once) and types; portal's windows each run one too
+    argv = user.ssh_argv(b.host, shlex.join(["bash", "-l", "-c", script]),
                          options=["-tt", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
     with HostProcs(user.uid, user.name, listener) as host:
         start = time.perf_counter()

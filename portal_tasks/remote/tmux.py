@@ -108,9 +108,9 @@ def kill_window(session: str, window: str) -> list[str]:
     return ["tmux", "kill-window", "-t", window_target(session, window)]
 
 
-def send_keys(session: str, window: str, line: str) -> list[str]:
-    """Type a line into the window's shell and press Enter."""
-    return ["tmux", "send-keys", "-t", window_target(session, window), line, "Enter"]
+def send_keys(session: str, window: str, *lines: str) -> list[str]:
+    """Type lines into the window's shell, each followed by Enter (one tmux process for them all)."""
+    return ["tmux", "send-keys", "-t", window_target(session, window), *(key for line in lines for key in (line, "Enter"))]
 
 
 def set_window_option(session: str, window: str, option: str, value: str) -> list[str]:
@@ -142,10 +142,18 @@ def window_plan(session: str, window: str, lines: list[str], environment: Mappin
     argv = [new_window(session, window, environment)]
     if mark is not None:
         argv.append(set_window_option(session, window, MARKER, mark))
-    argv += [send_keys(session, window, line) for line in lines]
+    if lines:
+        argv.append(send_keys(session, window, *lines))
     return {"name": window, "keep": keep, "marker": mark, "kill": kill_window(session, window), "argv": argv}
 
 
 def explain_window(plan: Mapping[str, Any]) -> list[str]:
-    """The shell lines of a :func:`window_plan`, as the helper runs them (the old window goes first)."""
-    return ["%s 2>/dev/null || true" % shlex.join(plan["kill"]), *(shlex.join(argv) for argv in plan["argv"])]
+    """The shell lines of a :func:`window_plan`, as the helper runs them (the old window goes first); the lines
+    typed show one ``send-keys`` each (the helper types them all in one)."""
+    shown = []
+    for argv in plan["argv"]:
+        if argv[1] == "send-keys":
+            shown += [shlex.join([*argv[:4], line, "Enter"]) for line in argv[4::2]]
+        else:
+            shown.append(shlex.join(argv))
+    return ["%s 2>/dev/null || true" % shlex.join(plan["kill"]), *shown]

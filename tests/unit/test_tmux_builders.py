@@ -29,6 +29,7 @@ def test_new_window_carries_environment() -> None:
 def test_send_keys_types_a_line_and_enter() -> None:
     assert cmds.send_keys("portal", "env-a", "conda activate a") == [
         "tmux", "send-keys", "-t", "=portal:=env-a", "conda activate a", "Enter"]
+    assert cmds.send_keys("portal", "env-a", "a", "b")[4:] == ["a", "Enter", "b", "Enter"]
 
 
 def test_hostile_session_name_stays_one_argument() -> None:
@@ -49,7 +50,11 @@ def test_explained_window_is_what_the_helper_runs() -> None:
         "tmux send-keys -t =portal:=ipython-a 'source /e/bin/activate' Enter",
         "tmux send-keys -t =portal:=ipython-a ipython Enter",
     ]
-    assert [shlex.split(line) for line in cmds.explain_window(plan)[1:]] == plan["argv"]
+    shown = [shlex.split(line) for line in cmds.explain_window(plan)[1:]]
+    assert shown[:2] == plan["argv"][:2]
+    # the helper types both lines with one tmux process; pasted, the two send-keys type the same keys
+    assert plan["argv"][2] == cmds.send_keys("portal", "ipython-a", "source /e/bin/activate", "ipython") == [
+        *shown[2], *shown[3][4:]]
 
 
 def test_window_options_and_kill() -> None:
