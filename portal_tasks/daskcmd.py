@@ -117,12 +117,17 @@ def workers_environment(spec: ClusterSpec) -> dict[str, str]:
 
 #: In the environment of every process the cluster window starts: only TLS, whatever the user's Dask config.
 ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
+#: Also there: a cluster that waits most of the day ticks less (docs/DECISIONS.md, issue 22). Dask's event-loop
+#: tick every 20 ms in each server, its system monitor every 500 ms and each worker's profiler every 10 ms cost an
+#: idle scheduler with one worker 61 CPU-ms a second (twenty colleagues' idle clusters: 1.2 cores); with these 17.
+QUIET = ("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=500ms", "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL=1s",
+         "DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms")
 
 
 def _started(mark: str, commands: list[tuple[dict[str, str], list[str]]]) -> list[str]:
     """Lines that start each (variables, argv) of ``commands`` marked, each in the background but the last (the
     window shows its log). ``env NAME=VALUE`` sets variables the same way in every shell (bash, zsh, fish, tcsh)."""
-    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *(f"{k}={v}" for k, v in variables.items()),
+    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *QUIET, *(f"{k}={v}" for k, v in variables.items()),
                         *argv]) + (" &" if i < len(commands) - 1 else "")
             for i, (variables, argv) in enumerate(commands)]
 
