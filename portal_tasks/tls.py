@@ -12,12 +12,10 @@ import datetime
 import ipaddress
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:  # cryptography is imported where a set is made or read: most `portal` commands never do
+    from cryptography import x509
 
 from .remote.hostpaths import tls_dir
 from .target import Target
@@ -52,6 +50,9 @@ def paths(home: str) -> TlsPaths:
 
 
 def _name(common: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portal"),
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
@@ -59,6 +60,11 @@ def _name(common: str) -> x509.Name:
 def make_bundle(user: str, host: str, start: datetime.datetime | None = None) -> dict[str, str]:
     """PEM texts ``ca.pem``, ``cert.pem``, ``key.pem``: a fresh CA and one certificate signed by it,
     valid VALID_DAYS from ``start`` (default: a day ago, so clocks a little behind accept it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     now = start or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
     until = now + datetime.timedelta(days=VALID_DAYS)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -92,6 +98,8 @@ def make_bundle(user: str, host: str, start: datetime.datetime | None = None) ->
 
 def not_after(cert_pem: str) -> datetime.datetime:
     """When the certificate stops being valid (UTC)."""
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc
 
 

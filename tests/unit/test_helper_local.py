@@ -279,3 +279,27 @@ def test_a_conversation_closed_after_its_answer_ends_the_helper(link):
     while held.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert held.proc.returncode == 0  # it saw its stdin end and did nothing more
+
+
+def test_archive_is_built_once_per_version_and_then_read_from_the_laptops_cache(tmp_path, monkeypatch):
+    from portal_tasks.link import base
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "portal").mkdir()
+    stale = tmp_path / "portal" / "helper-0000000000000000.pyz"  # another version's archive
+    stale.write_bytes(b"old")
+    base.helper_archive.cache_clear()
+    try:
+        built = base.helper_archive()
+        kept = list((tmp_path / "portal").glob("helper-*.pyz"))
+        assert len(kept) == 1 and kept[0].read_bytes() == built[1] and not stale.exists()
+        assert kept[0].stat().st_mode & 0o777 == 0o600
+
+        def no_compiling(source: bytes, name: str) -> bytes:
+            raise AssertionError(f"compiled {name} again")
+
+        monkeypatch.setattr(base, "bytecode", no_compiling)
+        base.helper_archive.cache_clear()
+        assert base.helper_archive() == built  # read from the cache: nothing compiled
+    finally:
+        base.helper_archive.cache_clear()
