@@ -7,17 +7,18 @@ clusters and IPython."""
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.context import Bench
+from bench.context import Bench, first_line
 from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
 from bench.table import render
-from bench.up_cold import by_hand, cluster_spec
+from bench.up_cold import cluster_spec
 from portal_tasks.testing.assertions import user_ports
 from portal_tasks.testing.flows import admin_set_up_for
 from portal_tasks.testing.server import TestUser
@@ -48,10 +49,53 @@ CHECKS = 8  # dashboards loaded and `portal ports` asked this many at a time, on
 MARGIN = 2.5
 
 
+#: What each user types by hand, as in (13): in their login shell, `dask scheduler` and `dask worker` left running
+#: (as portal's are: everybody keeps their cluster, so it ticks while the others start), then an `ipython` whose
+#: `Client()` waits for the workers and prints how many it sees.
+KEPT = r"""
+. {env}/bin/activate
+D=$(mktemp -d)
+dask scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 --scheduler-file $D/s.json \
+    >$D/s.log 2>&1 </dev/null &
+dask worker --scheduler-file $D/s.json --host 127.0.0.1 --nworkers {workers} --nthreads {threads} \
+    --memory-limit {memory} --no-dashboard >$D/w.log 2>&1 </dev/null &
+SFILE=$D/s.json exec ipython --no-banner -c {code} </dev/null
+"""
+
+CLIENT = """import os, time
+from dask.distributed import Client
+deadline = time.monotonic() + {wait}
+while not os.path.exists(os.environ["SFILE"]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+client = Client(scheduler_file=os.environ["SFILE"], timeout={wait})
+client.wait_for_workers({workers}, timeout={wait})
+print("workers", len(client.scheduler_info()["workers"]), flush=True)
+"""
+
+
+def by_hand_kept(b: Bench, user: TestUser, spec: tuple[int, int, int], wait: float) -> float:
+    """Seconds from the ssh start until the user's IPython sees the by-hand cluster's workers; the cluster keeps
+    running (b.reset ends it)."""
+    workers, threads, memory = spec
+    code = shlex.quote(CLIENT.format(wait=int(wait), workers=workers))
+    script = KEPT.format(env=b.env, workers=workers, threads=threads, memory=memory, code=code)
+    argv = user.ssh_argv(b.host, shlex.join(["bash", "-l", "-c", script]),
+                         options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+    seconds, line, rc, err = first_line(argv, "", timeout=wait + 60)
+    if line.strip() != f"workers {workers}" or rc != 0:
+        raise RuntimeError(f"{user.name}'s cluster by hand failed (rc {rc}): {line} {err}")
+    return seconds
+
+
 def baseline(b: Bench, users: list[TestUser], spec: tuple[int, int, int], wait: float = 120) -> list[float]:
-    """Seconds until each user's by-hand cluster (bench/up_cold.py) sees its workers, all users at once."""
-    with ThreadPoolExecutor(len(users)) as pool:
-        return list(pool.map(lambda u: by_hand(b, *spec, user=u, wait=wait), users))  # raises when any failed
+    """Seconds until each user's IPython sees their by-hand cluster's workers, all users at once (the clusters
+    run on until every user is measured, then end)."""
+    try:
+        with ThreadPoolExecutor(len(users)) as pool:
+            return list(pool.map(lambda u: by_hand_kept(b, u, spec, wait), users))  # raises when any failed
+    finally:
+        for user in users:
+            b.reset(user)
 
 
 def available() -> int:
@@ -144,9 +188,9 @@ def one_round(b: Bench, users: list[TestUser], workers: int, wait: float) -> tup
         b.reset(user)
     hands = baseline(b, users, spec, wait)
     label = f"{n} users, `up --workers {workers}` at once"
-    hand_what = (f"the same {n} clusters ({spec[0]} worker{'s' * (spec[0] != 1)} × {spec[1]} threads) "
-                 "started by hand at once, "
-                 "as in (2), one ssh each")
+    hand_what = (f"the same {n} clusters ({spec[0]} worker{'s' * (spec[0] != 1)} × {spec[1]} threads) and an "
+                 "`ipython` whose `Client()` waits for them, typed by hand at once as in (13), one ssh each, the "
+                 "clusters kept running")
     rows = [
         Row("5", f"{label}: p50 of `up` time", percentile(times, 50), "s", f"{hand_what}: p50",
             percentile(hands, 50)),
