@@ -73,17 +73,27 @@ def ensure(target: Target, state: dict[str, Any], spec_text: str, count: int, gi
            exact: bool = False) -> None:
     """``count`` live worker jobs for the env's cluster (``state``: where it listens), in one helper call:
     the missing ones are submitted (with ``exact``, the newest extra ones cancelled); nothing is waited for."""
+    target.say(submitted_line(target, spec_text, count, target.link.helper(
+        "jobs-submit", submit_payload(target, state, spec_text, count, given, exact), timeout=300)))
+
+
+def submit_payload(target: Target, state: dict[str, Any], spec_text: str, count: int, given: Mapping[str, Any],
+                   exact: bool = False) -> dict[str, Any]:
+    """``jobs-submit``'s payload (also `up`'s, whose call submits them): one line first when the scheduler
+    listens where no job reaches it."""
     daskcmd.require_reachable(target.host, state, spec_text, "batch jobs", "--jobs (scheduler_interface set)")
-    done = target.link.helper("jobs-submit", dict(payload(target, state, spec_text, count, given), want=count,
-                                                  exact=exact), timeout=300)
+    return dict(payload(target, state, spec_text, count, given), want=count, exact=exact)
+
+
+def submitted_line(target: Target, spec_text: str, count: int, done: Mapping[str, Any]) -> str:
+    """What a ``jobs-submit`` did, in one line."""
     if done["submitted"]:
         ids = ", ".join(j["id"] for j in done["submitted"])
         n = len(done["submitted"])
-        target.say(f"{target.host}: submitted {n} worker job{'s' if n != 1 else ''} ({ids}) for env {spec_text}.")
-    elif done["cancelled"]:
-        target.say(f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}.")
-    else:
-        target.say(f"{target.host}: keeping the {count} worker jobs of env {spec_text}.")
+        return f"{target.host}: submitted {n} worker job{'s' if n != 1 else ''} ({ids}) for env {spec_text}."
+    if done["cancelled"]:
+        return f"{target.host}: cancelled worker jobs {', '.join(done['cancelled'])} of env {spec_text}."
+    return f"{target.host}: keeping the {count} worker jobs of env {spec_text}."
 
 
 class Background:
@@ -111,11 +121,16 @@ class Background:
             raise self._error
 
 
+def wait_payload(target: Target, key: str) -> dict[str, Any]:
+    """``jobs-wait``'s payload but the scheduler's dashboard port and pid (known once it runs)."""
+    return {"key": key, "seconds": target.settings.jobs_wait}
+
+
 def wait(target: Target, state: Mapping[str, Any], spec_text: str) -> dict[str, Any]:
-    seconds = target.settings.jobs_wait
-    now = target.link.helper("jobs-wait", {"key": state["key"], "seconds": seconds,
-                                           "dashboard_port": state.get("dashboard_port"),
-                                           "scheduler_pid": state.get("scheduler_pid")}, timeout=seconds + 60)
+    now = target.link.helper("jobs-wait", dict(wait_payload(target, state["key"]),
+                                               dashboard_port=state.get("dashboard_port"),
+                                               scheduler_pid=state.get("scheduler_pid")),
+                             timeout=target.settings.jobs_wait + 60)
     target.say(f"{target.host}: {summary(now['jobs'])}.")
     return dict(now)
 

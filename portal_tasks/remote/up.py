@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import cluster, jupyter, ports, snapshot, tls, tmux
+from . import cluster, jobs, jupyter, ports, snapshot, tls, tmux
 from .common import Failure, locked
 
 #: tmux runs with a UTF-8 locale (its output is parsed).
@@ -212,6 +212,13 @@ def _jupyter_wait(session, plan):
                   "JupyterError", "Attach (tmux attach -t %s) and look at window %s." % (session, name))
 
 
+def _jobs_joined(wait, submitted, state):
+    """Until the submitted jobs' workers joined the new cluster (``jobs-wait``, bounded); said as it ends."""
+    now = jobs.wait(dict(wait, dashboard_port=state.get("dashboard_port"), scheduler_pid=state.get("scheduler_pid")))
+    emit("jobs", submitted=submitted, now=now)
+    return {"submitted": submitted, "now": now}
+
+
 def up(payload):
     session = payload["session"]["name"]
     with contextlib.ExitStack() as held:
@@ -237,7 +244,7 @@ def _up(payload, session):
     for window in payload.get("windows") or []:  # windows of their own (the workers on another server)
         open_window(session, window)
 
-    plan, prep, booting = payload.get("cluster"), None, None
+    plan, prep, booting, submitting = payload.get("cluster"), None, None, None
     if plan:
         prep = cluster.prepare(plan["prepare"])
         if prep["reused"]:
@@ -255,6 +262,8 @@ def _up(payload, session):
             return {"replan": {"cluster": prep}}
         if not prep["reused"]:
             open_window(session, plan["window"])
+            if plan.get("jobs"):  # queued while the scheduler boots: the job script is written meanwhile
+                submitting = Waiter(lambda: jobs.submit(plan["jobs"]["submit"]))
         emit("cluster-starting", prep=prep)
         if prep["reused"]:
             emit("cluster-ready", state=dict(prep["state"], reused=True))
@@ -293,6 +302,8 @@ def _up(payload, session):
     if prep is not None:
         result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
         result["cluster_notes"] = prep.get("notes", [])
+    if submitting is not None:  # last: IPython and JupyterLab did not wait for the queue
+        result["jobs"] = _jobs_joined(plan["jobs"]["wait"], submitting.result(), result["cluster"])
     if replan:
         result["replan"] = replan
     return result

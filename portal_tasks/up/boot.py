@@ -27,7 +27,7 @@ from ..request import ClusterOptions
 from ..runcache import SchedulerPorts
 from ..services import Service, collect, not_forwarded
 from ..target import Target
-from ..parts import cluster, env as env_step, ipython, jupyter as jupyter_step, tmux
+from ..parts import cluster, env as env_step, ipython, jobs as jobs_step, jupyter as jupyter_step, tmux
 
 #: How often the plan is made again when the host gives other ports (each time someone took one).
 REPLANS = 4
@@ -135,9 +135,10 @@ class UpPlan:
                                           tls.paths(self.snap["facts"]["home"]), host)
 
     def started(self, prep: dict[str, Any]) -> dict[str, Any]:
-        """Where the env's cluster listens once the host prepared it (the workers beyond the host dial it)."""
+        """Where the env's cluster listens once the host prepared it (the workers beyond the host dial it); a
+        kept one says ``reused`` (its worker jobs are not the `up` call's)."""
         if prep["reused"]:
-            return {"key": self.key, **prep["state"]}
+            return {"key": self.key, **prep["state"], "reused": True}
         return {"key": self.key, "address": self.cluster_spec().address, "scheduler_host": self.listen, **prep["ports"]}
 
     def cluster_spec(self) -> daskcmd.ClusterSpec:
@@ -178,6 +179,11 @@ class UpPlan:
             part["window"] = cluster.window(self.target.settings.session, self.key, lines)
             part["wait"] = {"key": self.key, "paths": prepare["paths"], "plan": self.port_plan,
                             "workers": spec.workers, "seconds": cluster.WAIT_SECONDS, "record": record}
+            if self.options.jobs:  # submitted as the scheduler boots, waited for in the same call
+                where = {"key": self.key, "address": spec.address, "scheduler_host": self.listen, **self.ports}
+                part["jobs"] = {"submit": jobs_step.submit_payload(self.target, where, self.spec, self.options.jobs,
+                                                                   self.options.job),
+                                "wait": jobs_step.wait_payload(self.target, self.key)}
         else:
             part["window"] = {"name": cluster.window_name(self.key)}
         out["cluster"] = part
@@ -265,6 +271,8 @@ class Booted:
     created: bool = False  # the session was made now
     cluster: dict[str, Any] | None = None
     jupyter: dict[str, Any] | None = None
+    #: the worker jobs, when the `up` call submitted and waited for them (``jobs-wait``'s reply)
+    jobs: dict[str, Any] | None = None
     services: list[Service] = field(default_factory=list)
 
 
@@ -332,6 +340,8 @@ def _run(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, par
              "ipython": [("ipython", "ipython", "")], "jupyter": [("jupyter", "jupyter", "")]}
     order = [("tmux", "tmux", labels.get("tmux", f"session {target.settings.session}"))]
     order += [step for part in planned.parts for step in steps[part]]
+    if "cluster" in planned.parts and options.jobs and planned.ports:  # waited for last, in the same call
+        order.append(("jobs", "jobs", f"{options.jobs} on the batch system"))
     display = Display(order, shown=shown is not None)
     booted = Booted(planned.env)
     try:
@@ -415,6 +425,11 @@ def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, A
             line = jupyter_step._kept_line(target, planned.env, entry)
         display.close("jupyter", [line], target.say)
         _ready(hooks, collect([], [entry]))
+    elif name == "jobs":
+        booted.jobs = event["now"]
+        lines = [jobs_step.submitted_line(target, spec, planned.options.jobs, event["submitted"]),
+                 f"{host}: {jobs_step.summary(event['now']['jobs'])}."]
+        display.close("jobs", lines, target.say)
     elif name == "cluster-ready":
         state = event["state"]
         lines = []

@@ -74,12 +74,13 @@ def _steps(target: Target, env: str | None, jupyter: bool) -> list[tuple[str, st
 
 def _cold(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, parts: list[str], socket: bool,
           labels: dict[str, str], early: forward.Early, call: Conversation) -> list[Service]:
-    """Start what is missing in one host call; the workers on other servers, and the worker jobs (submitted
-    as soon as the host prepared the cluster, so they queue while Dask boots), after it."""
+    """Start what is missing in one host call, the worker jobs of a new cluster too (submitted as the scheduler
+    boots, waited for last); the workers on other servers after it. A kept cluster's jobs are made as many as
+    asked beside the call (their own helper call, as soon as the host said where the cluster listens)."""
     queueing: list[jobs_step.Background] = []
 
     def started(where: dict[str, Any]) -> None:
-        if options.jobs and not queueing:
+        if options.jobs and not queueing and where.get("reused"):
             queueing.append(jobs_step.Background(target, where, spec, options.jobs, options.job))
 
     try:
