@@ -157,7 +157,7 @@ def _rows(label: str, hand_what: str, runs: list[tuple[float, Usage]], hands: li
             f"{hand_what}: until ready", median([s for s, _ in hands]), target=WALL_TARGET),
         Row("13", f"{label}: Python interpreters started on the host", median([u.pythons for _, u in runs]), "",
             "by hand", median([u.pythons for _, u in hands])),
-        Row("13", f"{label}: host CPU once settled, all of it idle (CPU-ms per second it keeps costing; median of {n})",
+        Row("13", f"{label}: what it keeps costing once settled, all of it idle (CPU-ms per second; median of {n})",
             median([u.idle * 1000 for _, u in runs]), "ms/s", f"{hand_what}, idle (Dask's default ticks)",
             median([u.idle * 1000 for _, u in hands])),
     ]
