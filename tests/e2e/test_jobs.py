@@ -125,6 +125,12 @@ def test_up_jobs_run_join_compute_and_down_empties_the_queue(portal_server: Test
     retry_until(lambda: sorted(q["state"] for q in _squeue(portal_server, alice)) == ["RUNNING", "RUNNING"], 20, 0.5,
                 what="the pending job to be cancelled")
 
+    # `up --jobs 2` again: the cluster is kept, and so are its two jobs (none submitted, none cancelled)
+    again = up(run_portal, alice, host, env, "--workers", "1", "--jobs", "2")
+    assert "keeping the 2 worker jobs" in again.stderr and "2 jobs running, 2 workers joined" in again.stderr, \
+        again.stderr
+    assert sorted(q["state"] for q in _squeue(portal_server, alice)) == ["RUNNING", "RUNNING"]
+
     down = run_portal(alice, "down", "--host", host)
     assert down.rc == 0 and "jobs " in down.stdout, down.stdout + down.stderr
     _empty_queue(portal_server, alice)
