@@ -13,9 +13,9 @@ from ..replies import Snapshot
 from ..request import ClusterOptions, UpRequest
 from ..services import Service
 from ..target import Explained, Target
-from . import boot, warm as warm_step
-from ..commands import browse, forward
-from ..parts import cluster, jobs as jobs_step, nodes
+from . import warm as warm_step
+from ..commands import forward
+from ..parts import cluster
 
 
 def run(target: Target, request: UpRequest) -> None:
@@ -51,6 +51,8 @@ def run(target: Target, request: UpRequest) -> None:
     progress.table([(f.service.name, f.service.remote, f.url) for f in made], target.host)
     if request.browser:
         with progress.step("browse"):
+            from ..commands import browse
+
             browse.open_urls([f.url for f in made])
     if request.watch or (made and not target.link.persistent_forwards):
         if not target.link.persistent_forwards:
@@ -77,6 +79,9 @@ def _cold(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, pa
     """Start what is missing in one host call, the worker jobs of a new cluster too (submitted as the scheduler
     boots, waited for last); the workers on other servers after it. A kept cluster's jobs are made as many as
     asked beside the call (their own helper call, as soon as the host said where the cluster listens)."""
+    from ..parts import jobs as jobs_step, nodes  # the cold path's (a warm `up` imports neither)
+    from . import boot
+
     queueing: list[jobs_step.Background] = []
 
     def started(where: dict[str, Any]) -> None:
@@ -109,6 +114,8 @@ def explain(target: Target, request: UpRequest) -> Explained:
     if request.jupyter:
         parts = parts + jupyter_step.explain(target, env=env, socket=request.socket)
     parts.remote = _once(parts.remote, "tmux has-session")  # each step ensures the session; say it once
+    from ..parts import nodes
+
     parts = parts + nodes.explain(target, cluster.env_spec(target, env), options)
     local = cluster.explain_forwards(target, env=env, jupyter=request.jupyter)
     if request.attach:

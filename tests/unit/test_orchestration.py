@@ -13,7 +13,7 @@ from portal_tasks.config import resolve
 from portal_tasks.errors import ClusterError
 from portal_tasks.request import ClusterAsk, ClusterOptions, UpRequest
 from portal_tasks.commands import down, forward
-from portal_tasks.up import command as up, warm
+from portal_tasks.up import boot, command as up, warm
 from portal_tasks.target import Target
 from portal_tasks.testing.fakelink import FakeLink
 
@@ -155,7 +155,7 @@ def test_the_dashboard_is_forwarded_as_soon_as_the_host_says_it_is_ready() -> No
         seen(port, remote)
 
     link.forward = forwarded  # type: ignore[method-assign]
-    real = up.boot._event
+    real = boot._event
 
     def event(target: Any, planned: Any, display: Any, e: dict[str, Any], booted: Any, hooks: Any) -> None:
         if e["event"] == "probe":
@@ -164,11 +164,11 @@ def test_the_dashboard_is_forwarded_as_soon_as_the_host_says_it_is_ready() -> No
             return
         real(target, planned, display, e, booted, hooks)
 
-    up.boot._event = event  # type: ignore[assignment]
+    boot._event = event  # type: ignore[assignment]
     try:
         up.run(target, UpRequest(env="a", jupyter=True, attach=False, browser=False))
     finally:
-        up.boot._event = real  # type: ignore[assignment]
+        boot._event = real  # type: ignore[assignment]
     assert order[:2] == ["forward 20001", "jupyter still booting"]
     assert sorted(order[2:]) == ["forward 20002"]
 
