@@ -317,13 +317,14 @@ def tcp_rows() -> "list[TcpRow]":  # quoted: jupyter.py copies it into JupyterLa
 
 #: netlink sock_diag, as ``ss -tl`` asks it: a dump of the TCP sockets in state LISTEN (10)
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 4, 20, 3, 2
-NLM_F_REQUEST_DUMP, TCP_LISTEN_STATES = 0x1 | 0x300, 1 << 10
+NLM_F_REQUEST_DUMP, TCP_LISTEN_STATES, TCP_ALL_STATES = 0x1 | 0x300, 1 << 10, 0xFFF
 
 
-def _diag_listening(family: int) -> list[TcpRow]:
-    """The listening TCP sockets of ``family`` by a sock_diag dump: the kernel walks its table of listeners
-    alone, where reading /proc/net/tcp walks every socket of the host (milliseconds on a busy one, each look)."""
-    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, TCP_LISTEN_STATES) + bytes(48)
+def _diag_rows(family: int, states: int) -> list[TcpRow]:
+    """The TCP sockets of ``family`` in ``states`` (a bit per state) by a sock_diag dump, as /proc/net/tcp's rows.
+    For listeners the kernel walks its table of listeners alone, where reading /proc/net/tcp walks every
+    socket of the host (milliseconds on a busy one, each look); for all sockets it skips the text."""
+    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, states) + bytes(48)
     message = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0) + request
     size = 16 if family == socket.AF_INET6 else 4
     found: list[TcpRow] = []
@@ -340,12 +341,13 @@ def _diag_listening(family: int) -> list[TcpRow]:
                 if kind == NLMSG_ERROR or length < 16:
                     raise OSError("sock_diag refused the dump")
                 body = offset + 16  # inet_diag_msg: family, state, timer, retrans, sockid, expires, queues, uid, inode
+                state = data[body + 1]
                 sport, dport = struct.unpack_from("!HH", data, body + 4)
                 src, dst = data[body + 8:body + 8 + size], data[body + 24:body + 24 + size]
                 uid, inode = struct.unpack_from("=II", data, body + 64)
                 found.append({"local": (socket.inet_ntop(family, src), sport),
                               "remote": (socket.inet_ntop(family, dst), dport),
-                              "state": LISTEN, "uid": uid, "inode": str(inode)})
+                              "state": "%02X" % state, "uid": uid, "inode": str(inode)})
                 offset += (length + 3) & ~3
             if not data:
                 return found
@@ -355,9 +357,18 @@ def listening_rows() -> list[TcpRow]:
     """The rows of the host's listening TCP sockets (v4 and v6): asked of the kernel by sock_diag, else read
     from /proc/net/tcp and tcp6 (a kernel without it)."""
     try:
-        return _diag_listening(socket.AF_INET) + _diag_listening(socket.AF_INET6)
+        return _diag_rows(socket.AF_INET, TCP_LISTEN_STATES) + _diag_rows(socket.AF_INET6, TCP_LISTEN_STATES)
     except (OSError, AttributeError, struct.error):
         return [row for row in tcp_rows() if row["state"] == LISTEN]
+
+
+def connection_rows() -> list[TcpRow]:
+    """Every TCP socket of the host as :func:`tcp_rows` gives it, asked of the kernel by sock_diag (no text to
+    write and parse), else read from /proc/net/tcp and tcp6."""
+    try:
+        return _diag_rows(socket.AF_INET, TCP_ALL_STATES) + _diag_rows(socket.AF_INET6, TCP_ALL_STATES)
+    except (OSError, AttributeError, struct.error):
+        return tcp_rows()
 
 
 def listeners(rows: list[TcpRow] | None = None) -> list[Listener]:
@@ -441,7 +452,7 @@ def connect_owned(port: int, pids: list[int] | None = None, timeout: float = 3.0
         raise NotYours(port, problem, expected)
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     try:
-        rows = tcp_rows()
+        rows = connection_rows()
         now = [r for r in rows if r["state"] == LISTEN and r["local"][1] == port]
         if _held(port, before) != sorted(r["inode"] for r in now):
             problem = "a listener that replaced yours while portal connected"

@@ -73,12 +73,12 @@ def test_connect_owned_reaches_my_listener_and_checks_its_pid():
 
 
 def test_connect_owned_refuses_a_listener_replaced_while_connecting(monkeypatch):
-    real = common.tcp_rows
+    real = common.connection_rows
 
     def swapped():  # the look before connecting (the kernel's listeners) is true; afterwards another socket holds it
         return [dict(r, inode=r["inode"] + "0") if r["state"] == common.LISTEN else r for r in real()]
 
-    monkeypatch.setattr(common, "tcp_rows", swapped)
+    monkeypatch.setattr(common, "connection_rows", swapped)
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
@@ -186,3 +186,22 @@ def test_the_kernels_listeners_are_the_listening_rows_of_proc_net_tcp():
         assert {(addr, port) for (addr, port), uid, _ in seen if uid == os.getuid()} == {
             ("127.0.0.1", v4.getsockname()[1]), ("::1", v6.getsockname()[1])}
         assert all(r["state"] == common.LISTEN for r in rows)
+
+
+def test_the_kernels_connections_are_the_rows_of_proc_net_tcp():
+    """sock_diag's dump of every socket (what connect_owned checks a connection by) and /proc/net/tcp agree."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        with socket.create_connection(srv.getsockname()) as client:
+            accepted, _ = srv.accept()
+            with accepted:
+                mine = {srv.getsockname()[1], client.getsockname()[1]}
+
+                def ours(rows):
+                    return sorted((r["local"], r["remote"], r["state"], r["uid"], r["inode"]) for r in rows
+                                  if r["local"][1] in mine or r["remote"][1] in mine)
+
+                got = ours(common.connection_rows())
+                assert got == ours(common.tcp_rows()) and len(got) == 3  # the listener and both ends
+                assert {state for _, _, state, _, _ in got} == {common.LISTEN, "01"}  # LISTEN, ESTABLISHED
