@@ -8,8 +8,6 @@ import shlex
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -62,6 +60,9 @@ def answers(url: str, timeout: float = 3.0) -> bool:
 
     The query (Jupyter's token) is left out: whatever holds a laptop port may not be our forward.
     """
+    import urllib.error
+    import urllib.request  # here: only the forwards that are checked ask (http.client and email are no small import)
+
     try:
         with urllib.request.urlopen(url.split("?", 1)[0], timeout=timeout) as resp:
             return int(resp.status) < 500
