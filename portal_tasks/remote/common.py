@@ -468,6 +468,27 @@ def connect_owned(port: int, pids: list[int] | None = None, timeout: float = 3.0
     return sock
 
 
+def http_status(sock: socket.socket, path: str, headers: dict[str, str]) -> int | None:
+    """The status of an HTTP/1.0 GET of ``path`` on the connected ``sock`` (its timeout applies), or None when
+    nothing or no HTTP answers. Its status line alone is read: a health check that way costs no import of
+    http.client, which brings the email package (10 ms of a snapshot's 50 on the host)."""
+    lines = ["GET %s HTTP/1.0" % path, "Host: localhost", *("%s: %s" % item for item in headers.items()), "", ""]
+    try:
+        sock.sendall("\r\n".join(lines).encode("latin-1"))
+        head = b""
+        while b"\r\n" not in head and len(head) < 1024:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+    except OSError:
+        return None
+    words = head.split(b"\r\n", 1)[0].split()
+    if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
+        return None
+    return int(words[1])
+
+
 def pid_alive(pid: int | str | None) -> bool:
     if not pid:
         return False

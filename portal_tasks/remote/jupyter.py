@@ -21,6 +21,7 @@ from .common import (
     _socket_pids,
     connect_owned,
     holder_problem,
+    http_status,
     listeners,
     pid_alive,
     read_json,
@@ -34,8 +35,6 @@ from .files import write_atomic
 from .proxy import proxy_safe
 
 if TYPE_CHECKING:
-    import http.client
-
     from .common import Listener
 
 URL_PATH = "/lab"
@@ -217,18 +216,15 @@ def _new_token(directory: str) -> tuple[str, str]:
     return path, token
 
 
-def _unix_connection(path: str, timeout: float) -> http.client.HTTPConnection:
-    """An HTTP connection to JupyterLab's unix socket (http.client is imported here: a start without
-    JupyterLab does not pay for it)."""
-    import http.client
-
-    class UnixHTTPConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(self.timeout)
-            self.sock.connect(path)
-
-    return UnixHTTPConnection("localhost", timeout=timeout)
+def _unix_socket(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _status(state: dict[str, Any], token: str, timeout: float = 3.0, found: list[Listener] | None = None) -> int | None:
@@ -237,25 +233,16 @@ def _status(state: dict[str, Any], token: str, timeout: float = 3.0, found: list
     On a port the request goes out only on a connection to the user's own listener (the recorded
     server's pid once known); otherwise NotYours is raised and nobody was sent anything.
     """
-    import http.client
-
-    if state.get("socket"):  # in a 0700 directory of the user's: nobody else can bind or reach it
-        conn: http.client.HTTPConnection = _unix_connection(state["socket"], timeout)
-    else:
-        port = int(state["port"])
-        try:
-            sock = connect_owned(port, [state["pid"]] if state.get("pid") else None, timeout, "your JupyterLab", found)
-        except OSError:
-            return None
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        conn.sock = sock
     try:
-        conn.request("GET", "/api/status", headers={"Authorization": "token " + token})
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException):
+        if state.get("socket"):  # in a 0700 directory of the user's: nobody else can bind or reach it
+            sock = _unix_socket(state["socket"], timeout)
+        else:
+            pid = [state["pid"]] if state.get("pid") else None
+            sock = connect_owned(int(state["port"]), pid, timeout, "your JupyterLab", found)
+    except OSError:
         return None
-    finally:
-        conn.close()
+    with sock:
+        return http_status(sock, "/api/status", {"Authorization": "token " + token})
 
 
 def _check(state: dict[str, Any], token: str, timeout: float = 3.0, found: list[Listener] | None = None
