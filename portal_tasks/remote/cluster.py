@@ -4,12 +4,15 @@ Processes of a cluster carry ``PORTAL_CLUSTER=<key>@<machine>`` in their environ
 processes of this user are ever signalled. Records live in this server's state directory.
 """
 
+from __future__ import annotations
+
 import glob
 import os
 import platform
 import signal
 import ssl
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from . import hostpaths, jobs, ports, reach, share, slots
 from .common import (
@@ -33,6 +36,9 @@ from .common import (
 from .interfaces import interface_address
 from .tls import tls_dir
 
+if TYPE_CHECKING:
+    from .common import Listener
+
 MARK = hostpaths.CLUSTER_MARK
 #: What a cluster record must hold to be used (else it is damaged); a record of this version also has
 #: ``http_ports``, ``http`` (the workers' HTTP ports), ``workers_pids`` and ``block``.
@@ -42,7 +48,8 @@ RECORD_FIELDS = ("key", "env", "scheduler_pid", "scheduler_port", "dashboard_por
 
 # -- TLS ------------------------------------------------------------------------------------------
 
-def handshake(port, timeout=2.0, pid=None, found=None, host="127.0.0.1"):
+def handshake(port: int, timeout: float = 2.0, pid: int | None = None, found: list[Listener] | None = None,
+              host: str = "127.0.0.1") -> bool:
     """True when a TLS server signed by the user's CA answers on host:port (local) with our client cert.
 
     The client certificate goes out only to the user's own listener (``pid``'s, when given).
@@ -64,15 +71,15 @@ def handshake(port, timeout=2.0, pid=None, found=None, host="127.0.0.1"):
 
 # -- processes ------------------------------------------------------------------------------------
 
-def own(pid):
+def own(pid: int) -> bool:
     return bool(pid) and pid_alive(pid) and pid_uid(int(pid)) == os.getuid()
 
 
-def _needles(key):
+def _needles(key: str) -> set[bytes]:
     return {("%s=%s" % (MARK, mark)).encode() for mark in (hostpaths.cluster_mark(key, platform.node()), key)}
 
 
-def marked_pids(key):
+def marked_pids(key: str) -> list[int]:
     """This user's processes started with PORTAL_CLUSTER=KEY@MACHINE (this machine), or =KEY (earlier versions)."""
     needles = _needles(key)
     found = []
@@ -83,7 +90,7 @@ def marked_pids(key):
     return found
 
 
-def outside_block(key, block, found):
+def outside_block(key: str, block: dict[str, Any] | None, found: list[Listener]) -> list[Listener]:
     """Listeners of the env's cluster processes (marked KEY) outside the user's block: a Dask HTTP server
     whose port was taken falls back to a port the kernel picks (with only a warning in its log)."""
     if not block:
@@ -93,18 +100,18 @@ def outside_block(key, block, found):
             and any(needles & set(environ(pid)) for pid in (e.get("pids") or [e["pid"]]))]
 
 
-def workers_pids(state):
+def workers_pids(state: dict[str, Any] | None) -> list[int]:
     """The pids of a cluster's ``dask worker`` processes (one for all; one per worker in some earlier records)."""
     pids = (state or {}).get("workers_pids") or [(state or {}).get("workers_pid")]
     return [int(p) for p in pids if p]
 
 
-def worker_pid_files(paths):
+def worker_pid_files(paths: dict[str, Any]) -> list[str]:
     """The pid files of an earlier portal's clusters, one per ``dask worker`` process (removed with the cluster)."""
     return [hostpaths.worker_pid_file(paths["workers_pid_file"], i) for i in range(slots.MAX_WORKERS)]
 
 
-def read_pid(path):
+def read_pid(path: str) -> int:
     try:
         with open(path) as fh:
             return int(fh.read().strip() or 0)
@@ -112,24 +119,24 @@ def read_pid(path):
         return 0
 
 
-def in_ranges(port, rec):
+def in_ranges(port: int, rec: dict[str, Any]) -> bool:
     if port in (rec.get("scheduler_port"), rec.get("dashboard_port")):
         return True
     return any(lo <= port <= hi for lo, hi in (rec.get(name) or [0, -1] for name in slots.RANGES))
 
 
-def this_host(state):
+def this_host(state: dict[str, Any] | None) -> bool:
     """True when the state was written on this machine (a home shared over NFS is read by several)."""
     return (state or {}).get("hostname") in (None, platform.node())
 
 
-def stale_pids(key, state, planned):
+def stale_pids(key: str, state: dict[str, Any] | None, planned: dict[str, Any] | None) -> list[int]:
     """Recorded pids, marked processes, and dask processes of this user on the env's planned ports.
 
     Pids recorded on another machine mean nothing here and are never signalled.
     """
     pids = set(marked_pids(key))
-    recorded = [(state or {}).get("scheduler_pid")] + workers_pids(state) if this_host(state) else []
+    recorded: list[Any] = [(state or {}).get("scheduler_pid")] + workers_pids(state) if this_host(state) else []
     for pid in recorded:
         if own(pid) and any("dask" in part or "distributed" in part for part in cmdline(int(pid))):
             pids.add(int(pid))
@@ -141,7 +148,7 @@ def stale_pids(key, state, planned):
     return sorted(p for p in pids if own(p))
 
 
-def terminate(pids, seconds=8.0):
+def terminate(pids: Iterable[int], seconds: float = 8.0) -> list[int]:
     """SIGTERM, wait (bounded), SIGKILL what is left; only this user's processes."""
     pids = [p for p in pids if own(p)]
     for sig, budget in ((signal.SIGTERM, seconds), (signal.SIGKILL, 3.0)):
@@ -159,7 +166,7 @@ def terminate(pids, seconds=8.0):
     return pids
 
 
-def _running(pid):
+def _running(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % pid) as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -169,33 +176,33 @@ def _running(pid):
 
 # -- state and health -----------------------------------------------------------------------------
 
-def state_file(key):
+def state_file(key: str) -> str:
     return hostpaths.cluster_record(server_path(), key)
 
 
-def _record_problem(record):
+def _record_problem(record: dict[str, Any]) -> str | None:
     missing = [name for name in RECORD_FIELDS if name not in record]
     return "lacks %s" % ", ".join(missing) if missing else None
 
 
-def read_record(key):
+def read_record(key: str) -> tuple[dict[str, Any] | None, str | None]:
     """The env's cluster record on this server: (record or None, what is wrong with the file or None)."""
     return read_state(state_file(key), _record_problem)
 
 
-def recorded_ports(key):
+def recorded_ports(key: str) -> dict[str, Any] | None:
     """The env's ports in this server's port plan (None when not planned or the plan is unreadable)."""
     data, _ = read_state(hostpaths.ports_file(server_path()))
     rec = ((data or {}).get("envs") or {}).get(key)
     return rec if isinstance(rec, dict) else None
 
 
-def own_listeners(found, lo, hi):
+def own_listeners(found: list[Listener], lo: int, hi: int) -> list[Listener]:
     uid = os.getuid()
     return [e for e in found if e["uid"] == uid and lo <= e["port"] <= hi]
 
 
-def dashboard_owner(port, sched, found):
+def dashboard_owner(port: int | None, sched: int | None, found: list[Listener]) -> tuple[bool, str | None]:
     """(True, None) when the scheduler ``sched`` of the user holds the dashboard port, else (False, why)."""
     if not port:
         return False, "the scheduler serves no dashboard (is bokeh installed in the env?)"
@@ -207,7 +214,7 @@ def dashboard_owner(port, sched, found):
     return True, None
 
 
-def health(state):
+def health(state: dict[str, Any]) -> dict[str, Any]:
     """What is true of a recorded cluster right now (on another machine: nothing, as seen from here).
 
     ``healthy`` is about the cluster (scheduler, TLS, workers); ``dashboard_ok`` says the dashboard
@@ -217,8 +224,8 @@ def health(state):
         return {"scheduler_alive": False, "tls": False, "workers_running": 0, "healthy": False,
                 "dashboard_ok": False, "dashboard_unowned": None, "elsewhere": state.get("hostname")}
     found = listeners()
-    sched = state.get("scheduler_pid")
-    port = state.get("scheduler_port")
+    sched: Any = state.get("scheduler_pid")  # the record's JSON: an int where it is intact
+    port: Any = state.get("scheduler_port")
     holder = [e for e in found if e["port"] == port]
     ours = bool(holder) and all(e["uid"] == os.getuid() and e["pid"] in (None, sched) for e in holder)
     alive = own(sched)
@@ -232,13 +239,14 @@ def health(state):
     healthy = bool(tls_ok and pids and all(own(p) for p in pids) and workers > 0)
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
     dash_open = bool(alive and state.get("dashboard_port") and not reach.preloaded([int(sched)]))
-    outside = outside_block(state.get("key"), state.get("block") or ports.recorded_block(), found) if alive else []
+    outside = outside_block(cast(str, state.get("key")), state.get("block") or ports.recorded_block(),
+                            found) if alive else []
     return {"scheduler_alive": alive, "tls": bool(tls_ok), "workers_running": workers, "healthy": healthy,
             "dashboard_ok": dash_ok, "dashboard_unowned": dash_problem, "dashboard_open": dash_open,
             "outside_block": sorted({"%s:%d" % (e["addr"], e["port"]) for e in outside})}
 
 
-def outside_note(state):
+def outside_note(state: dict[str, Any]) -> str | None:
     """One line when listeners of a running cluster lie outside the user's block (None when all are inside)."""
     if not state.get("outside_block"):
         return None
@@ -249,14 +257,15 @@ def outside_note(state):
             % (state.get("env"), ", ".join(state["outside_block"]), why, state.get("env")))
 
 
-def served_dashboard(path):
+def served_dashboard(path: str) -> int | None:
     """The port the scheduler really serves its dashboard on, from its scheduler file (Dask's own
     ``identity()``: ``services.dashboard``), or None."""
     port = ((read_json(path, {}) or {}).get("services") or {}).get("dashboard")
     return int(port) if isinstance(port, int) else None
 
 
-def moved_dashboard_note(planned, served, found, block):
+def moved_dashboard_note(planned: int, served: int | None, found: list[Listener],
+                         block: dict[str, Any] | None) -> str | None:
     """One line when Dask serves the dashboard elsewhere than planned (someone took the planned port)."""
     if not served or served == planned:
         return None
@@ -266,11 +275,11 @@ def moved_dashboard_note(planned, served, found, block):
             f"dashboard on {served} ({where} your block) and portal forwards that one.")
 
 
-def _scheduler_address(path):
+def _scheduler_address(path: str) -> Any:
     return (read_json(path, {}) or {}).get("address")
 
 
-def env_kind(spec):
+def env_kind(spec: str) -> str:
     """``named`` for an env name; for a path, venv or conda-prefix (EnvError when it has no dask)."""
     if "/" not in spec and not spec.startswith(("~", ".")):
         return "named"
@@ -281,7 +290,7 @@ def env_kind(spec):
     return "conda-prefix" if os.path.isdir(os.path.join(path, "conda-meta")) else "venv"
 
 
-def prepare(payload):
+def prepare(payload: dict[str, Any]) -> dict[str, Any]:
     """The cluster part of the ``up`` verb, first: reuse a healthy cluster, else clean up what is stale and plan ports.
 
     A damaged record (empty, not JSON, fields missing) is stale when nothing of the env's cluster
@@ -342,7 +351,7 @@ def prepare(payload):
                 listen=listen)
 
 
-def wait(payload):
+def wait(payload: dict[str, Any]) -> dict[str, Any]:
     """The cluster part of the ``up`` verb, once its window runs: bounded wait until scheduler (TLS) and every worker listen; records state.
 
     Every worker (its ``dask worker`` process, its worker, nanny and HTTP servers) is counted; an HTTP
@@ -353,6 +362,7 @@ def wait(payload):
     http = [slots.per_worker(rec, i)["http_port"] for i in range(n)]
     deadline = time.monotonic() + float(payload.get("seconds", 60))
     last = "nothing yet"
+    served: int | None  # the workers' HTTP servers while waiting, then the port Dask serves its dashboard on
     while True:
         sched = read_pid(paths["scheduler_pid_file"])
         workers = [read_pid(paths["workers_pid_file"])]  # one `dask worker --nworkers N` for all
@@ -398,16 +408,17 @@ def wait(payload):
     return dict(state, notes=[note for note in notes if note], **health(state))
 
 
-def _all_listen(rec, n):
+def _all_listen(rec: dict[str, Any], n: int) -> bool:
     """A cheap look first (the kernel's listeners alone, common.listening_rows): the scheduler's port and n worker
     and n nanny ports listen as this user. Only then are owners by pid and the TLS handshake asked, so a wait
     costs little on a busy host where many users start clusters at once."""
     mine = {row["local"][1] for row in listening_rows() if row["uid"] == os.getuid()}
-    inside = lambda lo, hi: sum(1 for port in mine if lo <= port <= hi)  # noqa: E731
+    inside: Callable[[int, int], int] = lambda lo, hi: sum(1 for port in mine if lo <= port <= hi)  # noqa: E731
     return rec["scheduler_port"] in mine and inside(*rec["worker_ports"]) >= n and inside(*rec["nanny_ports"]) >= n
 
 
-def moved_http_note(env, http, outside, skip, found, block):
+def moved_http_note(env: str | None, http: list[int], outside: list[Listener], skip: list[int], found: list[Listener],
+                    block: dict[str, Any] | None) -> str | None:
     """One line when workers' HTTP servers listen outside the block: Dask took another port when theirs
     was taken (by whom, where it still is). The workers themselves work; their HTTP servers are on loopback."""
     moved = sorted(e["port"] for e in outside if e["pid"] not in skip)
@@ -423,7 +434,7 @@ def moved_http_note(env, http, outside, skip, found, block):
                                               held or "taken meanwhile", env))
 
 
-def records():
+def records() -> list[dict[str, Any]]:
     """Every intact cluster record of this user on this server, as written (no health asked)."""
     found = []
     for path in sorted(glob.glob(server_path("clusters", "*.json"))):
@@ -433,7 +444,7 @@ def records():
     return found
 
 
-def describe(_payload):
+def describe(_payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Verb ``cluster-list``: every recorded cluster of this user with its health."""
     found = []
     for state in records():
@@ -444,7 +455,7 @@ def describe(_payload):
     return found
 
 
-def stop(payload):
+def stop(payload: dict[str, Any]) -> dict[str, Any]:
     """For the ``down`` verb: end this user's cluster processes of the env and forget its state."""
     key = payload["key"]
     state, _ = read_record(key)  # a damaged record: the marked processes are still found and stopped

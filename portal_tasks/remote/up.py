@@ -18,6 +18,8 @@ The same host locks as the single steps are held (``cluster-KEY``, ``window-SESS
 taken at the start in sorted order (two `up` at once never hold them crosswise).
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from . import cluster, jobs, jupyter, ports, snapshot, tls, tmux
 from .common import Failure, locked
@@ -41,7 +43,7 @@ CLUSTER_PORTS = ("scheduler_port", "dashboard_port", "worker_ports", "nanny_port
 EMITTING = threading.Lock()
 
 
-def emit(event, **data):
+def emit(event: str, **data: Any) -> None:
     """One progress line for the laptop, flushed at once (whole, also when a wait's thread says it)."""
     line = json.dumps(dict(data, event=event)) + "\n"
     with EMITTING:
@@ -49,7 +51,7 @@ def emit(event, **data):
         sys.stdout.flush()
 
 
-def run_tmux(argv, timeout=15):
+def run_tmux(argv: Sequence[str], timeout: float = 15) -> tuple[bool, str, str]:
     """Run a tmux argv (as built on the laptop, ``tmux ...``) here; (ok, stdout, stderr)."""
     try:
         out = subprocess.run(["tmux", "-u"] + list(argv[1:]), capture_output=True, text=True, timeout=timeout,
@@ -59,7 +61,7 @@ def run_tmux(argv, timeout=15):
     return out.returncode == 0, out.stdout, out.stderr.strip()
 
 
-def must(argv, what):
+def must(argv: Sequence[str], what: str) -> str:
     ok, out, err = run_tmux(argv)
     if not ok:
         raise Failure("tmux refused %s: %s" % (what, err or "no reason given"), "TmuxError",
@@ -67,7 +69,7 @@ def must(argv, what):
     return out
 
 
-def ensure_session(plan):
+def ensure_session(plan: dict[str, Any]) -> bool:
     """(created) the session: an existing one is reused; one another portal made meanwhile too."""
     if run_tmux(plan["has"])[0]:
         return False
@@ -80,22 +82,22 @@ def ensure_session(plan):
                   "Run `tmux new-session -d` on the host by hand to see why.")
 
 
-def foreground(session, name):
+def foreground(session: str, name: str) -> str | None:
     entry = (snapshot.windows(session) or {}).get(name)
     return None if entry is None else entry["command"]
 
 
-def busy(session, name):
+def busy(session: str, name: str) -> bool:
     return tmux.runs_program(foreground(session, name) or "")
 
 
-def at_prompt(session, name):
+def at_prompt(session: str, name: str) -> bool:
     """True when the window's shell is at its prompt (or the window is gone): nothing started, nothing activates."""
     command = foreground(session, name)
     return command is None or command in tmux.SHELLS
 
 
-def tail(session, name, lines=5):
+def tail(session: str, name: str, lines: int = 5) -> str:
     ok, out, _ = run_tmux(["tmux", "capture-pane", "-p", "-t", "=%s:=%s" % (session, name)])
     if not ok:
         return ""
@@ -103,7 +105,7 @@ def tail(session, name, lines=5):
     return " / ".join(text[-lines:])
 
 
-def open_window(session, window, typed=True):
+def open_window(session: str, window: dict[str, Any], typed: bool = True) -> bool:
     """Open the window and type its lines unless it is kept ({keep: "marker" | "busy" | "never"}); True when
     opened now. ``typed`` False: its lines wait for :func:`type_lines` (its shell starts meanwhile)."""
     entry = (snapshot.windows(session) or {}).get(window["name"])
@@ -120,18 +122,18 @@ def open_window(session, window, typed=True):
     return True
 
 
-def type_lines(window):
+def type_lines(window: dict[str, Any]) -> None:
     """The lines :func:`open_window` left untyped."""
     for argv in window["argv"]:
         if argv[1] == "send-keys":
             must(argv, "window %s (%s)" % (window["name"], argv[1]))
 
 
-def differs(planned, given, names):
+def differs(planned: dict[str, Any], given: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
     return {name: given.get(name) for name in names if list_or(planned.get(name)) != list_or(given.get(name))}
 
 
-def list_or(value):
+def list_or(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
@@ -139,12 +141,15 @@ class Waiter(threading.Thread):
     """A wait that runs beside the others; ``result()`` re-raises its Failure here. ``done(value)`` runs in
     its thread as soon as it succeeds (its progress line goes out then, not in the order of the steps)."""
 
-    def __init__(self, fn, done=None):
+    value: Any
+    error: Failure | None
+
+    def __init__(self, fn: Callable[[], Any], done: Callable[[Any], None] | None = None) -> None:
         super().__init__(daemon=True)
         self.fn, self.done, self.value, self.error = fn, done, None, None
         self.start()
 
-    def run(self):
+    def run(self) -> None:
         try:
             self.value = self.fn()
             if self.done is not None:
@@ -154,14 +159,14 @@ class Waiter(threading.Thread):
         except Exception as exc:  # a bug: still one line on the laptop
             self.error = Failure("portal's helper failed: %s: %s" % (type(exc).__name__, exc))
 
-    def result(self):
+    def result(self) -> Any:
         self.join()
         if self.error is not None:
             raise self.error
         return self.value
 
 
-def _cluster_wait(session, plan, prep):
+def _cluster_wait(session: str, plan: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     payload = dict(plan["wait"], ports=prep["ports"], listen=prep["listen"], block=prep.get("block"))
     try:
         return cluster.wait(payload)
@@ -172,7 +177,7 @@ def _cluster_wait(session, plan, prep):
                       "Attach with `tmux attach -t %s` to look." % session)
 
 
-def _ipython_wait(session, plan):
+def _ipython_wait(session: str, plan: dict[str, Any]) -> bool:
     """Until IPython runs in its window (bounded): looked for at once, then less and less often (each look
     is a tmux process; many users may start at once)."""
     deadline = time.monotonic() + float(plan.get("seconds", 30))
@@ -194,7 +199,7 @@ def _after(seconds: float, check: Callable[..., bool], *args: Any) -> bool:
     return check(*args)
 
 
-def _jupyter_wait(session, plan):
+def _jupyter_wait(session: str, plan: dict[str, Any]) -> dict[str, Any]:
     name = plan["window"]["name"]
     deadline = time.monotonic() + float(plan.get("seconds", 90))
     while time.monotonic() < deadline:
@@ -212,14 +217,14 @@ def _jupyter_wait(session, plan):
                   "JupyterError", "Attach (tmux attach -t %s) and look at window %s." % (session, name))
 
 
-def _jobs_joined(wait, submitted, state):
+def _jobs_joined(wait: dict[str, Any], submitted: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     """Until the submitted jobs' workers joined the new cluster (``jobs-wait``, bounded); said as it ends."""
     now = jobs.wait(dict(wait, dashboard_port=state.get("dashboard_port"), scheduler_pid=state.get("scheduler_pid")))
     emit("jobs", submitted=submitted, now=now)
     return {"submitted": submitted, "now": now}
 
 
-def up(payload):
+def up(payload: dict[str, Any]) -> dict[str, Any]:
     session = payload["session"]["name"]
     with contextlib.ExitStack() as held:
         for name in sorted(set(payload.get("locks") or [])):
@@ -227,10 +232,10 @@ def up(payload):
         return _up(payload, session)
 
 
-def _up(payload, session):
+def _up(payload: dict[str, Any], session: str) -> dict[str, Any]:
     """Each part the plan carries (``env``, ``cluster``, ``ipython``, ``jupyter``; the session always),
     so the single steps (`portal env`, `portal cluster`, ...) take the same path as `up`."""
-    result = {}
+    result: dict[str, Any] = {}
     if not shutil.which("tmux"):
         raise Failure("tmux is not installed (or not on the PATH).", "TmuxError",
                       "Ask the admins for tmux, or install it in ~/.local/bin.")
@@ -244,6 +249,10 @@ def _up(payload, session):
     for window in payload.get("windows") or []:  # windows of their own (the workers on another server)
         open_window(session, window)
 
+    plan: Any  # the payload's cluster part (JSON), None without one
+    prep: dict[str, Any] | None
+    booting: Waiter | None
+    submitting: Waiter | None
     plan, prep, booting, submitting = payload.get("cluster"), None, None, None
     if plan:
         prep = cluster.prepare(plan["prepare"])
@@ -271,6 +280,8 @@ def _up(payload, session):
             booting = Waiter(lambda: _cluster_wait(session, plan, prep), lambda state: emit("cluster-ready", state=state))
 
     lab = payload.get("jupyter")
+    lab_wait: Waiter | None
+    replan: dict[str, Any]
     lab_wait, replan = None, {}
     if lab:  # set going before IPython's wait, so JupyterLab boots beside Dask
         lab_wait, replan, result["jupyter"] = _start_lab(session, lab)
@@ -309,7 +320,7 @@ def _up(payload, session):
     return result
 
 
-def _start_lab(session, lab):
+def _start_lab(session: str, lab: dict[str, Any]) -> tuple[Waiter | None, dict[str, Any], dict[str, Any] | None]:
     """(waiter or None, replan, kept entry or None): JupyterLab set going on the planned port, or kept."""
     entry = jupyter.status({"key": lab["key"]})
     if entry and entry.get("healthy") and bool(entry.get("socket")) == bool(lab.get("socket")):
@@ -331,7 +342,7 @@ def _start_lab(session, lab):
 PLAN_SECONDS = 120
 
 
-def next_line(seconds):
+def next_line(seconds: float) -> Any:
     """The next line on stdin as JSON, or None when the laptop sent none (an empty line, its end, or
     nothing within ``seconds``)."""
     ready, _, _ = select.select([sys.stdin], [], [], seconds)
@@ -339,7 +350,7 @@ def next_line(seconds):
     return json.loads(line) if line.strip() else None
 
 
-def snapshot_then_up(payload):
+def snapshot_then_up(payload: dict[str, Any]) -> dict[str, Any] | None:
     """Verb ``snapshot-up``: the snapshot as a progress line (``{"event": "answer", "result": ...}``), then,
     in the same call, the ``up`` plan the laptop made from it (its next stdin line), carried out; nothing
     when the laptop sends none (everything ran). A cold `up` is then one session, not two."""
