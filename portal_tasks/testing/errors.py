@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
 from portal_tasks.errors import PortalError
+
+T = TypeVar("T")
 
 
 class TestServerError(PortalError):
@@ -13,3 +18,15 @@ class TestServerError(PortalError):
 
 class TestServerUnavailable(TestServerError):
     """This backend cannot run here (not root, no Docker engine, ...); tests skip with the reason."""
+
+
+def each_tried(items: Iterable[T], action: Callable[[T], object], what: Callable[[T], str]) -> list[str]:
+    """``action`` on every item, also after one failed (a teardown goes as far as it can); what failed, one line
+    each: ``what(item)``, then the error."""
+    errors = []
+    for item in list(items):
+        try:
+            action(item)
+        except Exception as exc:  # noqa: BLE001 - collected, raised by the caller once all were tried
+            errors.append(f"{what(item)}: {exc}")
+    return errors

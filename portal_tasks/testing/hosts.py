@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from portal_tasks.runner import Result, run, spawn
+from portal_tasks.testing.errors import each_tried
 from portal_tasks.testing.machine import PREFIX, machine_lock
 from portal_tasks.testing.procs import kill_and_wait
 from portal_tasks.testing.server import TestServerError, TestServerUnavailable, TestUser
@@ -371,30 +372,19 @@ class Hosts:
     # -- teardown -----------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """End the sshds and every process in the namespaces (the namespaces stay); returns what failed."""
-        errors = []
-        for proc in self._sshd:
-            try:
-                kill_and_wait([proc.pid])
-                proc.wait(5)
-            except Exception as exc:  # noqa: BLE001 - collected
-                errors.append(f"stopping sshd {proc.pid}: {exc}")
+        def stop_sshd(proc: subprocess.Popen[bytes]) -> None:
+            kill_and_wait([proc.pid])
+            proc.wait(5)
+
+        errors = each_tried(self._sshd, stop_sshd, lambda proc: f"stopping sshd {proc.pid}")
         self._sshd.clear()
         self.anchor.clear()
-        for ns in self._netns:
-            try:
-                kill_and_wait(netns_pids(ns))
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"stopping processes in {ns}: {exc}")
-        return errors
+        return errors + each_tried(self._netns, lambda ns: kill_and_wait(netns_pids(ns)),
+                                   lambda ns: f"stopping processes in {ns}")
 
     def remove(self) -> list[str]:
         """Delete the namespaces (and with them the veths and the route); returns what failed."""
-        errors = []
-        for ns in list(self._netns):
-            try:
-                delete_netns(ns)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"deleting {ns}: {exc}")
-            self._netns.remove(ns)
+        errors = each_tried(self._netns, delete_netns, lambda ns: f"deleting {ns}")
+        self._netns.clear()
         self._nodes.clear()
         return errors

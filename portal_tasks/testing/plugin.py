@@ -223,55 +223,26 @@ def _user(server: TestServer, role: str) -> Iterator[TestUser]:
         server.reset_user(user)
 
 
-@pytest.fixture
-def alice(portal_server: TestServer) -> Iterator[TestUser]:
-    """The first test user, clean at the start of each test."""
-    yield from _user(portal_server, "alice")
+def _user_fixture(role: str, doc: str) -> Any:
+    """The fixture ``role``: that test user, clean at the start of each test (reset after it)."""
+
+    def fixture(portal_server: TestServer) -> Iterator[TestUser]:
+        yield from _user(portal_server, role)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(name=role)(fixture)
 
 
-@pytest.fixture
-def bob(portal_server: TestServer) -> Iterator[TestUser]:
-    """A second test user, for "users keep out of each other's way" tests."""
-    yield from _user(portal_server, "bob")
-
-
-@pytest.fixture
-def notmux(portal_server: TestServer) -> Iterator[TestUser]:
-    """A test user whose PATH on the host has no tmux."""
-    yield from _user(portal_server, "notmux")
-
-
+alice = _user_fixture("alice", "The first test user, clean at the start of each test.")
+bob = _user_fixture("bob", "A second test user, for \"users keep out of each other's way\" tests.")
+notmux = _user_fixture("notmux", "A test user whose PATH on the host has no tmux.")
 # Users made on first use (testing/roles.py); each skips with the reason where it cannot be made here.
-
-
-@pytest.fixture
-def carol(portal_server: TestServer) -> Iterator[TestUser]:
-    """A user with conda as people have it: `conda init bash` in Debian's ~/.bashrc, envs a and b (conda.py)."""
-    yield from _user(portal_server, "carol")
-
-
-@pytest.fixture
-def zed(portal_server: TestServer) -> Iterator[TestUser]:
-    """A user whose login shell is zsh (no ~/.zshrc)."""
-    yield from _user(portal_server, "zed")
-
-
-@pytest.fixture
-def fay(portal_server: TestServer) -> Iterator[TestUser]:
-    """A user whose login shell is fish."""
-    yield from _user(portal_server, "fay")
-
-
-@pytest.fixture
-def ted(portal_server: TestServer) -> Iterator[TestUser]:
-    """A user whose login shell is tcsh."""
-    yield from _user(portal_server, "ted")
-
-
-@pytest.fixture
-def oldpy(portal_server: TestServer) -> Iterator[TestUser]:
-    """A user whose non-interactive PATH has a Python 3.6 `python3` first (oldpython.py)."""
-    yield from _user(portal_server, "oldpy")
+carol = _user_fixture("carol", "A user with conda as people have it: `conda init bash` in Debian's ~/.bashrc, "
+                               "envs a and b (conda.py).")
+zed = _user_fixture("zed", "A user whose login shell is zsh (no ~/.zshrc).")
+fay = _user_fixture("fay", "A user whose login shell is fish.")
+ted = _user_fixture("ted", "A user whose login shell is tcsh.")
+oldpy = _user_fixture("oldpy", "A user whose non-interactive PATH has a Python 3.6 `python3` first (oldpython.py).")
 
 
 @pytest.fixture

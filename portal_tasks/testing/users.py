@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from portal_tasks.runner import run
 from portal_tasks.testing import roles as roles_mod
+from portal_tasks.testing.errors import each_tried
 from portal_tasks.testing.procs import kill_and_wait, kill_uid, pid_alive, pids_with_env
 from portal_tasks.testing.server import TestServerError, TestUser, close_masters
 from portal_tasks.testing.waiting import retry_until
@@ -217,23 +218,13 @@ class RunUsers:
 
     def close_laptops(self) -> list[str]:
         """Every laptop's ssh masters and marked processes ended; returns what failed."""
-        errors = []
-        for laptop in self.laptops:
-            try:
-                close_laptop(laptop, self.runtime / laptop.name)
-            except Exception as exc:  # noqa: BLE001 - collected
-                errors.append(f"closing laptop {laptop}: {exc}")
-        return errors
+        return each_tried(self.laptops, lambda laptop: close_laptop(laptop, self.runtime / laptop.name),
+                          lambda laptop: f"closing laptop {laptop}")
 
     def delete(self) -> list[str]:
         """Delete every user of the run (`userdel -r`); returns what failed."""
-        errors = []
-        for name in list(self.names):
-            try:
-                delete_user(name)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"deleting user {name}: {exc}")
-            self.names.remove(name)
+        errors = each_tried(self.names, delete_user, lambda name: f"deleting user {name}")
+        self.names.clear()
         self.laptops.clear()
         return errors
 
