@@ -7,7 +7,6 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Any
 
 from .. import daskcmd, envs, hostenv, plan, tls
@@ -15,7 +14,7 @@ from ..remote import tmux
 from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
 from ..plan import EnvPorts
-from ..remote import hostpaths, slots
+from ..remote import common, hostpaths, slots
 from ..replies import ClusterEntry, ClusterState, PortsReport
 from ..request import ClusterAsk, ClusterOptions
 from ..runcache import SchedulerPorts
@@ -157,8 +156,7 @@ def preload_lines(paths: dict[str, str]) -> list[str]:
     by hand, as the helper does before it starts the scheduler or workers."""
     if not paths.get("preload"):
         return []
-    source = (Path(hostpaths.__file__).parent / "owner_only.py").read_text()
-    return daskcmd.preload_install_lines(paths["preload"], source)
+    return daskcmd.preload_install_lines(paths["preload"], common.preload_source())
 
 
 def planned_ports(target: Target, key: str) -> dict[str, Any]:

@@ -84,10 +84,19 @@ def server_path(*parts: str) -> str:
     return os.path.join(SERVER_DIR, *parts)
 
 
+def preload_source() -> str:
+    """The text of portal's Dask preload: this package's owner_only.py, then the /proc/net/tcp reader it falls
+    back on (:func:`tcp_rows`, as jupyter.py copies it too): one file the env's python imports on its own."""
+    import inspect
+
+    own = (pkgutil.get_data(__package__, "owner_only.py") or b"").decode()
+    return own.rstrip("\n") + "\n\n\n" + inspect.getsource(_parse_addr) + "\n\n" + inspect.getsource(tcp_rows)
+
+
 def install_preload(path: str) -> str:
-    """portal's Dask preload (this package's owner_only.py: HTTP servers that answer their owner only) at
-    ``path`` (0600, directory 0700), written when missing or different; ``path`` returned."""
-    data = pkgutil.get_data(__package__, "owner_only.py") or b""
+    """portal's Dask preload (:func:`preload_source`: HTTP servers that answer their owner only) at ``path``
+    (0600, directory 0700), written when missing or different; ``path`` returned."""
+    data = preload_source().encode()
     try:
         with open(path, "rb") as fh:
             if fh.read() == data:

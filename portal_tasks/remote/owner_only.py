@@ -11,8 +11,8 @@ other end is not a socket of this user (the uid of the socket that connected, as
 sock_diag as ``ss`` does, or read from ``/proc/net/tcp``) gets ``403`` and is closed. The user's own
 clients pass: the ssh forward (the user's sshd process), JupyterLab's proxy, dask-labextension, the
 helper. Dask's own TCP comms (tls://) are untouched. Python 3.8+, standard library and Tornado only: a
-file on its own in the env's process, so its few lines reading /proc/net/tcp are its own (the helper's are
-``common.tcp_rows``).
+file on its own in the env's process: the helper installs it with ``common.tcp_rows`` (and what that calls)
+appended (``common.preload_source``), the /proc/net/tcp reader it falls back on.
 """
 
 from __future__ import annotations
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 #: The answer to anyone but the owner (no more: not even which Dask version runs).
 REFUSAL = b"This server answers its owner only.\n"
 MARK = "_portal_owner_only"
-
-
-def _address(hexaddr: str) -> tuple[str, int]:
-    host, port = hexaddr.split(":")
-    raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(host, 16))), int(port, 16)
-    text = socket.inet_ntop(socket.AF_INET6, struct.pack(">4I", *struct.unpack("<4I", raw)))
-    return _plain(text), int(port, 16)
 
 
 def _plain(addr: str) -> str:
@@ -71,10 +62,9 @@ def diag_uid(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
     return uid
 
 
-def peer_uid(sock: socket.socket, tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6"),
-             diag: bool = True) -> int | None:
+def peer_uid(sock: socket.socket, rows: Callable[[], list[Any]] | None = None, diag: bool = True) -> int | None:
     """The uid owning the other end of the connected local TCP socket ``sock``, or None (not local, gone, no
-    way to ask). Asked by sock_diag, else read from ``tables``."""
+    way to ask). Asked by sock_diag, else read from ``rows()`` (/proc/net/tcp and tcp6: ``tcp_rows``)."""
     try:
         peer, here = sock.getpeername()[:2], sock.getsockname()[:2]
     except OSError:
@@ -83,16 +73,10 @@ def peer_uid(sock: socket.socket, tables: tuple[str, ...] = ("/proc/net/tcp", "/
     uid = diag_uid(*want) if diag else None
     if uid is not None:
         return uid
-    for table in tables:
-        try:
-            with open(table) as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) >= 8 and (_address(cols[1]), _address(cols[2])) == want:
-                return int(cols[7])
+    for row in (rows or tcp_rows)():
+        (local, lport), (remote, rport) = row["local"], row["remote"]
+        if ((_plain(local), lport), (_plain(remote), rport)) == want:
+            return int(row["uid"])
     return None
 
 
@@ -155,6 +139,12 @@ def dask_setup(server: Any) -> None:
     port = worker_http_port(getattr(server, "name", None), os.environ.get(HTTP_PORTS, ""))
     if isinstance(kwargs, dict) and port:
         kwargs["dashboard_address"] = "127.0.0.1:%d" % port
+
+
+try:  # as the package's module; installed, this file ends with these (common.preload_source)
+    from .common import _parse_addr, tcp_rows  # noqa: F401 - tcp_rows calls _parse_addr
+except ImportError:
+    pass
 
 
 def _install() -> None:

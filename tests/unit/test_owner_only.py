@@ -117,7 +117,7 @@ def test_peer_uid_names_who_connected() -> None:
                 assert owner_only.peer_uid(conn, diag=False) == os.getuid()
                 assert owner_only.diag_uid(client.getsockname(), client.getpeername()) == os.getuid()
                 # with neither, nobody can be told apart: refused (the guard fails closed)
-                assert owner_only.peer_uid(conn, tables=("/nonexistent",), diag=False) is None
+                assert owner_only.peer_uid(conn, rows=lambda: [], diag=False) is None
             assert client.getsockname()
 
 
@@ -132,7 +132,8 @@ def test_the_guard_wraps_once() -> None:
 def test_the_helper_installs_the_preload_private_and_once(tmp_path: Path) -> None:
     path = str(tmp_path / "dask" / hostpaths.DASK_PRELOAD)
     assert common.install_preload(path) == path
-    assert Path(path).read_bytes() == Path(owner_only.__file__).read_bytes()
+    text = Path(path).read_text()
+    assert text == common.preload_source() and text.startswith(Path(owner_only.__file__).read_text().rstrip("\n"))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(tmp_path / "dask").st_mode) == 0o700
     inode = os.stat(path).st_ino
     common.install_preload(path)
@@ -183,3 +184,24 @@ def test_the_preload_sets_the_port_on_nannies_alone(monkeypatch: pytest.MonkeyPa
     unset.worker_kwargs = {"dashboard_address": "127.0.0.1:23450"}
     owner_only.dask_setup(unset)  # started by hand without the variable: left as Dask has it
     assert unset.worker_kwargs == {"dashboard_address": "127.0.0.1:23450"}
+
+
+def test_the_installed_preload_runs_alone_and_reads_proc_net_tcp_itself(tmp_path: Path) -> None:
+    """What the helper writes (common.preload_source) is imported by path, as Dask does, with no package
+    around it: its /proc/net/tcp fallback (tcp_rows, appended) names who connected."""
+    import importlib.util
+
+    path = tmp_path / hostpaths.DASK_PRELOAD
+    path.write_text(common.preload_source())
+    spec = importlib.util.spec_from_file_location("portal_owner_only", path)
+    assert spec is not None and spec.loader is not None
+    alone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(alone)
+    assert alone.tcp_rows.__module__ == "portal_owner_only"  # its own copy, not the package's
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname()):
+            conn, _ = listener.accept()
+            with conn:
+                assert alone.peer_uid(conn, diag=False) == os.getuid() == alone.peer_uid(conn)
