@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 from portal_tasks.errors import PortalError
@@ -20,11 +20,12 @@ class TestServerUnavailable(TestServerError):
     """This backend cannot run here (not root, no Docker engine, ...); tests skip with the reason."""
 
 
-def each_tried(items: Iterable[T], action: Callable[[T], object], what: Callable[[T], str]) -> list[str]:
-    """``action`` on every item, also after one failed (a teardown goes as far as it can); what failed, one line
-    each: ``what(item)``, then the error."""
+def each_tried(items: list[T], action: Callable[[T], object], what: Callable[[T], str]) -> list[str]:
+    """``action`` on every item, also after one failed (a teardown goes as far as it can), each taken out of
+    ``items`` as it is tried; what failed, one line each: ``what(item)``, then the error."""
     errors = []
-    for item in list(items):
+    while items:
+        item = items.pop(0)
         try:
             action(item)
         except Exception as exc:  # noqa: BLE001 - collected, raised by the caller once all were tried

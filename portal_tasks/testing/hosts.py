@@ -377,14 +377,13 @@ class Hosts:
             proc.wait(5)
 
         errors = each_tried(self._sshd, stop_sshd, lambda proc: f"stopping sshd {proc.pid}")
-        self._sshd.clear()
         self.anchor.clear()
-        return errors + each_tried(self._netns, lambda ns: kill_and_wait(netns_pids(ns)),
-                                   lambda ns: f"stopping processes in {ns}")
+        for ns in self._netns:  # the namespaces stay (remove() deletes them)
+            errors += each_tried([ns], lambda ns: kill_and_wait(netns_pids(ns)),
+                                 lambda ns: f"stopping processes in {ns}")
+        return errors
 
     def remove(self) -> list[str]:
         """Delete the namespaces (and with them the veths and the route); returns what failed."""
-        errors = each_tried(self._netns, delete_netns, lambda ns: f"deleting {ns}")
-        self._netns.clear()
         self._nodes.clear()
-        return errors
+        return each_tried(self._netns, delete_netns, lambda ns: f"deleting {ns}")

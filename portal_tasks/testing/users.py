@@ -218,15 +218,13 @@ class RunUsers:
 
     def close_laptops(self) -> list[str]:
         """Every laptop's ssh masters and marked processes ended; returns what failed."""
-        return each_tried(self.laptops, lambda laptop: close_laptop(laptop, self.runtime / laptop.name),
+        return each_tried(list(self.laptops), lambda laptop: close_laptop(laptop, self.runtime / laptop.name),
                           lambda laptop: f"closing laptop {laptop}")
 
     def delete(self) -> list[str]:
         """Delete every user of the run (`userdel -r`); returns what failed."""
-        errors = each_tried(self.names, delete_user, lambda name: f"deleting user {name}")
-        self.names.clear()
         self.laptops.clear()
-        return errors
+        return each_tried(self.names, delete_user, lambda name: f"deleting user {name}")
 
 
 def close_laptop(laptop: Path, runtime: Path | None = None) -> None:
