@@ -189,6 +189,49 @@ def test_memory_budget_is_split_across_workers(portal_server, alice, cluster, ru
         assert sorted(seen["workers"].values()) == [2 * GiB, 2 * GiB]
 
 
+#: A task that holds more than its worker's memory limit: the worker's nanny ends it and starts it again
+#: (Dask retries the task on the other worker, which ends the same way, until it gives up on the task).
+OVER_THE_LIMIT = """import json, os, time
+from dask.distributed import Client
+client = Client()
+client.wait_for_workers(2, timeout=60)
+before = client.run(os.getpid)
+
+def hog():
+    held = b"x" * (900 * 2**20)
+    time.sleep(30)
+    return len(held)
+
+try:
+    outcome = str(client.submit(hog, pure=False).result(timeout=120))
+except Exception as exc:
+    outcome = type(exc).__name__
+client.wait_for_workers(2, timeout=120)
+print(json.dumps({"outcome": outcome, "before": before, "after": client.run(os.getpid)}), flush=True)
+"""
+
+
+def test_a_worker_over_its_memory_limit_is_restarted_by_its_nanny_inside_the_block(
+        portal_server, alice, cluster, run_portal, env, python, listening_sockets):
+    """Both workers run under one `dask worker --nworkers 2`: each still has its nanny, which ends the worker that
+    went over its limit and starts it again, on its own ports of the block (its HTTP port too)."""
+    skip_if_running(run_portal, portal_server, alice, env, "starts one with a budget of its own")
+    res = cluster(alice, "--memory", "1GiB", "--workers", "2")  # 512 MiB a worker
+    assert res.rc == 0, _out(res)
+    report = ports_of(run_portal, portal_server, alice)
+    with dask_client(portal_server, alice, python, client_env(report, env, str(alice.home)), timeout=240,
+                     script=OVER_THE_LIMIT) as seen:
+        print(seen)
+        assert seen["outcome"] == "KilledWorker", seen  # the task never finished: its workers were ended
+        # both started again, each by its nanny on its own address (worker -> pid)
+        assert sorted(seen["after"]) == sorted(seen["before"]) and len(seen["after"]) == 2, seen
+        assert not set(seen["after"].values()) & set(seen["before"].values()), seen
+    state = state_of(portal_server, alice, env)
+    on_host = assert_ports_in_block(listening_sockets(alice), report["block"])
+    http_lo, http_hi = state["http_ports"]
+    assert len([s for s in on_host if http_lo <= s.port <= http_hi]) == 2, on_host  # each its own HTTP port
+
+
 @pytest.mark.parametrize("option, value", [("--workers", "-3"), ("--memory", "lots"), ("--threads", "zero")])
 def test_bad_values_are_one_line_and_touch_nothing(portal_server, alice, cluster, env, option, value,
                                                    listening_sockets):
