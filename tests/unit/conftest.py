@@ -24,4 +24,7 @@ def laptop_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Each unit test's laptop cache (forwards, hosts, known helpers) of its own, never the developer's."""
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    # and its control sockets' directory: short, so a link never falls back to a /tmp/portal-UID-DIGEST of its own
+    # that would outlive the test
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
     return path

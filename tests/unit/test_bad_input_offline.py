@@ -6,6 +6,7 @@ tests/e2e/test_bad_input.py.)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,13 +76,14 @@ def test_memory_larger_than_the_host_is_refused():
 
 
 @pytest.fixture
-def laptop(tmp_path: Path) -> dict[str, str]:
+def laptop(tmp_path: Path, laptop_cache: Path) -> dict[str, str]:
     """A laptop whose only host, `far`, points at a closed loopback port: reaching it would fail loudly."""
     config = tmp_path / "ssh_config"
     config.write_text("Host far\n    HostName 127.0.0.1\n    Port 9\n    BatchMode yes\n    ConnectTimeout 2\n")
     home = tmp_path / "home"
     home.mkdir()
-    return {"HOME": str(home), "PORTAL_SSH_CONFIG": str(config), "XDG_RUNTIME_DIR": str(tmp_path),
+    # a short runtime dir (conftest's), or portal's control sockets would go to a /tmp dir outliving the test
+    return {"HOME": str(home), "PORTAL_SSH_CONFIG": str(config), "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],
             "PATH": "/usr/bin:/bin"}
 
 
