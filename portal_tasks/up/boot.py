@@ -246,6 +246,10 @@ class Display:
             self.current.__exit__(None, None, None)
             self._next()
 
+    def drop(self, event: str) -> None:
+        """A step still ahead that this call will not do after all (its line is not shown)."""
+        self.order = [step for step in self.order if step[0] != event or step is self.order[0]]
+
     def finish(self, say: Callable[[str], None]) -> None:
         """Close what is still open once the host answered (its lines, if any, said)."""
         while self.order:
@@ -271,8 +275,6 @@ class Booted:
     created: bool = False  # the session was made now
     cluster: dict[str, Any] | None = None
     jupyter: dict[str, Any] | None = None
-    #: the worker jobs, when the `up` call submitted and waited for them (``jobs-wait``'s reply)
-    jobs: dict[str, Any] | None = None
     services: list[Service] = field(default_factory=list)
 
 
@@ -406,6 +408,8 @@ def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, A
         elif prep.get("was_recorded"):
             lines.append(f"{host}: the recorded cluster of env {spec} was not healthy; replacing it.")
         display.close("cluster-starting", lines, target.say)
+        if prep["reused"]:
+            display.drop("jobs")  # a kept cluster's jobs are made beside the call (up/command.py)
         if hooks.started is not None:
             hooks.started(planned.started(prep))
     elif name == "jupyter-port":
@@ -426,7 +430,6 @@ def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, A
         display.close("jupyter", [line], target.say)
         _ready(hooks, collect([], [entry]))
     elif name == "jobs":
-        booted.jobs = event["now"]
         lines = [jobs_step.submitted_line(target, spec, planned.options.jobs, event["submitted"]),
                  f"{host}: {jobs_step.summary(event['now']['jobs'])}."]
         display.close("jobs", lines, target.say)

@@ -130,6 +130,7 @@ def test_up_jobs_run_join_compute_and_down_empties_the_queue(portal_server: Test
     assert "keeping the 2 worker jobs" in again.stderr and "2 jobs running, 2 workers joined" in again.stderr, \
         again.stderr
     assert sorted(q["state"] for q in _squeue(portal_server, alice)) == ["RUNNING", "RUNNING"]
+    assert again.stderr.count("✓ jobs") == 1, again.stderr  # one step line, said where the jobs were made
 
     down = run_portal(alice, "down", "--host", host)
     assert down.rc == 0 and "jobs " in down.stdout, down.stdout + down.stderr
