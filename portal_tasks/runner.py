@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -94,12 +95,28 @@ def run_daemon(argv: Sequence[str], *, timeout: float | None = None, interactive
     log.debug("run (daemon): %s", redact(shlex.join(argv)))
     with tempfile.TemporaryFile(mode="w+") as errfile:
         try:
-            proc = subprocess.run(list(argv), stdin=None if interactive else subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=errfile, timeout=timeout)
-            rc = proc.returncode
+            proc = subprocess.Popen(list(argv), stdin=None if interactive else subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=errfile)
         except FileNotFoundError as exc:
             return Result(tuple(argv), 127, "", f"{argv[0]}: command not found ({exc.strerror})")
-        except subprocess.TimeoutExpired:
+        # a blocking wait sees the exit at once (Popen.wait(timeout) polls, up to 50 ms late: the time an
+        # `ssh -f` master takes to connect would grow by that); a timer ends it when it takes too long
+        fired: list[bool] = []
+
+        def too_long() -> None:
+            fired.append(True)
+            proc.kill()
+
+        late = threading.Timer(timeout, too_long) if timeout is not None else None
+        if late is not None:
+            late.daemon = True
+            late.start()
+        try:
+            rc = proc.wait()
+        finally:
+            if late is not None:
+                late.cancel()
+        if fired:
             rc = 124
         errfile.seek(0)
         return Result(tuple(argv), rc, "", errfile.read())

@@ -236,7 +236,8 @@ def health(state: dict[str, Any]) -> dict[str, Any]:
                                  or handshake(port, 10.0, sched, host=where))
     workers = len(own_listeners(found, *state.get("worker_ports", [0, -1])))
     pids = workers_pids(state)
-    healthy = bool(tls_ok and pids and all(own(p) for p in pids) and workers > 0)
+    alone = not state.get("workers", 1)  # --workers 0: the scheduler alone here (jobs or other servers bring them)
+    healthy = bool(tls_ok and (alone or (pids and all(own(p) for p in pids) and workers > 0)))
     dash_ok, dash_problem = dashboard_owner(state.get("dashboard_port"), sched, found) if alive else (False, None)
     dash_open = bool(alive and state.get("dashboard_port") and not reach.preloaded([int(sched)]))
     outside = outside_block(cast(str, state.get("key")), state.get("block") or ports.recorded_block(),
@@ -365,14 +366,15 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
     served: int | None  # the workers' HTTP servers while waiting, then the port Dask serves its dashboard on
     while True:
         sched = read_pid(paths["scheduler_pid_file"])
-        workers = [read_pid(paths["workers_pid_file"])]  # one `dask worker --nworkers N` for all
+        # one `dask worker --nworkers N` for all; none with --workers 0 (the scheduler alone: jobs bring workers)
+        workers = [read_pid(paths["workers_pid_file"])] if n else []
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
             held = holder_problem(rec["scheduler_port"], listeners())
             why = f": its port {rec['scheduler_port']} was taken by {held} meanwhile" if held else ""
             raise Failure(f"the scheduler exited right after starting{why}.", "ClusterError",
                           "Run portal again to move to another port of your block." if held else None)
-        if workers[0] and not own(workers[0]):
+        if workers and workers[0] and not own(workers[0]):
             raise Failure("the workers' `dask worker` exited right after starting.", "ClusterError")
         if sched and address and _all_listen(rec, n) and handshake(rec["scheduler_port"], 1.0, sched,
                                                                    host=payload.get("listen") or "127.0.0.1"):
@@ -389,13 +391,14 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise Failure("the cluster did not come up within %ss (%s)." % (payload.get("seconds", 60), last),
                           "ClusterError")
-        time.sleep(0.1)
+        time.sleep(0.04)  # a look before the scheduler answers is a few file reads and one sock_diag dump
     found = listeners()
     served = served_dashboard(paths["scheduler_file"])
     notes = [moved_dashboard_note(rec["dashboard_port"], served, found, block),
              moved_http_note(payload["record"].get("env"), http, outside_block(payload["key"], block, found),
                              [sched], found, block)]
-    state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers[0], workers_pids=workers,
+    state = dict(payload["record"], scheduler_pid=sched, workers_pid=workers[0] if workers else None,
+                 workers_pids=workers,
                  address=address, started=time.time(), hostname=platform.node(), http=http, block=block,
                  **{k: rec[k] for k in ("scheduler_port", "worker_ports", "nanny_ports")})
     if rec.get("http_ports"):

@@ -47,13 +47,24 @@ def marked(pids: list[int]) -> bool:
 
 
 def preloaded(pids: list[int]) -> bool:
-    """True when one of ``pids`` (or its parent: a worker is the child of its ``dask worker``) started with
-    portal's preload, so its HTTP server answers its owner only."""
+    """True when one of ``pids`` (or an ancestor: a worker is forked by the forkserver of its ``dask worker``)
+    started with portal's preload, so its HTTP server answers its owner only."""
     for pid in pids:
-        for each in (pid, _parent(pid)):
+        for each in _lineage(pid, 3):
             if any(part.endswith("/" + hostpaths.DASK_PRELOAD) for part in cmdline(each)):
                 return True
     return False
+
+
+def _lineage(pid: int, ancestors: int) -> list[int]:
+    """``pid`` and up to ``ancestors`` of its parents (init is none of them)."""
+    found = [pid]
+    while len(found) <= ancestors and found[-1] > 1:
+        parent = _parent(found[-1])
+        if parent <= 1:
+            break
+        found.append(parent)
+    return found
 
 
 def _records() -> list[dict[str, Any]]:

@@ -83,8 +83,10 @@ def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     sched = [line for line in lines if " scheduler " in line][0]
     (work,) = [line for line in lines if " worker " in line]
     assert sched.endswith(" &") and not work.endswith("&")  # the workers' log shows
-    marked = ["env", "PORTAL_CLUSTER=a@matagorda", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", *daskcmd.QUIET]
+    marked = ["env", "PORTAL_CLUSTER=a@matagorda", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", *daskcmd.QUIET,
+              daskcmd.FORKED]
     assert "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=500ms" in daskcmd.QUIET  # an idle cluster ticks less
+    assert daskcmd.FORKED == "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver"  # Dask imported once
     assert shlex.split(sched[:-2]) == [*marked, *daskcmd.scheduler_argv(spec)]
     assert shlex.split(work) == [*marked, "PORTAL_WORKER_HTTP=23450,23451", *daskcmd.workers_argv(spec)]
     # nothing a shell other than bash would read differently: no export, no VAR=value prefix, no $
