@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "port_base": 20000,  # first port of the port plan (below Linux's ephemeral range)
     "block_size": 100,  # ports per user block
     "slots": 100,  # number of blocks
-    "workers": 2,
+    "workers": 2,  # local workers per cluster; 0 with --jobs or --workers-on: the scheduler alone on the host
     "threads": 2,
     "memory": "fair",  # budget of a cluster: fair (a fair share of the server), a size (16GiB) or a share of the host
     "connect_timeout": 10,  # seconds for an SSH connection to come up
@@ -311,7 +311,7 @@ def resolve(config: Mapping[str, Any] | Config | None, host: str = "localhost", 
         port_base=port_base,
         block_size=block_size,
         slots=slots,
-        workers=_as_int("workers", merged["workers"], 1, 1024, host),
+        workers=_as_int("workers", merged["workers"], 0, 1024, host),  # 0: see parts/cluster.validate
         threads=_as_int("threads", merged["threads"], 1, 1024, host),
         memory=str(merged["memory"]),
         connect_timeout=_as_seconds("connect_timeout", merged["connect_timeout"], 1, 600, host),

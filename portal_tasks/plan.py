@@ -166,6 +166,6 @@ def memory_budget(value: Any, host_bytes: int | None) -> int:
 
 
 def split_memory(budget: int, workers: int) -> int:
-    """Each worker's ``--memory-limit`` in bytes."""
-    return budget // workers
+    """Each worker's ``--memory-limit`` in bytes (0 with no workers: a scheduler alone)."""
+    return budget // workers if workers else 0
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -39,17 +39,23 @@ class ClusterAsk:
 class ClusterOptions:
     """The cluster's options, checked: every number within its range, the settings filling the gaps."""
 
-    workers: int
+    workers: int  # on the host; 0: the scheduler alone there (its workers are jobs or on other servers)
     threads: int
     memory: str | None = None  # None: the fair share the host gives
     workers_on: tuple[str, ...] = ()
     jobs: int = 0  # worker jobs on the batch system (0: none)
     job: dict[str, Any] = field(default_factory=dict)  # the per-job settings given (JobSettings.given)
+    #: workers on each server of ``workers_on`` when the host has none (0: as many as ``workers``)
+    node_workers: int = 0
 
     @property
     def beyond_host(self) -> bool:
         """Workers beyond this host (other servers, batch jobs): the scheduler listens on scheduler_interface."""
         return bool(self.workers_on or self.jobs)
+
+    def for_nodes(self) -> ClusterOptions:
+        """The options of the workers on each server of ``workers_on``: ``workers`` of their own there."""
+        return replace(self, workers=self.node_workers or self.workers)
 
 
 @dataclass(frozen=True)

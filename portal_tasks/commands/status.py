@@ -7,6 +7,7 @@ from typing import Any
 from .. import plan, state
 from ..plan import format_bytes
 from ..services import probe_url
+from ..parts import cluster
 from ..target import Target
 from . import forward as forward_step
 from .ports import OWNER
@@ -87,8 +88,9 @@ def service_lines(report: dict[str, Any]) -> list[str]:
         lines.append("  no tmux session")
     for c in report["clusters"]:
         health = "healthy" if c.get("healthy") else "NOT healthy"
-        lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} "
-                     f"workers {c.get('workers_running')}/{c.get('workers')} memory {format_bytes(c.get('memory_budget') or 0)} "
+        workers = cluster.alone_text(c) or (f"workers {c.get('workers_running')}/{c.get('workers')} "
+                                            f"memory {format_bytes(c.get('memory_budget') or 0)}")
+        lines.append(f"  cluster {c['env']}: {c.get('address')} dashboard :{c.get('dashboard_port')} {workers} "
                      f"pid {c.get('pid')} {health}"
                      + (f" + workers on {', '.join(c['workers_on'])}" if c.get("workers_on") else ""))
         for job in c.get("jobs") or []:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..parts import cluster
 from ..plan import format_bytes
 from ..services import service_name
 
@@ -47,8 +48,9 @@ def services(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for c in report["clusters"]:
         name = service_name("dashboard", c["env_key"])
-        detail = (f"{c.get('workers_running')}/{c.get('workers')} workers, "
-                  f"{format_bytes(c.get('memory_budget') or 0)}, scheduler {c.get('address')}")
+        workers = cluster.alone_text(c) or (f"{c.get('workers_running')}/{c.get('workers')} workers, "
+                                            f"{format_bytes(c.get('memory_budget') or 0)}")
+        detail = f"{workers}, scheduler {c.get('address')}"
         rows.append(row("dashboard", c["env"], name, bool(c.get("healthy")), detail, forwards.pop(name, None), host,
                         c.get("dashboard_unowned") or c.get("dashboard_problem")))
     for j in report["jupyter"]:

@@ -7,9 +7,10 @@ For the other steps: :func:`client_environment` (variables for IPython/Jupyter w
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, Mapping
 
 from .. import daskcmd, envs, hostenv, plan, tls
+from ..config import DEFAULTS
 from ..remote import tmux
 from ..errors import ClusterError, UsageError
 from ..link.openssh import explain_ssh
@@ -30,12 +31,19 @@ def validate(target: Target, ask: ClusterAsk) -> ClusterOptions:
     s = target.settings
     asked = str(s.memory if ask.memory in (None, "") else ask.memory)
     jobs, job = jobs_step.validate(target, ask.jobs, ask.job)
+    workers = plan.parse_count("workers", s.workers if ask.workers is None else ask.workers, 0, plan.MAX_WORKERS)
     options = ClusterOptions(
-        workers=plan.parse_count("workers", s.workers if ask.workers is None else ask.workers, 1, plan.MAX_WORKERS),
+        workers=workers,
         threads=plan.parse_count("threads", s.threads if ask.threads is None else ask.threads, 1, 1024),
         memory=None if asked == plan.FAIR else asked,  # None: the fair share the host gives
         workers_on=tuple(plan.parse_hosts("workers-on", ask.workers_on, target.host)),
-        jobs=jobs, job=job)
+        jobs=jobs, job=job, node_workers=0 if workers else _node_workers(s.workers))
+    if not options.workers and not options.beyond_host:
+        given = "--workers 0" if ask.workers is not None else "workers: 0 (portal.yaml)"
+        raise UsageError(f"{given} leaves the cluster no workers: none on {target.host}, and no --jobs or --workers-on "
+                         "to bring any.", host=target.host,
+                         hint=f"Give --workers 1 to {plan.MAX_WORKERS}, or keep 0 and add --jobs N (workers as batch "
+                              "jobs) or --workers-on HOSTS (workers on other servers).")
     if options.workers_on and not s.scheduler_interface:
         raise UsageError(f"--workers-on needs the scheduler to listen where {', '.join(options.workers_on)} reach it.",
                          host=target.host, hint=f"Set scheduler_interface for {target.host} in portal.yaml (under hosts:), "
@@ -49,8 +57,16 @@ def validate(target: Target, ask: ClusterAsk) -> ClusterOptions:
     return options
 
 
+def _node_workers(configured: int) -> int:
+    """Workers on each of --workers-on's servers when the host has none: the ``workers`` setting, else its default."""
+    return plan.parse_count("workers", configured or DEFAULTS["workers"], 1, plan.MAX_WORKERS)
+
+
 def share_request(target: Target, options: ClusterOptions) -> dict[str, Any]:
-    """What the host registers for the cluster: memory in bytes (None: its fair share), cores, workers."""
+    """What the host registers for the cluster: memory in bytes (None: its fair share), cores, workers. With no
+    workers on the host (``--workers 0``), nothing: the scheduler alone holds no worker's memory."""
+    if not options.workers:
+        return {"memory": 0, "cores": 0, "workers": 0}
     memory = options.memory
     asked = None if memory is None else plan.memory_budget(memory, target.facts().get("memory"))
     return {"memory": asked, "cores": options.workers * options.threads, "workers": options.workers}
@@ -92,9 +108,30 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: ClusterOptions, bu
 
 def summary(state: ClusterState) -> str:
     """One line about a cluster's state: address, dashboard port, workers, memory, pid."""
+    if not state["workers"]:
+        return (f"{state['address']}, dashboard port {state['dashboard_port']}, the scheduler alone on this host "
+                f"(its workers: {_elsewhere(state)}; scheduler pid {state['scheduler_pid']})")
     return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
             f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
             f"(scheduler pid {state['scheduler_pid']})")
+
+
+def alone_text(entry: Mapping[str, Any]) -> str | None:
+    """For `status` and the page: ``no workers on the host, 2 joined from its 2 jobs`` for a cluster whose
+    scheduler runs alone on the host (``--workers 0``); None for one with workers there."""
+    if entry.get("workers"):
+        return None
+    jobs = entry.get("jobs") or []
+    joined = sum(len(job.get("workers") or []) for job in jobs)
+    count = f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}"
+    return "no workers on the host" + (f", {joined} joined from its {count}" if jobs else "")
+
+
+def _elsewhere(state: ClusterState) -> str:
+    """Where the workers of a cluster without workers on its host are: batch jobs, other servers."""
+    nodes = list(state.get("workers_on") or [])
+    return " and ".join(([f"on {', '.join(nodes)}"] if nodes else []) + (
+        ["batch jobs"] if state.get("jobs") or not nodes else []))
 
 
 def _reused(target: Target, spec_text: str, state: ClusterState, options: ClusterOptions) -> list[str]:
@@ -102,8 +139,9 @@ def _reused(target: Target, spec_text: str, state: ClusterState, options: Cluste
     lines = [f"{target.host}: reusing your Dask cluster for env {spec_text}: {summary(state)}.",
              *_dashboard_lines(target, state)]
     if (state["workers"], state["threads"]) != (options.workers, options.threads):
-        lines.append(f"{target.host}: (it runs {state['workers']} workers x {state['threads']} threads; "
-                     f"`portal down --env {spec_text}` first to change that.)")
+        runs = (f"{state['workers']} workers x {state['threads']} threads" if state["workers"]
+                else "no workers on this host")
+        lines.append(f"{target.host}: (it runs {runs}; `portal down --env {spec_text}` first to change that.)")
     return lines
 
 

@@ -42,7 +42,7 @@ def start(target: Target, state: ClusterState, spec_text: str, options: ClusterO
         return []
     daskcmd.require_reachable(target.host, state, spec_text, ", ".join(hosts), "--workers-on")
     cert = target.link.helper("tls-status", {}).get("cert")  # the scheduler host's set: asked once for all nodes
-    return [_start_on(target, target.other(host), state, spec_text, options, cert) for host in hosts]
+    return [_start_on(target, target.other(host), state, spec_text, options.for_nodes(), cert) for host in hosts]
 
 
 def _start_on(target: Target, node: Target, state: ClusterState, spec_text: str,
@@ -106,7 +106,7 @@ def stop(target: Target, entry: WorkersOn) -> list[str]:
 def explain(target: Target, spec_text: str, options: ClusterOptions) -> Explained:
     """What a person types on each of ``options.workers_on`` (read-only questions only): the workers window
     dialing the scheduler on scheduler_interface, on that node's block ports, each node in its own heredoc."""
-    hosts = options.workers_on
+    hosts, options = options.workers_on, options.for_nodes()
     if not hosts:
         return Explained()
     key = plan.env_key(spec_text)
