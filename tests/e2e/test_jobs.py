@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 import pytest
@@ -139,6 +140,72 @@ def test_up_jobs_run_join_compute_and_down_empties_the_queue(portal_server: Test
                 what="alice's workers on the node to end")
 
 
+#: As the user on a host: their `dask worker` processes in this host's network namespace (the compute nodes'
+#: share the process table), and how many there are in the others: the jobs' workers.
+DASK_WORKERS = r"""
+import json, os
+here, mine, elsewhere = os.readlink("/proc/self/ns/net"), [], 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.stat("/proc/" + pid).st_uid != os.getuid() or int(pid) in (os.getpid(), os.getppid()):
+            continue
+        argv = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace").split("\0")
+        net = os.readlink("/proc/%s/ns/net" % pid)
+    except OSError:
+        continue
+    text = " ".join(argv)
+    if "dask worker" in text or "dask-worker" in text or "dask_worker" in text:
+        if net == here:
+            mine.append(text)
+        else:
+            elsewhere += 1
+print(json.dumps({"here": mine, "elsewhere": elsewhere}))
+"""
+
+
+def test_up_workers_0_jobs_2_is_the_scheduler_alone_on_the_login_host(portal_server: TestServer, portal_slurm: Any,
+                                                                      alice: TestUser, run_portal: Any,
+                                                                      cleanup_jobs: Any) -> None:
+    """A batch user's `up`: no worker on the login host, the jobs' two workers the cluster's only ones."""
+    host, node, node_ip = portal_server.host, portal_slurm.node, portal_slurm.node_address
+    env = str(portal_server.envs["hpc"])
+    _config(alice, host, portal_slurm.scheduler_interface)
+
+    res = up(run_portal, alice, host, env, "--workers", "0", "--jobs", "2")
+    print(res.stderr)
+    assert "the scheduler alone on this host (its workers: batch jobs;" in res.stderr
+    assert "2 jobs running, 2 workers joined" in res.stderr  # the same `up` call waited for them
+    seen = alice.ssh(host, f"python3 -c {shlex.quote(DASK_WORKERS)}", timeout=30)
+    assert seen.rc == 0, seen.stderr
+    processes = json.loads(seen.stdout)
+    print("alice's dask worker processes:", processes)
+    assert processes["here"] == [] and processes["elsewhere"] >= 2  # the jobs' on the node, none on the login host
+
+    report = status(run_portal, alice, host)
+    cluster = report["clusters"][0]
+    assert cluster["healthy"] and (cluster["workers"], cluster["workers_running"], cluster["workers_pid"]) == (0, 0, None)
+    assert [j["state"] for j in cluster["jobs"]] == ["RUNNING", "RUNNING"]
+    assert all(len(j["workers"]) == 1 and f"//{node_ip}:" in j["workers"][0] for j in cluster["jobs"])
+    said = run_portal(alice, "status", "--host", host)
+    assert said.rc == 0 and "no workers on the host, 2 joined from its 2 jobs" in said.stdout, said.stdout
+
+    variables = daskcmd.client_environment(cluster["scheduler_port"], cluster["dashboard_port"],
+                                           tls.paths(str(alice.home)), portal_slurm.scheduler_address)
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables,
+                     script=ON_JOBS.replace("JOBS_WANTED", "2")) as client:
+        assert len(client["workers"]) == 2 and client["jobs"] == client["workers"]  # the jobs' workers alone
+        assert client["where"] == [node] and client["total"] == 4950
+
+    down = run_portal(alice, "down", "--host", host)
+    assert down.rc == 0 and "jobs " in down.stdout, down.stdout + down.stderr
+    _empty_queue(portal_server, alice)
+    retry_until(lambda: listening_sockets(portal_server, alice, node) == [], 30, 0.5,
+                what="alice's workers on the node to end")
+    retry_until(lambda: listening_sockets(portal_server, alice) == [], 30, 0.5,
+                what="the scheduler and all else of alice on the login host to end")
+    assert status(run_portal, alice, host)["clusters"] == []
+
+
 def test_sbatch_refusing_a_job_is_one_line_and_keeps_the_cluster(portal_server: TestServer, portal_slurm: Any,
                                                                  alice: TestUser, run_portal: Any,
                                                                  cleanup_jobs: Any) -> None:
@@ -185,10 +252,11 @@ def test_pasting_up_jobs_explain_submits_jobs_whose_workers_join(portal_server: 
                                                                   cleanup_jobs: Any) -> None:
     host, env = portal_server.host, str(portal_server.envs["hpc"])
     _config(alice, host, portal_slurm.scheduler_interface)
-    explained = run_portal(alice, "up", "--host", host, "--env", env, "--workers", "1", "--jobs", "1", "--explain")
+    explained = run_portal(alice, "up", "--host", host, "--env", env, "--workers", "0", "--jobs", "1", "--explain")
     assert explained.rc == 0 and "sbatch <<'JOB'" in explained.stdout, explained.stdout + explained.stderr
     assert _squeue(portal_server, alice) == []  # --explain submitted nothing
     lines = explained.stdout.split("\n")
+    assert not [line for line in lines if " dask worker " in line]  # --workers 0: the scheduler alone on the host
     on_host = "\n".join(lines[1:lines.index("ON_HOST")])  # what the heredoc gives `ssh HOST bash -s`
     ran = portal_server.admin_run(["bash", "-c", on_host], user=alice, timeout=180)
     assert ran.rc == 0, ran.stdout[-800:] + ran.stderr[-800:]
@@ -202,4 +270,4 @@ def test_pasting_up_jobs_explain_submits_jobs_whose_workers_join(portal_server: 
                      script=ON_JOBS.replace("JOBS_WANTED", "1")) as seen:
         outputs = sorted(alice.home.glob("slurm-*.out"))
         print("job output:", "\n".join(p.read_text()[-1500:] for p in outputs))
-        assert len(seen["jobs"]) == 1 and seen["where"] == [portal_slurm.node], seen
+        assert seen["workers"] == seen["jobs"] and len(seen["jobs"]) == 1 and seen["where"] == [portal_slurm.node], seen
