@@ -107,3 +107,31 @@ def test_pasted_explain_of_up_with_workers_on_starts_the_workers_there(portal_se
                      script=WHERE.replace("NODE_IP", node_ip).replace("c = Client(timeout=20)",
                                                                       "c = Client(timeout=20); c.wait_for_workers(2, 90)")) as seen:
         assert seen["where"] == node and seen["total"] == 4950, seen
+
+
+def test_workers_0_keeps_the_scheduler_alone_here_and_the_workers_on_the_other_server(portal_server: TestServer, alice,
+                                                                                     run_portal, servers):
+    """`--workers 0 --workers-on NODE`: no worker on the scheduler's host; NODE runs the `workers` setting's count."""
+    host, node, iface, host_ip, node_ip = servers
+    env = str(portal_server.envs["a"])
+    (alice.laptop / "portal.yaml").write_text("workers: 1\n" + (alice.laptop / "portal.yaml").read_text())
+
+    res = up(run_portal, alice, host, env, "--workers", "0", "--workers-on", node)
+    print(res.stderr)
+    assert f"the scheduler alone on this host (its workers: on {node};" in res.stderr
+    assert f"{node}: 1 workers x 2 threads" in res.stderr
+    cluster = status(run_portal, alice, host)["clusters"][0]
+    assert cluster["healthy"] and cluster["workers"] == 0 and cluster["workers_on"] == [node]
+    here = {s.port for s in listening_sockets(portal_server, alice)}  # no worker, nanny or worker's HTTP server
+    assert here == {cluster["scheduler_port"], cluster["dashboard_port"]}, here
+
+    variables = daskcmd.client_environment(cluster["scheduler_port"], cluster["dashboard_port"],
+                                           tls.paths(str(alice.home)), host_ip)
+    with dask_client(portal_server, alice, f"{env}/bin/python", variables,
+                     script=WHERE.replace("NODE_IP", node_ip)) as seen:
+        assert len(seen["workers"]) == 1 and f"//{node_ip}:" in seen["workers"][0], seen
+        assert seen["where"] == node and seen["total"] == 4950
+
+    down = run_portal(alice, "down", "--host", host)
+    assert down.rc == 0 and f"workers {env} on {node}" in down.stdout, down.stdout + down.stderr
+    assert listening_sockets(portal_server, alice, node) == [] and listening_sockets(portal_server, alice) == []
