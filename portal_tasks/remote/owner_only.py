@@ -153,4 +153,30 @@ def _install() -> None:
     guard(HTTPServer)
 
 
+def start_forkserver() -> None:
+    """In the process of ``dask worker --nworkers N`` (its nannies): the forkserver the workers are forked from
+    (``FORKED`` in portal's Dask lines) starts now and imports Dask while the nannies still wait for the
+    scheduler's file; Dask would start it only once a nanny is registered, and the workers would wait for its
+    imports then. Not in the scheduler (no worker ports in its environment), nor in a worker (a child of it)."""
+    if HTTP_PORTS not in os.environ:
+        return
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        return
+    try:
+        import dask
+        from distributed.utils import get_mp_context
+
+        if dask.config.get("distributed.worker.multiprocessing-method") != "forkserver":
+            return
+        get_mp_context()  # type: ignore[no-untyped-call]  # Dask's own list of what the server imports
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 - Dask starts it itself, later, and says why it cannot
+        return
+
+
 _install()
+start_forkserver()

@@ -205,3 +205,36 @@ def test_the_installed_preload_runs_alone_and_reads_proc_net_tcp_itself(tmp_path
             conn, _ = listener.accept()
             with conn:
                 assert alone.peer_uid(conn, diag=False) == os.getuid() == alone.peer_uid(conn)
+
+
+FORKSERVER_PID = """import importlib.util, multiprocessing.forkserver as fs, sys
+spec = importlib.util.spec_from_file_location("portal_owner_only", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+pid = fs._forkserver._forkserver_pid
+print(pid, open("/proc/%d/cmdline" % pid).read().replace("\\0", " ") if pid else "")
+"""
+
+
+@pytest.mark.parametrize("workers_process", [True, False])
+def test_the_workers_process_starts_the_forkserver_as_it_loads_the_preload(tmp_path: Path,
+                                                                           workers_process: bool) -> None:
+    """Imported in `dask worker --nworkers N` (the workers' HTTP ports in its environment, forkserver asked for),
+    the preload starts the forkserver at once (its workers need not wait for its imports later); in the
+    scheduler (no such ports) it starts none."""
+    import subprocess
+    import sys
+
+    path = tmp_path / hostpaths.DASK_PRELOAD
+    path.write_text(common.preload_source())
+    env = dict(os.environ, **dict([daskcmd.FORKED.split("=", 1)]))
+    env.pop(owner_only.HTTP_PORTS, None)
+    if workers_process:
+        env[owner_only.HTTP_PORTS] = "23450,23451"
+    out = subprocess.run([sys.executable, "-c", FORKSERVER_PID, str(path)], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid, _, cmdline = out.stdout.strip().partition(" ")
+    if not workers_process:
+        assert pid == "None"
+        return
+    assert pid.isdigit() and "from multiprocessing.forkserver import main" in cmdline  # running, and the server
