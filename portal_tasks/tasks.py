@@ -245,13 +245,19 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
         print(f"portal page: {url}", flush=True)
         if browser:
             server.open_in_browser(url)
-    from .up import command
+    from .parts import cluster
 
     job = JobSettings(queue=queue, account=account, walltime=walltime, job_cores=job_cores, job_memory=job_memory)
     request = UpRequest(env=env, jupyter=jupyter, socket=socket, attach=attach, browser=browser, watch=watch,
                         cluster=ClusterAsk(workers=workers, threads=threads, memory=memory, workers_on=workers_on,
                                            jobs=jobs, job=job))
-    _explain_or_run(_target(c, host, ssh_config, modules=module), explain, command, request=request)
+    target = _target(c, host, ssh_config, modules=module)
+    if not explain:
+        cluster.validate(target, request.cluster)  # bad input: not even a connection is made
+        target.link.connect_soon()  # ssh logs in while the rest of `up` is imported
+    from .up import command
+
+    _explain_or_run(target, explain, command, request=request)
 
 
 @portal_task(help={**COMMON, "env": ENV, **JOBS_HELP, "jobs": "the number of worker jobs the env's cluster should have"})

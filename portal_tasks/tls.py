@@ -57,6 +57,13 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
+def load() -> None:
+    """Import what :func:`make_bundle` uses, ahead (while the laptop waits for the host)."""
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: F401
+
+
 def make_bundle(user: str, host: str, start: datetime.datetime | None = None) -> dict[str, str]:
     """PEM texts ``ca.pem``, ``cert.pem``, ``key.pem``: a fresh CA and one certificate signed by it,
     valid VALID_DAYS from ``start`` (default: a day ago, so clocks a little behind accept it)."""

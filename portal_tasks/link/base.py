@@ -221,11 +221,45 @@ class Link(ABC):
         self.host = settings.host
         #: never prompt (password, 2FA) even on a terminal: for calls that ask many hosts at once
         self.batch = False
+        self._soon: tuple[threading.Thread, dict[str, BaseException]] | None = None  # connect_soon's
 
     # -- transport-specific -------------------------------------------------
     @abstractmethod
     def connect(self) -> None:
         """Make sure the connection is up (raises LinkError naming the host when it cannot be)."""
+
+    def connect_soon(self) -> None:
+        """Start :meth:`connect` in the background: the caller has work of its own before it needs the link
+        (imports, checks), done while ssh logs in. The first use of the link waits for it (:meth:`connected`)."""
+        if self._soon is not None:
+            return
+        box: dict[str, BaseException] = {}
+
+        def connect() -> None:
+            try:
+                self.connect()
+            except BaseException as exc:  # given to the caller where it waits
+                box["error"] = exc
+
+        thread = threading.Thread(target=connect, name="portal-connect", daemon=True)
+        self._soon = (thread, box)
+        thread.start()
+
+    def connecting(self) -> bool:
+        """True while the :meth:`connect_soon` started is still under way."""
+        return self._soon is not None and self._soon[0].is_alive()
+
+    def connected(self) -> None:
+        """:meth:`connect`, or the wait for the one :meth:`connect_soon` started (its error raised here)."""
+        soon = self._soon
+        if soon is None:
+            self.connect()
+            return
+        thread, box = soon
+        thread.join()
+        self._soon = None
+        if "error" in box:
+            raise box["error"]
 
     @abstractmethod
     def command_argv(self, command: str, *, tty: bool = False) -> list[str]:
