@@ -90,6 +90,7 @@ def run(b: Bench, runs: int = 3, keep_slurm: bool = False) -> list[Row]:
         (alice.laptop / "portal.yaml").unlink(missing_ok=True)
         if not keep_slurm:
             b.server.stop_slurm()
-    return [Row("9", f"`up --workers 0 --jobs 2` until both jobs' workers joined (SLURM, 1 core each, median of {runs})",
+    return [Row("9", "`up --workers 0 --jobs 2` until both jobs' workers joined (SLURM, 1 core each, "
+                f"median of {runs})",
                 median(ups), "s", "dask-jobqueue by hand: `SLURMCluster` + `scale(2)` + `wait_for_workers(2)`, "
                 "same TLS, over one ssh", median(hands), target=1.2)]
