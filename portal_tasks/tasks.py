@@ -178,7 +178,7 @@ def jupyter(c: Context, env: str | None = None, host: str | None = None, ssh_con
 
 
 CLUSTER_HELP = {
-    "workers": "number of Dask workers (default 2, or config 'workers')",
+    "workers": "number of Dask workers on the host (default 2, or config 'workers'); 0 with --jobs or --workers-on",
     "threads": "threads per worker (default 2)",
     "memory": "memory budget for all workers: a size (16GiB) or a share of the host (25%)",
 }
