@@ -63,6 +63,7 @@ KINDS: list[tuple[str, re.Pattern[str]]] = [(k, re.compile(p)) for k, p in [
     ("dask scheduler", r"dask[- ]scheduler|distributed\.cli\.dask_scheduler"),
     ("dask worker (spawned)", r"multiprocessing[.]spawn|--multiprocessing-fork"),
     ("multiprocessing resource tracker", r"resource_tracker"),
+    ("forkserver and the dask workers it forks", r"multiprocessing[.]forkserver"),
     ("dask worker/nanny (main)", r"dask[- ]worker|distributed\.cli\.dask_worker|\bnanny\b"),
     ("IPython", r"ipython|IPython"),
     ("JupyterLab", r"jupyter[- ]lab|jupyterlab|jupyter-server|jupyter_server"),
@@ -150,7 +151,12 @@ class Usage:
 
     @property
     def pythons(self) -> int:
-        return sum(1 for p in self.procs if p.python)
+        return sum(1 for p in self.procs if self.started(p))
+
+    def started(self, p: Proc) -> bool:
+        """An interpreter start: a Python process not forked by a forkserver of the work (that one imported once)."""
+        forks = {q.pid for q in self.procs if q.kind == FORKSERVER}
+        return p.python and not (p.kind == FORKSERVER and p.ppid in forks)
 
     def by_kind(self) -> dict[str, tuple[int, int, float]]:
         """kind -> (processes, of them interpreter starts, CPU seconds), costliest first."""
@@ -158,7 +164,7 @@ class Usage:
         for p in self.procs:
             row = out.setdefault(p.kind, [0, 0, 0.0])
             row[0] += 1
-            row[1] += p.python
+            row[1] += self.started(p)
             row[2] += p.cost
         return {k: (int(v[0]), int(v[1]), v[2]) for k, v in sorted(out.items(), key=lambda kv: -kv[1][2])}
 
@@ -312,7 +318,9 @@ def _ended_of(ended: Iterable[Ended], uid: int, listener: int, seen: dict[int, P
 
 
 #: the kinds that make up a user's cluster (everything else of theirs on the host: portal's, or their IPython)
-CLUSTER_KINDS = ("dask scheduler", "dask worker/nanny (main)", "dask worker (spawned)", "multiprocessing resource tracker")
+FORKSERVER = "forkserver and the dask workers it forks"
+CLUSTER_KINDS = ("dask scheduler", "dask worker/nanny (main)", "dask worker (spawned)", FORKSERVER,
+                 "multiprocessing resource tracker")
 SESSION_KINDS = ("IPython", "JupyterLab")
 
 

@@ -6,7 +6,7 @@ import struct
 
 from bench.exits import AGROUP, OFF_COMM, OFF_FLAG, OFF_PID, OFF_RUN_VIRTUAL, OFF_UID, TYPE_AGGR_PID, TYPE_AGGR_TGID, \
     TYPE_PID, TYPE_STATS, TYPE_TGID, _attr, ended_of
-from bench.hostcpu import Proc, _ended_of, kind_of, sides
+from bench.hostcpu import FORKSERVER, Proc, Usage, _ended_of, kind_of, sides
 
 
 def _stats(pid: int, ppid: int, uid: int, comm: str, cpu_ns: int, flag: int) -> bytes:
@@ -48,6 +48,8 @@ def test_processes_are_named_by_what_they_run():
     assert kind_of("dask", "/e/bin/python /e/bin/dask worker --nworkers 2") == "dask worker/nanny (main)"
     assert kind_of("python", "/e/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=11, "
                    "pipe_handle=17) --multiprocessing-fork") == "dask worker (spawned)"
+    assert kind_of("python", "/e/bin/python -c from multiprocessing.forkserver import main; main(7, 8, "
+                   "['distributed', 'numpy'], **{'sys_path': []})") == "forkserver and the dask workers it forks"
     assert kind_of("tmux: server", "tmux -u new-session -d -s portal") == "tmux server"
     assert kind_of("bash", "-bash") == "shell"
     assert kind_of("frobnicate", "") == "other (frobnicate)"
@@ -69,5 +71,16 @@ def test_the_user_s_processes_are_theirs_uid_or_their_connection_s_sshd():
 
 def test_memory_is_split_into_clusters_sessions_and_portal_s_own():
     kinds = {"dask scheduler": (2, 100), "dask worker (spawned)": (2, 50), "IPython": (2, 30), "tmux server": (2, 4),
-             "shell": (6, 6)}
-    assert sides(kinds) == {"cluster": 150, "session": 30, "portal": 10}
+             "shell": (6, 6), FORKSERVER: (3, 70)}
+    assert sides(kinds) == {"cluster": 220, "session": 30, "portal": 10}
+
+
+def test_a_worker_forked_by_the_forkserver_is_no_interpreter_start():
+    server = "/e/bin/python -c from multiprocessing.forkserver import main; main(7, 8, ['distributed'])"
+    procs = [Proc(10, 1, 1000, "dask", "/e/bin/python /e/bin/dask worker --nworkers 2", "/e/bin/python", 0.3),
+             Proc(11, 10, 1000, "python", server, "/e/bin/python", 0.3),
+             Proc(12, 11, 1000, "python", server, "/e/bin/python", 0.05),
+             Proc(13, 11, 1000, "python", server, "/e/bin/python", 0.05)]
+    usage = Usage(procs)
+    assert usage.pythons == 2  # the nannies' `dask worker` and the forkserver; its two workers are forks
+    assert usage.by_kind()[FORKSERVER][:2] == (3, 1)
