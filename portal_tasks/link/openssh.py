@@ -139,7 +139,7 @@ class OpenSSHLink(Link):
     def connect(self) -> None:
         if self._connected:
             return
-        if self.is_alive():
+        if self._sockets_left() and self.is_alive():  # no socket in the directory: no master to ask
             self._connected = True
             return
         # one portal process starts the master; the others wait for it and then reuse it
@@ -147,7 +147,7 @@ class OpenSSHLink(Link):
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if not self.is_alive():
+            if not (self._sockets_left() and self.is_alive()):
                 self._start_master()
         finally:
             os.close(fd)

@@ -361,7 +361,9 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
     paths, rec, n = payload["paths"], payload["ports"], int(payload["workers"])
     block = payload.get("block") or ports.recorded_block()
     http = [slots.per_worker(rec, i)["http_port"] for i in range(n)]
-    deadline = time.monotonic() + float(payload.get("seconds", 60))
+    started = time.monotonic()
+    deadline = started + float(payload.get("seconds", 60))
+    pause, shaken = 0.04, False
     last = "nothing yet"
     served: int | None  # the workers' HTTP servers while waiting, then the port Dask serves its dashboard on
     while True:
@@ -376,8 +378,10 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
                           "Run portal again to move to another port of your block." if held else None)
         if workers and workers[0] and not own(workers[0]):
             raise Failure("the workers' `dask worker` exited right after starting.", "ClusterError")
-        if sched and address and _all_listen(rec, n) and handshake(rec["scheduler_port"], 1.0, sched,
-                                                                   host=payload.get("listen") or "127.0.0.1"):
+        listening = bool(sched and address and _all_listen(rec, n))
+        if listening and not shaken:  # the scheduler's TLS answers: asked once
+            shaken = handshake(rec["scheduler_port"], 1.0, sched, host=payload.get("listen") or "127.0.0.1")
+        if listening and shaken:
             found = listeners()
             got = len(own_listeners(found, *rec["worker_ports"]))
             nannies = len(own_listeners(found, *rec["nanny_ports"]))
@@ -391,7 +395,10 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise Failure("the cluster did not come up within %ss (%s)." % (payload.get("seconds", 60), last),
                           "ClusterError")
-        time.sleep(0.04)  # a look before the scheduler answers is a few file reads and one sock_diag dump
+        # often while a quiet host boots it (about a second), less and less on a busy one: each look costs CPU
+        # that twenty colleagues starting at once need for their own clusters
+        pause = 0.04 if time.monotonic() < started + 2 else min(pause * 1.25, 0.25)
+        time.sleep(pause)
     found = listeners()
     served = served_dashboard(paths["scheduler_file"])
     notes = [moved_dashboard_note(rec["dashboard_port"], served, found, block),
