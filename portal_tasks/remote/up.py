@@ -5,7 +5,8 @@ prints) and sends the plan on stdin; this runs it here: TLS files, the tmux sess
 window, the cluster (``cluster.prepare``, its window, ``cluster.wait``), IPython, JupyterLab
 (``jupyter.prepare``, its window, ``jupyter.wait``). The tmux argv come built in the plan and run
 here with subprocess (no ssh per tmux call). Dask and JupyterLab boot side by side; IPython starts once
-Dask is up (on a busy host its start would slow Dask's, and `up` waits for Dask).
+Dask is up, and with worker jobs once their workers joined (on a busy host its start would slow theirs,
+and `up` waits for them).
 
 Each finished step prints one JSON line ``{"event": STEP, ...}`` (flushed) before the final
 ``{"ok": ..., "result": ...}``; the cluster's ``cluster-ready`` goes out as soon as it is ready, so it
@@ -288,11 +289,15 @@ def _up(payload: dict[str, Any], session: str) -> dict[str, Any]:
 
     ipy = payload.get("ipython")
     if ipy:
-        # IPython's window (its shell) now, IPython itself once Dask is up: its start costs as much as a
-        # worker's and would slow Dask's, which `up` waits for; its client then connects at once
+        # IPython's window (its shell) now, IPython itself once Dask is up, and with worker jobs once their
+        # workers joined: its start costs as much as a worker's and would slow what `up` waits for; its client
+        # then connects at once and sees them
         started = open_window(session, ipy["window"], typed=booting is None)
         if started and booting is not None:
             booting.join()
+            if submitting is not None and booting.error is None:
+                result["jobs"] = _jobs_joined(plan["jobs"]["wait"], submitting.result(), booting.value)
+                submitting = None
             type_lines(ipy["window"])
         if started:
             _ipython_wait(session, ipy)
@@ -313,7 +318,7 @@ def _up(payload: dict[str, Any], session: str) -> dict[str, Any]:
     if prep is not None:
         result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
         result["cluster_notes"] = prep.get("notes", [])
-    if submitting is not None:  # last: IPython and JupyterLab did not wait for the queue
+    if submitting is not None:  # last (with IPython kept): JupyterLab did not wait for the queue
         result["jobs"] = _jobs_joined(plan["jobs"]["wait"], submitting.result(), result["cluster"])
     if replan:
         result["replan"] = replan

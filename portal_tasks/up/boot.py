@@ -336,14 +336,17 @@ def _run(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, par
         hostenv.require(target, planned.env, "IPython", "ipython")
     if planned.jupyter:
         hostenv.require(target, planned.env, "jupyterlab", "jupyter")
-    # the order the user reads them in: IPython starts once the cluster is ready, JupyterLab boots beside it
+    # the order the user reads them in: IPython starts once the cluster is ready (and its worker jobs joined),
+    # JupyterLab boots beside it
+    jobs = [("jobs", "jobs", f"{options.jobs} on the batch system")] \
+        if "cluster" in planned.parts and options.jobs and planned.ports else []  # waited for in the same call
     steps = {"env": [("env", "env", labels.get("env", spec))],
              "cluster": [("cluster-starting", "cluster", "starting"), ("cluster-ready", "cluster", "ready")],
-             "ipython": [("ipython", "ipython", "")], "jupyter": [("jupyter", "jupyter", "")]}
+             "ipython": [*jobs, ("ipython", "ipython", "")], "jupyter": [("jupyter", "jupyter", "")]}
     order = [("tmux", "tmux", labels.get("tmux", f"session {target.settings.session}"))]
     order += [step for part in planned.parts for step in steps[part]]
-    if "cluster" in planned.parts and options.jobs and planned.ports:  # waited for last, in the same call
-        order.append(("jobs", "jobs", f"{options.jobs} on the batch system"))
+    if jobs and "ipython" not in planned.parts:
+        order += jobs
     display = Display(order, shown=shown is not None)
     booted = Booted(planned.env)
     try:

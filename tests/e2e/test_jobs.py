@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from portal_tasks import daskcmd, tls
+from portal_tasks.envs import env_key
 from portal_tasks.testing.assertions import dask_client
 from portal_tasks.testing.flows import status, up
 from portal_tasks.testing.intruders import INTRUDER, own_bundle
@@ -188,6 +189,18 @@ def test_up_workers_0_jobs_2_is_the_scheduler_alone_on_the_login_host(portal_ser
     assert all(len(j["workers"]) == 1 and f"//{node_ip}:" in j["workers"][0] for j in cluster["jobs"])
     said = run_portal(alice, "status", "--host", host)
     assert said.rc == 0 and "no workers on the host, 2 joined from its 2 jobs" in said.stdout, said.stdout
+
+    # IPython's own `client` (made as it started, once the jobs' workers had joined) sees the two of them
+    window = f"=portal:=ipython-{env_key(env)}"
+    asked = alice.ssh(host, shlex.join(["tmux", "send-keys", "-t", window,
+                                        'print("PORTAL-WORKERS", len(client.scheduler_info()["workers"]))', "Enter"]))
+    assert asked.rc == 0, asked.stderr
+
+    def ipython_says() -> list[str]:
+        pane = alice.ssh(host, shlex.join(["tmux", "capture-pane", "-p", "-t", window])).stdout
+        return re.findall(r"^PORTAL-WORKERS (\d+)", pane, re.M)
+
+    assert retry_until(ipython_says, 60, 0.5, what="IPython's client to count its workers") == ["2"]
 
     variables = daskcmd.client_environment(cluster["scheduler_port"], cluster["dashboard_port"],
                                            tls.paths(str(alice.home)), portal_slurm.scheduler_address)
