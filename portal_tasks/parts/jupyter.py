@@ -91,8 +91,16 @@ def _healthy(entry: JupyterState | None) -> bool:
     return bool(entry and entry.get("healthy"))
 
 
+def where(entry: JupyterState) -> str:
+    """The end of a line saying where the server answers: on a Unix socket no browser opens, the socket and
+    the command that makes a browser URL of it (no token: the forward's URL carries it); else ``: URL``."""
+    if entry.get("socket"):
+        return f", on its Unix socket {entry['socket']} (`portal forward` makes a browser URL of it)"
+    return f": {entry['url']}"
+
+
 def _kept_line(target: Target, env: Env, entry: JupyterState) -> str:
-    return f"{target.host}: JupyterLab for env {env.spec!r} already running, kept: {entry['url']}"
+    return f"{target.host}: JupyterLab for env {env.spec!r} already running, kept{where(entry)}"
 
 
 def kept(target: Target, seen: Seen) -> list[str] | None:

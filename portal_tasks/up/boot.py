@@ -426,8 +426,8 @@ def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, A
         if entry is None:
             return  # moved: the next call starts it
         if entry.get("started"):
-            line = (f"{host}: JupyterLab for env {spec!r} started in window {jupyter_step.window_name(planned.env)}: "
-                    f"{entry['url']}")
+            line = (f"{host}: JupyterLab for env {spec!r} started in window {jupyter_step.window_name(planned.env)}"
+                    f"{jupyter_step.where(entry)}")
         else:
             line = jupyter_step._kept_line(target, planned.env, entry)
         display.close("jupyter", [line], target.say)

@@ -411,3 +411,15 @@ def test_a_step_line_that_comes_early_waits_for_the_steps_before_it() -> None:
     assert said == ["ipython up", "lab up", "cluster up"]
     display.close("jupyter", ["again"], said.append)
     assert said == ["ipython up", "lab up", "cluster up"]
+
+
+def test_a_jupyterlab_on_a_unix_socket_is_said_with_its_socket_and_the_forward_not_an_unopenable_url() -> None:
+    from portal_tasks.parts import jupyter as jupyter_step
+
+    on_socket = dict(LAB, port=None, socket="/h/.portal/hosts/m/jupyter/a/jupyter.sock",
+                     url="http+unix://%2Fh%2F.portal%2Fhosts%2Fm%2Fjupyter%2Fa%2Fjupyter.sock/lab?token=t0k")
+    said = jupyter_step.where(on_socket)  # type: ignore[arg-type]
+    assert said == (", on its Unix socket /h/.portal/hosts/m/jupyter/a/jupyter.sock "
+                    "(`portal forward` makes a browser URL of it)")
+    assert "t0k" not in said and "http+unix" not in said
+    assert jupyter_step.where(LAB) == f": {LAB['url']}"  # type: ignore[arg-type]
