@@ -47,24 +47,29 @@ def marked(pids: list[int]) -> bool:
 
 
 def preloaded(pids: list[int]) -> bool:
-    """True when one of ``pids`` (or an ancestor: a worker is forked by the forkserver of its ``dask worker``)
-    started with portal's preload, so its HTTP server answers its owner only."""
+    """True when one of ``pids`` started with portal's preload, or is a worker of a ``dask worker`` that did:
+    its parent (a spawned worker), or past the forkserver it was forked from. A program a task started
+    inside a worker is neither: its parent, the worker, has no preload on its command line."""
     for pid in pids:
-        for each in _lineage(pid, 3):
+        for each in _starters(pid):
             if any(part.endswith("/" + hostpaths.DASK_PRELOAD) for part in cmdline(each)):
                 return True
     return False
 
 
-def _lineage(pid: int, ancestors: int) -> list[int]:
-    """``pid`` and up to ``ancestors`` of its parents (init is none of them)."""
-    found = [pid]
-    while len(found) <= ancestors and found[-1] > 1:
-        parent = _parent(found[-1])
-        if parent <= 1:
-            break
-        found.append(parent)
-    return found
+def _forkserver(pid: int) -> bool:
+    """The process runs Python's forkserver (a worker forked from it has the same command line)."""
+    return any("multiprocessing.forkserver" in part for part in cmdline(pid))
+
+
+def _starters(pid: int) -> list[int]:
+    """``pid`` and its parent, and for a process forked by a forkserver every forkserver above it and the
+    process that started them (a few at most)."""
+    found = [pid, _parent(pid)]
+    if _forkserver(pid):
+        while found[-1] > 1 and _forkserver(found[-1]) and len(found) < 6:
+            found.append(_parent(found[-1]))
+    return [p for p in found if p > 1]
 
 
 def _records() -> list[dict[str, Any]]:

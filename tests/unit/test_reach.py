@@ -137,3 +137,37 @@ def test_up_says_when_a_kept_cluster_has_an_open_dashboard() -> None:
     (line,) = cluster_step._dashboard_lines(target, {"env": "a", "dashboard_open": True})
     assert "answers anyone on the server" in line and "`portal down --env a` and up again" in line
     assert cluster_step._dashboard_lines(target, {"env": "a", "dashboard_open": False}) == []
+
+
+FORKSERVER = """import os, subprocess, sys, time
+# as the command line of Python's forkserver: from multiprocessing.forkserver import main
+if os.fork() == 0:  # a worker forked from it, and a program one of its tasks started
+    task = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(sys.argv[1] + ".part", "w") as fh:
+        fh.write("%d %d %d" % (os.getppid(), os.getpid(), task.pid))
+    os.rename(sys.argv[1] + ".part", sys.argv[1])
+time.sleep(60)
+"""
+
+
+def test_a_worker_forked_by_the_forkserver_of_a_preloaded_dask_worker_is_preloaded_a_task_s_program_is_not(
+        tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "pids"
+    nannies = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]]); "
+               "time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", nannies, FORKSERVER, str(out), "--preload",
+                             f"/h/.portal/dask/{hostpaths.DASK_PRELOAD}"], start_new_session=True)
+    try:
+        for _ in range(300):
+            if out.exists():
+                break
+            time.sleep(0.05)
+        server, worker, task = (int(p) for p in out.read_text().split())
+        assert reach.preloaded([worker]) and reach.preloaded([server])
+        assert not reach.preloaded([task])  # a task's own server: no guard in it, so not said to have one
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
