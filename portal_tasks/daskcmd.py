@@ -123,8 +123,8 @@ ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
 QUIET = ("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=500ms", "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL=1s",
          "DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms")
 #: And there: a nanny forks its worker from a server process that imported Dask once (Python's forkserver,
-#: a method Dask offers) instead of spawning a new interpreter that imports it all again: a cold `up` with
-#: two workers costs 0.5-0.6 CPU-s and 0.15 s less, also with one worker, and forked workers share those pages.
+#: a method Dask offers) instead of spawning a new interpreter that imports it all again: two workers cost
+#: 0.66 -> 0.44 CPU-s and the cluster is ready 0.3 s sooner; one worker costs the same (docs/DECISIONS.md).
 FORKED = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver"
 
 

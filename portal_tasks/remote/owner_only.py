@@ -160,11 +160,11 @@ def start_forkserver() -> None:
     imports then. Not in the scheduler (no worker ports in its environment), nor in a worker (a child of it)."""
     if HTTP_PORTS not in os.environ:
         return
-    import multiprocessing
+    try:  # nothing here may keep the workers from starting: Dask starts the server itself, later
+        import multiprocessing
 
-    if multiprocessing.parent_process() is not None:
-        return
-    try:
+        if multiprocessing.parent_process() is not None:
+            return
         import dask
         from distributed.utils import get_mp_context
 
