@@ -253,7 +253,8 @@ def up(c: Context, env: str | None = None, host: str | None = None, ssh_config: 
                                            jobs=jobs, job=job))
     target = _target(c, host, ssh_config, modules=module)
     if not explain:
-        cluster.validate(target, request.cluster)  # bad input: not even a connection is made
+        cluster.validate(target, request.cluster)  # bad input (options, no env): not even a connection is made
+        cluster.env_spec(target, env)
         target.link.connect_soon()  # ssh logs in while the rest of `up` is imported
     from .up import command
 

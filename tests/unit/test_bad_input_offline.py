@@ -83,8 +83,13 @@ def laptop(tmp_path: Path, laptop_cache: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
     # a short runtime dir (conftest's), or portal's control sockets would go to a /tmp dir outliving the test
+    # every ssh portal starts goes through this one, which notes that it ran (then is the real ssh)
+    spy = tmp_path / "bin"
+    spy.mkdir()
+    (spy / "ssh").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/ssh-ran\nexec /usr/bin/ssh "$@"\n')
+    (spy / "ssh").chmod(0o755)
     return {"HOME": str(home), "PORTAL_SSH_CONFIG": str(config), "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],
-            "PATH": "/usr/bin:/bin"}
+            "PATH": f"{spy}:/usr/bin:/bin"}
 
 
 def portal(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -96,6 +101,7 @@ def portal(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
     (["up", "--memory", "lots"], {}, None, "lots"),
     (["up", "--memory", "-4GiB"], {}, None, "-4GiB"),
     (["up", "--workers", "0"], {}, None, "--workers 0"),
+    (["up"], {}, None, "no env given"),
     (["cluster", "--threads", "-3"], {}, None, "--threads -3"),
     (["status"], {"PORTAL_PORT_BASE": "80"}, None, "port_base 80"),
     (["status"], {"PORTAL_PORT_BASE": "lots"}, None, "PORTAL_PORT_BASE='lots'"),
@@ -104,7 +110,7 @@ def portal(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
     (["status"], {"PORTAL_SESSION": "x$(touch /tmp/pwned)"}, None, "x$(touch /tmp/pwned)"),
     (["tmux", "--session", "a;b"], {}, None, "'a;b'"),
     (["up", "--explain"], {}, "session: '`id`'\n", "`id`"),
-], ids=["memory-garbage", "memory-negative", "workers-0", "threads-negative", "port-base-80", "port-base-garbage",
+], ids=["memory-garbage", "memory-negative", "workers-0", "no-env", "threads-negative", "port-base-80", "port-base-garbage",
         "port-base-yaml", "yaml-malformed", "session-env", "session-option", "session-yaml-explain"])
 def test_cli_refuses_in_one_line_before_connecting(tmp_path, laptop, args, extra, yaml, needle):
     if yaml is not None:
@@ -115,6 +121,7 @@ def test_cli_refuses_in_one_line_before_connecting(tmp_path, laptop, args, extra
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("portal:") and needle in lines[0], res.stderr
     assert "connect" not in res.stderr  # refused before any SSH
+    assert not (tmp_path / "ssh-ran").exists()  # not even in the background (up's early login)
     assert not (tmp_path / "portal").exists() or not any((tmp_path / "portal").iterdir())
 
 
