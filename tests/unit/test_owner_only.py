@@ -210,8 +210,15 @@ def test_the_installed_preload_runs_alone_and_reads_proc_net_tcp_itself(tmp_path
 FORKSERVER_PID = """import importlib.util, multiprocessing.forkserver as fs, sys
 spec = importlib.util.spec_from_file_location("portal_owner_only", sys.argv[1])
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
+import time
 pid = fs._forkserver._forkserver_pid
-print(pid, open("/proc/%d/cmdline" % pid).read().replace("\\0", " ") if pid else "")
+cmdline = ""
+for _ in range(400):  # its command line is empty until its exec is through (Popen returns before that)
+    cmdline = open("/proc/%d/cmdline" % pid).read().replace("\\0", " ") if pid else "-"
+    if cmdline:
+        break
+    time.sleep(0.025)
+print(pid, cmdline if pid else "")
 """
 
 

@@ -39,17 +39,21 @@ def dask_like(tmp_path: Path):
     started = []
 
     def start(preload: bool) -> int:
-        argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+        argv = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
         if preload:
             argv += ["--preload", f"{tmp_path}/dask/{hostpaths.DASK_PRELOAD}"]
-        proc = subprocess.Popen(argv, env=dict(os.environ, **{hostpaths.CLUSTER_MARK: "a@here"}))
+        proc = subprocess.Popen(argv, env=dict(os.environ, **{hostpaths.CLUSTER_MARK: "a@here"}),
+                                stdout=subprocess.PIPE, text=True)
         started.append(proc)
+        # Popen returns once the exec began; /proc shows the new environment and command line only after
+        # it is through, which the program's first line proves
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
         return proc.pid
 
     yield start
     for proc in started:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def test_dask_ports_are_the_owners_when_tls_or_preloaded_else_open(dask_like) -> None:

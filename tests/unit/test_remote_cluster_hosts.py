@@ -11,10 +11,13 @@ from portal_tasks.remote import cluster
 
 @pytest.fixture
 def dask_like():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dask-scheduler-lookalike"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)",
+                             "dask-scheduler-lookalike"], stdout=subprocess.PIPE, text=True)
+    # its command line shows in /proc once its exec is through, which its first line proves
+    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
     yield proc.pid
     proc.kill()
-    proc.wait()
+    proc.communicate()
 
 
 def test_recorded_pids_of_this_machine_count_as_stale(dask_like):
