@@ -60,6 +60,7 @@ KINDS: list[tuple[str, re.Pattern[str]]] = [(k, re.compile(p)) for k, p in [
     ("tmux server", r"^tmux: server"),
     ("tmux (utempter, records the window's terminal)", r"^utempter\0"),
     ("tmux client/command", r"^tmux"),
+    ("dask spec: scheduler and nannies", r"dask[- ]spec|distributed\.cli\.dask_spec"),
     ("dask scheduler", r"dask[- ]scheduler|distributed\.cli\.dask_scheduler"),
     ("dask worker (spawned)", r"multiprocessing[.]spawn|--multiprocessing-fork"),
     ("multiprocessing resource tracker", r"resource_tracker"),
@@ -319,7 +320,7 @@ def _ended_of(ended: Iterable[Ended], uid: int, listener: int, seen: dict[int, P
 
 #: the kinds that make up a user's cluster (everything else of theirs on the host: portal's, or their IPython)
 FORKSERVER = "forkserver and the dask workers it forks"
-CLUSTER_KINDS = ("dask scheduler", "dask worker/nanny (main)", "dask worker (spawned)", FORKSERVER,
+CLUSTER_KINDS = ("dask spec: scheduler and nannies", "dask scheduler", "dask worker/nanny (main)", "dask worker (spawned)", FORKSERVER,
                  "multiprocessing resource tracker")
 SESSION_KINDS = ("IPython", "JupyterLab")
 

@@ -12,7 +12,7 @@ import pytest
 
 from portal_tasks.plan import env_key
 from portal_tasks.testing.assertions import assert_ports_in_block, assert_refused, client_env, dask_client, user_ports
-from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.flows import runs_scheduler, status, up
 
 CLIENTS = 5
 
@@ -40,7 +40,7 @@ def test_one_scheduler_per_env_whatever_the_number_of_clients(portal_server, ali
     host = testinfra_host(alice)
 
     def schedulers():
-        return sorted(p.pid for p in host.process.filter(user=alice.name) if "dask scheduler" in p.args)
+        return sorted(p.pid for p in host.process.filter(user=alice.name) if runs_scheduler(p.args))
 
     clusters = status(run_portal, alice, portal_server.host)["clusters"]
     assert schedulers() == sorted(c["pid"] for c in clusters), "a scheduler that is not one env's cluster"

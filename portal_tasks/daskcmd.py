@@ -2,13 +2,15 @@
 
 Every listener binds 127.0.0.1 and speaks TLS with the user's own certificate; with workers on other
 servers, the scheduler and workers listen on the address those servers reach (still TLS only).
-The env's workers are one ``dask worker --nworkers N`` (one interpreter for all the nannies, each worker a
-process of its own under its nanny); portal's preload gives each worker its own HTTP port of the slot
-(Dask would give them all one address). Workers on other servers are one ``dask worker`` each.
+On the host the scheduler and the nannies of the env's workers run in one ``dask spec`` (one interpreter that
+imports Dask once; each worker a process of its own under its nanny, forked from a forkserver), each worker's
+HTTP server on its own port of the slot. Workers on other servers are one ``dask worker --nworkers N`` each,
+where portal's preload gives each worker its own HTTP port (Dask would give them all one address).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import Any, Mapping
 from .errors import ClusterError
 from .plan import EnvPorts
 from .remote import slots
-from .remote.hostpaths import CLUSTER_MARK, WORKER_HTTP_PORTS
+from .remote.hostpaths import CLUSTER_MARK, CLUSTER_PID_FILE, WORKER_HTTP_PORTS
 from .tls import TlsPaths
 
 LOOPBACK = "127.0.0.1"
@@ -75,13 +77,54 @@ def _preload_args(preload: str | None, nanny: bool = False) -> list[str]:
     return ["--preload", preload, *(["--preload-nanny", preload] if nanny else [])]
 
 
-def scheduler_argv(spec: ClusterSpec) -> list[str]:
-    return [
-        "dask", "scheduler", "--protocol", "tls", "--host", spec.listen, "--port", str(spec.ports.scheduler_port),
-        "--dashboard-address", f"{LOOPBACK}:{spec.ports.dashboard_port}", *_tls_args(spec.tls),
-        "--scheduler-file", spec.paths["scheduler_file"], "--pid-file", spec.paths["scheduler_pid_file"],
-        *_preload_args(spec.paths.get("preload")),
-    ]
+def _tls_config(tls: TlsPaths) -> dict[str, str]:
+    """Dask's TLS settings of a scheduler and its workers in one process (``dask spec`` takes no TLS flags):
+    the user's CA, certificate and key, as ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` give them."""
+    return {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls.ca,
+            "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT": tls.cert, "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY": tls.key,
+            "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT": tls.cert, "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY": tls.key}
+
+
+def worker_name(mark: str, index: int, workers: int) -> str:
+    """Worker ``index``'s name, as ``dask worker --name MARK --nworkers N`` names them: ``MARK-I``, one alone ``MARK``."""
+    return mark if workers == 1 else f"{mark}-{index}"
+
+
+def servers(spec: ClusterSpec) -> dict[str, Any]:
+    """What ``dask spec`` runs in one process: the scheduler and each worker's nanny (each nanny still starts
+    its worker as a process of its own, and restarts it past its memory limit). The scheduler's port is
+    fixed, so the nannies dial its address; each worker and nanny takes its own port of the slot's ranges
+    (the next of the range when that one is taken) and its worker's HTTP server its own port."""
+    preload = [spec.paths["preload"]] if spec.paths.get("preload") else []
+    ports = spec.ports.as_dict()
+    found: dict[str, Any] = {"scheduler": {"cls": "distributed.Scheduler", "opts": {
+        "protocol": "tls", "host": spec.listen, "port": spec.ports.scheduler_port, "dashboard": True,
+        "dashboard_address": f"{LOOPBACK}:{spec.ports.dashboard_port}", "scheduler_file": spec.paths["scheduler_file"],
+        **({"preload": preload} if preload else {})}}}
+    for i in range(spec.workers):
+        own = slots.per_worker(ports, i)
+        name = worker_name(spec.mark, i, spec.workers)
+        found[name] = {"cls": "distributed.Nanny", "opts": {
+            "scheduler_ip": spec.address, "protocol": "tls", "host": spec.listen, "name": name,
+            "worker_port": "%d:%d" % tuple(own["worker_port"]), "port": "%d:%d" % tuple(own["nanny_port"]),
+            "nthreads": spec.threads, "memory_limit": spec.memory_limit, "local_directory": spec.paths["scratch"],
+            "dashboard": False, "dashboard_address": f"{LOOPBACK}:{own['http_port']}",
+            **({"preload": preload} if preload else {})}}
+    return found
+
+
+def cluster_argv(spec: ClusterSpec) -> list[str]:
+    """The env's cluster on the host: scheduler and nannies in one ``dask spec`` (one interpreter that imports
+    Dask once, where ``dask scheduler`` and ``dask worker`` take two)."""
+    return ["dask", "spec", "--spec", json.dumps(servers(spec), separators=(",", ":"))]
+
+
+def cluster_environment(spec: ClusterSpec) -> dict[str, str]:
+    """The variables of the cluster's ``dask spec``: TLS (:func:`_tls_config`), the file portal's preload writes
+    the process's pid to (as ``--pid-file`` would), and with workers their HTTP ports (the preload then starts
+    their forkserver at once)."""
+    workers = _workers_environment(spec.ports.as_dict(), spec.workers) if spec.workers else {}
+    return {**_tls_config(spec.tls), CLUSTER_PID_FILE: spec.paths["scheduler_pid_file"], **workers}
 
 
 def _workers_argv(scheduler: list[str], listen: str, ports: dict[str, Any], workers: int, name: str, threads: int,
@@ -102,17 +145,6 @@ def _workers_argv(scheduler: list[str], listen: str, ports: dict[str, Any], work
 def _workers_environment(ports: dict[str, Any], workers: int) -> dict[str, str]:
     """The variables of the workers' ``dask worker``: each worker's HTTP port, for portal's nanny preload."""
     return {WORKER_HTTP_PORTS: ",".join(str(slots.per_worker(ports, i)["http_port"]) for i in range(workers))}
-
-
-def workers_argv(spec: ClusterSpec) -> list[str]:
-    """The env's workers, all of them, in one ``dask worker`` (one interpreter for all their nannies)."""
-    return _workers_argv(["--scheduler-file", spec.paths["scheduler_file"]], spec.listen, spec.ports.as_dict(),
-                         spec.workers, spec.mark, spec.threads, spec.memory_limit, spec.paths["scratch"], spec.tls,
-                         spec.paths["workers_pid_file"], spec.paths.get("preload"))
-
-
-def workers_environment(spec: ClusterSpec) -> dict[str, str]:
-    return _workers_environment(spec.ports.as_dict(), spec.workers)
 
 
 #: In the environment of every process the cluster window starts: only TLS, whatever the user's Dask config.
@@ -137,14 +169,14 @@ def _started(mark: str, commands: list[tuple[dict[str, str], list[str]]]) -> lis
 
 
 def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
-    """The lines typed into the cluster window's shell (also what --explain prints): valid in any shell. With no
-    workers on the host (``--workers 0``: batch jobs or other servers bring them) the scheduler alone, its log shown."""
-    workers = [(workers_environment(spec), workers_argv(spec))] if spec.workers else []
+    """The lines typed into the cluster window's shell (also what --explain prints): valid in any shell. The
+    cluster's one process shows its log; with no workers on the host (``--workers 0``: batch jobs or other
+    servers bring them) it runs the scheduler alone."""
     return [
         *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
-        *_started(spec.mark, [({}, scheduler_argv(spec)), *workers]),
+        *_started(spec.mark, [(cluster_environment(spec), cluster_argv(spec))]),
     ]
 
 

@@ -101,7 +101,8 @@ def outside_block(key: str, block: dict[str, Any] | None, found: list[Listener])
 
 
 def workers_pids(state: dict[str, Any] | None) -> list[int]:
-    """The pids of a cluster's ``dask worker`` processes (one for all; one per worker in some earlier records)."""
+    """The pids of the processes of a cluster's nannies: its ``dask spec`` (the scheduler's own); an earlier
+    portal's ``dask worker`` (one for all, or one per worker)."""
     pids = (state or {}).get("workers_pids") or [(state or {}).get("workers_pid")]
     return [int(p) for p in pids if p]
 
@@ -355,8 +356,9 @@ def prepare(payload: dict[str, Any]) -> dict[str, Any]:
 def wait(payload: dict[str, Any]) -> dict[str, Any]:
     """The cluster part of the ``up`` verb, once its window runs: bounded wait until scheduler (TLS) and every worker listen; records state.
 
-    Every worker (its ``dask worker`` process, its worker, nanny and HTTP servers) is counted; an HTTP
-    server Dask moved outside the block (its port was taken meanwhile) counts too, and a note says so.
+    Every worker (its worker, nanny and HTTP servers) is counted; an HTTP server Dask moved outside the block
+    (its port was taken meanwhile) counts too, and a note says so. The scheduler and the nannies are one
+    process (``dask spec``): its pid is the scheduler's and the workers' both.
     """
     paths, rec, n = payload["paths"], payload["ports"], int(payload["workers"])
     block = payload.get("block") or ports.recorded_block()
@@ -368,16 +370,14 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
     served: int | None  # the workers' HTTP servers while waiting, then the port Dask serves its dashboard on
     while True:
         sched = read_pid(paths["scheduler_pid_file"])
-        # one `dask worker --nworkers N` for all; none with --workers 0 (the scheduler alone: jobs bring workers)
-        workers = [read_pid(paths["workers_pid_file"])] if n else []
+        # the nannies run in the scheduler's process; none with --workers 0 (the scheduler alone: jobs bring workers)
+        workers = [sched] if n else []
         address = _scheduler_address(paths["scheduler_file"])
         if sched and not own(sched):
             held = holder_problem(rec["scheduler_port"], listeners())
             why = f": its port {rec['scheduler_port']} was taken by {held} meanwhile" if held else ""
             raise Failure(f"the scheduler exited right after starting{why}.", "ClusterError",
                           "Run portal again to move to another port of your block." if held else None)
-        if workers and workers[0] and not own(workers[0]):
-            raise Failure("the workers' `dask worker` exited right after starting.", "ClusterError")
         listening = bool(sched and address and _all_listen(rec, n))
         if listening and not shaken:  # the scheduler's TLS answers: asked once
             shaken = handshake(rec["scheduler_port"], 1.0, sched, host=payload.get("listen") or "127.0.0.1")
@@ -414,7 +414,7 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
     state["planned_dashboard_port"] = rec["dashboard_port"]
     write_json(state_path("clusters", "%s.json" % payload["key"]), state)
     if payload.get("plan"):
-        share.bind(payload["plan"], payload["key"], [sched] + workers)
+        share.bind(payload["plan"], payload["key"], [sched])
     return dict(state, notes=[note for note in notes if note], **health(state))
 
 

@@ -16,9 +16,13 @@ HELPER_DIR = PORTAL_DIR + "/bin"
 HOSTS_DIR = "hosts"
 #: Environment variable that marks a cluster's processes: ``PORTAL_CLUSTER=KEY@MACHINE``.
 CLUSTER_MARK = "PORTAL_CLUSTER"
-#: Environment variable of the env's ``dask worker --nworkers N``: its workers' HTTP ports, ``P0,P1,...``, which
-#: portal's preload (owner_only.HTTP_PORTS) gives them one each.
+#: Environment variable of a ``dask worker --nworkers N`` (on another server) and of the host's ``dask spec``: its
+#: workers' HTTP ports, ``P0,P1,...``; portal's preload (owner_only.HTTP_PORTS) gives each nanny's worker its
+#: own, and starts the workers' forkserver in that process.
 WORKER_HTTP_PORTS = "PORTAL_WORKER_HTTP"
+#: Environment variable of the cluster's ``dask spec``: the file portal's preload (owner_only.PID_FILE) writes the
+#: process's pid to, as ``dask scheduler --pid-file`` does.
+CLUSTER_PID_FILE = "PORTAL_PID_FILE"
 #: The file name of portal's Dask preload (remote/owner_only.py) on the host: a module name for Python.
 DASK_PRELOAD = "portal_owner_only.py"
 
@@ -61,7 +65,8 @@ def node_key(key: str, origin: str) -> str:
 
 def dask_preload(server: str) -> str:
     """Where the helper puts portal's Dask preload on a server (its own directory: Dask puts it on sys.path
-    while importing it), given to ``dask scheduler`` and ``dask worker`` as ``--preload``."""
+    while importing it), in the host's ``dask spec`` (each server's ``preload``) and ``--preload`` of ``dask
+    worker`` on other servers."""
     return "%s/dask/%s" % (server, DASK_PRELOAD)
 
 

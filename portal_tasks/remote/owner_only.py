@@ -4,8 +4,9 @@ dashboard, /metrics, /health) answer the user who runs them, and nobody else on 
 user's block (:func:`dask_setup`): Dask gives them all one address, and all but one would move to a random port.
 
 Not run by the helper: the helper writes this file into the server's state directory
-(``common.install_preload``) and the env's python imports it at the start of ``dask scheduler`` and
-``dask worker``. On import it wraps Tornado's ``HTTPServer.handle_stream`` in this process (Dask imports
+(``common.install_preload``) and the env's python imports it at the start of the host's ``dask spec``
+(the scheduler and the nannies, whose pid it writes: :func:`record_pid`), of each worker, and of ``dask
+worker`` on other servers. On import it wraps Tornado's ``HTTPServer.handle_stream`` in this process (Dask imports
 preloads before it starts its HTTP server, and no connection is served before): a connection whose
 other end is not a socket of this user (the uid of the socket that connected, asked of the kernel by
 sock_diag as ``ss`` does, or read from ``/proc/net/tcp``) gets ``403`` and is closed. The user's own
@@ -117,7 +118,8 @@ def guard(server_class: type[HTTPServer]) -> None:
     server_class.handle_stream = handle_stream  # type: ignore[method-assign,assignment]
 
 
-#: In the environment of ``dask worker --nworkers N``: the workers' HTTP ports, ``P0,P1,...`` (worker i's is Pi).
+#: In the environment of the nannies' process (``dask spec`` on the host, ``dask worker --nworkers N`` on another
+#: server): the workers' HTTP ports, ``P0,P1,...`` (worker i's is Pi).
 #: hostpaths.WORKER_HTTP_PORTS names it for the laptop; this file runs alone in the env's Python (a test ties them).
 HTTP_PORTS = "PORTAL_WORKER_HTTP"
 
@@ -153,11 +155,34 @@ def _install() -> None:
     guard(HTTPServer)
 
 
+#: In the environment of the host's ``dask spec``: the file this process's pid goes to (``dask spec`` has no
+#: ``--pid-file``); hostpaths.CLUSTER_PID_FILE names it for the laptop (a test ties them).
+PID_FILE = "PORTAL_PID_FILE"
+
+
+def record_pid() -> None:
+    """Write this process's pid to the file ``PORTAL_PID_FILE`` names (0600, replaced whole), in the process
+    started with it alone: the variable leaves the environment here, so no worker or program started later
+    sees it."""
+    path = os.environ.pop(PID_FILE, "")
+    if not path:
+        return
+    try:
+        part = "%s.%d.part" % (path, os.getpid())
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(part, path)
+    except OSError:  # the helper then says the cluster did not come up, with what it saw
+        return
+
+
 def start_forkserver() -> None:
-    """In the process of ``dask worker --nworkers N`` (its nannies): the forkserver the workers are forked from
-    (``FORKED`` in portal's Dask lines) starts now and imports Dask while the nannies still wait for the
-    scheduler's file; Dask would start it only once a nanny is registered, and the workers would wait for its
-    imports then. Not in the scheduler (no worker ports in its environment), nor in a worker (a child of it)."""
+    """In the process of the nannies (the host's ``dask spec``, or ``dask worker --nworkers N`` on another server):
+    the forkserver the workers are forked from (``FORKED`` in portal's Dask lines) starts now and imports Dask
+    while the scheduler starts; Dask would start it only once a nanny is registered, and the workers would wait
+    for its imports then. Not in a scheduler alone (no worker ports in its environment), nor in a worker (a
+    child of it)."""
     if HTTP_PORTS not in os.environ:
         return
     try:  # nothing here may keep the workers from starting: Dask starts the server itself, later
@@ -179,4 +204,5 @@ def start_forkserver() -> None:
 
 
 _install()
+record_pid()
 start_forkserver()

@@ -47,12 +47,14 @@ def marked(pids: list[int]) -> bool:
 
 
 def preloaded(pids: list[int]) -> bool:
-    """True when one of ``pids`` started with portal's preload, or is a worker of a ``dask worker`` that did:
+    """True when one of ``pids`` started with portal's preload, or is a worker of a process that did:
     its parent (a spawned worker), or past the forkserver it was forked from. A program a task started
     inside a worker is neither: its parent, the worker, has no preload on its command line."""
     for pid in pids:
         for each in _starters(pid):
-            if any(part.endswith("/" + hostpaths.DASK_PRELOAD) for part in cmdline(each)):
+            # ``--preload PATH`` of `dask worker` on another server; the preload's path inside the JSON of the
+            # host's `dask spec` (scheduler and nannies)
+            if any(("/" + hostpaths.DASK_PRELOAD) in part for part in cmdline(each)):
                 return True
     return False
 

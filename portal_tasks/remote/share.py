@@ -206,9 +206,38 @@ def counts(data: Any, owner: int, now: float, machine: str) -> bool:
                for p in procs)
 
 
+def _spec_budget(argv: list[str]) -> tuple[int, int] | None:
+    """``(memory bytes, cores)`` of the workers a ``dask spec --spec JSON`` command line runs (portal's own
+    cluster: a nanny per worker, each with its memory limit and threads), or None when it runs none."""
+    names = [os.path.basename(a) for a in argv]
+    at = next((i for i in range(1, len(names)) if names[i] == "spec" and names[i - 1] == "dask"),
+              next((i for i, n in enumerate(names) if n == "dask-spec"), None))
+    if at is None:
+        return None
+    rest = argv[at + 1:]
+    text = next((a.partition("=")[2] for a in rest if a.startswith("--spec=")), None)
+    if text is None and "--spec" in rest and rest.index("--spec") + 1 < len(rest):
+        text = rest[rest.index("--spec") + 1]
+    try:
+        servers = json.loads(text or "")
+        opts = [s.get("opts") or {} for s in servers.values()
+                if isinstance(s, dict) and str(s.get("cls", "")).rsplit(".", 1)[-1] in ("Nanny", "Worker")]
+        limits = [parse_amount(str(o.get("memory_limit", ""))) for o in opts]
+        cores = sum(int(o.get("nthreads") or 1) for o in opts)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not opts or not all(limit and limit[0] == "bytes" and limit[1] >= 1024**2 for limit in limits):
+        return None
+    return int(sum(limit[1] for limit in limits if limit)), cores
+
+
 def worker_budget(argv: list[str]) -> tuple[int, int] | None:
     """``(memory bytes, cores)`` a ``dask worker`` command line asks for (limit x nworkers, threads x nworkers),
-    or None for any other command line or a limit that is not a size."""
+    or portal's ``dask spec`` (:func:`_spec_budget`); None for any other command line or a limit that is not a
+    size."""
+    spec = _spec_budget(argv)
+    if spec:
+        return spec
     names = [os.path.basename(a) for a in argv]
     starts = [i + 1 for i, n in enumerate(names) if n == "dask-worker"]
     starts += [i + 1 for i in range(1, len(names)) if names[i] == "worker" and names[i - 1] == "dask"]
@@ -450,7 +479,7 @@ def bind(plan: dict[str, Any], key: str, pids: Iterable[int | None]) -> bool:
         data = _read(fd, found[0])[0] if found else None
         if not isinstance(data, dict):
             return False
-        procs = [[int(p), start_time(p)] for p in pids if p and start_time(p) is not None]
+        procs = [[int(p), start_time(p)] for p in dict.fromkeys(pids) if p and start_time(p) is not None]
         write(fd, rid, dict(data, procs=procs))
         return True
     finally:

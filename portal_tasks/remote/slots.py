@@ -14,7 +14,7 @@ MAX_WORKERS = 8
 #: Ports per env inside a user's block.
 SLOT_SIZE = 30
 #: Offsets inside an env's slot: single ports, then [first, last] ranges for workers, nannies and the
-#: workers' own HTTP servers (/health, /metrics; one ``dask worker`` process per worker, so each gets its own).
+#: workers' own HTTP servers (/health, /metrics; each worker is a process of its own, so each gets its own).
 LAYOUT: dict[str, Any] = {
     "scheduler_port": 0,
     "dashboard_port": 1,
@@ -99,7 +99,7 @@ def free_slots(block_start: int, per_block: int, envs: Mapping[str, Mapping[str,
 
 
 def per_worker(ports: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """Worker ``index``'s own ports, for its one ``dask worker`` process.
+    """Worker ``index``'s own ports (its worker, its nanny, its HTTP server).
 
     Worker and nanny: ``[own, last]`` of their ranges (Dask binds the first free of them, so one
     taken port moves it up inside the slot); HTTP: one port (``ports["http"][index]`` when the helper

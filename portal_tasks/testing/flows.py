@@ -143,3 +143,33 @@ def admin_set_up_for(server: TestServer, users: int) -> None:
     made = server.admin_run(["mkdir", "-p", "-m", "1777", "/tmp/portal-claims"], timeout=10)
     assert made.ok, made.tail()
     server.host_path("/etc/portal/portal.yaml").write_text(f"claims_dir: /tmp/portal-claims\nfair_users: {users}\n")
+
+
+def runs_scheduler(args: str) -> bool:
+    """``args`` (a process's command line, as ``ps`` shows it) runs a Dask scheduler: portal's ``dask spec`` (the
+    scheduler and the nannies in one process) or a ``dask scheduler``."""
+    return "dask scheduler" in args or ("dask spec" in args and "distributed.Scheduler" in args)
+
+
+def runs_nannies(args: str) -> bool:
+    """``args`` runs Dask nannies: portal's ``dask spec`` with workers, or a ``dask worker``."""
+    return "dask worker" in args or ("dask spec" in args and "distributed.Nanny" in args)
+
+
+def explained_servers(text: str) -> dict[str, Any]:
+    """The servers of the cluster's ``dask spec --spec JSON`` line in ``--explain``'s text (scheduler first,
+    then a nanny per worker on the host)."""
+    import shlex
+
+    line = next(line for line in text.splitlines() if " dask spec --spec " in line)
+    argv = shlex.split(line)
+    if "--spec" not in argv:  # typed into the window: `tmux send-keys -t WINDOW LINE Enter`
+        argv = shlex.split(next(a for a in argv if " dask spec --spec " in a))
+    servers: dict[str, Any] = json.loads(argv[argv.index("--spec") + 1])
+    return servers
+
+
+def explained_ports(text: str) -> tuple[int, int]:
+    """(scheduler port, dashboard port) of the cluster ``--explain``'s text starts."""
+    opts = explained_servers(text)["scheduler"]["opts"]
+    return int(opts["port"]), int(opts["dashboard_address"].rsplit(":", 1)[1])

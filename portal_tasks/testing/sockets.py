@@ -108,10 +108,11 @@ def _end(proc: subprocess.Popen[str]) -> None:
 #: Run on the host as the co-user, for at most argv[4] seconds (or until stdin closes): hold the ports
 #: given in argv[3] (comma-separated) from the start, and watch the user's (uid argv[1]) command lines
 #: to grab, the moment a process names it, each Jupyter port (``--port=P``, at most argv[2] of them)
-#: and the scheduler's dashboard port (``--dashboard-address HOST:P``) before the service binds it.
+#: and the scheduler's dashboard port (``--dashboard-address HOST:P``, or the first ``"dashboard_address":"HOST:P"``
+#: in a ``dask spec`` JSON: the scheduler's, which comes first) before the service binds it.
 #: Prints a JSON line per port grabbed and per connection received, with every byte it brought.
 GRABBER = r'''
-import json, os, select, socket, sys, threading, time
+import json, os, re, select, socket, sys, threading, time
 uid, max_lab, pre, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 held, counts, out = {}, {"jupyter": 0, "dashboard": 0}, threading.Lock()
 def say(**kw):
@@ -163,8 +164,10 @@ while time.monotonic() < deadline:
         for i, arg in enumerate(argv):
             if arg.startswith("--port=") and counts["jupyter"] < max_lab and grab(int(arg[7:]), "jupyter cmdline"):
                 counts["jupyter"] += 1
-            if arg == "--dashboard-address" and i + 1 < len(argv) and counts["dashboard"] < 1:
-                if grab(int(argv[i + 1].rpartition(":")[2] or 0), "dashboard cmdline"):
+            spec = re.search(r'"dashboard_address": ?"[^"]*:([0-9]+)"', arg)
+            if arg == "--dashboard-address" and i + 1 < len(argv) or spec:
+                port = int(spec.group(1)) if spec else int(argv[i + 1].rpartition(":")[2] or 0)
+                if counts["dashboard"] < 1 and grab(port, "dashboard cmdline"):
                     counts["dashboard"] += 1
 say(done=True)
 '''

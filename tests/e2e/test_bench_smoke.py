@@ -62,7 +62,7 @@ def test_the_host_cpu_benchmark_counts_every_process_both_ways(bench):
     plain, lab = (r.baseline or 0 for r in starts)
     assert plain >= 5 and lab > plain, starts
     assert all(r.value >= plain for r in starts), starts
-    assert "| dask scheduler | 1 (1) |" in bench.notes[-2] and "| portal helper | 1 (1) |" in bench.notes[-2]
+    assert "| dask spec: scheduler and nannies | 1 (1) |" in bench.notes[-2] and "| portal helper | 1 (1) |" in bench.notes[-2]
 
 
 def test_the_jobs_benchmark_runs_once(bench, portal_slurm):

@@ -15,7 +15,7 @@ from portal_tasks.link.base import helper_path
 from portal_tasks.runner import Result
 from portal_tasks.testing.assertions import (assert_one_shared_cluster, assert_ports_in_block, assert_refused,
                                              client_env, dask_client, state_file, user_ports)
-from portal_tasks.testing.flows import runs_cluster, skip_if_running, skip_unless_reset
+from portal_tasks.testing.flows import runs_cluster, runs_scheduler, skip_if_running, skip_unless_reset
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import http_squatter
 
@@ -72,7 +72,7 @@ def state_of(server: TestServer, user: TestUser, env: str) -> dict[str, Any]:
 
 def schedulers_of(server: TestServer, user: TestUser) -> list[str]:
     res = user.ssh(server.host, "ps -u \"$(id -u)\" -o pid=,args=")
-    return [line for line in res.stdout.splitlines() if "dask scheduler" in line]
+    return [line for line in res.stdout.splitlines() if runs_scheduler(line)]
 
 
 def test_first_cluster_starts_one_and_clients_share_it(portal_server, alice, cluster, run_portal, env, python,

@@ -5,7 +5,6 @@ non-interactive ssh command never sees it), with `a` made by `conda create -n a`
 from __future__ import annotations
 
 import os
-import re
 import signal
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from portal_tasks.runner import run
 from portal_tasks.testing import conda
 from portal_tasks.testing.assertions import CLIENTS_SCRIPT, client_env, dask_client, user_ports
-from portal_tasks.testing.flows import laptop_ssh_pids, status, up
+from portal_tasks.testing.flows import explained_ports, laptop_ssh_pids, status, up
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer, TestUser
 
@@ -45,8 +44,9 @@ def test_up_env_a_runs_scheduler_workers_ipython_and_jupyter_from_env_a(portal_s
     seen = status(run_portal, carol, host)
     (cluster,) = seen["clusters"]
     assert args_of(carol, host, cluster["pid"]).startswith(f"{prefix}/bin/python"), cluster
-    (workers,) = carol.ssh(host, "pgrep -u $(id -u) -f 'dask worker'").stdout.split()  # one for both workers
-    spawned = carol.ssh(host, f"pgrep -P {workers}").stdout.split()  # the two workers (and Python's resource tracker)
+    (workers,) = carol.ssh(host, "pgrep -u $(id -u) -f 'dask spec'").stdout.split()  # scheduler and both nannies
+    # the forkserver the two workers are forked from (and Python's resource tracker)
+    spawned = carol.ssh(host, f"pgrep -P {workers}").stdout.split()
     assert len(spawned) >= 2, spawned
     assert all(args_of(carol, host, int(p)).startswith(f"{prefix}/bin/python") for p in [workers, *spawned])
     (lab,) = seen["jupyter"]
@@ -98,7 +98,7 @@ def test_pasted_explain_for_a_conda_env_starts_the_cluster(portal_server: TestSe
     text = explained.stdout
     try:
         pasted = run(["bash"], input=text, env=portal_env(carol), cwd=str(carol.laptop), timeout=120)
-        port = int(re.search(r"dask scheduler .*--port (\d+)", text).group(1))  # type: ignore[union-attr]
+        port = explained_ports(text)[0]
         for _ in range(120):  # conda's hook, then the scheduler typed into its window; bounded
             if port in {s.port for s in listening_sockets(carol)}:
                 break
@@ -106,7 +106,7 @@ def test_pasted_explain_for_a_conda_env_starts_the_cluster(portal_server: TestSe
         else:
             shows = carol.ssh(host, "tmux capture-pane -p -t =portal:=cluster-a").stdout
             raise AssertionError(f"the pasted scheduler does not listen on {port}: {pasted.stderr[-2000:]}\n{shows}")
-        pid = carol.ssh(host, f"pgrep -u $(id -u) -f 'dask scheduler.*--port {port}'").stdout.split()
+        pid = carol.ssh(host, f"pgrep -u $(id -u) -f 'dask spec.*\"port\":{port},'").stdout.split()
         assert pid and args_of(carol, host, int(pid[0])).startswith(f"{conda.env_prefix(carol.home, 'a')}/bin/python")
     finally:
         for pid in laptop_ssh_pids(carol, b"-N"):

@@ -27,6 +27,7 @@ from portal_tasks.runner import Result
 from portal_tasks.testing.flows import (
     http_get,
     laptop_ssh_pids,
+    runs_scheduler,
     skip_if_running,
     skip_unless_reset,
     status,
@@ -54,7 +55,7 @@ def is_dashboard(url: str) -> bool:
 
 def schedulers(server: TestServer, user: TestUser) -> list[str]:
     res = user.ssh(server.host, "ps -u \"$(id -u)\" -o pid=,args=")
-    return [line for line in res.stdout.splitlines() if "dask scheduler" in line]
+    return [line for line in res.stdout.splitlines() if runs_scheduler(line)]
 
 
 def kill_masters(user: TestUser) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 from portal_tasks import daskcmd, tls
 from portal_tasks.envs import env_key
 from portal_tasks.testing.assertions import dask_client
-from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.flows import explained_ports, explained_servers, status, up
 from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import listening_sockets
@@ -269,15 +269,14 @@ def test_pasting_up_jobs_explain_submits_jobs_whose_workers_join(portal_server: 
     assert explained.rc == 0 and "sbatch <<'JOB'" in explained.stdout, explained.stdout + explained.stderr
     assert _squeue(portal_server, alice) == []  # --explain submitted nothing
     lines = explained.stdout.split("\n")
-    assert not [line for line in lines if " dask worker " in line]  # --workers 0: the scheduler alone on the host
+    assert list(explained_servers(explained.stdout)) == ["scheduler"]  # --workers 0: the scheduler alone on the host
+    assert not [line for line in lines if " dask worker " in line]
     on_host = "\n".join(lines[1:lines.index("ON_HOST")])  # what the heredoc gives `ssh HOST bash -s`
     ran = portal_server.admin_run(["bash", "-c", on_host], user=alice, timeout=180)
     assert ran.rc == 0, ran.stdout[-800:] + ran.stderr[-800:]
     retry_until(lambda: [q["state"] for q in _squeue(portal_server, alice)] == ["RUNNING"], 60, 0.5,
                 what="the pasted job to run")
-    scheduler = next(line for line in lines if " dask scheduler " in line)
-    port = int(re.search(r"--port (\d+)", scheduler).group(1))  # type: ignore[union-attr]
-    dashboard = int(re.search(r"--dashboard-address 127\.0\.0\.1:(\d+)", scheduler).group(1))  # type: ignore[union-attr]
+    port, dashboard = explained_ports(explained.stdout)
     variables = daskcmd.client_environment(port, dashboard, tls.paths(str(alice.home)), portal_slurm.scheduler_address)
     with dask_client(portal_server, alice, f"{env}/bin/python", variables,
                      script=ON_JOBS.replace("JOBS_WANTED", "1")) as seen:

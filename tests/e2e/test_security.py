@@ -18,7 +18,7 @@ import pytest
 
 from portal_tasks import plan
 from portal_tasks.runner import Result
-from portal_tasks.testing.flows import http_get, runs_cluster, status, up, urls_in
+from portal_tasks.testing.flows import http_get, runs_cluster, runs_scheduler, status, up, urls_in
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.sockets import http_squatter, port_grabber
 
@@ -195,7 +195,7 @@ def _assert_one_of_everything(server: TestServer, user: TestUser, report: dict[s
     assert len(names) == len(set(names)), f"duplicate windows: {names}"
     assert len(report["clusters"]) == 1 and report["clusters"][0]["healthy"], report["clusters"]
     procs = user.ssh(server.host, "ps -u \"$(id -u)\" -o args=").stdout.splitlines()
-    assert sum("dask scheduler" in p for p in procs) == 1, procs
+    assert sum(runs_scheduler(p) for p in procs) == 1, procs
     assert sum(p.split()[0].endswith("/ipython") or "bin/ipython" in p for p in procs) == 1, procs
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import urllib.request
 
@@ -11,7 +10,7 @@ import pytest
 
 from portal_tasks import plan
 from portal_tasks.runner import run
-from portal_tasks.testing.flows import laptop_ssh_pids, skip_if_running
+from portal_tasks.testing.flows import explained_ports, laptop_ssh_pids, skip_if_running
 from portal_tasks.testing.plugin import portal_env
 
 pytestmark = pytest.mark.e2e
@@ -28,8 +27,7 @@ def test_pasted_explain_of_up_gives_a_working_setup(portal_server, alice, run_po
     assert text.splitlines()[0].startswith(f"ssh -F {alice.ssh_config} {host}")
     try:  # as when pasted: bash reads the lines from its input
         pasted = run(["bash"], input=text, env=portal_env(alice), cwd=str(alice.laptop), timeout=120)
-        ports = {"scheduler_port": int(re.search(r"dask scheduler .*--port (\d+)", text).group(1)),
-                 "dashboard_port": int(re.search(r"--dashboard-address 127.0.0.1:(\d+)", text).group(1))}
+        ports = dict(zip(("scheduler_port", "dashboard_port"), explained_ports(text)))
         listed = alice.ssh(host, "tmux list-windows -t =portal -F '#{window_name}'")
         windows = listed.stdout.split()
         key = plan.env_key(env)

@@ -6,7 +6,6 @@ with their own certificate)."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from portal_tasks import daskcmd, tls
 from portal_tasks.runner import run
 from portal_tasks.testing.assertions import dask_client, user_ports
-from portal_tasks.testing.flows import status, up
+from portal_tasks.testing.flows import explained_ports, status, up
 from portal_tasks.testing.intruders import INTRUDER, own_bundle
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer
@@ -99,8 +98,7 @@ def test_pasted_explain_of_up_with_workers_on_starts_the_workers_there(portal_se
     pasted = run(["bash"], input="\n".join(line for line in text.splitlines() if line not in laptop_lines) + "\n",
                  env=portal_env(alice), cwd=str(alice.laptop), timeout=180)
     assert pasted.rc == 0, pasted.stderr[-1500:]
-    port = int(re.search(r"dask scheduler .*--port (\d+)", text).group(1))  # type: ignore[union-attr]
-    dashboard = int(re.search(r"--dashboard-address 127.0.0.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+    port, dashboard = explained_ports(text)
     variables = daskcmd.client_environment(port, dashboard, tls.paths(str(alice.home)), host_ip)
     retry_until(lambda: bool(listening_sockets(portal_server, alice, node)), 60, 0.5, what="the node's workers")
     with dask_client(portal_server, alice, f"{env}/bin/python", variables,

@@ -45,6 +45,8 @@ def test_processes_are_named_by_what_they_run():
     assert kind_of("sshd", "sshd: alice@notty", 1001, 1001) == "sshd: user session"
     assert kind_of("python3", "/usr/bin/python3 /home/a/.portal/bin/remote-0123abcd.pyz snapshot-up") == "portal helper"
     assert kind_of("dask", "/e/bin/python /e/bin/dask scheduler --port 0") == "dask scheduler"
+    assert kind_of("dask", '/e/bin/python /e/bin/dask spec --spec {"scheduler":{"cls":"distributed.Scheduler","opts":'
+                   '{"scheduler_file":"/h/s.json"}},"a":{"cls":"distributed.Nanny"}}') == "dask spec: scheduler and nannies"
     assert kind_of("dask", "/e/bin/python /e/bin/dask worker --nworkers 2") == "dask worker/nanny (main)"
     assert kind_of("python", "/e/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=11, "
                    "pipe_handle=17) --multiprocessing-fork") == "dask worker (spawned)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 
 import pytest
@@ -26,69 +27,92 @@ def _opt(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+def _servers(spec: daskcmd.ClusterSpec) -> dict:
+    argv = daskcmd.cluster_argv(spec)
+    assert argv[:3] == ["dask", "spec", "--spec"] and len(argv) == 4
+    servers: dict = json.loads(argv[3])
+    assert servers == daskcmd.servers(spec)
+    return servers
+
+
 def test_scheduler_binds_loopback_with_tls(spec: daskcmd.ClusterSpec) -> None:
-    argv = daskcmd.scheduler_argv(spec)
-    assert argv[:2] == ["dask", "scheduler"]
-    assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
-    assert _opt(argv, "--port") == "23430"
-    assert _opt(argv, "--dashboard-address") == "127.0.0.1:23431"
-    assert _opt(argv, "--tls-ca-file") == f"{HOME}/.portal/tls/ca.pem"
-    assert _opt(argv, "--tls-cert") == f"{HOME}/.portal/tls/cert.pem"
-    assert _opt(argv, "--tls-key") == f"{HOME}/.portal/tls/key.pem"
-    assert _opt(argv, "--scheduler-file").startswith(f"{HOME}/.portal/hosts/matagorda/clusters/")
+    sched = _servers(spec)["scheduler"]
+    assert sched["cls"] == "distributed.Scheduler"
+    opts = sched["opts"]
+    assert opts["host"] == "127.0.0.1" and opts["protocol"] == "tls" and opts["port"] == 23430
+    assert opts["dashboard_address"] == "127.0.0.1:23431"
+    assert opts["scheduler_file"].startswith(f"{HOME}/.portal/hosts/matagorda/clusters/")
+    # TLS: dask spec takes no --tls-* flags; Dask's own settings give the same, scheduler and workers alike
+    env = daskcmd.cluster_environment(spec)
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == f"{HOME}/.portal/tls/ca.pem"
+    for who in ("SCHEDULER", "WORKER"):
+        assert env[f"DASK_DISTRIBUTED__COMM__TLS__{who}__CERT"] == f"{HOME}/.portal/tls/cert.pem"
+        assert env[f"DASK_DISTRIBUTED__COMM__TLS__{who}__KEY"] == f"{HOME}/.portal/tls/key.pem"
+    assert env[hostpaths.CLUSTER_PID_FILE] == spec.paths["scheduler_pid_file"]  # the preload writes the pid there
 
 
 def test_workers_loopback_ports_in_block_memory_split(spec: daskcmd.ClusterSpec) -> None:
-    argv = daskcmd.workers_argv(spec)  # every worker in one `dask worker`: one interpreter for their nannies
+    servers = _servers(spec)  # the scheduler and every nanny in one process: one interpreter imports Dask
     block = plan.Block(34, 23400, 23499)
-    assert argv[:2] == ["dask", "worker"] and _opt(argv, "--nworkers") == "2" == str(spec.workers)
-    assert _opt(argv, "--name") == "a@matagorda"  # its nannies are a@matagorda-0 and -1: the preload's index
-    assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--protocol") == "tls"
-    assert "--no-dashboard" in argv
-    assert _opt(argv, "--memory-limit") == str(2 * GiB) and _opt(argv, "--nthreads") == "3"
-    # the slot's worker and nanny ranges, which Dask deals out to the nannies in turn
-    assert _opt(argv, "--worker-port") == "23434:23441" and _opt(argv, "--nanny-port") == "23442:23449"
-    assert _opt(argv, "--dashboard-address") == "127.0.0.1:23450"
-    assert _opt(argv, "--pid-file").endswith("/clusters/a.workers.pid")
-    assert _opt(argv, "--scheduler-file") == _opt(daskcmd.scheduler_argv(spec), "--scheduler-file")
-    assert _opt(argv, "--preload") == _opt(argv, "--preload-nanny") == spec.paths["preload"]
-    assert "0.0.0.0" not in " ".join(argv + daskcmd.scheduler_argv(spec))
-    ports = [int(p) for flag in ("--worker-port", "--nanny-port") for p in _opt(argv, flag).split(":")]
-    assert all(p in block for p in ports + [int(_opt(argv, "--dashboard-address").rsplit(":", 1)[1])])
-    # each worker its own HTTP port, never one address for several HTTP servers
-    assert daskcmd.workers_environment(spec) == {hostpaths.WORKER_HTTP_PORTS: "23450,23451"}
+    nannies = [servers[name] for name in ("a@matagorda-0", "a@matagorda-1")]
+    assert list(servers) == ["scheduler", "a@matagorda-0", "a@matagorda-1"] and len(nannies) == spec.workers
+    for i, nanny in enumerate(nannies):
+        opts = nanny["opts"]
+        assert nanny["cls"] == "distributed.Nanny" and opts["name"] == f"a@matagorda-{i}"
+        assert opts["scheduler_ip"] == "tls://127.0.0.1:23430" == spec.address
+        assert opts["host"] == "127.0.0.1" and opts["protocol"] == "tls" and opts["dashboard"] is False
+        assert opts["memory_limit"] == 2 * GiB and opts["nthreads"] == 3
+        # its own port of the slot's worker and nanny ranges, the next of the range when that one is taken
+        assert opts["worker_port"] == f"{23434 + i}:23441" and opts["port"] == f"{23442 + i}:23449"
+        assert opts["dashboard_address"] == f"127.0.0.1:{23450 + i}"  # each worker its own HTTP port
+        assert opts["preload"] == [spec.paths["preload"]] and opts["local_directory"] == spec.paths["scratch"]
+        ports = [int(p) for key in ("worker_port", "port") for p in opts[key].split(":")]
+        assert all(p in block for p in ports + [int(opts["dashboard_address"].rsplit(":", 1)[1])])
+    assert "0.0.0.0" not in daskcmd.cluster_argv(spec)[3]
+    assert daskcmd.cluster_environment(spec)[hostpaths.WORKER_HTTP_PORTS] == "23450,23451"
 
 
 def test_workers_take_the_http_ports_the_helper_chose(spec: daskcmd.ClusterSpec) -> None:
     chosen = dataclasses.replace(spec, ports=dataclasses.replace(spec.ports, http=(23450, 23452)))
-    assert daskcmd.workers_environment(chosen) == {hostpaths.WORKER_HTTP_PORTS: "23450,23452"}
-    assert _opt(daskcmd.workers_argv(chosen), "--dashboard-address") == "127.0.0.1:23450"
+    assert daskcmd.cluster_environment(chosen)[hostpaths.WORKER_HTTP_PORTS] == "23450,23452"
+    servers = _servers(chosen)
+    assert [servers[f"a@matagorda-{i}"]["opts"]["dashboard_address"] for i in (0, 1)] == ["127.0.0.1:23450",
+                                                                                         "127.0.0.1:23452"]
+
+
+def test_one_worker_is_named_as_dask_worker_names_it(spec: daskcmd.ClusterSpec) -> None:
+    one = dataclasses.replace(spec, workers=1)
+    assert list(_servers(one)) == ["scheduler", "a@matagorda"]  # `dask worker --name K --nworkers 1` names it K
 
 
 @pytest.mark.parametrize("workers", [1, 4, plan.MAX_WORKERS])
 def test_every_worker_port_of_the_largest_cluster_is_in_its_slot(spec: daskcmd.ClusterSpec, workers: int) -> None:
     big = dataclasses.replace(spec, workers=workers)
     slot = set(big.ports.all_ports())
-    argv = daskcmd.workers_argv(big)
-    http = {int(p) for p in daskcmd.workers_environment(big)[hostpaths.WORKER_HTTP_PORTS].split(",")}
-    assert http <= slot and len(http) == workers
-    for flag in ("--worker-port", "--nanny-port"):
-        lo, hi = (int(x) for x in _opt(argv, flag).split(":"))
-        assert set(range(lo, hi + 1)) <= slot and hi - lo + 1 >= workers  # a port each, dealt out by Dask
+    nannies = [s["opts"] for name, s in _servers(big).items() if name != "scheduler"]
+    http = {int(o["dashboard_address"].rsplit(":", 1)[1]) for o in nannies}
+    assert http <= slot and len(http) == workers == len(nannies)
+    assert http == {int(p) for p in daskcmd.cluster_environment(big)[hostpaths.WORKER_HTTP_PORTS].split(",")}
+    for key in ("worker_port", "port"):
+        firsts = set()
+        for opts in nannies:
+            lo, hi = (int(x) for x in opts[key].split(":"))
+            assert set(range(lo, hi + 1)) <= slot
+            firsts.add(lo)
+        assert len(firsts) == workers  # each its own first port
 
 
 def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     lines = daskcmd.window_lines(spec, ["source /opt/venv/bin/activate"])
     assert lines[0] == "source /opt/venv/bin/activate"
-    sched = [line for line in lines if " scheduler " in line][0]
-    (work,) = [line for line in lines if " worker " in line]
-    assert sched.endswith(" &") and not work.endswith("&")  # the workers' log shows
+    (started,) = [line for line in lines if " dask " in line]
+    assert started == lines[-1] and not started.endswith("&")  # one process; its log shows
     marked = ["env", "PORTAL_CLUSTER=a@matagorda", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True", *daskcmd.QUIET,
               daskcmd.FORKED]
     assert "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=500ms" in daskcmd.QUIET  # an idle cluster ticks less
     assert daskcmd.FORKED == "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver"  # Dask imported once
-    assert shlex.split(sched[:-2]) == [*marked, *daskcmd.scheduler_argv(spec)]
-    assert shlex.split(work) == [*marked, "PORTAL_WORKER_HTTP=23450,23451", *daskcmd.workers_argv(spec)]
+    variables = [f"{k}={v}" for k, v in daskcmd.cluster_environment(spec).items()]
+    assert shlex.split(started) == [*marked, *variables, *daskcmd.cluster_argv(spec)]
     # nothing a shell other than bash would read differently: no export, no VAR=value prefix, no $
     assert not any(line.startswith("export ") or "$" in line for line in lines)
 

@@ -144,7 +144,7 @@ def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home
     (with only a warning in the window); the wait counts that worker, records and names the stray port."""
     rec = dict(slots.slot_ports(BLOCK["start"], 0), http=[23420, 23421])
     paths = hostpaths.cluster_paths(common.server_path(), "a")
-    pids = {paths["scheduler_pid_file"]: 10, paths["workers_pid_file"]: 11}  # one `dask worker` for both
+    pids = {paths["scheduler_pid_file"]: 10}  # the scheduler and the nannies: one `dask spec`
     mark = f"{hostpaths.CLUSTER_MARK}={hostpaths.cluster_mark('a', platform.node())}".encode()
     found = [listener(23400, 10), listener(23401, 10), listener(23404, 11), listener(23405, 12),
              listener(23412, 13), listener(23413, 14), listener(23420, 11), listener(41234, 12),
@@ -162,7 +162,7 @@ def test_the_start_counts_a_worker_whose_http_server_dask_moved_and_says_so(home
     state = cluster.wait({"key": "a", "paths": paths, "ports": rec, "workers": 2, "seconds": 2, "block": BLOCK,
                           "record": {"key": "a", "env": "a", "workers": 2, "threads": 1, "memory_limit": 1,
                                      "memory_budget": 2, "paths": paths}})
-    assert state["workers_pids"] == [11] and state["workers_pid"] == 11 and state["http"] == [23420, 23421]
+    assert state["workers_pids"] == [10] and state["workers_pid"] == 10 and state["http"] == [23420, 23421]
     assert state["http_ports"] == [23420, 23427] and state["block"] == BLOCK
     assert state["outside_block"] == ["127.0.0.1:41234"]
     assert len(state["notes"]) == 1 and "127.0.0.1:41234" in state["notes"][0] and "23421 by" in state["notes"][0]

@@ -38,9 +38,9 @@ def spec(listen: str) -> daskcmd.ClusterSpec:
 def test_scheduler_and_local_workers_listen_where_asked_and_only_with_tls():
     loop, wide = spec(daskcmd.LOOPBACK), spec("10.0.0.1")
     assert loop.address == "tls://127.0.0.1:23000" and wide.address == "tls://10.0.0.1:23000"
-    for argv in (daskcmd.scheduler_argv(wide), daskcmd.workers_argv(wide)):
-        assert argv[argv.index("--host") + 1] == "10.0.0.1" and argv[argv.index("--protocol") + 1] == "tls"
-        assert "0.0.0.0" not in " ".join(argv)
+    for server in daskcmd.servers(wide).values():
+        assert server["opts"]["host"] == "10.0.0.1" and server["opts"]["protocol"] == "tls"
+    assert "0.0.0.0" not in " ".join(daskcmd.cluster_argv(wide))
     assert daskcmd.client_environment(23000, 23001, wide.tls, "10.0.0.1")["DASK_SCHEDULER_ADDRESS"] == wide.address
 
 

@@ -146,9 +146,8 @@ def test_scheduler_and_every_worker_load_the_preload() -> None:
     spec = daskcmd.ClusterSpec(key="a", mark="a@matagorda", ports=plan.env_ports(23400, 1), tls=tls.paths(home),
                                paths=hostpaths.cluster_paths(server, "a"), workers=2, threads=1, memory_limit=1)
     preload = f"{server}/dask/portal_owner_only.py"
-    for argv in [daskcmd.scheduler_argv(spec), daskcmd.workers_argv(spec)]:
-        assert argv[argv.index("--preload") + 1] == preload
-    assert daskcmd.workers_argv(spec)[-2:] == ["--preload-nanny", preload]  # each worker its own HTTP port
+    servers = daskcmd.servers(spec)  # the scheduler's and the nannies' process, and each worker
+    assert [s["opts"]["preload"] for s in servers.values()] == [[preload]] * 3
     node = daskcmd.NodeSpec(mark="m", scheduler="tls://10.0.0.1:1", listen="10.0.0.2", worker_ports=(1, 2),
                             nanny_ports=(3, 4), tls=tls.paths(home), paths=hostpaths.node_paths(server, "a.from-x"),
                             workers=1, threads=1, memory_limit=1)
@@ -159,6 +158,7 @@ def test_scheduler_and_every_worker_load_the_preload() -> None:
 
 def test_the_nanny_preload_gives_each_worker_its_own_http_port() -> None:
     assert owner_only.HTTP_PORTS == hostpaths.WORKER_HTTP_PORTS  # the preload runs alone: its copy of the name
+    assert owner_only.PID_FILE == hostpaths.CLUSTER_PID_FILE
     assert owner_only.worker_http_port("a@m-0", "23450,23452") == 23450
     assert owner_only.worker_http_port("a@m-1", "23450,23452") == 23452
     assert owner_only.worker_http_port("a-b@m-host", "23450") == 23450  # one worker: its nanny's name is the key
@@ -245,3 +245,36 @@ def test_the_workers_process_starts_the_forkserver_as_it_loads_the_preload(tmp_p
         assert pid == "None"
         return
     assert pid.isdigit() and "from multiprocessing.forkserver import main" in cmdline  # running, and the server
+
+
+RECORD_PID = """import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("portal_owner_only", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(os.getpid(), os.environ.get("PORTAL_PID_FILE"))
+"""
+
+
+def test_the_preload_writes_its_process_s_pid_where_the_variable_says_and_hides_it_from_children(
+        tmp_path: Path) -> None:
+    """`dask spec` has no --pid-file: the preload writes the pid of the process it loads in (0600), as
+    `dask scheduler --pid-file` does, and takes the variable out of the environment its workers inherit."""
+    import subprocess
+    import sys
+
+    path = tmp_path / hostpaths.DASK_PRELOAD
+    path.write_text(common.preload_source())
+    target = tmp_path / "a.scheduler.pid"
+    target.write_text("999999")  # a stale one from an earlier cluster: replaced
+    env = dict(os.environ, **{owner_only.PID_FILE: str(target)})
+    env.pop(owner_only.HTTP_PORTS, None)
+    out = subprocess.run([sys.executable, "-c", RECORD_PID, str(path)], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid, left = out.stdout.split()
+    assert target.read_text() == pid and left == "None"
+    assert (target.stat().st_mode & 0o777) == 0o600 and [p.name for p in tmp_path.iterdir()
+                                                         if p.name.endswith(".part")] == []
+    env.pop(owner_only.PID_FILE)
+    again = subprocess.run([sys.executable, "-c", RECORD_PID, str(path)], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and target.read_text() == pid  # no variable: nothing written

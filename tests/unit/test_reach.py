@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -38,10 +39,14 @@ def dask_like(tmp_path: Path):
     """Processes that look like a portal cluster's (its mark in the environment), with and without the preload."""
     started = []
 
-    def start(preload: bool) -> int:
+    def start(preload: bool, spec: bool = False) -> int:
         argv = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
-        if preload:
-            argv += ["--preload", f"{tmp_path}/dask/{hostpaths.DASK_PRELOAD}"]
+        path = f"{tmp_path}/dask/{hostpaths.DASK_PRELOAD}"
+        if preload and spec:  # the host's `dask spec`: the preload's path inside its JSON
+            argv += ["spec", "--spec", json.dumps({"scheduler": {"cls": "distributed.Scheduler",
+                                                                 "opts": {"preload": [path], "port": 1}}})]
+        elif preload:
+            argv += ["--preload", path]
         proc = subprocess.Popen(argv, env=dict(os.environ, **{hostpaths.CLUSTER_MARK: "a@here"}),
                                 stdout=subprocess.PIPE, text=True)
         started.append(proc)
@@ -64,6 +69,8 @@ def test_dask_ports_are_the_owners_when_tls_or_preloaded_else_open(dask_like) ->
     who, by = reach.tcp(entry(6001, pid=earlier), {6000}, set())
     assert who == reach.SERVER and "earlier portal" in by
     assert reach.tcp(entry(6000, pid=earlier), {6000}, set())[0] == reach.OWNER  # TLS, with or without
+    spec = dask_like(True, spec=True)
+    assert reach.tcp(entry(6001, pid=spec), {6000}, set()) == (reach.OWNER, "portal's owner check: 403 to anyone else")
 
 
 @pytest.fixture

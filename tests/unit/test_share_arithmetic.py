@@ -150,6 +150,17 @@ def test_an_untrusted_claims_dir_counts_only_your_own(tmp_path, monkeypatch):
     (["/e/bin/python", "/e/bin/dask", "scheduler", "--memory-limit", "4GiB"], None),
     (["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"], None),
     (["vim", "worker", "--memory-limit", "4GiB"], None),
+    # portal's own cluster: the scheduler and a nanny per worker in one `dask spec`
+    (["/e/bin/python", "/e/bin/dask", "spec", "--spec", json.dumps(
+        {"scheduler": {"cls": "distributed.Scheduler", "opts": {"port": 1}},
+         "a-0": {"cls": "distributed.Nanny", "opts": {"memory_limit": 1073741824, "nthreads": 3}},
+         "a-1": {"cls": "distributed.Nanny", "opts": {"memory_limit": "1GiB", "nthreads": 3}}})], (2 * GiB, 6)),
+    (["/e/bin/python", "/e/bin/dask", "spec", "--spec", json.dumps(
+        {"scheduler": {"cls": "distributed.Scheduler", "opts": {"port": 1}}})], None),  # --workers 0
+    (["/e/bin/python", "/e/bin/dask", "spec", "--spec", json.dumps(
+        {"a-0": {"cls": "distributed.Nanny", "opts": {"memory_limit": "auto"}}})], None),
+    (["/e/bin/python", "/e/bin/dask", "spec", "--spec", "{not json"], None),
+    (["/e/bin/python", "/e/bin/dask", "spec", "--spec-file", "/h/spec.yaml"], None),
 ])
 def test_a_dask_worker_command_line_says_its_budget(argv, want):
     assert share.worker_budget(argv) == want

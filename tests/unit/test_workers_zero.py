@@ -85,10 +85,12 @@ def test_the_window_starts_the_scheduler_alone_in_the_foreground(alone: daskcmd.
     last = lines[-1]
     assert not last.endswith("&")  # its log is what the window shows
     argv = shlex.split(last)
-    assert argv[argv.index("dask"):] == daskcmd.scheduler_argv(alone)
+    assert argv[argv.index("dask"):] == daskcmd.cluster_argv(alone)
+    assert list(daskcmd.servers(alone)) == ["scheduler"]  # no nanny
     assert "PORTAL_CLUSTER=a@login" in argv  # marked, so `down` finds it
+    assert not [a for a in argv if a.startswith(hostpaths.WORKER_HTTP_PORTS)]  # no forkserver for no workers
     with_workers = daskcmd.window_lines(daskcmd.ClusterSpec(**{**alone.__dict__, "workers": 1}), ["conda activate a"])
-    assert [line for line in with_workers if " dask worker " in line] and with_workers[-2].endswith(" &")
+    assert "distributed.Nanny" in with_workers[-1]
     record = daskcmd.record(alone, "a", 0)
     assert (record["workers"], record["memory_limit"], record["memory_budget"]) == (0, 0, 0)
 
