@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import shlex
 import subprocess
 import sys
@@ -138,6 +140,25 @@ def first_line(argv: list[str], stdin: str | None = None, timeout: float = 120) 
                 proc.wait()
         errors.seek(0)
         return seconds, line, proc.returncode, errors.read()[-1500:]
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float, what: str) -> None:
+    """Read ``proc``'s output (an ssh's terminal) until ``marker`` shows; raises ``what`` with the output's tail
+    when it ends or ``timeout`` passes first."""
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise RuntimeError(f"{what}: {out[-1500:].decode(errors='replace')}")
+        if select.select([fd], [], [], min(left, 1.0))[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                proc.wait(5)
+                continue
+            out += chunk
 
 
 def lab_answers(url: str) -> bool:

@@ -10,15 +10,13 @@ TCP (portal's cluster uses TLS: portal does more and should cost no more).
 
 from __future__ import annotations
 
-import os
 import secrets
-import select
 import shlex
 import subprocess
 import time
 
 from bench import up_jupyter
-from bench.context import Bench
+from bench.context import Bench, read_until
 from bench.hostcpu import HostProcs, Usage, listener_pid
 from bench.stats import Row, median
 from bench.up_cold import cluster_spec
@@ -68,24 +66,6 @@ def by_hand_script(env: str, workers: int, threads: int, memory: int, lab: bool)
                          lab=LAB.format(port=LAB_PORT, token=token) if lab else "")
 
 
-def _until_ready(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Read the ssh's terminal output until IPython prints READY (raises with what it printed otherwise)."""
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    while b"READY" not in out:
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            raise RuntimeError(f"by hand: IPython did not see the workers: {out[-1500:].decode(errors='replace')}")
-        if select.select([fd], [], [], min(left, 1.0))[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                proc.wait(5)
-                continue
-            out += chunk
-
-
 def by_hand(b: Bench, user: TestUser, spec: tuple[int, int, int], lab: bool, listener: int) -> tuple[float, Usage]:
     """Seconds from the ssh start until IPython's client sees every worker (and JupyterLab answers, with lab),
     and what it cost the host until settled; then everything of it ends."""
@@ -97,7 +77,7 @@ def by_hand(b: Bench, user: TestUser, spec: tuple[int, int, int], lab: bool, lis
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            _until_ready(proc, 240)
+            read_until(proc, b"READY", 240, "by hand: IPython did not see the workers")
             seconds = time.perf_counter() - start
             usage = host.settled()
         finally:

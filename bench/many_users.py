@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.context import Bench, first_line
+from bench.context import Bench, read_until
 from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
 from bench.table import render
@@ -49,9 +51,10 @@ CHECKS = 8  # dashboards loaded and `portal ports` asked this many at a time, on
 MARGIN = 2.5
 
 
-#: What each user types by hand, as in (13): in their login shell, `dask scheduler` and `dask worker` left running
-#: (as portal's are: everybody keeps their cluster, so it ticks while the others start), then an `ipython` whose
-#: `Client()` waits for the workers and prints how many it sees.
+#: What each user types by hand, as in (13): in their login shell over an ssh with a terminal, `dask scheduler` and
+#: `dask worker` left running (as portal's are: everybody keeps their cluster, so it ticks while the others start),
+#: then an interactive `ipython` whose `Client()` waits for the workers and prints how many it sees, and which
+#: stays at its prompt (as portal's IPython does in its window).
 KEPT = r"""
 . {env}/bin/activate
 D=$(mktemp -d)
@@ -59,7 +62,7 @@ dask scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 --sched
     >$D/s.log 2>&1 </dev/null &
 dask worker --scheduler-file $D/s.json --host 127.0.0.1 --nworkers {workers} --nthreads {threads} \
     --memory-limit {memory} --no-dashboard >$D/w.log 2>&1 </dev/null &
-SFILE=$D/s.json exec ipython --no-banner -c {code} </dev/null
+SFILE=$D/s.json exec ipython --no-banner -i -c {code}
 """
 
 CLIENT = """import os, time
@@ -73,27 +76,33 @@ print("workers", len(client.scheduler_info()["workers"]), flush=True)
 """
 
 
-def by_hand_kept(b: Bench, user: TestUser, spec: tuple[int, int, int], wait: float) -> float:
-    """Seconds from the ssh start until the user's IPython sees the by-hand cluster's workers; the cluster keeps
-    running (b.reset ends it)."""
+def by_hand_kept(b: Bench, user: TestUser, spec: tuple[int, int, int], wait: float,
+                 kept: list[subprocess.Popen[bytes]]) -> float:
+    """Seconds from the ssh start until the user's IPython sees the by-hand cluster's workers; the cluster and
+    IPython at its prompt keep running, their ssh in ``kept`` (b.reset ends them)."""
     workers, threads, memory = spec
     code = shlex.quote(CLIENT.format(wait=int(wait), workers=workers))
     script = KEPT.format(env=b.env, workers=workers, threads=threads, memory=memory, code=code)
     argv = user.ssh_argv(b.host, shlex.join(["bash", "-l", "-c", script]),
-                         options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    seconds, line, rc, err = first_line(argv, "", timeout=wait + 60)
-    if line.strip() != f"workers {workers}" or rc != 0:
-        raise RuntimeError(f"{user.name}'s cluster by hand failed (rc {rc}): {line} {err}")
-    return seconds
+                         options=["-tt", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    kept.append(proc)
+    read_until(proc, f"workers {workers}".encode(), wait + 60, f"{user.name}'s cluster by hand failed")
+    return time.perf_counter() - start
 
 
 def baseline(b: Bench, users: list[TestUser], spec: tuple[int, int, int], wait: float = 120) -> list[float]:
     """Seconds until each user's IPython sees their by-hand cluster's workers, all users at once (the clusters
-    run on until every user is measured, then end)."""
+    and IPython run on until every user is measured, then end)."""
+    kept: list[subprocess.Popen[bytes]] = []
     try:
         with ThreadPoolExecutor(len(users)) as pool:
-            return list(pool.map(lambda u: by_hand_kept(b, u, spec, wait), users))  # raises when any failed
+            return list(pool.map(lambda u: by_hand_kept(b, u, spec, wait, kept), users))  # raises when any failed
     finally:
+        for proc in kept:
+            proc.kill()
+            proc.wait()
         for user in users:
             b.reset(user)
 

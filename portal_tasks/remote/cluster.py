@@ -396,8 +396,9 @@ def wait(payload: dict[str, Any]) -> dict[str, Any]:
             raise Failure("the cluster did not come up within %ss (%s)." % (payload.get("seconds", 60), last),
                           "ClusterError")
         # often while a quiet host boots it (about a second), less and less on a busy one: each look costs CPU
-        # that twenty colleagues starting at once need for their own clusters
-        pause = 0.04 if time.monotonic() < started + 2 else min(pause * 1.25, 0.25)
+        # that twenty colleagues starting at once need for their own clusters (past 10 s, twice a second)
+        waited = time.monotonic() - started
+        pause = 0.04 if waited < 2 else min(pause * 1.25, 0.25 if waited < 10 else 0.5)
         time.sleep(pause)
     found = listeners()
     served = served_dashboard(paths["scheduler_file"])
