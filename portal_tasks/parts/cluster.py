@@ -106,11 +106,12 @@ def _spec(target: Target, key: str, ports: EnvPorts, options: ClusterOptions, bu
     return spec
 
 
-def summary(state: ClusterState) -> str:
-    """One line about a cluster's state: address, dashboard port, workers, memory, pid."""
+def summary(state: ClusterState, jobs_asked: bool = False) -> str:
+    """One line about a cluster's state: address, dashboard port, workers, memory, pid; ``jobs_asked``: worker
+    jobs are on their way (submitted by the same `up`, not yet in the state)."""
     if not state["workers"]:
         return (f"{state['address']}, dashboard port {state['dashboard_port']}, the scheduler alone on this host "
-                f"(its workers: {_elsewhere(state)}; scheduler pid {state['scheduler_pid']})")
+                f"(its workers: {_elsewhere(state, jobs_asked)}; scheduler pid {state['scheduler_pid']})")
     return (f"{state['address']}, dashboard port {state['dashboard_port']}, {state.get('workers_running', state['workers'])} "
             f"workers x {state['threads']} threads, {plan.format_bytes(state['memory_limit'])} each "
             f"(scheduler pid {state['scheduler_pid']})")
@@ -127,11 +128,11 @@ def alone_text(entry: Mapping[str, Any]) -> str | None:
     return "no workers on the host" + (f", {joined} joined from its {count}" if jobs else "")
 
 
-def _elsewhere(state: ClusterState) -> str:
+def _elsewhere(state: ClusterState, jobs_asked: bool = False) -> str:
     """Where the workers of a cluster without workers on its host are: batch jobs, other servers."""
     nodes = list(state.get("workers_on") or [])
     return " and ".join(([f"on {', '.join(nodes)}"] if nodes else []) + (
-        ["batch jobs"] if state.get("jobs") or not nodes else []))
+        ["batch jobs"] if state.get("jobs") or jobs_asked or not nodes else []))
 
 
 def _reused(target: Target, spec_text: str, state: ClusterState, options: ClusterOptions) -> list[str]:

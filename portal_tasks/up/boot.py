@@ -441,7 +441,8 @@ def _event(target: Target, planned: UpPlan, display: Display, event: dict[str, A
         lines = []
         if not state.get("reused"):
             lines = [f"{host}: {note}" for note in state.get("notes", [])]
-            lines.append(f"{host}: started Dask cluster for env {spec}: {cluster.summary(state)}.")
+            lines.append(f"{host}: started Dask cluster for env {spec}: "
+                         f"{cluster.summary(state, jobs_asked=bool(planned.options.jobs))}.")
             lines += cluster._dashboard_lines(target, state)
         display.close("cluster-ready", lines, target.say)
         _ready(hooks, collect([cluster.describe_entry(state)], []))

@@ -104,6 +104,8 @@ def test_what_up_status_and_the_page_say_of_a_scheduler_alone() -> None:
     assert cluster.summary(_state()) == ("tls://10.0.0.1:23430, dashboard port 23431, the scheduler alone on this "
                                          "host (its workers: batch jobs; scheduler pid 4242)")
     assert "(its workers: on n1, n2;" in cluster.summary(_state(workers_on=["n1", "n2"]))
+    # `up --workers 0 --workers-on n1,n2 --jobs 2`: the jobs, submitted by the same call, are not in the state yet
+    assert "(its workers: on n1, n2 and batch jobs;" in cluster.summary(_state(workers_on=["n1", "n2"]), jobs_asked=True)
     jobs = [{"workers": ["tls://10.0.0.3:23434"]}, {"workers": ["tls://10.0.0.3:23435"]}]
     assert cluster.alone_text(_state(jobs=jobs)) == "no workers on the host, 2 joined from its 2 jobs"
     assert cluster.alone_text(_state(jobs=[{"workers": []}])) == "no workers on the host, 0 joined from its 1 job"
