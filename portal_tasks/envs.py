@@ -121,9 +121,12 @@ def activation_lines(kind: str, location: str, manager: str | None = None, shell
     return env_kind.activate(location, mgr, manager_kind(mgr), family, root)
 
 
-def module_lines(names: tuple[str, ...]) -> list[str]:
-    """``module load NAMES`` as typed into a window (the same in every shell), or nothing without modules."""
-    return [shlex.join(["module", "load", *names])] if names else []
+def module_lines(names: tuple[str, ...], init: str | None = None) -> list[str]:
+    """``module load NAMES`` as typed into a window (the same in every shell), or nothing without modules; after
+    ``source INIT`` when the host named the module system's init file for the window's shell (fish)."""
+    if not names:
+        return []
+    return [*([shlex.join(["source", init])] if init else []), shlex.join(["module", "load", *names])]
 
 
 def chained(lines: list[str], command: str, shell: str | None = None) -> list[str]:
@@ -174,6 +177,8 @@ class Env:
     modules: Mapping[str, bool] | None = None  # IPython / jupyterlab / distributed, once checked
     shell: str | None = None  # the windows' shell on the host (its path or family); None: bash
     loads: tuple[str, ...] = ()  # environment modules loaded before the env (module load)
+    #: the module system's init file the window's shell reads before ``module load`` (fish on Debian's Lmod)
+    module_init: str | None = None
     versions: Mapping[str, str] | None = None  # of jupyter_server and jupyter-server-proxy, once checked
 
     @property
@@ -182,7 +187,8 @@ class Env:
 
     def activation(self) -> list[str]:
         """The lines that load the env's modules and activate the env in a window's shell."""
-        return [*module_lines(self.loads), *activation_lines(self.kind, self.location, self.manager, self.shell)]
+        return [*module_lines(self.loads, self.module_init),
+                *activation_lines(self.kind, self.location, self.manager, self.shell)]
 
     def launch(self, command: str) -> list[str]:
         """The lines that activate the env and then, only if that worked, run ``command``."""

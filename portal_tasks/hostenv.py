@@ -70,7 +70,7 @@ def from_info(target: Target, info: EnvInfo) -> Env:
                manager=info.get("manager_path") or info.get("manager") or manager(target, spec),
                prefix=info["prefix"], modules=info["modules"], shell=info.get("shell") or shell(target),
                versions=info.get("versions"),
-               loads=target.settings.modules)
+               loads=target.settings.modules, module_init=info.get("module_init"))
 
 
 def resolve(target: Target, env: str | None) -> Env:

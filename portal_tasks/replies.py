@@ -56,6 +56,7 @@ class EnvCheck(TypedDict):
     manager_source: NotRequired[str | None]
     shell: NotRequired[str]  # the shell of the user's tmux windows
     loaded: NotRequired[list[str]]  # the environment modules loaded before the env was looked at
+    module_init: NotRequired[str | None]  # the module system's init file a fish window reads first
     modules: dict[str, bool]
     versions: NotRequired[dict[str, str]]  # jupyter_server, jupyter-server-proxy: what portal decides by
     dashboard: NotRequired[Dashboard | None]

@@ -216,6 +216,22 @@ def probe(spec: str, prefix: str, python: str) -> dict[str, Any]:
     return info
 
 
+def module_init(shell: str, loaded: Any) -> str | None:
+    """The module system's own setup for fish, for windows whose shell is fish when modules are loaded: Debian's
+    Lmod defines ``module`` (and MODULEPATH) for sh login shells alone (/etc/profile.d/lmod.sh), so a fish window
+    has neither unless it reads Lmod's ``$MODULESHOME/init/profile.fish`` (the same for fish), or the module
+    system's ``init/fish``. None for other shells (bash and zsh read the profile; tcsh its csh login files),
+    without modules, or when there is no such file."""
+    home = os.environ.get("MODULESHOME")  # set by the system's login files, which envmodules ran
+    if not loaded or os.path.basename(shell or "") != "fish" or not home:
+        return None
+    for name in ("profile.fish", "fish"):
+        path = os.path.join(home, "init", name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def env_check(payload: dict[str, Any]) -> dict[str, Any]:
     """{"env", "manager", "modules"} -> {"kind", "prefix", "python", "version", "manager", "manager_path",
     "manager_source", "modules", "dashboard"}.
@@ -230,11 +246,13 @@ def env_check(payload: dict[str, Any]) -> dict[str, Any]:
     kind, prefix, manager, python = resolve(spec, payload.get("manager"))
     info = probe(spec, prefix, python)
     manager = manager or {}
+    shell = system.window_shell()
     return {"kind": kind, "prefix": prefix, "python": python, "version": info["version"],
             "manager": manager.get("kind"), "manager_path": manager.get("path"),
             "manager_source": manager.get("source"), "modules": info["modules"], "dashboard": info.get("dashboard"),
             "versions": info.get("versions") or {},
-            "shell": system.window_shell(), "loaded": list(payload.get("modules") or [])}
+            "shell": shell, "loaded": list(payload.get("modules") or []),
+            "module_init": module_init(shell, payload.get("modules"))}
 
 
 VERBS = {"env-check": env_check}
