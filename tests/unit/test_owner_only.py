@@ -250,7 +250,8 @@ def test_the_workers_process_starts_the_forkserver_as_it_loads_the_preload(tmp_p
 RECORD_PID = """import importlib.util, os, sys
 spec = importlib.util.spec_from_file_location("portal_owner_only", sys.argv[1])
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
-print(os.getpid(), os.environ.get("PORTAL_PID_FILE"))
+import gc, resource
+print(os.getpid(), os.environ.get("PORTAL_PID_FILE"), gc.get_threshold()[0], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 """
 
 
@@ -270,8 +271,14 @@ def test_the_preload_writes_its_process_s_pid_where_the_variable_says_and_hides_
     out = subprocess.run([sys.executable, "-c", RECORD_PID, str(path)], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    pid, left = out.stdout.split()
+    pid, left, threshold, files = out.stdout.split()
     assert target.read_text() == pid and left == "None"
+    import gc
+    import resource
+
+    assert int(threshold) == 3 * gc.get_threshold()[0]  # as `dask scheduler` sets its process up
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert int(files) == (max(soft, hard // 2) if hard != resource.RLIM_INFINITY else soft)
     assert (target.stat().st_mode & 0o777) == 0o600 and [p.name for p in tmp_path.iterdir()
                                                          if p.name.endswith(".part")] == []
     env.pop(owner_only.PID_FILE)
