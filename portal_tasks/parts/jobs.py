@@ -158,7 +158,20 @@ def scale(target: Target, state: dict[str, Any], spec_text: str, count: int,
           given: Mapping[str, Any]) -> dict[str, Any]:
     """Make the env's live jobs ``count``: submit the missing ones, cancel the newest extra ones; then wait."""
     ensure(target, state, spec_text, count, given, exact=True)
-    return wait(target, state, spec_text)
+    now = wait(target, state, spec_text)
+    note = no_workers_note(state, count, spec_text)
+    if note:
+        target.say(f"{target.host}: {note}")
+    return now
+
+
+def no_workers_note(state: Mapping[str, Any], count: int, spec_text: str) -> str | None:
+    """One line when ``scale --jobs 0`` leaves a scheduler that has no workers of its own (``--workers 0``, none
+    on other servers): it keeps running, with nothing to compute on; None otherwise."""
+    if count or state.get("workers") or state.get("workers_on"):
+        return None
+    return (f"the scheduler of env {spec_text} now has no workers (none on this host, no jobs): "
+            f"`portal scale --env {spec_text} --jobs N` gives it some, `portal down --env {spec_text}` ends it.")
 
 
 def explain(target: Target, spec_text: str, key: str, ports: dict[str, Any], count: int,

@@ -155,7 +155,8 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
     except OSError:
         continue
     text = " ".join(argv)
-    if "dask worker" in text or "dask-worker" in text or "dask_worker" in text:
+    if ("dask worker" in text or "dask-worker" in text or "dask_worker" in text or "distributed.Nanny" in text
+            or "multiprocessing.forkserver" in text):  # portal's `dask spec` with nannies; the workers' forkserver
         if net == here:
             mine.append(text)
         else:
@@ -209,9 +210,12 @@ def test_up_workers_0_jobs_2_is_the_scheduler_alone_on_the_login_host(portal_ser
         assert len(client["workers"]) == 2 and client["jobs"] == client["workers"]  # the jobs' workers alone
         assert client["where"] == [node] and client["total"] == 4950
 
-    down = run_portal(alice, "down", "--host", host)
-    assert down.rc == 0 and "jobs " in down.stdout, down.stdout + down.stderr
+    # no jobs left: the scheduler alone keeps running, and `scale` says it has no workers now
+    none = run_portal(alice, "scale", "--host", host, "--env", env, "--jobs", "0", timeout=180)
+    assert none.rc == 0 and f"the scheduler of env {env} now has no workers" in none.stderr, none.stdout + none.stderr
     _empty_queue(portal_server, alice)
+    down = run_portal(alice, "down", "--host", host)
+    assert down.rc == 0, down.stdout + down.stderr
     retry_until(lambda: listening_sockets(portal_server, alice, node) == [], 30, 0.5,
                 what="alice's workers on the node to end")
     retry_until(lambda: listening_sockets(portal_server, alice) == [], 30, 0.5,

@@ -120,3 +120,13 @@ def test_what_up_status_and_the_page_say_of_a_scheduler_alone() -> None:
     (line,) = [line for line in service_lines(report) if line.startswith("  cluster a:")]
     assert "no workers on the host, 2 joined from its 2 jobs pid 4242 healthy" in line and "memory" not in line
     assert services(report)[0]["detail"].startswith("no workers on the host, 2 joined from its 2 jobs, scheduler ")
+
+
+def test_scaling_a_scheduler_alone_to_no_jobs_says_it_has_no_workers_left() -> None:
+    from portal_tasks.parts import jobs as jobs_step
+
+    note = jobs_step.no_workers_note(_state(), 0, "a")
+    assert note and "no workers" in note and "`portal scale --env a --jobs N`" in note and "`portal down --env a`" in note
+    assert jobs_step.no_workers_note(_state(), 2, "a") is None  # jobs asked for: its workers come
+    assert jobs_step.no_workers_note(_state(workers=2), 0, "a") is None  # its own workers stay
+    assert jobs_step.no_workers_note(_state(workers_on=["n1"]), 0, "a") is None  # other servers' workers stay
