@@ -154,18 +154,19 @@ ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True"
 #: idle scheduler with one worker 61 CPU-ms a second (twenty colleagues' idle clusters: 1.2 cores); with these 17.
 QUIET = ("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=500ms", "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL=1s",
          "DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms")
-#: And there: a nanny forks its worker from a server process that imported Dask once (Python's forkserver,
-#: a method Dask offers) instead of spawning a new interpreter that imports it all again: two workers cost
-#: 0.66 -> 0.44 CPU-s and the cluster is ready 0.3 s sooner; one worker costs the same (docs/DECISIONS.md).
+#: And there, with two workers or more: a nanny forks its worker from a server process that imported Dask once
+#: (Python's forkserver, a method Dask offers) instead of spawning a new interpreter that imports it all again:
+#: two workers cost 0.66 -> 0.44 CPU-s and the cluster is ready 0.3 s sooner. One worker costs the same CPU
+#: either way, and spawned it needs no forkserver beside it (a resident process fewer; docs/DECISIONS.md).
 FORKED = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=forkserver"
 
 
-def _started(mark: str, commands: list[tuple[dict[str, str], list[str]]]) -> list[str]:
-    """Lines that start each (variables, argv) of ``commands`` marked, each in the background but the last (the
-    window shows its log). ``env NAME=VALUE`` sets variables the same way in every shell (bash, zsh, fish, tcsh)."""
-    return [shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *QUIET, FORKED, *(f"{k}={v}" for k, v in variables.items()),
-                        *argv]) + (" &" if i < len(commands) - 1 else "")
-            for i, (variables, argv) in enumerate(commands)]
+def _started(mark: str, variables: dict[str, str], argv: list[str], workers: int) -> str:
+    """The line that starts ``argv`` marked, with portal's Dask settings and ``variables``, its log shown in the
+    window; its workers forked from a forkserver when there are two or more. ``env NAME=VALUE`` sets variables
+    the same way in every shell (bash, zsh, fish, tcsh)."""
+    return shlex.join(["env", f"{CLUSTER_MARK}={mark}", ENCRYPTION, *QUIET, *([FORKED] if workers >= 2 else []),
+                       *(f"{k}={v}" for k, v in variables.items()), *argv])
 
 
 def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
@@ -176,7 +177,7 @@ def window_lines(spec: ClusterSpec, activation: list[str]) -> list[str]:
         *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['scheduler_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
         f"rm -f {shlex.quote(spec.paths['scheduler_file'])}",
-        *_started(spec.mark, [(cluster_environment(spec), cluster_argv(spec))]),
+        _started(spec.mark, cluster_environment(spec), cluster_argv(spec), spec.workers),
     ]
 
 
@@ -248,7 +249,8 @@ def node_window_lines(spec: NodeSpec, activation: list[str]) -> list[str]:
     return [
         *activation,
         f"mkdir -p -m 700 {shlex.quote(spec.paths['workers_pid_file'].rsplit('/', 1)[0])} {shlex.quote(spec.paths['scratch'])}",
-        *_started(spec.mark, [(_workers_environment(_node_ports(spec), spec.workers), node_workers_argv(spec))]),
+        _started(spec.mark, _workers_environment(_node_ports(spec), spec.workers), node_workers_argv(spec),
+                 spec.workers),
     ]
 
 

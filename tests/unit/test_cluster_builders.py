@@ -115,6 +115,9 @@ def test_window_lines_paste_into_a_shell(spec: daskcmd.ClusterSpec) -> None:
     assert shlex.split(started) == [*marked, *variables, *daskcmd.cluster_argv(spec)]
     # nothing a shell other than bash would read differently: no export, no VAR=value prefix, no $
     assert not any(line.startswith("export ") or "$" in line for line in lines)
+    # one worker is spawned: no forkserver beside it (the same CPU, a resident process fewer)
+    one = dataclasses.replace(spec, workers=1)
+    assert daskcmd.FORKED not in shlex.split(daskcmd.window_lines(one, [])[-1])
 
 
 def test_client_environment(spec: daskcmd.ClusterSpec) -> None:
