@@ -206,20 +206,31 @@ def counts(data: Any, owner: int, now: float, machine: str) -> bool:
                for p in procs)
 
 
-def _spec_budget(argv: list[str]) -> tuple[int, int] | None:
-    """``(memory bytes, cores)`` of the workers a ``dask spec --spec JSON`` command line runs (portal's own
-    cluster: a nanny per worker, each with its memory limit and threads), or None when it runs none."""
+def _dask_args(argv: list[str], command: str) -> list[str] | None:
+    """The arguments after ``dask COMMAND`` (or ``dask-COMMAND``) in ``argv``, a process's command line; None
+    when it runs no such command."""
     names = [os.path.basename(a) for a in argv]
-    at = next((i for i in range(1, len(names)) if names[i] == "spec" and names[i - 1] == "dask"),
-              next((i for i, n in enumerate(names) if n == "dask-spec"), None))
-    if at is None:
-        return None
-    rest = argv[at + 1:]
-    text = next((a.partition("=")[2] for a in rest if a.startswith("--spec=")), None)
-    if text is None and "--spec" in rest and rest.index("--spec") + 1 < len(rest):
-        text = rest[rest.index("--spec") + 1]
+    for i, name in enumerate(names):
+        if name == "dask-" + command or (name == command and i > 0 and names[i - 1] == "dask"):
+            return argv[i + 1:]
+    return None
+
+
+def _options(args: list[str], wanted: tuple[str, ...]) -> dict[str, str]:
+    """The values of the ``wanted`` options in ``args``, given as ``--name value`` or ``--name=value``."""
+    found: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in wanted:
+            found[name] = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+    return found
+
+
+def _spec_budget(args: list[str]) -> tuple[int, int] | None:
+    """``(memory bytes, cores)`` of the workers ``dask spec --spec JSON`` runs (portal's own cluster: a nanny
+    per worker, each with its memory limit and threads), or None when it runs none."""
     try:
-        servers = json.loads(text or "")
+        servers = json.loads(_options(args, ("--spec",)).get("--spec", ""))
         opts = [s.get("opts") or {} for s in servers.values()
                 if isinstance(s, dict) and str(s.get("cls", "")).rsplit(".", 1)[-1] in ("Nanny", "Worker")]
         limits = [parse_amount(str(o.get("memory_limit", ""))) for o in opts]
@@ -235,20 +246,13 @@ def worker_budget(argv: list[str]) -> tuple[int, int] | None:
     """``(memory bytes, cores)`` a ``dask worker`` command line asks for (limit x nworkers, threads x nworkers),
     or portal's ``dask spec`` (:func:`_spec_budget`); None for any other command line or a limit that is not a
     size."""
-    spec = _spec_budget(argv)
-    if spec:
-        return spec
-    names = [os.path.basename(a) for a in argv]
-    starts = [i + 1 for i, n in enumerate(names) if n == "dask-worker"]
-    starts += [i + 1 for i in range(1, len(names)) if names[i] == "worker" and names[i - 1] == "dask"]
-    if not starts:
+    spec = _dask_args(argv, "spec")
+    if spec is not None:
+        return _spec_budget(spec)
+    args = _dask_args(argv, "worker")
+    if args is None:
         return None
-    options: dict[str, str] = {}
-    rest = argv[starts[0]:]
-    for i, arg in enumerate(rest):
-        name, eq, value = arg.partition("=")
-        if name in ("--memory-limit", "--nworkers", "--nthreads"):
-            options[name] = value if eq else (rest[i + 1] if i + 1 < len(rest) else "")
+    options = _options(args, ("--memory-limit", "--nworkers", "--nthreads"))
     limit = parse_amount(options.get("--memory-limit", ""))
     try:
         workers = int(options.get("--nworkers", "1"))

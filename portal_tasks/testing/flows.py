@@ -151,11 +151,6 @@ def runs_scheduler(args: str) -> bool:
     return "dask scheduler" in args or ("dask spec" in args and "distributed.Scheduler" in args)
 
 
-def runs_nannies(args: str) -> bool:
-    """``args`` runs Dask nannies: portal's ``dask spec`` with workers, or a ``dask worker``."""
-    return "dask worker" in args or ("dask spec" in args and "distributed.Nanny" in args)
-
-
 def explained_servers(text: str) -> dict[str, Any]:
     """The servers of the cluster's ``dask spec --spec JSON`` line in ``--explain``'s text (scheduler first,
     then a nanny per worker on the host)."""
