@@ -1,4 +1,10 @@
-"""What every benchmark gets: the test server, its users, and timed `portal` / `ssh` calls from their laptops."""
+"""What every benchmark gets: the test server, its users, and timed `portal` / `ssh` calls from their laptops.
+
+Each user's `portal` and `ssh` runs in a session of its own (``OWN_SESSION``), as a command typed in a terminal
+of its own does. The kernel's autogroup scheduling shares the CPU out per session: run from the benchmark's
+own session, twenty users' laptops would share one twentieth of what one laptop gets here (while on the
+server each user's windows are sessions of their own), where in truth each laptop is a machine of its own.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ from portal_tasks.testing.flows import http_get
 from portal_tasks.testing.plugin import portal_env
 from portal_tasks.testing.server import TestServer, TestUser
 from portal_tasks.testing.trips import LogWindow, Trips
+
+
+#: each user's laptop commands in a session of their own (see the module's docstring)
+OWN_SESSION = True
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Bench:
     def portal(self, user: TestUser, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> Result:
         """The `portal` CLI as user on their laptop (a new python, as a person runs it)."""
         return run([sys.executable, "-m", "portal_tasks", *args], timeout=timeout, env=portal_env(user, env),
-                   cwd=str(user.laptop))
+                   cwd=str(user.laptop), new_session=OWN_SESSION)
 
     def up(self, user: TestUser, *extra: str, timeout: float = 300, host: str | None = None) -> tuple[float, Result]:
         """Seconds of `portal up --no-attach --no-browser` and its result (raises when it failed)."""
@@ -91,7 +101,7 @@ class Bench:
         """Seconds of one plain `ssh host true` over a fresh connection (no control master)."""
         argv = user.ssh_argv(host or self.host, "true", options=["-o", "ControlMaster=no", "-o", "ControlPath=none"])
         start = time.perf_counter()
-        res = run(argv, timeout=30)
+        res = run(argv, timeout=30, new_session=OWN_SESSION)
         seconds = time.perf_counter() - start
         if not res.ok:
             raise RuntimeError(f"ssh true failed: {res.tail()}")
@@ -123,7 +133,7 @@ def first_line(argv: list[str], stdin: str | None = None, timeout: float = 120) 
     with tempfile.TemporaryFile("w+") as errors:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else None, stdout=subprocess.PIPE,
-                                stderr=errors, text=True)
+                                stderr=errors, text=True, start_new_session=OWN_SESSION)
         try:
             assert proc.stdout is not None
             if stdin is not None:

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from bench import up_jupyter
-from bench.context import Bench, read_until
+from bench.context import OWN_SESSION, Bench, read_until
 from bench.hostcpu import HostProcs, Usage, listener_pid
 from bench.stats import Row, median
 from bench.up_cold import cluster_spec
@@ -75,7 +75,8 @@ def by_hand(b: Bench, user: TestUser, spec: tuple[int, int, int], lab: bool, lis
                          options=["-tt", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
     with HostProcs(user.uid, user.name, listener) as host:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=OWN_SESSION)
         try:
             read_until(proc, b"READY", 240, "by hand: IPython did not see the workers")
             seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.context import Bench, read_until
+from bench.context import OWN_SESSION, Bench, read_until
 from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
 from bench.table import render
@@ -86,7 +86,8 @@ def by_hand_kept(b: Bench, user: TestUser, spec: tuple[int, int, int], wait: flo
     argv = user.ssh_argv(b.host, shlex.join(["bash", "-l", "-c", script]),
                          options=["-tt", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=OWN_SESSION)
     kept.append(proc)
     read_until(proc, f"workers {workers}".encode(), wait + 60, f"{user.name}'s cluster by hand failed")
     return time.perf_counter() - start

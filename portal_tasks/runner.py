@@ -49,10 +49,12 @@ def run(
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    new_session: bool = False,
 ) -> Result:
     """Run argv to completion; never raises for a non-zero exit (the caller decides).
 
-    A missing program gives rc 127 and a timeout rc 124, as a shell would.
+    A missing program gives rc 127 and a timeout rc 124, as a shell would. ``new_session``: argv runs in a
+    session of its own (setsid), as a command typed in a terminal of its own does.
     """
     log.debug("run: %s", redact(shlex.join(argv)))
     full_env = None if env is None else {**os.environ, **env}
@@ -67,6 +69,7 @@ def run(
             env=full_env,
             cwd=cwd,
             stdin=None if input is not None else subprocess.DEVNULL,
+            start_new_session=new_session,
         )
     except FileNotFoundError as exc:
         return Result(tuple(argv), 127, "", f"{argv[0]}: command not found ({exc.strerror})")
