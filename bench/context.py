@@ -9,6 +9,7 @@ server each user's windows are sessions of their own), where in truth each lapto
 from __future__ import annotations
 
 import os
+import re
 import select
 import shlex
 import subprocess
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portal_tasks.remote.tmux import window_target
 from portal_tasks.runner import Result, run
 from portal_tasks.testing.flows import http_get
 from portal_tasks.testing.plugin import portal_env
@@ -125,6 +127,32 @@ class Bench:
         if self.server.reset_user is None:
             raise RuntimeError("this test server cannot reset users")
         self.server.reset_user(user)
+
+
+WINDOW = re.compile(r"IPython in env .* started in window (ipython-\S+) with the cluster's address")
+#: what portal's IPython shows once its startup lines ran (``client`` connected, or a line saying why not), read
+#: below its banner (the typed command line above it holds the same words)
+BANNER, PROMPT, NO_CLIENT = "An enhanced Interactive Python", "In [1]:", "portal: no Dask client yet ("
+
+
+def ipython_ready(b: Bench, user: TestUser, output: str, start: float, wait: float, every: float = 0.5) -> float | None:
+    """Seconds from ``start`` until the user's IPython window (named in `up`'s output) shows its prompt with
+    ``client`` connected: what the by-hand side waits for (`up` returns once IPython runs in its window and the
+    cluster is ready). Looked at every ``every`` s (a tmux process each); None when it did not within ``wait``
+    or connected no client."""
+    found = WINDOW.search(output)
+    if found is None or b.server.admin_run is None:
+        return None
+    argv = ["tmux", "capture-pane", "-p", "-t", window_target("portal", found.group(1))]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        _, banner, below = b.server.admin_run(argv, user=user, timeout=30).stdout.rpartition(BANNER)
+        if banner and NO_CLIENT in below:
+            return None
+        if banner and PROMPT in below:  # no banner yet: IPython still imports
+            return time.perf_counter() - start
+        time.sleep(every)
+    return None
 
 
 def first_line(argv: list[str], stdin: str | None = None, timeout: float = 120) -> tuple[float, str, int | None, str]:

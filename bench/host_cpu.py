@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from bench import up_jupyter
-from bench.context import OWN_SESSION, Bench, read_until
+from bench.context import OWN_SESSION, Bench, ipython_ready, read_until
 from bench.hostcpu import HostProcs, Usage, listener_pid
 from bench.stats import Row, median
 from bench.up_cold import cluster_spec
@@ -88,22 +88,26 @@ def by_hand(b: Bench, user: TestUser, spec: tuple[int, int, int], lab: bool, lis
     return seconds, usage
 
 
-def with_portal(b: Bench, user: TestUser, lab: bool, listener: int) -> tuple[float, Usage]:
-    """Seconds of a cold `up` (with lab: until JupyterLab answers on the laptop) and its cost on the host."""
+def with_portal(b: Bench, user: TestUser, lab: bool, listener: int) -> tuple[float, Usage, float | None]:
+    """Seconds of a cold `up` (with lab: until JupyterLab answers on the laptop), its cost on the host, and
+    (without lab) the seconds until its IPython shows its prompt with ``client`` connected."""
     b.reset(user)
+    prompt = None
     with HostProcs(user.uid, user.name, listener) as host:
         if lab:
             _, seconds, _ = up_jupyter.cold_up(b, user)
         else:
-            seconds, _ = b.up(user)
+            start = time.perf_counter()
+            seconds, res = b.up(user)
+            prompt = ipython_ready(b, user, res.stderr, start, 60, every=0.05)
         usage = host.settled()
-    return seconds, usage
+    return seconds, usage, prompt
 
 
-def _middle(runs: list[tuple[float, Usage]]) -> Usage:
+def _middle(usages: list[Usage]) -> Usage:
     """The run of median CPU (its breakdown goes into the table)."""
-    ordered = sorted(runs, key=lambda r: r[1].total)
-    return ordered[len(ordered) // 2][1]
+    ordered = sorted(usages, key=lambda u: u.total)
+    return ordered[len(ordered) // 2]
 
 
 def breakdown(title: str, mine: Usage, hand: Usage) -> str:
@@ -128,18 +132,22 @@ def breakdown(title: str, mine: Usage, hand: Usage) -> str:
     return "\n".join(lines)
 
 
-def _rows(label: str, hand_what: str, runs: list[tuple[float, Usage]], hands: list[tuple[float, Usage]],
-          n: int) -> list[Row]:
+def _rows(label: str, hand_what: str, runs: list[tuple[float, Usage, float | None]],
+          hands: list[tuple[float, Usage]], n: int) -> list[Row]:
+    prompts = [p for _, _, p in runs if p is not None]
     return [
         Row("13", f"{label}: host CPU until ready and settled, every process incl. sshd and the helper "
-            f"(median of {n})", median([u.total for _, u in runs]), "CPU-s", hand_what,
+            f"(median of {n})", median([u.total for _, u, _ in runs]), "CPU-s", hand_what,
             median([u.total for _, u in hands]), target=CPU_TARGET),
-        Row("13", f"{label}: wall time until ready (median of {n})", median([s for s, _ in runs]), "s",
+        Row("13", f"{label}: wall time until ready (median of {n})", median([s for s, _, _ in runs]), "s",
             f"{hand_what}: until ready", median([s for s, _ in hands]), target=WALL_TARGET),
-        Row("13", f"{label}: Python interpreters started on the host", median([u.pythons for _, u in runs]), "",
+        *([Row("13", f"{label}: wall time until its IPython shows its prompt with `client` connected (median of "
+               f"{len(prompts)})", median(prompts), "s", f"{hand_what}: until ready", median([s for s, _ in hands]))]
+          if prompts else []),
+        Row("13", f"{label}: Python interpreters started on the host", median([u.pythons for _, u, _ in runs]), "",
             "by hand", median([u.pythons for _, u in hands])),
         Row("13", f"{label}: what it keeps costing once settled, all of it idle (CPU-ms per second; median of {n})",
-            median([u.idle * 1000 for _, u in runs]), "ms/s", f"{hand_what}, idle (Dask's default ticks)",
+            median([u.idle * 1000 for _, u, _ in runs]), "ms/s", f"{hand_what}, idle (Dask's default ticks)",
             median([u.idle * 1000 for _, u in hands])),
     ]
 
@@ -163,6 +171,6 @@ def run(b: Bench, runs: int = 3) -> list[Row]:
         label = "cold `up --jupyter` (until JupyterLab answers on the laptop)" if lab else "cold `up`"
         rows += _rows(label, what, mine, hands, runs)
         b.notes.append(breakdown(f"{label}: where the host's CPU goes (the run of median CPU)",
-                                 _middle(mine), _middle(hands)))
+                                 _middle([u for _, u, _ in mine]), _middle([u for _, u in hands])))
     b.reset(alice)
     return rows

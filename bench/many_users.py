@@ -16,7 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.context import OWN_SESSION, Bench, read_until
+from bench.context import OWN_SESSION, Bench, ipython_ready, read_until
 from bench.hostcpu import resident, sides
 from bench.stats import Row, percentile
 from bench.table import render
@@ -27,8 +27,6 @@ from portal_tasks.testing.server import TestUser
 from portal_tasks.testing.sockets import Listener, parse_ss
 
 URL = re.compile(r"dashboard-\S+: (http://localhost:\d+/status)")
-
-
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=20) as resp:
@@ -164,22 +162,24 @@ def one_round(b: Bench, users: list[TestUser], workers: int, wait: float) -> tup
 
     failures: list[str] = []
 
-    def up(user: TestUser) -> tuple[TestUser, float, str] | None:
+    def up(user: TestUser) -> tuple[TestUser, float, str, float | None] | None:
+        start = time.perf_counter()
         try:
             seconds, res = b.up(user, "--workers", str(workers), timeout=wait + 300)
         except RuntimeError as exc:
             failures.append(str(exc).splitlines()[-1][:300])
             return None
-        return user, seconds, res.stdout
+        return user, seconds, res.stdout, ipython_ready(b, user, res.stderr, start, wait)
 
     with ThreadPoolExecutor(len(users)) as pool:
         results = [r for r in pool.map(up, users) if r is not None]
     if not results:
         raise RuntimeError(f"no `up` of {len(users)} at once succeeded: {failures[:3]}")
-    times = [s for _, s, _ in results]
+    times = [s for _, s, _, _ in results]
+    prompts = [r for _, _, _, r in results if r is not None]
     kinds = resident({u.uid for u in users}, {u.name for u in users})  # all up, idle
     spec = cluster_spec(b, users[0])
-    dashboards = [m.group(1) for _, _, out in results for m in [URL.search(out)] if m]
+    dashboards = [m.group(1) for _, _, out, _ in results for m in [URL.search(out)] if m]
     with ThreadPoolExecutor(CHECKS) as pool:  # one after the other, a hundred loaded clusters take half an hour
         loaded = sum(1 for status in pool.map(_status, dashboards) if status == 200)
         ports = pool.map(lambda u: user_ports(b.portal(u, "ports", "--host", b.host, "--json", timeout=wait)), users)
@@ -206,6 +206,9 @@ def one_round(b: Bench, users: list[TestUser], workers: int, wait: float) -> tup
             percentile(hands, 50)),
         Row("5", f"{label}: p95 of `up` time", percentile(times, 95), "s", f"{hand_what}: p95",
             percentile(hands, 95), target=1.2 if n <= 20 else None),
+        Row("5", f"{label}: p95 until each user's IPython shows its prompt with `client` connected "
+            f"({len(prompts)} of {len(results)} did)", percentile(prompts, 95), "s",
+            f"{hand_what}: p95", percentile(hands, 95)),
         Row("5", f"{label}: succeeded / dashboards loading (HTTP 200)", float(min(len(results), loaded)), "of "
             + str(n), note=f"{len(results)} succeeded, {loaded} of {len(dashboards)} dashboards loaded"
             + (f"; failed: {failures[0]}" if failures else ""),

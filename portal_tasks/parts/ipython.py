@@ -15,20 +15,25 @@ from ..remote.tmux import runs_program
 from . import cluster as cluster_step
 
 #: Run by ``ipython -i -c``: ``client`` connects to the user's cluster when the window knows its
-#: address (no LocalCluster otherwise); a cluster that is down gives one line, not a traceback.
+#: address (no LocalCluster otherwise), waiting up to SECONDS for its scheduler; a cluster that is down
+#: gives one line, not a traceback.
 CLIENT_SOURCE = """import os
 try:
     from dask.distributed import Client
-    client = Client(timeout=10) if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
+    client = Client(timeout=SECONDS) if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
 except Exception as exc:
     client = None
     print("portal: no Dask client yet (" + type(exc).__name__ + ": " + str(exc) + ")")"""
 START_SECONDS = 30.0
+#: how long ``client`` waits for a scheduler that runs already (IPython started on its own)
+CLIENT_SECONDS = 10
 
 
-def ipython_command(with_client: bool) -> str:
-    """The IPython command line; with_client makes ``client`` ready (None when no cluster is known)."""
-    code = f"exec({json.dumps(CLIENT_SOURCE)})"  # one line: the newlines stay escaped inside the literal
+def ipython_command(with_client: bool, client_seconds: int = CLIENT_SECONDS) -> str:
+    """The IPython command line; with_client makes ``client`` ready (None when no cluster is known), waiting
+    up to client_seconds for the scheduler."""
+    source = CLIENT_SOURCE.replace("SECONDS", str(int(client_seconds)))
+    code = f"exec({json.dumps(source)})"  # one line: the newlines stay escaped inside the literal
     return shlex.join(["ipython", "-i", "-c", code]) if with_client else "ipython"
 
 
@@ -36,14 +41,16 @@ def window_name(env: Env) -> str:
     return cmds.step_window("ipython", env.key)
 
 
-def launch_lines(env: Env) -> list[str]:
+def launch_lines(env: Env, client_seconds: int = CLIENT_SECONDS) -> list[str]:
     """Activation, then IPython only if it worked: IPython never starts outside the env."""
-    return env.launch(ipython_command(env.has('distributed')))
+    return env.launch(ipython_command(env.has('distributed'), client_seconds))
 
 
-def window(session: str, env: Env, variables: dict[str, str]) -> dict[str, Any]:
-    """IPython's window as the helper opens it (kept while a program runs in it), the cluster's variables in it."""
-    return cmds.window_plan(session, window_name(env), launch_lines(env), variables, "busy", f"ipython:{env.location}")
+def window(session: str, env: Env, variables: dict[str, str], client_seconds: int = CLIENT_SECONDS) -> dict[str, Any]:
+    """IPython's window as the helper opens it (kept while a program runs in it), the cluster's variables in it;
+    its client waits up to client_seconds for the scheduler (as long as `up` waits for a cluster it starts)."""
+    return cmds.window_plan(session, window_name(env), launch_lines(env, client_seconds), variables, "busy",
+                            f"ipython:{env.location}")
 
 
 def _said(target: Target, env: Env, state: str, with_cluster: bool) -> str:

@@ -106,9 +106,9 @@ def tail(session: str, name: str, lines: int = 5) -> str:
     return " / ".join(text[-lines:])
 
 
-def open_window(session: str, window: dict[str, Any], typed: bool = True) -> bool:
+def open_window(session: str, window: dict[str, Any]) -> bool:
     """Open the window and type its lines unless it is kept ({keep: "marker" | "busy" | "never"}); True when
-    opened now. ``typed`` False: its lines wait for :func:`type_lines` (its shell starts meanwhile)."""
+    opened now."""
     entry = (snapshot.windows(session) or {}).get(window["name"])
     if entry is not None:
         keep = window.get("keep")
@@ -118,16 +118,8 @@ def open_window(session: str, window: dict[str, Any], typed: bool = True) -> boo
             return False
         run_tmux(window["kill"])
     for argv in window["argv"]:
-        if typed or argv[1] != "send-keys":
-            must(argv, "window %s (%s)" % (window["name"], argv[1]))
+        must(argv, "window %s (%s)" % (window["name"], argv[1]))
     return True
-
-
-def type_lines(window: dict[str, Any]) -> None:
-    """The lines :func:`open_window` left untyped."""
-    for argv in window["argv"]:
-        if argv[1] == "send-keys":
-            must(argv, "window %s (%s)" % (window["name"], argv[1]))
 
 
 def differs(planned: dict[str, Any], given: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -289,16 +281,9 @@ def _up(payload: dict[str, Any], session: str) -> dict[str, Any]:
 
     ipy = payload.get("ipython")
     if ipy:
-        # IPython's window (its shell) now, IPython itself once Dask is up, and with worker jobs once their
-        # workers joined: its start costs as much as a worker's and would slow what `up` waits for; its client
-        # then connects at once and sees them
-        started = open_window(session, ipy["window"], typed=booting is None)
-        if started and booting is not None:
-            booting.join()
-            if submitting is not None and booting.error is None:
-                result["jobs"] = _jobs_joined(plan["jobs"]["wait"], submitting.result(), booting.value)
-                submitting = None
-            type_lines(ipy["window"])
+        # IPython starts beside Dask, as typed by hand: its import overlaps Dask's boot, and its client waits
+        # for the scheduler (ipython.CLIENT_SOURCE), so the prompt comes when the cluster is up, not after
+        started = open_window(session, ipy["window"])
         if started:
             _ipython_wait(session, ipy)
         emit("ipython", started=started)

@@ -191,7 +191,10 @@ class UpPlan:
     def _ipython(self, out: dict[str, Any]) -> None:
         name = ipython.window_name(self.env)
         self._lock(out, name)
-        out["ipython"] = {"window": ipython.window(self.target.settings.session, self.env, self.client_environment()),
+        # IPython starts beside a cluster this call starts: its client waits for the scheduler as long as `up` does
+        wait = cluster.WAIT_SECONDS if "cluster" in self.parts else ipython.CLIENT_SECONDS
+        out["ipython"] = {"window": ipython.window(self.target.settings.session, self.env, self.client_environment(),
+                                                   wait),
                           "seconds": ipython.START_SECONDS}
 
     def _jupyter(self, out: dict[str, Any]) -> None:
@@ -336,8 +339,8 @@ def _run(target: Target, spec: str, snap: Snapshot, options: ClusterOptions, par
         hostenv.require(target, planned.env, "IPython", "ipython")
     if planned.jupyter:
         hostenv.require(target, planned.env, "jupyterlab", "jupyter")
-    # the order the user reads them in: IPython starts once the cluster is ready (and its worker jobs joined),
-    # JupyterLab boots beside it
+    # the order the user reads them in (IPython and JupyterLab boot beside the cluster; the lines of a step that
+    # is done before the steps ahead of it wait for them)
     jobs = [("jobs", "jobs", f"{options.jobs} on the batch system")] \
         if "cluster" in planned.parts and options.jobs and planned.ports else []  # waited for in the same call
     steps = {"env": [("env", "env", labels.get("env", spec))],

@@ -62,6 +62,9 @@ def test_the_host_cpu_benchmark_counts_every_process_both_ways(bench):
     plain, lab = (r.baseline or 0 for r in starts)
     assert plain >= 5 and lab > plain, starts
     assert all(r.value >= plain for r in starts), starts
+    # portal's IPython was seen at its prompt with its client (the row the by-hand side's "ready" compares with)
+    prompt = [r for r in rows if "IPython shows its prompt" in r.what]
+    assert len(prompt) == 1 and prompt[0].value > 0, rows
     assert "| dask spec: scheduler and nannies | 1 (1) |" in bench.notes[-2] and "| portal helper | 1 (1) |" in bench.notes[-2]
 
 
