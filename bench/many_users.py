@@ -70,6 +70,8 @@ while not os.path.exists(os.environ["SFILE"]) and time.monotonic() < deadline:
     time.sleep(0.02)
 client = Client(scheduler_file=os.environ["SFILE"], timeout={wait})
 client.wait_for_workers({workers}, timeout={wait})
+while len(client.scheduler_info()["workers"]) < {workers} and time.monotonic() < deadline:
+    time.sleep(0.1)  # a worker that joined and left (its nanny starts it again): waited for, as a person would
 print("workers", len(client.scheduler_info()["workers"]), flush=True)
 """
 
