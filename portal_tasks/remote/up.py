@@ -4,9 +4,8 @@ The laptop plans (ports, windows, the lines typed into them, all from the builde
 prints) and sends the plan on stdin; this runs it here: TLS files, the tmux session, the env's
 window, the cluster (``cluster.prepare``, its window, ``cluster.wait``), IPython, JupyterLab
 (``jupyter.prepare``, its window, ``jupyter.wait``). The tmux argv come built in the plan and run
-here with subprocess (no ssh per tmux call). Dask and JupyterLab boot side by side; IPython starts once
-Dask is up, and with worker jobs once their workers joined (on a busy host its start would slow theirs,
-and `up` waits for them).
+here with subprocess (no ssh per tmux call). Dask, IPython and JupyterLab boot side by side, as typed by
+hand; IPython's client waits for the scheduler (parts/ipython.py), so its prompt is there once Dask is up.
 
 Each finished step prints one JSON line ``{"event": STEP, ...}`` (flushed) before the final
 ``{"ok": ..., "result": ...}``; the cluster's ``cluster-ready`` goes out as soon as it is ready, so it
