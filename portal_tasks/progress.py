@@ -32,7 +32,9 @@ def step(name: str, detail: str = "") -> Iterator[None]:
     terminal = _terminal(sys.stderr)
     try:
         if terminal:
-            with _console().status(f"{label} …"):
+            from rich.markup import escape
+
+            with _console().status(f"{escape(label)} …"):
                 yield
         else:
             yield

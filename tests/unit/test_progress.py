@@ -45,3 +45,33 @@ def test_off_a_terminal_steps_and_table_are_plain_and_rich_is_never_imported() -
     out = res.stdout.splitlines()
     assert out[0] == "portal on h" and out[2].split() == ["dashboard", "127.0.0.1:1", "http://localhost:1/status"]
     assert out[-1] == "no rich"
+
+
+def test_on_a_terminal_rich_draws_them_and_keeps_brackets_as_typed() -> None:
+    import os
+    import pty
+    import re
+
+    code = textwrap.dedent("""
+        from portal_tasks import progress
+        with progress.step("env", "[a] b"):
+            pass
+        progress.table([("dashboard", "127.0.0.1:1", "http://localhost:1/status")], "h")
+    """)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:  # until the child closes the terminal (it exits)
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.decode(errors="replace"))
+    assert "✓ env [a] b  (" in text
+    assert "┃ service" in text and "http://localhost:1/status" in text  # rich's table
