@@ -27,6 +27,8 @@ from portal_tasks.testing.server import TestUser
 from portal_tasks.testing.sockets import Listener, parse_ss
 
 URL = re.compile(r"dashboard-\S+: (http://localhost:\d+/status)")
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=20) as resp:

@@ -302,7 +302,7 @@ def _up(payload: dict[str, Any], session: str) -> dict[str, Any]:
     if prep is not None:
         result["cluster"] = booting.result() if booting is not None else dict(prep["state"], reused=True)
         result["cluster_notes"] = prep.get("notes", [])
-    if submitting is not None:  # last (with IPython kept): JupyterLab did not wait for the queue
+    if submitting is not None:  # last: IPython and JupyterLab did not wait for the queue
         result["jobs"] = _jobs_joined(plan["jobs"]["wait"], submitting.result(), result["cluster"])
     if replan:
         result["replan"] = replan
